@@ -1,0 +1,86 @@
+"""The ``oracle`` command line: a thin typer app over the library functions.
+
+Each command group lives in ``oracle/commands/<name>.py`` and exposes ``register(app)``;
+this module builds the app, maps user errors to one line + exit code 1 (``ORACLE_DEBUG=1``
+shows tracebacks) and runs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import typer
+
+from oracle import __version__
+from oracle.errors import OracleError
+
+# Command modules, registered in this order (their commands show up in `oracle --help`).
+COMMAND_MODULES = [
+    "oracle.commands.validate",
+    "oracle.commands.simulate",
+    "oracle.commands.cost",
+    "oracle.commands.catalog",
+    "oracle.commands.workload",
+]
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"oracle {__version__}")
+        raise typer.Exit()
+
+
+def typer_factory(help: str) -> typer.Typer:
+    """A Typer app with the project's conventions (no_args_is_help, -h, plain exceptions)."""
+    return typer.Typer(help=help, no_args_is_help=True, pretty_exceptions_enable=False,
+                       add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
+
+
+def build_app() -> typer.Typer:
+    app = typer_factory("LLMPerfOracle: simulate LLM inference serving (vLLM v1 semantics) without a GPU.")
+
+    @app.callback()
+    def _root(version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                           help="Print the version and exit.")) -> None:
+        """LLMPerfOracle: simulate LLM inference serving (vLLM v1 semantics) without a GPU."""
+
+    for mod in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(mod)
+        except ModuleNotFoundError as exc:  # a command group not built yet
+            if exc.name == mod:
+                continue
+            raise
+        module.register(app)
+    return app
+
+
+def debug_enabled() -> bool:
+    return os.environ.get("ORACLE_DEBUG", "") not in ("", "0", "false", "no")
+
+
+def fail(exc: BaseException) -> "typer.Exit":
+    """Print one line for a user error and return the Exit(1) to raise."""
+    if debug_enabled():
+        import traceback
+        traceback.print_exception(exc)
+    typer.echo(f"error: {exc}", err=True)
+    return typer.Exit(code=1)
+
+
+def main() -> None:
+    app = build_app()
+    try:
+        app(standalone_mode=True)
+    except OracleError as exc:  # raised outside a command's own handler
+        raise SystemExit(_exit_for(exc))
+
+
+def _exit_for(exc: BaseException) -> int:
+    if debug_enabled():
+        import traceback
+        traceback.print_exception(exc)
+    print(f"error: {exc}", file=sys.stderr)
+    return 1

@@ -1,0 +1,1 @@
+"""Slow, obviously correct plain-Python references for the kernels and the engine."""
