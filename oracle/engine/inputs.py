@@ -1,0 +1,143 @@
+"""What the engine consumes and produces, as plain arrays (see ``oracle/engine/README.md``).
+
+Both the jitted engine (``oracle.engine.loop``) and the plain-Python reference
+(``tests/reference/engine.py``) take an :class:`EngineInputs` and return an
+:class:`EngineOutputs`, so differential tests compare them field by field.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+import numpy as np
+
+
+class Router(IntEnum):
+    ROUND_ROBIN = 0
+    LEAST_LOADED = 1
+    SESSION_AFFINITY = 2
+    PREFIX_AWARE = 3
+
+
+ROUTER_NAMES = {"round_robin": Router.ROUND_ROBIN, "least_loaded": Router.LEAST_LOADED,
+                "session_affinity": Router.SESSION_AFFINITY, "prefix_aware": Router.PREFIX_AWARE}
+
+
+class CacheEvent(IntEnum):
+    NONE = -1
+    MISS_FULL = 0
+    CROSS_REQUEST_HIT = 1
+    CONVERSATIONAL_HIT = 2
+    FULL_HIT_NO_PREFILL_NEEDED = 3
+    CONVERSATIONAL_MISS_EVICTED = 4
+
+
+class Status(IntEnum):
+    PENDING = 0
+    FINISHED = 1
+    REJECTED = 2
+
+
+# ITL histogram: log-spaced bins, ITL_BINS_PER_DECADE per decade from ITL_MIN_S; bin 0 holds
+# everything below ITL_MIN_S and the last bin everything above the top edge.
+ITL_MIN_S = 1e-6
+ITL_BINS_PER_DECADE = 100
+ITL_DECADES = 10
+ITL_NUM_BINS = ITL_BINS_PER_DECADE * ITL_DECADES + 2
+
+
+def itl_bin(gap_s: float) -> int:
+    """Histogram bin of one inter-token gap in seconds (same formula as the jitted engine)."""
+    if gap_s < ITL_MIN_S:
+        return 0
+    b = int(math.floor(math.log10(gap_s / ITL_MIN_S) * ITL_BINS_PER_DECADE)) + 1
+    return min(b, ITL_NUM_BINS - 1)
+
+
+def itl_bin_edges_s() -> np.ndarray:
+    """Lower edge (seconds) of each histogram bin; bin 0's lower edge is 0."""
+    k = np.arange(ITL_NUM_BINS - 1, dtype=np.float64)
+    return np.concatenate([[0.0], ITL_MIN_S * 10.0 ** (k / ITL_BINS_PER_DECADE)])
+
+
+def cdiv(a: int, b: int) -> int:
+    """Ceiling division for non-negative integers."""
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """One framework configuration as the engine sees it (all per replica)."""
+
+    num_replicas: int = 1
+    router: Router = Router.ROUND_ROBIN
+    block_size: int = 16
+    num_gpu_blocks: int = -1  # including the null block; -1 = unlimited
+    max_num_seqs: int = 256
+    max_num_batched_tokens: int = 8192
+    max_model_len: int = 131072
+    enable_chunked_prefill: bool = True
+    enable_prefix_caching: bool = True
+    record_steps: bool = False
+    warm_up_s: float = 0.0  # ITL gaps of requests arriving before this are not histogrammed
+
+
+@dataclass
+class EngineInputs:
+    """Request arrays (row = request id) + block hashes for ``config.block_size`` + cost params.
+
+    arrival_s: f8[n] seconds (NaN for follow-ups); prompt_tokens, output_tokens: i4[n];
+    session: i8[n] (-1 none); turn: i4[n]; parent: i8[n] (-1 none); think_s: f8[n];
+    hash_offsets: i8[n+1]; hashes: u8[] (full blocks of prompt + output, chained);
+    cost_params: f8[:] for ``oracle.kernels.cost.step_time_s``.
+    """
+
+    config: EngineConfig
+    arrival_s: np.ndarray
+    prompt_tokens: np.ndarray
+    output_tokens: np.ndarray
+    session: np.ndarray
+    turn: np.ndarray
+    parent: np.ndarray
+    think_s: np.ndarray
+    hash_offsets: np.ndarray
+    hashes: np.ndarray
+    cost_params: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.prompt_tokens.shape[0])
+
+    def resolved_num_gpu_blocks(self) -> int:
+        """N per replica, including the null block (unlimited -> every request's blocks + 1)."""
+        if self.config.num_gpu_blocks >= 0:
+            return int(self.config.num_gpu_blocks)
+        bs = self.config.block_size
+        total = (self.prompt_tokens.astype(np.int64) + self.output_tokens + bs - 1) // bs
+        return int(total.sum()) + 1
+
+
+@dataclass
+class EngineOutputs:
+    """Per-request results (row = request id) and run totals; see the README for meanings."""
+
+    replica: np.ndarray          # i4, -1 if rejected
+    admitted_s: np.ndarray       # f8, NaN if never admitted
+    first_token_s: np.ndarray    # f8
+    completion_s: np.ndarray     # f8
+    arrival_s: np.ndarray        # f8, actual arrival (follow-ups resolved)
+    cached_tokens: np.ndarray    # i4, prefix hit at first admission
+    computed_tokens: np.ndarray  # i8, all tokens computed for the request (incl. recompute)
+    preemptions: np.ndarray      # i4
+    cache_event: np.ndarray      # i1, CacheEvent
+    max_itl_s: np.ndarray        # f8, NaN with < 2 tokens
+    status: np.ndarray           # i1, Status
+    prefix_cache_queries: int = 0
+    prefix_cache_hits: int = 0
+    itl_hist: np.ndarray = field(default_factory=lambda: np.zeros(ITL_NUM_BINS, np.int64))
+    num_steps: int = 0
+    kv_used_integral: np.ndarray | None = None  # f8[R]: ∫ blocks in use dt, per replica (block·s)
+    kv_used_max: np.ndarray | None = None       # i8[R]: peak blocks in use, per replica
+    sim_end_s: float = 0.0                      # time of the last step end
+    steps: dict[str, np.ndarray] | None = None  # column -> array, when record_steps

@@ -1,0 +1,151 @@
+"""KV block pool mechanism (vLLM ``BlockPool`` + ``FreeKVCacheBlockQueue``) as flat arrays.
+
+All replicas share flat arrays; replica ``r`` owns a contiguous slice. Indices inside a
+replica are *local* (0..N-1); block 0 is the null block and is never handed out.
+
+Free queue (doubly linked, per replica, ``base = r * (N + 2)``)::
+
+    fq_next[base + HEAD] -> b1 -> b2 -> ... -> TAIL        HEAD = N, TAIL = N + 1
+    fq_prev[base + b] is the previous node; a block not in the queue has prev = next = -1
+
+    head side = least recently freed = evicted first
+
+Hash map (per replica, open addressing, linear probing, capacity ``C`` a power of two,
+``hbase = r * C``): ``hm_key`` u8 (0 = empty slot), ``hm_val`` i4 (local block id).
+Deletion shifts later entries back (no tombstones).
+
+Every function here is a small pure kernel over these arrays: inputs first, then scalars,
+then the arrays it mutates (documented per function).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from oracle.kernels._jit import jit
+
+
+@jit
+def cdiv(a, b):
+    """Ceiling division of non-negative integers."""
+    return -(-a // b)
+
+
+def pool_capacity(num_blocks: int) -> int:
+    """Hash-map capacity for a pool: the power of two >= 2 * num_blocks (at least 8)."""
+    c = 8
+    while c < 2 * num_blocks:
+        c *= 2
+    return c
+
+
+@jit
+def fq_init(base, n, fq_prev, fq_next):
+    """Put blocks 1..n-1 in the free queue in id order (block 0 is the null block).
+
+    in: base (i8), n (blocks); out: fq_prev, fq_next (i4, mutated).
+    """
+    head = n
+    tail = n + 1
+    fq_prev[base + 0] = -1
+    fq_next[base + 0] = -1
+    prev = head
+    for b in range(1, n):
+        fq_next[base + prev] = b
+        fq_prev[base + b] = prev
+        prev = b
+    fq_next[base + prev] = tail
+    fq_prev[base + tail] = prev
+    fq_prev[base + head] = -1
+    fq_next[base + tail] = -1
+
+
+@jit
+def fq_pop_front(base, n, fq_prev, fq_next):
+    """Remove and return the head block (caller checks the queue is not empty)."""
+    head = n
+    b = fq_next[base + head]
+    nxt = fq_next[base + b]
+    fq_next[base + head] = nxt
+    fq_prev[base + nxt] = head
+    fq_prev[base + b] = -1
+    fq_next[base + b] = -1
+    return b
+
+
+@jit
+def fq_remove(base, b, fq_prev, fq_next):
+    """Unlink block ``b`` from the middle of the queue in O(1)."""
+    p = fq_prev[base + b]
+    nx = fq_next[base + b]
+    fq_next[base + p] = nx
+    fq_prev[base + nx] = p
+    fq_prev[base + b] = -1
+    fq_next[base + b] = -1
+
+
+@jit
+def fq_push_back(base, n, b, fq_prev, fq_next):
+    """Append block ``b`` at the tail (most recently freed, evicted last)."""
+    tail = n + 1
+    last = fq_prev[base + tail]
+    fq_next[base + last] = b
+    fq_prev[base + b] = last
+    fq_next[base + b] = tail
+    fq_prev[base + tail] = b
+
+
+@jit
+def _slot(h, mask):
+    # Fibonacci hashing spreads the (already mixed) key over the table.
+    return np.int64((h * np.uint64(11400714819323198485)) >> np.uint64(20)) & mask
+
+
+@jit
+def hm_find(hm_key, hm_val, hbase, mask, h):
+    """Local block id mapped to hash ``h`` in one replica's map, or -1."""
+    i = _slot(h, mask)
+    while True:
+        k = hm_key[hbase + i]
+        if k == h:
+            return hm_val[hbase + i]
+        if k == 0:
+            return -1
+        i = (i + 1) & mask
+
+
+@jit
+def hm_insert(hbase, mask, h, v, hm_key, hm_val):
+    """Map ``h -> v`` unless ``h`` is already mapped; True if inserted. Mutates hm_key/hm_val."""
+    i = _slot(h, mask)
+    while True:
+        k = hm_key[hbase + i]
+        if k == h:
+            return False
+        if k == 0:
+            hm_key[hbase + i] = h
+            hm_val[hbase + i] = v
+            return True
+        i = (i + 1) & mask
+
+
+@jit
+def hm_delete(hbase, mask, h, hm_key, hm_val):
+    """Remove ``h`` (must be present) with backward-shift deletion. Mutates hm_key/hm_val."""
+    i = _slot(h, mask)
+    while hm_key[hbase + i] != h:
+        i = (i + 1) & mask
+    j = i
+    while True:
+        j = (j + 1) & mask
+        kj = hm_key[hbase + j]
+        if kj == 0:
+            break
+        home = _slot(kj, mask)
+        # Move entry j back to i if its home slot is not in the cyclic range (i, j].
+        if (j > i and (home <= i or home > j)) or (j < i and (home <= i and home > j)):
+            hm_key[hbase + i] = kj
+            hm_val[hbase + i] = hm_val[hbase + j]
+            i = j
+    hm_key[hbase + i] = 0
+    hm_val[hbase + i] = -1

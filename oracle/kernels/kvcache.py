@@ -1,0 +1,97 @@
+"""KV-cache manager over the block pool: the only API the scheduler touches.
+
+``match_prefix`` (lookup), ``count_evictable_hits``, ``touch_hits`` (take hit blocks),
+``allocate`` (new blocks, LRU eviction), ``free_blocks`` (reverse order) and
+``cache_block`` (register a full block's hash) — vLLM's ``KVCacheManager`` /
+``BlockPool`` semantics, see ``oracle/engine/README.md``.
+
+Pool arrays (all replicas, flat; ``rbase = r * N``, ``fbase = r * (N + 2)``, ``hbase = r * C``):
+``ref_cnt`` i4[R*N], ``blk_hash`` u8[R*N] (0 = none), ``blk_sess`` i8[R*N] (producing
+session label), ``fq_prev``/``fq_next`` i4[R*(N+2)], ``hm_key`` u8[R*C], ``hm_val`` i4[R*C],
+``num_free`` i4[R], ``num_mapped`` i8[R]. Block tables hold local block ids.
+"""
+
+from __future__ import annotations
+
+from oracle.kernels._jit import jit
+from oracle.kernels.blockpool import fq_pop_front, fq_push_back, fq_remove, hm_delete, hm_find, hm_insert
+
+
+@jit
+def match_prefix(hashes, h_start, max_blocks, hbase, mask, hm_key, hm_val):
+    """Leading blocks whose hashes are mapped, stopping at the first miss (<= max_blocks).
+
+    in: hashes u8[] (all requests), h_start (this request's first hash), max_blocks.
+    """
+    k = 0
+    while k < max_blocks:
+        if hm_find(hm_key, hm_val, hbase, mask, hashes[h_start + k]) < 0:
+            break
+        k += 1
+    return k
+
+
+@jit
+def count_evictable_hits(hashes, h_start, num_hit, rbase, hbase, mask, hm_key, hm_val, ref_cnt):
+    """How many of the first ``num_hit`` hit blocks sit in the free queue (ref_cnt == 0)."""
+    n = 0
+    for k in range(num_hit):
+        b = hm_find(hm_key, hm_val, hbase, mask, hashes[h_start + k])
+        if ref_cnt[rbase + b] == 0:
+            n += 1
+    return n
+
+
+@jit
+def touch_hits(hashes, h_start, num_hit, r, rbase, fbase, hbase, mask, hm_key, hm_val,
+               ref_cnt, fq_prev, fq_next, num_free, table, t_start):
+    """Take the hit blocks: ref_cnt += 1, out of the free queue if free; write them to the
+    block table at ``table[t_start : t_start + num_hit]``. Mutates ref_cnt, fq_*, num_free, table."""
+    for k in range(num_hit):
+        b = hm_find(hm_key, hm_val, hbase, mask, hashes[h_start + k])
+        if ref_cnt[rbase + b] == 0:
+            fq_remove(fbase, b, fq_prev, fq_next)
+            num_free[r] -= 1
+        ref_cnt[rbase + b] += 1
+        table[t_start + k] = b
+
+
+@jit
+def allocate(num_blocks, r, n, rbase, fbase, hbase, mask, ref_cnt, blk_hash, fq_prev, fq_next,
+             hm_key, hm_val, num_free, num_mapped, table, t_start):
+    """Pop ``num_blocks`` blocks from the free-queue head (evicting their hashes) into
+    ``table[t_start:]`` with ref_cnt 1. The caller checked ``num_free[r] >= num_blocks``."""
+    for k in range(num_blocks):
+        b = fq_pop_front(fbase, n, fq_prev, fq_next)
+        h = blk_hash[rbase + b]
+        if h != 0:
+            hm_delete(hbase, mask, h, hm_key, hm_val)
+            blk_hash[rbase + b] = 0
+            num_mapped[r] -= 1
+        ref_cnt[rbase + b] = 1
+        table[t_start + k] = b
+    num_free[r] -= num_blocks
+
+
+@jit
+def free_blocks(table, t_start, num_blocks, r, n, rbase, fbase, ref_cnt, fq_prev, fq_next, num_free):
+    """Release a request's blocks, last block first; blocks reaching ref_cnt 0 go to the
+    free-queue tail (so the end of a prefix chain is evicted first). They keep their hash."""
+    for k in range(num_blocks - 1, -1, -1):
+        b = table[t_start + k]
+        ref_cnt[rbase + b] -= 1
+        if ref_cnt[rbase + b] == 0:
+            fq_push_back(fbase, n, b, fq_prev, fq_next)
+            num_free[r] += 1
+
+
+@jit
+def cache_block(b, h, label, r, rbase, hbase, mask, blk_hash, blk_sess, hm_key, hm_val, num_mapped):
+    """Register full block ``b`` under hash ``h`` unless the hash is already mapped (then the
+    block stays unhashed: duplicates are not merged). Returns True if registered."""
+    if hm_insert(hbase, mask, h, b, hm_key, hm_val):
+        blk_hash[rbase + b] = h
+        blk_sess[rbase + b] = label
+        num_mapped[r] += 1
+        return True
+    return False

@@ -1,0 +1,340 @@
+"""Scenario files: TOML -> a validated, frozen :class:`Scenario` (DESIGN.md §7, §9).
+
+Every section is read through :class:`oracle._config.Table`, so a bad value is reported as
+``file: key.path: reason`` and unknown keys get a "did you mean" hint. Defaults follow vLLM
+where vLLM has the setting (block_size 16, max_num_seqs 256, max_num_batched_tokens 8192,
+gpu_memory_utilization 0.9, chunked prefill on, prefix caching on).
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from oracle._config import Table
+from oracle.errors import OracleError, ScenarioError
+
+DTYPES = ("bf16", "fp16", "fp8")
+KV_DTYPES = ("auto", "bf16", "fp16", "fp8")
+ROUTERS = ("round_robin", "least_loaded", "session_affinity", "prefix_aware")
+OUTPUT_FORMATS = ("parquet", "csv")
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """When to stop generating requests and what to leave out of the summary."""
+
+    duration_s: float | None = None   # generate arrivals in [0, duration_s)
+    num_requests: int | None = None   # or stop after this many requests (all turns counted)
+    warm_up_s: float = 0.0            # requests arriving before this are simulated, not summarised
+
+
+@dataclass(frozen=True)
+class FrameworkConfig:
+    """One ``[[frameworks]]`` entry: a serving-engine configuration (vLLM v1)."""
+
+    name: str = "vllm"
+    type: str = "vllm"
+    tp: int = 1                                 # tensor parallel size (GPUs per stage)
+    pp: int = 1                                 # pipeline parallel stages
+    replicas: int = 1                           # data-parallel copies
+    router: str = "round_robin"                 # how requests are spread over replicas
+    block_size: int = 16                        # tokens per KV block
+    num_gpu_blocks: int | str | None = None     # pinned KV blocks per replica, "unlimited", or from memory
+    gpu_memory_utilization: float = 0.9         # share of GPU memory vLLM may use
+    max_num_seqs: int = 256                     # max running sequences per replica
+    max_num_batched_tokens: int = 8192          # token budget per step
+    max_model_len: int | None = None            # default: the model's context length
+    enable_chunked_prefill: bool = True
+    enable_prefix_caching: bool = True
+    dtype: str | None = None                    # weights dtype override (default: [model].dtype)
+    kv_cache_dtype: str | None = None           # KV dtype override (default: weights dtype)
+    scheduler_overhead_s: float | None = None   # per-step CPU time (default: GPU calibration)
+
+    @property
+    def gpus_per_replica(self) -> int:
+        return self.tp * self.pp
+
+    @property
+    def num_gpus(self) -> int:
+        return self.tp * self.pp * self.replicas
+
+
+@dataclass(frozen=True)
+class SloConfig:
+    """Service-level objectives for goodput (a request meets them when all given hold)."""
+
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    e2e_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class OutputConfig:
+    dir: str | None = None      # default: runs/<scenario name>
+    steps: bool = False         # write steps.parquet (one row per engine step)
+    format: str = "parquet"     # also "csv": requests.csv in the original tool's layout
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A validated scenario. ``raw`` keeps the parsed TOML dict (for sweeps and reports)."""
+
+    name: str
+    seed: int
+    simulation: SimulationConfig
+    model: Any            # oracle.catalog.ModelSpec
+    dtype: str
+    kv_cache_dtype: str
+    gpu: Any              # oracle.catalog.GpuSpec
+    workload: Any         # oracle.workload.spec.WorkloadSpec
+    frameworks: tuple[FrameworkConfig, ...]
+    slo: SloConfig
+    output: OutputConfig
+    path: Path | None = None
+    raw: dict = field(default_factory=dict, compare=False, repr=False)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+    def framework(self, name: str) -> FrameworkConfig:
+        for fw in self.frameworks:
+            if fw.name == name:
+                return fw
+        raise ScenarioError(f"no framework named {name!r}; have: {', '.join(f.name for f in self.frameworks)}",
+                            file=self.path, key="frameworks")
+
+
+# ---------------------------------------------------------------------------------------
+def load_scenario(path: str | Path, *, overrides: dict[str, Any] | None = None) -> Scenario:
+    """Read and validate a scenario TOML file; errors name the file and the key path.
+
+    ``overrides`` maps dotted key paths (``frameworks.0.replicas``) to values applied to the
+    parsed TOML before validation (used by sweeps).
+    """
+    path = Path(path)
+    raw = read_toml(path)
+    if overrides:
+        raw = apply_overrides(raw, overrides, file=path)
+    return scenario_from_dict(raw, base_dir=path.parent, file=path)
+
+
+def read_toml(path: Path) -> dict:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ScenarioError("file not found", file=path) from None
+    except IsADirectoryError:
+        raise ScenarioError("is a directory, expected a TOML file", file=path) from None
+    except OSError as exc:
+        raise ScenarioError(f"cannot read: {exc.strerror}", file=path) from None
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ScenarioError("not a text (UTF-8) TOML file", file=path) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"TOML syntax error: {exc}", file=path) from None
+
+
+def apply_overrides(raw: dict, overrides: dict[str, Any], *, file: Path | str | None = None) -> dict:
+    """Return a deep copy of ``raw`` with each dotted key path set (list indices allowed)."""
+    out = copy.deepcopy(raw)
+    for dotted, value in overrides.items():
+        parts = dotted.split(".")
+        node: Any = out
+        for i, part in enumerate(parts[:-1]):
+            nxt = parts[i + 1]
+            if isinstance(node, list):
+                idx = _index(part, node, dotted, file)
+                node = node[idx]
+            else:
+                if part not in node or not isinstance(node[part], (dict, list)):
+                    node[part] = [] if nxt.isdigit() else {}
+                node = node[part]
+                if isinstance(node, list) and nxt.isdigit() and int(nxt) == len(node):
+                    node.append({})
+        last = parts[-1]
+        if isinstance(node, list):
+            node[_index(last, node, dotted, file)] = value
+        else:
+            node[last] = value
+    return out
+
+
+def _index(part: str, node: list, dotted: str, file) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise ScenarioError(f"index {part!r} out of range (have {len(node)} entries)", file=file, key=dotted)
+    return int(part)
+
+
+def scenario_from_dict(raw: dict, *, base_dir: Path | None = None, file: str | Path | None = None) -> Scenario:
+    """Validate a scenario given as a dict with the TOML structure."""
+    try:
+        return _parse(raw, base_dir=Path(base_dir) if base_dir else Path.cwd(), file=file)
+    except OracleError as exc:
+        raise exc.with_context(file=file) from None
+
+
+def _parse(raw: dict, *, base_dir: Path, file) -> Scenario:
+    from oracle.catalog import get_gpu, get_model, gpu_from_table, model_from_table
+    from oracle.workload.spec import max_prompt_tokens, parse_workload
+
+    top = Table(raw)
+    name = top.str("name", Path(file).stem if file else "scenario")
+    if not name.strip():
+        raise top.error("name", "must not be empty")
+    seed = top.int("seed", 0, lo=0, hi=2**63 - 1)
+    top.str("description", "")
+
+    sim_t = top.table("simulation", {})
+    sim = SimulationConfig(
+        duration_s=sim_t.float("duration_s", None, lo=0.0, lo_open=True),
+        num_requests=sim_t.int("num_requests", None, lo=1),
+        warm_up_s=sim_t.float("warm_up_s", 0.0, lo=0.0),
+    )
+    sim_t.done()
+
+    model_t = top.table("model")
+    if model_t.has("architecture"):
+        model = model_from_table(model_t.table("architecture"))
+        model_t.str("name", model.name)
+    else:
+        model = get_model(model_t.str("name"), key=model_t.key("name"))
+    dtype = model_t.str("dtype", "bf16", choices=DTYPES)
+    kv_dtype = model_t.str("kv_cache_dtype", "auto", choices=KV_DTYPES)
+    model_t.done()
+
+    hw_t = top.table("hardware")
+    if hw_t.has("gpu") and isinstance(hw_t.raw["gpu"], dict):
+        gpu = gpu_from_table(hw_t.table("gpu"))
+    else:
+        gpu = get_gpu(hw_t.str("gpu"), key=hw_t.key("gpu"))
+    overrides = {k: hw_t.float(k, None, lo=0.0, hi=1.0, lo_open=True) for k in ("eff_compute", "eff_memory")}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if overrides:
+        import dataclasses
+        gpu = dataclasses.replace(gpu, **overrides)
+    hw_t.done()
+
+    wl_t = top.table("workload")
+    workload = parse_workload(wl_t, base_dir=base_dir)
+    is_trace = getattr(workload, "trace", None) is not None
+    if not is_trace and sim.duration_s is None and sim.num_requests is None:
+        raise sim_t.error(None, "set duration_s and/or num_requests so the generated workload ends")
+
+    fw_tables = top.tables("frameworks", [{}])
+    if not fw_tables:
+        raise top.error("frameworks", "needs at least one [[frameworks]] entry")
+    frameworks = tuple(_parse_framework(t, i, model=model, gpu=gpu, dtype=dtype, kv_dtype=kv_dtype)
+                       for i, t in enumerate(fw_tables))
+    names = [f.name for f in frameworks]
+    for i, n in enumerate(names):
+        if n in names[:i]:
+            raise ScenarioError(f"duplicate framework name {n!r}", key=f"frameworks.{i}.name")
+
+    longest = max_prompt_tokens(workload)
+    if longest is not None:
+        for i, fw in enumerate(frameworks):
+            if longest > fw.max_model_len:
+                raise ScenarioError(
+                    f"prompts can be {longest} tokens, longer than max_model_len = {fw.max_model_len} "
+                    f"of framework {fw.name!r}; lower the prompt max or raise max_model_len",
+                    key="workload.clients")
+
+    slo_t = top.table("slo", {})
+    slo = SloConfig(ttft_ms=slo_t.float("ttft_ms", None, lo=0.0, lo_open=True),
+                    tpot_ms=slo_t.float("tpot_ms", None, lo=0.0, lo_open=True),
+                    e2e_ms=slo_t.float("e2e_ms", None, lo=0.0, lo_open=True))
+    slo_t.done()
+
+    out_t = top.table("output", {})
+    output = OutputConfig(dir=out_t.str("dir", None), steps=out_t.bool("steps", False),
+                          format=out_t.str("format", "parquet", choices=OUTPUT_FORMATS))
+    out_t.done()
+    top.done()
+    return Scenario(name=name, seed=seed, simulation=sim, model=model, dtype=dtype,
+                    kv_cache_dtype=dtype if kv_dtype == "auto" else kv_dtype, gpu=gpu,
+                    workload=workload, frameworks=frameworks, slo=slo, output=output,
+                    path=Path(file) if file else None, raw=raw)
+
+
+def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str) -> FrameworkConfig:
+    from oracle.memory import compute_num_gpu_blocks
+
+    fw_type = t.str("type", "vllm", choices=("vllm",))
+    max_ctx = int(model.max_context)
+    f = dict(
+        name=t.str("name", "vllm" if i == 0 else f"vllm-{i}"),
+        type=fw_type,
+        tp=t.int("tp", 1, lo=1, hi=1024),
+        pp=t.int("pp", 1, lo=1, hi=1024),
+        replicas=t.int("replicas", 1, lo=1, hi=100_000),
+        router=t.str("router", "round_robin", choices=ROUTERS),
+        block_size=t.int("block_size", 16, lo=1, hi=4096),
+        gpu_memory_utilization=t.float("gpu_memory_utilization", 0.9, lo=0.0, hi=1.0, lo_open=True),
+        max_num_seqs=t.int("max_num_seqs", 256, lo=1, hi=1_000_000),
+        max_num_batched_tokens=t.int("max_num_batched_tokens", 8192, lo=1, hi=10_000_000),
+        max_model_len=t.int("max_model_len", max_ctx, lo=1, hi=max_ctx),
+        enable_chunked_prefill=t.bool("enable_chunked_prefill", True),
+        enable_prefix_caching=t.bool("enable_prefix_caching", True),
+        dtype=t.str("dtype", None, choices=DTYPES),
+        kv_cache_dtype=t.str("kv_cache_dtype", None, choices=KV_DTYPES),
+        scheduler_overhead_s=t.float("scheduler_overhead_s", None, lo=0.0, hi=10.0),
+    )
+    if not f["name"].strip() or "/" in f["name"] or f["name"] in (".", ".."):
+        raise t.error("name", f"must be a non-empty name usable as a folder, got {f['name']!r}")
+    if t.has("num_gpu_blocks"):
+        v = t.any("num_gpu_blocks")
+        if v == "unlimited":
+            f["num_gpu_blocks"] = "unlimited"
+        elif isinstance(v, int) and not isinstance(v, bool):
+            f["num_gpu_blocks"] = t.int("num_gpu_blocks", lo=2)
+        else:
+            raise t.error("num_gpu_blocks", f"must be an integer >= 2 or \"unlimited\", got {v!r}")
+    if not f["enable_chunked_prefill"] and f["max_num_batched_tokens"] < f["max_model_len"]:
+        raise t.error("max_num_batched_tokens",
+                      f"must be >= max_model_len ({f['max_model_len']}) when enable_chunked_prefill = false "
+                      f"(got {f['max_num_batched_tokens']}); lower max_model_len or turn chunked prefill on")
+    if model.num_kv_heads and f["tp"] > model.num_heads:
+        raise t.error("tp", f"tensor parallel size {f['tp']} exceeds the model's {model.num_heads} attention heads")
+    t.done()
+    fw = FrameworkConfig(**f)
+    if fw.num_gpu_blocks is None:
+        try:
+            compute_num_gpu_blocks(
+                model, gpu, tp=fw.tp, pp=fw.pp, block_size=fw.block_size,
+                gpu_memory_utilization=fw.gpu_memory_utilization,
+                dtype=fw.dtype or dtype, kv_dtype=fw.kv_cache_dtype or fw.dtype or kv_dtype,
+                max_num_batched_tokens=fw.max_num_batched_tokens)
+        except OracleError as exc:
+            raise ScenarioError(exc.reason, key=f"frameworks.{i}") from None
+    return fw
+
+
+def framework_dtypes(scenario: Scenario, fw: FrameworkConfig) -> tuple[str, str]:
+    """(weights dtype, KV-cache dtype) for a framework, resolving "auto" and overrides."""
+    dtype = fw.dtype or scenario.dtype
+    kv = fw.kv_cache_dtype or (None if fw.dtype is None else fw.dtype) or scenario.kv_cache_dtype
+    if kv == "auto":
+        kv = dtype
+    return dtype, kv
+
+
+def resolve_num_gpu_blocks(scenario: Scenario, fw: FrameworkConfig) -> int:
+    """KV blocks per replica including the null block; -1 means unlimited."""
+    from oracle.memory import compute_num_gpu_blocks
+
+    if fw.num_gpu_blocks == "unlimited":
+        return -1
+    if isinstance(fw.num_gpu_blocks, int):
+        return fw.num_gpu_blocks
+    dtype, kv = framework_dtypes(scenario, fw)
+    return int(compute_num_gpu_blocks(scenario.model, scenario.gpu, tp=fw.tp, pp=fw.pp,
+                                      block_size=fw.block_size,
+                                      gpu_memory_utilization=fw.gpu_memory_utilization,
+                                      dtype=dtype, kv_dtype=kv,
+                                      max_num_batched_tokens=fw.max_num_batched_tokens))
