@@ -1,0 +1,203 @@
+"""Python API: ``oracle.simulate(scenario)`` for notebooks, scripts and the CLI.
+
+    import oracle
+    res = oracle.simulate("scenarios/quickstart.toml")          # nothing written
+    res.summary["latency"]["time_to_first_token_ms"]["p99"]
+    res.requests                                                # polars DataFrame
+    res.write("runs/quickstart")                                # summary.json, requests.parquet, ...
+
+``scenario`` may be a path (TOML, or a YAML/JSON config of the original LLMPerfOracle), a
+dict with the TOML structure, or a :class:`~oracle.scenario.Scenario`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import polars as pl
+
+from oracle.engine.inputs import ROUTER_NAMES, EngineConfig, EngineInputs, EngineOutputs
+from oracle.errors import OracleError, ScenarioError
+from oracle.scenario import FrameworkConfig, Scenario, framework_dtypes, load_scenario, resolve_num_gpu_blocks, \
+    scenario_from_dict
+
+
+@dataclass
+class FrameworkResult:
+    """Results of one ``[[frameworks]]`` entry."""
+
+    name: str
+    summary: dict[str, Any]
+    requests: pl.DataFrame
+    steps: pl.DataFrame | None
+    outputs: EngineOutputs = field(repr=False)
+
+
+@dataclass
+class SimulationResult:
+    """Everything a run produced; nothing is written until :meth:`write`."""
+
+    scenario: Scenario
+    workload: Any
+    frameworks: dict[str, FrameworkResult]
+    wall_time_s: float = 0.0
+
+    @property
+    def first(self) -> FrameworkResult:
+        return next(iter(self.frameworks.values()))
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The first (often only) framework's summary; see :attr:`summaries` for all."""
+        return self.first.summary
+
+    @property
+    def summaries(self) -> dict[str, dict[str, Any]]:
+        return {k: v.summary for k, v in self.frameworks.items()}
+
+    @property
+    def requests(self) -> pl.DataFrame:
+        return self.first.requests
+
+    @property
+    def steps(self) -> pl.DataFrame | None:
+        return self.first.steps
+
+    def comparison(self) -> pl.DataFrame:
+        """One row per framework with the headline metrics."""
+        from oracle.metrics.compare import comparison_table
+        return comparison_table(self.summaries)
+
+    def write(self, out_dir: str | Path | None = None, *, format: str | None = None) -> Path:
+        """Write every framework's results atomically under ``out_dir/<framework>/``."""
+        from oracle.metrics.output import write_results
+        return write_results(self, out_dir=out_dir, format=format)
+
+
+def as_scenario(scenario: str | Path | dict | Scenario, *, seed: int | None = None) -> Scenario:
+    """Accept a path, a dict or a Scenario; apply a seed override."""
+    if isinstance(scenario, Scenario):
+        sc = scenario
+    elif isinstance(scenario, dict):
+        sc = scenario_from_dict(scenario)
+    else:
+        path = Path(scenario)
+        if path.suffix.lower() in (".yaml", ".yml", ".json"):
+            from oracle.legacy import load_legacy_scenario
+            sc = load_legacy_scenario(path)
+        else:
+            sc = load_scenario(path)
+    if seed is not None:
+        import dataclasses
+        sc = dataclasses.replace(sc, seed=int(seed))
+    return sc
+
+
+def engine_config(scenario: Scenario, fw: FrameworkConfig, *, record_steps: bool | None = None) -> EngineConfig:
+    return EngineConfig(
+        num_replicas=fw.replicas, router=ROUTER_NAMES[fw.router], block_size=fw.block_size,
+        num_gpu_blocks=resolve_num_gpu_blocks(scenario, fw), max_num_seqs=fw.max_num_seqs,
+        max_num_batched_tokens=fw.max_num_batched_tokens, max_model_len=fw.max_model_len,
+        enable_chunked_prefill=fw.enable_chunked_prefill, enable_prefix_caching=fw.enable_prefix_caching,
+        record_steps=scenario.output.steps if record_steps is None else record_steps,
+        warm_up_s=scenario.simulation.warm_up_s)
+
+
+def cost_params(scenario: Scenario, fw: FrameworkConfig) -> np.ndarray:
+    from oracle.cost import build_cost_params
+    dtype, kv = framework_dtypes(scenario, fw)
+    return build_cost_params(scenario.model, scenario.gpu, tp=fw.tp, pp=fw.pp, dtype=dtype, kv_dtype=kv,
+                             scheduler_overhead_s=fw.scheduler_overhead_s)
+
+
+def engine_inputs(scenario: Scenario, fw: FrameworkConfig, workload, *, hashes=None,
+                  record_steps: bool | None = None) -> EngineInputs:
+    """Bundle a workload and a framework config for the engine."""
+    cfg = engine_config(scenario, fw, record_steps=record_steps)
+    hash_offsets, block_hashes = hashes if hashes is not None else workload.block_hashes(fw.block_size)
+    return EngineInputs(
+        config=cfg, arrival_s=workload.arrival_s, prompt_tokens=workload.prompt_tokens,
+        output_tokens=workload.output_tokens, session=workload.session, turn=workload.turn,
+        parent=workload.parent, think_s=workload.think_s, hash_offsets=hash_offsets, hashes=block_hashes,
+        cost_params=cost_params(scenario, fw))
+
+
+def load_workload(scenario: Scenario):
+    from oracle.workload import build_workload
+    return build_workload(scenario.workload, duration_s=scenario.simulation.duration_s,
+                          num_requests=scenario.simulation.num_requests, seed=scenario.seed)
+
+
+def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None, out_dir: str | Path | None = None,
+             write: bool = False, format: str | None = None, record_steps: bool | None = None,
+             frameworks: list[str] | None = None, workload=None, max_memory_bytes: int | None = None,
+             progress: Callable[[str], None] | None = None) -> SimulationResult:
+    """Run every framework of a scenario over one shared workload.
+
+    Files are written only when ``write=True`` or ``out_dir`` is given. ``progress`` is
+    called with a short phase description before each phase (the CLI shows it).
+    """
+    t0 = time.perf_counter()
+    sc = as_scenario(scenario, seed=seed)
+    fws = [fw for fw in sc.frameworks if frameworks is None or fw.name in frameworks]
+    if frameworks is not None and not fws:
+        raise ScenarioError(f"no framework among {frameworks} in the scenario", file=sc.path, key="frameworks")
+    say = progress or (lambda _msg: None)
+    if workload is None:
+        say("generating workload")
+        workload = load_workload(sc)
+    from oracle.metrics.memory import check_memory
+    check_memory(sc, fws, workload, max_memory_bytes=max_memory_bytes)
+    results: dict[str, FrameworkResult] = {}
+    hash_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for fw in fws:
+        say(f"simulating {fw.name}")
+        t1 = time.perf_counter()
+        if fw.block_size not in hash_cache:
+            hash_cache[fw.block_size] = workload.block_hashes(fw.block_size)
+        inputs = engine_inputs(sc, fw, workload, hashes=hash_cache[fw.block_size], record_steps=record_steps)
+        out = _run_engine(inputs)
+        results[fw.name] = _collect(sc, fw, workload, inputs, out, wall=time.perf_counter() - t1)
+    res = SimulationResult(scenario=sc, workload=workload, frameworks=results,
+                           wall_time_s=time.perf_counter() - t0)
+    if write or out_dir is not None:
+        say("writing results")
+        res.write(out_dir, format=format)
+    return res
+
+
+def _run_engine(inputs: EngineInputs) -> EngineOutputs:
+    from oracle.engine.loop import run_engine
+    try:
+        return run_engine(inputs)
+    except MemoryError:
+        raise OracleError("out of memory while simulating; reduce num_requests/duration or the number of "
+                          "replicas, or pin num_gpu_blocks instead of \"unlimited\"") from None
+
+
+def _collect(sc: Scenario, fw: FrameworkConfig, workload, inputs: EngineInputs, out: EngineOutputs,
+             *, wall: float) -> FrameworkResult:
+    from oracle.memory import kv_bytes_per_token
+    from oracle.metrics.summary import build_summary, request_table, step_table
+    requests = request_table(workload, out, warm_up_s=sc.simulation.warm_up_s)
+    _, kv_dtype = framework_dtypes(sc, fw)
+    summary = build_summary(sc, fw, requests, out, num_gpu_blocks=inputs.resolved_num_gpu_blocks()
+                            if fw.num_gpu_blocks != "unlimited" else -1,
+                            kv_bytes_per_token=kv_bytes_per_token(sc.model, kv_dtype), wall_time_s=wall)
+    return FrameworkResult(name=fw.name, summary=summary, requests=requests, steps=step_table(out), outputs=out)
+
+
+def default_out_dir(sc: Scenario) -> Path:
+    if sc.output.dir:
+        d = Path(sc.output.dir)
+        return d if d.is_absolute() else (Path.cwd() / d)
+    return Path.cwd() / "runs" / sc.name
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0", "false", "no")

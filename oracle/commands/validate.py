@@ -1,0 +1,38 @@
+"""``oracle validate FILE...``: check scenario files without running them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("validate")
+    def validate(files: Annotated[list[Path], typer.Argument(help="Scenario files to check.")]) -> None:
+        """Check scenario files (syntax, keys, types, ranges, catalog names, memory fit) without running them.
+
+        Prints one line per file; exits 1 if any file is invalid.
+
+        Examples:
+          oracle validate scenarios/quickstart.toml
+          oracle validate scenarios/*.toml
+        """
+        from oracle.api import as_scenario
+        from oracle.cli import debug_enabled
+        from oracle.errors import OracleError
+        bad = 0
+        for f in files:
+            try:
+                sc = as_scenario(f)
+            except OracleError as exc:
+                if debug_enabled():
+                    raise
+                bad += 1
+                typer.echo(f"error: {exc}", err=True)
+                continue
+            fws = ", ".join(f"{fw.name} ({fw.replicas}x tp{fw.tp} pp{fw.pp})" for fw in sc.frameworks)
+            typer.echo(f"ok: {f}: {sc.name}: {sc.model.name} on {sc.gpu.name}; frameworks: {fws}")
+        if bad:
+            raise typer.Exit(code=1)

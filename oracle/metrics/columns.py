@@ -1,0 +1,28 @@
+"""Column names and labels, defined once (requests.parquet, steps.parquet, CSV, comparison)."""
+
+from __future__ import annotations
+
+from oracle.engine.inputs import CacheEvent, Status
+
+REQUEST_COLUMNS = (
+    "request_id", "client", "session", "turn", "replica", "arrival_s", "admitted_s", "first_token_s",
+    "completion_s", "prompt_tokens", "cached_tokens", "output_tokens", "preemptions", "cache_event",
+    "ttft_ms", "tpot_ms", "e2e_ms", "max_itl_ms", "status", "computed_tokens", "prefilled_tokens", "warm_up",
+)
+
+STEP_COLUMNS = ("replica", "start_s", "duration_s", "num_decode", "num_prefill_tokens", "num_running",
+                "num_waiting", "kv_blocks_used", "kv_blocks_cached")
+
+# The original LLMPerfOracle's requests CSV, in its column order; extra columns follow.
+LEGACY_CSV_COLUMNS = (
+    "request_id", "client_id", "session_id", "prompt_tokens", "max_output_tokens", "output_tokens",
+    "arrival_time", "first_token_time", "completion_time", "status", "ttft_ms", "tpot_ms", "e2e_latency_ms",
+    "prefix_cache_event", "cached_prefix_length", "tokens_actually_prefilled",
+)
+
+CACHE_EVENT_NAMES = {int(e): e.name for e in CacheEvent}
+CACHE_EVENT_NAMES[int(CacheEvent.NONE)] = "NONE"
+STATUS_NAMES = {int(Status.PENDING): "pending", int(Status.FINISHED): "finished",
+                int(Status.REJECTED): "rejected"}
+
+PERCENTILES = (50, 90, 95, 99)

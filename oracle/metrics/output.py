@@ -1,0 +1,73 @@
+"""Writing a :class:`~oracle.api.SimulationResult` to disk (atomically, see ``writers``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from oracle.metrics.columns import LEGACY_CSV_COLUMNS
+from oracle.metrics.writers import dumps, make_staging_dir, publish, write_text
+
+
+def legacy_csv_frame(requests: pl.DataFrame) -> pl.DataFrame:
+    """The original LLMPerfOracle's per-request CSV columns, in order, then this project's extras."""
+    legacy = requests.select(
+        pl.col("request_id"),
+        pl.col("client").alias("client_id"),
+        pl.col("session").alias("session_id"),
+        pl.col("prompt_tokens"),
+        pl.col("output_tokens").alias("max_output_tokens"),
+        pl.when(pl.col("status") == "finished").then(pl.col("output_tokens")).otherwise(0).alias("output_tokens"),
+        pl.col("arrival_s").alias("arrival_time"),
+        pl.col("first_token_s").alias("first_token_time"),
+        pl.col("completion_s").alias("completion_time"),
+        pl.col("status"),
+        pl.col("ttft_ms"),
+        pl.col("tpot_ms"),
+        pl.col("e2e_ms").alias("e2e_latency_ms"),
+        pl.col("cache_event").alias("prefix_cache_event"),
+        pl.col("cached_tokens").alias("cached_prefix_length"),
+        pl.col("prefilled_tokens").alias("tokens_actually_prefilled"),
+    )
+    assert tuple(legacy.columns) == LEGACY_CSV_COLUMNS
+    extras = requests.select(["turn", "replica", "admitted_s", "preemptions", "max_itl_ms", "computed_tokens",
+                              "warm_up"])
+    return pl.concat([legacy, extras], how="horizontal")
+
+
+def write_framework(fr, folder: Path, *, fmt: str, steps: bool) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    fr.requests.write_parquet(folder / "requests.parquet")
+    if steps and fr.steps is not None:
+        fr.steps.write_parquet(folder / "steps.parquet")
+    if fmt == "csv":
+        legacy_csv_frame(fr.requests).write_csv(folder / "requests.csv")
+    write_text(folder / "summary.json", dumps(fr.summary))
+
+
+def write_results(result, *, out_dir: str | Path | None = None, format: str | None = None) -> Path:
+    """Write ``out_dir/<framework>/{summary.json, requests.parquet[, steps.parquet, requests.csv]}``
+    and, with several frameworks, ``out_dir/comparison.parquet``. Returns ``out_dir``."""
+    from oracle.api import default_out_dir
+    sc = result.scenario
+    dest = Path(out_dir) if out_dir is not None else default_out_dir(sc)
+    fmt = format or sc.output.format
+    staging = make_staging_dir(dest)
+    names = []
+    try:
+        for name, fr in result.frameworks.items():
+            write_framework(fr, staging / name, fmt=fmt, steps=fr.steps is not None)
+            names.append(name)
+        if len(result.frameworks) > 1:
+            result.comparison().write_parquet(staging / "comparison.parquet")
+            names.append("comparison.parquet")
+        if sc.path is not None and sc.path.suffix == ".toml" and sc.path.exists():
+            write_text(staging / "scenario.toml", sc.path.read_text(encoding="utf-8"))
+            names.append("scenario.toml")
+    except BaseException:
+        import shutil
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    publish(staging, dest, names)
+    return dest

@@ -1,0 +1,202 @@
+"""Per-request table and ``summary.json`` from the engine's outputs (DESIGN.md §6).
+
+Times inside are seconds; the table and the summary report latencies in milliseconds and say
+so in the key (``ttft_ms``). Requests that arrive before ``warm_up_s`` are simulated but left
+out of every summary figure (they stay in the table with ``warm_up = true``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from oracle.engine.inputs import CacheEvent, EngineOutputs, Status, itl_bin_edges_s
+from oracle.metrics.columns import CACHE_EVENT_NAMES, PERCENTILES, STATUS_NAMES, STEP_COLUMNS
+
+
+def request_table(workload, out: EngineOutputs, *, warm_up_s: float) -> pl.DataFrame:
+    """One row per request (columns: ``oracle.metrics.columns.REQUEST_COLUMNS``)."""
+    n = len(workload)
+    prompt = np.asarray(workload.prompt_tokens, np.int64)
+    output = np.asarray(workload.output_tokens, np.int64)
+    finished = out.status == int(Status.FINISHED)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ttft_ms = (out.first_token_s - out.arrival_s) * 1e3
+        e2e_ms = (out.completion_s - out.arrival_s) * 1e3
+        tpot_ms = np.where(output > 1, (out.completion_s - out.first_token_s) / (output - 1) * 1e3, np.nan)
+    prefilled = np.where(finished, out.computed_tokens - np.maximum(output - 1, 0), 0)
+    clients = list(workload.client_names) or ["default"]
+    client_idx = np.asarray(workload.client, np.int64)
+    return pl.DataFrame({
+        "request_id": np.arange(n, dtype=np.int64),
+        "client": pl.Series(np.asarray(clients, dtype=object)[client_idx].astype(str), dtype=pl.Utf8),
+        "session": np.asarray(workload.session, np.int64),
+        "turn": np.asarray(workload.turn, np.int32),
+        "replica": out.replica.astype(np.int32),
+        "arrival_s": out.arrival_s,
+        "admitted_s": out.admitted_s,
+        "first_token_s": out.first_token_s,
+        "completion_s": out.completion_s,
+        "prompt_tokens": prompt.astype(np.int32),
+        "cached_tokens": out.cached_tokens.astype(np.int32),
+        "output_tokens": output.astype(np.int32),
+        "preemptions": out.preemptions.astype(np.int32),
+        "cache_event": pl.Series([CACHE_EVENT_NAMES[int(e)] for e in range(-1, 5)], dtype=pl.Utf8)
+        .gather(out.cache_event.astype(np.int64) + 1),
+        "ttft_ms": ttft_ms,
+        "tpot_ms": tpot_ms,
+        "e2e_ms": e2e_ms,
+        "max_itl_ms": out.max_itl_s * 1e3,
+        "status": pl.Series([STATUS_NAMES[k] for k in range(3)], dtype=pl.Utf8).gather(out.status.astype(np.int64)),
+        "computed_tokens": out.computed_tokens.astype(np.int64),
+        "prefilled_tokens": prefilled.astype(np.int64),
+        "warm_up": out.arrival_s < warm_up_s,
+    })
+
+
+def step_table(out: EngineOutputs) -> pl.DataFrame | None:
+    if out.steps is None:
+        return None
+    return pl.DataFrame({c: out.steps[c] for c in STEP_COLUMNS})
+
+
+def _stats(values: np.ndarray) -> dict[str, float | None]:
+    v = values[np.isfinite(values)]
+    if v.size == 0:
+        return {"mean": None, "p50": None, "p90": None, "p95": None, "p99": None, "max": None}
+    res: dict[str, float | None] = {"mean": float(v.mean())}
+    qs = np.percentile(v, PERCENTILES)
+    for p, q in zip(PERCENTILES, qs):
+        res[f"p{p}"] = float(q)
+    res["max"] = float(v.max())
+    return res
+
+
+def _hist_stats(hist: np.ndarray, max_value_ms: float | None) -> dict[str, float | None]:
+    """Mean/percentiles of the ITL histogram (bin values = geometric bin centres), in ms."""
+    total = int(hist.sum())
+    if total == 0:
+        return _stats(np.empty(0))
+    lower = itl_bin_edges_s()
+    upper = np.append(lower[1:], lower[-1] * 10 ** (1 / 100))
+    centre = np.where(lower > 0, np.sqrt(np.maximum(lower, 1e-300) * upper), upper / 2) * 1e3
+    cum = np.cumsum(hist)
+    res: dict[str, float | None] = {"mean": float((hist * centre).sum() / total)}
+    for p in PERCENTILES:
+        k = int(np.searchsorted(cum, math.ceil(p / 100 * total)))
+        res[f"p{p}"] = float(min(centre[k], max_value_ms) if max_value_ms is not None else centre[k])
+    res["max"] = max_value_ms
+    return res
+
+
+def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, num_gpu_blocks: int,
+                  kv_bytes_per_token: float, wall_time_s: float) -> dict[str, Any]:
+    """The ``summary.json`` dict for one framework (keys as DESIGN.md §6)."""
+    warm = scenario.simulation.warm_up_s
+    df = requests.filter(~pl.col("warm_up"))
+    total = df.height
+    ok = df.filter(pl.col("status") == "finished")
+    successful = ok.height
+    end = max(out.sim_end_s, scenario.simulation.duration_s or 0.0)
+    effective = max(end - warm, 1e-12)
+
+    slo = scenario.slo
+    meets = pl.col("status") == "finished"
+    if slo.ttft_ms is not None:
+        meets = meets & (pl.col("ttft_ms") <= slo.ttft_ms)
+    if slo.tpot_ms is not None:
+        meets = meets & (pl.col("tpot_ms").fill_nan(0.0) <= slo.tpot_ms)
+    if slo.e2e_ms is not None:
+        meets = meets & (pl.col("e2e_ms") <= slo.e2e_ms)
+    good = df.filter(meets).height
+
+    events = {CACHE_EVENT_NAMES[int(e)]: 0 for e in CacheEvent if e != CacheEvent.NONE}
+    for name, count in df.group_by("cache_event").len().iter_rows():
+        if name in events:
+            events[name] = int(count)
+    admitted = df.filter(pl.col("cache_event") != "NONE")
+    n_adm = admitted.height
+    follow_ups = admitted.filter(pl.col("turn") >= 1).height
+    with_hit = admitted.filter(pl.col("cached_tokens") > 0)
+    prompt_sum = int(ok["prompt_tokens"].sum() or 0)
+    prefilled_sum = int(ok["prefilled_tokens"].sum() or 0)
+    max_itl = df["max_itl_ms"].drop_nans().drop_nulls()
+
+    kv_capacity = (num_gpu_blocks - 1) if num_gpu_blocks > 0 else None
+    kv_mean_used = float(out.kv_used_integral.sum() / max(out.sim_end_s, 1e-12) / len(out.kv_used_integral)) \
+        if out.kv_used_integral is not None else None
+
+    def rate(num: float, den: float) -> float:
+        return float(num / den) if den else 0.0
+
+    return {
+        "scenario": scenario.name,
+        "framework": fw.name,
+        "seed": scenario.seed,
+        "simulation": {
+            "total_duration_s": float(end),
+            "warm_up_duration_s": float(warm),
+            "effective_duration_s": float(effective),
+            "wall_time_s": float(wall_time_s),
+            "num_steps": int(out.num_steps),
+        },
+        "requests": {
+            "total": total,
+            "successful": successful,
+            "failed": total - successful,
+            "success_rate": rate(successful, total),
+            "warm_up_excluded": requests.height - total,
+        },
+        "throughput": {
+            "requests_per_second": rate(successful, effective),
+            "output_tokens_per_second": rate(int(ok["output_tokens"].sum() or 0), effective),
+            "input_tokens_per_second": rate(prompt_sum, effective),
+        },
+        "latency": {
+            "time_to_first_token_ms": _stats(ok["ttft_ms"].to_numpy()),
+            "time_per_output_token_ms": _stats(ok["tpot_ms"].to_numpy()),
+            "inter_token_latency_ms": _hist_stats(out.itl_hist, float(max_itl.max()) if max_itl.len() else None),
+            "end_to_end_latency_ms": _stats(ok["e2e_ms"].to_numpy()),
+        },
+        "goodput": {
+            "slo": {"ttft_ms": slo.ttft_ms, "tpot_ms": slo.tpot_ms, "e2e_ms": slo.e2e_ms},
+            "requests_per_second": rate(good, effective),
+            "fraction": rate(good, total),
+        },
+        "kv_cache": {
+            "block_size": fw.block_size,
+            "num_gpu_blocks": None if num_gpu_blocks < 0 else int(num_gpu_blocks),
+            "unlimited": num_gpu_blocks < 0 or fw.num_gpu_blocks == "unlimited",
+            "kv_bytes_per_token": float(kv_bytes_per_token),
+            "capacity_tokens_per_replica": None if kv_capacity is None else int(kv_capacity * fw.block_size),
+            "mean_blocks_used": kv_mean_used,
+            "peak_blocks_used": int(out.kv_used_max.max()) if out.kv_used_max is not None else None,
+            "mean_utilization": (kv_mean_used / kv_capacity) if (kv_capacity and kv_mean_used is not None) else None,
+            "peak_utilization": (float(out.kv_used_max.max()) / kv_capacity)
+            if (kv_capacity and out.kv_used_max is not None) else None,
+        },
+        "preemptions": int(df["preemptions"].sum() or 0),
+        "prefix_caching": {
+            "enabled": bool(fw.enable_prefix_caching),
+            "prefix_cache_queries": int(out.prefix_cache_queries),
+            "prefix_cache_hits": int(out.prefix_cache_hits),
+            "overall_hit_rate": rate(with_hit.height, n_adm),
+            "conversational_hit_rate": rate(events["CONVERSATIONAL_HIT"], follow_ups),
+            "cross_request_hit_rate": rate(events["CROSS_REQUEST_HIT"], n_adm),
+            "token_hit_rate": rate(out.prefix_cache_hits, out.prefix_cache_queries),
+            "prefill_reduction_ratio": 1.0 - rate(prefilled_sum, prompt_sum) if prompt_sum else 0.0,
+            "total_tokens_saved": int(admitted["cached_tokens"].sum() or 0),
+            "average_cached_prefix_length": float(with_hit["cached_tokens"].mean()) if with_hit.height else 0.0,
+            "event_counts": events,
+        },
+        "config": {
+            "model": scenario.model.name, "gpu": scenario.gpu.name, "tp": fw.tp, "pp": fw.pp,
+            "replicas": fw.replicas, "num_gpus": fw.num_gpus, "router": fw.router,
+            "max_num_seqs": fw.max_num_seqs, "max_num_batched_tokens": fw.max_num_batched_tokens,
+            "enable_chunked_prefill": fw.enable_chunked_prefill,
+            "enable_prefix_caching": fw.enable_prefix_caching,
+        },
+    }
