@@ -77,6 +77,9 @@ class OutputConfig:
     dir: str | None = None      # default: runs/<scenario name>
     steps: bool = False         # write steps.parquet (one row per engine step)
     format: str = "parquet"     # also "csv": requests.csv in the original tool's layout
+    summary_json: str | None = None   # extra copy of the (first framework's) summary.json here
+    requests_csv: str | None = None   # extra copy of requests.csv (original layout) here
+    percentiles: tuple[float, ...] | None = None  # extra latency percentiles in those copies
 
 
 @dataclass(frozen=True)
@@ -252,8 +255,16 @@ def _parse(raw: dict, *, base_dir: Path, file) -> Scenario:
     slo_t.done()
 
     out_t = top.table("output", {})
+    pcts = out_t.any("percentiles", None)
+    if pcts is not None:
+        if not isinstance(pcts, list) or not all(isinstance(p, (int, float)) and not isinstance(p, bool)
+                                                 and 0 < p <= 100 for p in pcts):
+            raise out_t.error("percentiles", f"must be a list of numbers in (0, 100], got {pcts!r}")
+        pcts = tuple(float(p) for p in pcts)
     output = OutputConfig(dir=out_t.str("dir", None), steps=out_t.bool("steps", False),
-                          format=out_t.str("format", "parquet", choices=OUTPUT_FORMATS))
+                          format=out_t.str("format", "parquet", choices=OUTPUT_FORMATS),
+                          summary_json=out_t.str("summary_json", None), requests_csv=out_t.str("requests_csv", None),
+                          percentiles=pcts)
     out_t.done()
     top.done()
     return Scenario(name=name, seed=seed, simulation=sim, model=model, dtype=dtype,

@@ -63,31 +63,35 @@ def step_table(out: EngineOutputs) -> pl.DataFrame | None:
     return pl.DataFrame({c: out.steps[c] for c in STEP_COLUMNS})
 
 
-def _stats(values: np.ndarray) -> dict[str, float | None]:
+def _pkey(p: float) -> str:
+    return f"p{p:g}".replace(".", "_")
+
+
+def _stats(values: np.ndarray, pcts=PERCENTILES) -> dict[str, float | None]:
     v = values[np.isfinite(values)]
     if v.size == 0:
-        return {"mean": None, "p50": None, "p90": None, "p95": None, "p99": None, "max": None}
+        return {"mean": None, **{_pkey(p): None for p in pcts}, "max": None}
     res: dict[str, float | None] = {"mean": float(v.mean())}
-    qs = np.percentile(v, PERCENTILES)
-    for p, q in zip(PERCENTILES, qs):
-        res[f"p{p}"] = float(q)
+    qs = np.percentile(v, list(pcts))
+    for p, q in zip(pcts, qs):
+        res[_pkey(p)] = float(q)
     res["max"] = float(v.max())
     return res
 
 
-def _hist_stats(hist: np.ndarray, max_value_ms: float | None) -> dict[str, float | None]:
+def _hist_stats(hist: np.ndarray, max_value_ms: float | None, pcts=PERCENTILES) -> dict[str, float | None]:
     """Mean/percentiles of the ITL histogram (bin values = geometric bin centres), in ms."""
     total = int(hist.sum())
     if total == 0:
-        return _stats(np.empty(0))
+        return _stats(np.empty(0), pcts)
     lower = itl_bin_edges_s()
     upper = np.append(lower[1:], lower[-1] * 10 ** (1 / 100))
     centre = np.where(lower > 0, np.sqrt(np.maximum(lower, 1e-300) * upper), upper / 2) * 1e3
     cum = np.cumsum(hist)
     res: dict[str, float | None] = {"mean": float((hist * centre).sum() / total)}
-    for p in PERCENTILES:
+    for p in pcts:
         k = int(np.searchsorted(cum, math.ceil(p / 100 * total)))
-        res[f"p{p}"] = float(min(centre[k], max_value_ms) if max_value_ms is not None else centre[k])
+        res[_pkey(p)] = float(min(centre[k], max_value_ms) if max_value_ms is not None else centre[k])
     res["max"] = max_value_ms
     return res
 
@@ -96,6 +100,7 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
                   kv_bytes_per_token: float, wall_time_s: float) -> dict[str, Any]:
     """The ``summary.json`` dict for one framework (keys as DESIGN.md §6)."""
     warm = scenario.simulation.warm_up_s
+    pcts = tuple(sorted(set(PERCENTILES) | set(scenario.output.percentiles or ())))
     df = requests.filter(~pl.col("warm_up"))
     total = df.height
     ok = df.filter(pl.col("status") == "finished")
@@ -156,10 +161,11 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
             "input_tokens_per_second": rate(prompt_sum, effective),
         },
         "latency": {
-            "time_to_first_token_ms": _stats(ok["ttft_ms"].to_numpy()),
-            "time_per_output_token_ms": _stats(ok["tpot_ms"].to_numpy()),
-            "inter_token_latency_ms": _hist_stats(out.itl_hist, float(max_itl.max()) if max_itl.len() else None),
-            "end_to_end_latency_ms": _stats(ok["e2e_ms"].to_numpy()),
+            "time_to_first_token_ms": _stats(ok["ttft_ms"].to_numpy(), pcts),
+            "time_per_output_token_ms": _stats(ok["tpot_ms"].to_numpy(), pcts),
+            "inter_token_latency_ms": _hist_stats(out.itl_hist, float(max_itl.max()) if max_itl.len() else None,
+                                                  pcts),
+            "end_to_end_latency_ms": _stats(ok["e2e_ms"].to_numpy(), pcts),
         },
         "goodput": {
             "slo": {"ttft_ms": slo.ttft_ms, "tpot_ms": slo.tpot_ms, "e2e_ms": slo.e2e_ms},
