@@ -1,0 +1,440 @@
+"""Plain-Python reference of the engine: one object per request, replica and block.
+
+Implements exactly ``oracle/engine/README.md`` (the binding semantics), written for clarity:
+a :class:`Request` per row, a :class:`Replica` with a waiting deque, a running list and a
+:class:`~reference.blockpool.BlockPool`, and :class:`ReferenceEngine` with the event loop,
+the routers and the scheduler step. Slow (Python per token-step); use small inputs.
+
+    out = run_reference(inputs, step_time_fn)            # -> EngineOutputs
+    out = run_reference(inputs, step_time_fn, debug=True)  # + invariant checks every step
+
+``step_time_fn(num_tokens, num_emit, num_decode, decode_ctx_sum, prefill_attn_units,
+prefill_ctx_sum) -> seconds``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from oracle.engine.inputs import (
+    ITL_NUM_BINS,
+    CacheEvent,
+    EngineInputs,
+    EngineOutputs,
+    Router,
+    Status,
+    cdiv,
+    itl_bin,
+)
+
+from .blockpool import BlockPool, KVCacheBlock
+
+StepTimeFn = Callable[[int, int, int, int, float, int], float]
+
+STEP_COLUMNS = ("replica", "start_s", "duration_s", "num_decode", "num_prefill_tokens",
+                "num_running", "num_waiting", "kv_blocks_used", "kv_blocks_cached")
+NAN = float("nan")
+
+
+@dataclass(eq=False)
+class Request:
+    """One request: static fields from the inputs, scheduler state, and its results."""
+
+    rid: int
+    arrival_s: float          # NaN for a follow-up until released
+    prompt: int               # p
+    output: int               # o
+    session: int
+    turn: int
+    parent: int
+    think_s: float
+    hashes: list[int]         # chained hashes of the full blocks of the p + o tokens
+    children: list[int] = field(default_factory=list)
+
+    # scheduler state
+    generated: int = 0
+    num_computed: int = 0
+    block_table: list[KVCacheBlock] = field(default_factory=list)
+    num_cached_blocks: int = 0
+    ever_admitted: bool = False
+
+    # results
+    replica: int = -1
+    admitted_s: float = NAN
+    first_token_s: float = NAN
+    last_token_s: float = NAN
+    completion_s: float = NAN
+    cached_tokens: int = 0
+    computed_tokens: int = 0
+    preemptions: int = 0
+    cache_event: int = int(CacheEvent.NONE)
+    max_itl_s: float = NAN
+    status: int = int(Status.PENDING)
+
+    @property
+    def num_tokens(self) -> int:
+        """Known tokens: prompt + generated so far."""
+        return self.prompt + self.generated
+
+    @property
+    def session_label(self) -> int:
+        """Label stored on the blocks this request hashes (README: Caching)."""
+        return self.session if self.session >= 0 else -2 - self.rid
+
+
+@dataclass(eq=False)
+class Replica:
+    index: int
+    pool: BlockPool
+    waiting: deque = field(default_factory=deque)
+    running: list = field(default_factory=list)
+    busy_until: float = 0.0
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting) or bool(self.running)
+
+    @property
+    def load(self) -> int:
+        """vLLM DP load score: 4 * waiting + running."""
+        return 4 * len(self.waiting) + len(self.running)
+
+
+@dataclass
+class Scheduled:
+    req: Request
+    num_new: int   # c
+    p0: int        # num_computed before the step
+
+    @property
+    def is_decode(self) -> bool:
+        return self.num_new == 1 and self.p0 > 0 and self.p0 + 1 == self.req.num_tokens
+
+    @property
+    def emits(self) -> bool:
+        return self.p0 + self.num_new == self.req.num_tokens
+
+
+class ReferenceEngine:
+    def __init__(self, inputs: EngineInputs, step_time_fn: StepTimeFn, debug: bool = False):
+        self.inputs = inputs
+        self.cfg = inputs.config
+        self.step_time_fn = step_time_fn
+        self.debug = debug
+        self.bs = int(self.cfg.block_size)
+        self.N = inputs.resolved_num_gpu_blocks()
+        self.caching = bool(self.cfg.enable_prefix_caching)
+        n = len(inputs)
+        off = inputs.hash_offsets
+        self.requests = [
+            Request(rid=i, arrival_s=float(inputs.arrival_s[i]), prompt=int(inputs.prompt_tokens[i]),
+                    output=int(inputs.output_tokens[i]), session=int(inputs.session[i]),
+                    turn=int(inputs.turn[i]), parent=int(inputs.parent[i]),
+                    think_s=float(inputs.think_s[i]),
+                    hashes=[int(h) for h in inputs.hashes[int(off[i]):int(off[i + 1])]])
+            for i in range(n)
+        ]
+        for req in self.requests:
+            if req.parent >= 0:
+                self.requests[req.parent].children.append(req.rid)
+        self.replicas = [Replica(r, BlockPool(self.N)) for r in range(int(self.cfg.num_replicas))]
+        self.static_arrivals = sorted((req.arrival_s, req.rid) for req in self.requests
+                                      if req.parent < 0)
+        self.next_static = 0
+        self.followup_heap: list[tuple[float, int]] = []
+        self.num_routed = 0
+        self.session_to_replica: dict[int, int] = {}
+        self.prefix_cache_queries = 0
+        self.prefix_cache_hits = 0
+        self.itl_hist = np.zeros(ITL_NUM_BINS, np.int64)
+        self.num_steps = 0
+        self.step_rows: list[tuple] = []
+
+    # ---------------------------------------------------------------- event loop
+    def run(self) -> EngineOutputs:
+        while True:
+            arrival = self._peek_arrival()
+            with_work = [rep for rep in self.replicas if rep.has_work]
+            stepper = min(with_work, key=lambda rep: (rep.busy_until, rep.index)) if with_work else None
+            if arrival is not None and (stepper is None or arrival[0] <= stepper.busy_until):
+                self._pop_arrival()
+                self._arrive(self.requests[arrival[1]], arrival[0])
+            elif stepper is not None:
+                self._step(stepper, stepper.busy_until)
+            else:
+                break
+        return self._outputs()
+
+    def _peek_arrival(self) -> tuple[float, int] | None:
+        cands = []
+        if self.next_static < len(self.static_arrivals):
+            cands.append(self.static_arrivals[self.next_static])
+        if self.followup_heap:
+            cands.append(self.followup_heap[0])
+        return min(cands) if cands else None
+
+    def _pop_arrival(self) -> None:
+        head = self._peek_arrival()
+        if self.followup_heap and self.followup_heap[0] == head:
+            heapq.heappop(self.followup_heap)
+        else:
+            self.next_static += 1
+
+    def _release_followups(self, req: Request, t_end: float) -> None:
+        for j in req.children:
+            child = self.requests[j]
+            heapq.heappush(self.followup_heap, (t_end + child.think_s, j))
+
+    def _arrive(self, req: Request, a: float) -> None:
+        req.arrival_s = a
+        if req.prompt + req.output > self.cfg.max_model_len or cdiv(req.prompt + req.output, self.bs) > self.N - 1:
+            req.status = int(Status.REJECTED)
+            self._release_followups(req, a)
+            return
+        rep = self.replicas[self.route(req)]
+        req.replica = rep.index
+        had_work = rep.has_work
+        rep.waiting.append(req)
+        if not had_work:
+            rep.busy_until = max(rep.busy_until, a)
+
+    # ---------------------------------------------------------------- routers
+    def route(self, req: Request) -> int:
+        """Replica index for ``req`` given the current state; updates the router's own state."""
+        router = Router(int(self.cfg.router))
+        if router == Router.ROUND_ROBIN:
+            r = self.num_routed % len(self.replicas)
+        elif router == Router.LEAST_LOADED:
+            r = self._least_loaded()
+        elif router == Router.SESSION_AFFINITY:
+            if req.session >= 0 and req.session in self.session_to_replica:
+                r = self.session_to_replica[req.session]
+            else:
+                r = self._least_loaded()
+                if req.session >= 0:
+                    self.session_to_replica[req.session] = r
+        elif router == Router.PREFIX_AWARE:
+            def key(rep: Replica):
+                hit = len(self._lookup(rep, req)) if self.caching else 0
+                cost = (cdiv(req.prompt, self.bs) - hit) + (rep.pool.num_usable - rep.pool.num_free)
+                return (cost, rep.load, rep.index)
+            r = min(self.replicas, key=key).index
+        else:
+            raise ValueError(f"unknown router {router}")
+        self.num_routed += 1
+        return r
+
+    def _least_loaded(self) -> int:
+        return min(self.replicas, key=lambda rep: (rep.load, rep.index)).index
+
+    # ---------------------------------------------------------------- prefix cache
+    def _lookup(self, rep: Replica, req: Request) -> list[KVCacheBlock]:
+        """Cached prefix blocks (capped at floor((num_tokens - 1) / bs)); touches nothing."""
+        if not self.caching or req.num_computed != 0:
+            return []
+        return rep.pool.lookup(req.hashes, (req.num_tokens - 1) // self.bs)
+
+    def _classify(self, req: Request, hit: list[KVCacheBlock]) -> CacheEvent:
+        if not self.caching:
+            return CacheEvent.MISS_FULL
+        if not hit:
+            return CacheEvent.CONVERSATIONAL_MISS_EVICTED if req.turn >= 1 else CacheEvent.MISS_FULL
+        if req.turn >= 1 and req.session >= 0 and hit[-1].session_label == req.session:
+            return CacheEvent.CONVERSATIONAL_HIT
+        if len(hit) == (req.prompt - 1) // self.bs:
+            return CacheEvent.FULL_HIT_NO_PREFILL_NEEDED
+        return CacheEvent.CROSS_REQUEST_HIT
+
+    # ---------------------------------------------------------------- one step
+    def _preempt(self, rep: Replica, victim: Request) -> None:
+        rep.pool.free_blocks(reversed(victim.block_table))
+        victim.block_table = []
+        victim.num_computed = 0
+        victim.num_cached_blocks = 0
+        victim.preemptions += 1
+        rep.waiting.appendleft(victim)
+
+    def _schedule_running(self, rep: Replica, sched: list[Scheduled], budget: int) -> tuple[int, bool]:
+        preempted = False
+        i = 0
+        while i < len(rep.running) and budget > 0:
+            req = rep.running[i]
+            num_new = min(req.num_tokens - req.num_computed, budget)
+            need = cdiv(req.num_computed + num_new, self.bs) - len(req.block_table)
+            assert num_new > 0 and need >= 0
+            self_preempted = False
+            while need > rep.pool.num_free:
+                victim = rep.running.pop()
+                self._preempt(rep, victim)
+                preempted = True
+                if victim is req:
+                    self_preempted = True
+                    break
+            if self_preempted:
+                break
+            req.block_table.extend(rep.pool.allocate(need))
+            sched.append(Scheduled(req, num_new, req.num_computed))
+            budget -= num_new
+            i += 1
+        return budget, preempted
+
+    def _schedule_waiting(self, rep: Replica, sched: list[Scheduled], budget: int, t: float) -> int:
+        while rep.waiting and budget > 0 and len(rep.running) < self.cfg.max_num_seqs:
+            req = rep.waiting[0]
+            hit = self._lookup(rep, req)
+            hit_tokens = len(hit) * self.bs
+            num_new = req.num_tokens - hit_tokens
+            if not self.cfg.enable_chunked_prefill:
+                if num_new > budget:
+                    break
+            else:
+                num_new = min(num_new, budget)
+            need = cdiv(hit_tokens + num_new, self.bs) - len(hit)
+            evictable = sum(1 for blk in hit if blk.ref_cnt == 0)
+            if need + evictable > rep.pool.num_free:
+                break
+            rep.pool.touch(hit)
+            req.block_table = list(hit) + rep.pool.allocate(need)
+            rep.waiting.popleft()
+            rep.running.append(req)
+            req.num_computed = hit_tokens
+            req.num_cached_blocks = len(hit)
+            sched.append(Scheduled(req, num_new, req.num_computed))
+            budget -= num_new
+            if not req.ever_admitted:
+                req.ever_admitted = True
+                req.admitted_s = t
+                req.cached_tokens = hit_tokens
+                self.prefix_cache_queries += req.prompt
+                self.prefix_cache_hits += hit_tokens
+                req.cache_event = int(self._classify(req, hit))
+        return budget
+
+    def _step(self, rep: Replica, t: float) -> None:
+        sched: list[Scheduled] = []
+        budget = int(self.cfg.max_num_batched_tokens)
+        budget, preempted = self._schedule_running(rep, sched, budget)
+        if not preempted:
+            budget = self._schedule_waiting(rep, sched, budget, t)
+        assert budget >= 0 and len(rep.running) <= self.cfg.max_num_seqs
+        if not sched:
+            assert preempted and not rep.running
+            if self.debug:
+                self.check_invariants()
+            return
+
+        # Step aggregates, in schedule order (running first, then newly admitted).
+        num_tokens = num_emit = num_decode = decode_ctx_sum = prefill_ctx_sum = 0
+        prefill_attn_units = 0.0
+        num_prefill_tokens = 0
+        for s in sched:
+            num_tokens += s.num_new
+            if s.is_decode:
+                num_decode += 1
+                decode_ctx_sum += s.p0 + 1
+            else:
+                prefill_attn_units += s.num_new * (s.p0 + (s.num_new + 1) / 2)
+                prefill_ctx_sum += s.p0
+                num_prefill_tokens += s.num_new
+            if s.emits:
+                num_emit += 1
+        dt = float(self.step_time_fn(num_tokens, num_emit, num_decode, decode_ctx_sum,
+                                     prefill_attn_units, prefill_ctx_sum))
+        t_end = t + dt
+        rep.busy_until = t_end
+        self.num_steps += 1
+
+        for s in sched:
+            self._finish_scheduled(rep, s, t_end)
+
+        if self.cfg.record_steps:
+            self.step_rows.append((rep.index, t, dt, num_decode, num_prefill_tokens,
+                                   len(rep.running), len(rep.waiting),
+                                   rep.pool.num_usable - rep.pool.num_free, rep.pool.num_cached))
+        if self.debug:
+            self.check_invariants()
+
+    def _finish_scheduled(self, rep: Replica, s: Scheduled, t_end: float) -> None:
+        req = s.req
+        emits = s.emits  # decided on num_tokens before `generated` moves
+        req.num_computed += s.num_new
+        req.computed_tokens += s.num_new
+        if emits:
+            req.generated += 1
+            if req.generated == 1:
+                req.first_token_s = t_end
+            else:
+                gap = t_end - req.last_token_s
+                self.itl_hist[itl_bin(gap)] += 1
+                req.max_itl_s = gap if math.isnan(req.max_itl_s) else max(req.max_itl_s, gap)
+            req.last_token_s = t_end
+        if self.caching:
+            cacheable = req.num_tokens if emits else req.num_computed
+            stop = min(cacheable // self.bs, len(req.block_table))
+            for b in range(req.num_cached_blocks, stop):
+                rep.pool.cache_block(req.block_table[b], req.hashes[b], req.session_label)
+            req.num_cached_blocks = max(req.num_cached_blocks, stop)
+        if req.generated == req.output:
+            req.completion_s = t_end
+            req.status = int(Status.FINISHED)
+            rep.pool.free_blocks(reversed(req.block_table))
+            req.block_table = []
+            rep.running.remove(req)
+            self._release_followups(req, t_end)
+
+    # ---------------------------------------------------------------- debug
+    def check_invariants(self) -> None:
+        """free + used = total, ref_cnt >= 0, no block both free and owned, map consistent."""
+        for rep in self.replicas:
+            owned: dict[int, int] = {}
+            for req in rep.running:
+                ids = [blk.block_id for blk in req.block_table]
+                assert len(set(ids)) == len(ids), "a block twice in one block table"
+                assert req.num_cached_blocks <= len(req.block_table)
+                assert len(req.block_table) == cdiv(req.num_computed, self.bs)
+                for b in ids:
+                    owned[b] = owned.get(b, 0) + 1
+            for req in rep.waiting:
+                assert not req.block_table and req.num_computed == 0
+            rep.pool.check_invariants(owned)
+            assert len(rep.running) <= self.cfg.max_num_seqs
+
+    # ---------------------------------------------------------------- results
+    def _outputs(self) -> EngineOutputs:
+        reqs = self.requests
+        for req in reqs:
+            assert req.status != Status.PENDING, f"request {req.rid} never ended"
+        out = EngineOutputs(
+            replica=np.array([r.replica for r in reqs], np.int32),
+            admitted_s=np.array([r.admitted_s for r in reqs], np.float64),
+            first_token_s=np.array([r.first_token_s for r in reqs], np.float64),
+            completion_s=np.array([r.completion_s for r in reqs], np.float64),
+            arrival_s=np.array([r.arrival_s for r in reqs], np.float64),
+            cached_tokens=np.array([r.cached_tokens for r in reqs], np.int32),
+            computed_tokens=np.array([r.computed_tokens for r in reqs], np.int64),
+            preemptions=np.array([r.preemptions for r in reqs], np.int32),
+            cache_event=np.array([r.cache_event for r in reqs], np.int8),
+            max_itl_s=np.array([r.max_itl_s for r in reqs], np.float64),
+            status=np.array([r.status for r in reqs], np.int8),
+            prefix_cache_queries=self.prefix_cache_queries,
+            prefix_cache_hits=self.prefix_cache_hits,
+            itl_hist=self.itl_hist,
+            num_steps=self.num_steps,
+        )
+        if self.cfg.record_steps:
+            dtypes = (np.int32, np.float64, np.float64, np.int32, np.int64, np.int32, np.int32,
+                      np.int32, np.int32)
+            cols = list(zip(*self.step_rows)) if self.step_rows else [()] * len(STEP_COLUMNS)
+            out.steps = {name: np.array(col, dt) for name, col, dt in zip(STEP_COLUMNS, cols, dtypes)}
+        return out
+
+
+def run_reference(inputs: EngineInputs, step_time_fn: StepTimeFn, debug: bool = False) -> EngineOutputs:
+    """Simulate ``inputs`` with the reference engine (``debug``: check invariants every step)."""
+    return ReferenceEngine(inputs, step_time_fn, debug=debug).run()
