@@ -60,6 +60,27 @@ def test_differential_random(requests, block_size):
     check_equal(requests, block_size)
 
 
+@st.composite
+def chained_requests(draw):
+    """Each request reuses a prefix of the previous one (sometimes with its last shared segment
+    cut shorter or longer), then adds segments: exercises the copy-from-previous path."""
+    reqs = [draw(segments.filter(bool))]
+    for _ in range(draw(st.integers(0, 6))):
+        prev = reqs[-1]
+        keep = draw(st.integers(0, len(prev)))
+        head = list(prev[:keep])
+        if head and draw(st.booleans()):
+            key, n = head[-1]
+            head[-1] = (key, draw(st.integers(1, 2 * n)))
+        reqs.append(head + draw(segments) or [(1, 1)])
+    return reqs
+
+
+@given(chained_requests(), st.integers(1, 17))
+def test_differential_chained_requests(requests, block_size):
+    check_equal(requests, block_size)
+
+
 @given(segments.filter(bool), segments.filter(bool), segments.filter(bool), st.integers(1, 20))
 def test_shared_prefix_shares_hashes_until_first_difference(prefix, tail_a, tail_b, block_size):
     a, b = prefix + tail_a, prefix + tail_b

@@ -16,14 +16,19 @@ sequences give equal hashes whatever the segmentation.
 
 The hash of one block, all arithmetic modulo 2**64 (``fmix`` is the splitmix64 finaliser)::
 
-    s = fmix(prev ^ 0x243F6A8885A308D3)             # prev = 0x9E3779B97F4A7C15 for block 0
+    s = prev                                         # prev = 0x9E3779B97F4A7C15 for block 0
     for each run (key, start, length):
-        s = fmix(s ^ key)
-        s = fmix(s ^ ((start << 32) | length))
+        w = fmix(key ^ 0x243F6A8885A308D3) ^ (((start << 32) | length) * 0x9FB21C651E98DF25)
+        s = fmix(s ^ w)
     h = fmix(s ^ 0xC2B2AE3D27D4EB4F);  h = 1 if h == 0   # 0 is the empty slot of hash maps
 
+Only one ``fmix`` per run and one per block lie on the dependency chain (``w`` does not
+depend on ``s``). When request i's segment list starts like request i-1's (consecutive
+turns of a conversation), the hashes of the blocks inside the common prefix are copied from
+request i-1 instead of recomputed; the result is the same, only faster.
+
 Three layers (STYLE §2): :func:`block_hashes` validates and allocates, ``_block_hashes``
-loops over requests, and :func:`hash_block` / ``_start`` / ``_absorb`` / ``_finish`` do one
+loops over requests, and :func:`hash_block` / ``_absorb`` / ``_finish`` do one
 block. :func:`ideal_prefix_hits` counts the hits an unlimited prefix cache would give.
 """
 
@@ -46,16 +51,11 @@ def _fmix(z):
 
 
 @jit
-def _start(prev):
-    """State at the start of a block whose parent block hash is ``prev`` (u8)."""
-    return _fmix(np.uint64(prev) ^ np.uint64(0x243F6A8885A308D3))
-
-
-@jit
 def _absorb(s, key, start, length):
     """Fold one run (``length`` tokens ``(key, start) .. (key, start + length - 1)``) into ``s``."""
-    s = _fmix(s ^ np.uint64(key))
-    return _fmix(s ^ ((np.uint64(start) << np.uint64(32)) | np.uint64(length)))
+    w = _fmix(np.uint64(key) ^ np.uint64(0x243F6A8885A308D3))
+    w ^= ((np.uint64(start) << np.uint64(32)) | np.uint64(length)) * np.uint64(0x9FB21C651E98DF25)
+    return _fmix(s ^ w)
 
 
 @jit
@@ -74,10 +74,26 @@ def hash_block(prev, run_key, run_start, run_len):
     in: prev (u8; ``HASH_SEED`` for block 0), run_key (u8[r]), run_start (i8/i4[r], offset
     of the run's first token in its segment), run_len (i4[r], tokens). Returns u8 (never 0).
     """
-    s = _start(prev)
+    s = np.uint64(prev)
     for r in range(run_key.shape[0]):
         s = _absorb(s, run_key[r], run_start[r], run_len[r])
     return _finish(s)
+
+
+@jit
+def _common_blocks(seg_offsets, seg_key, seg_len, i, block_size):
+    """Full blocks at the start of request i whose tokens equal request i-1's (i >= 1)."""
+    a, a_end = seg_offsets[i - 1], seg_offsets[i]
+    b, b_end = seg_offsets[i], seg_offsets[i + 1]
+    tokens = np.int64(0)
+    while a < a_end and b < b_end and seg_key[a] == seg_key[b]:
+        if seg_len[a] != seg_len[b]:  # same content, one segment longer: shares the shorter
+            tokens += min(seg_len[a], seg_len[b])
+            break
+        tokens += seg_len[a]
+        a += 1
+        b += 1
+    return tokens // block_size
 
 
 @jit
@@ -94,25 +110,37 @@ def _block_hashes(seg_offsets, seg_key, seg_len, block_size, hash_offsets, out_h
         end = hash_offsets[i + 1]
         if pos == end:
             continue
-        s = _start(np.uint64(0x9E3779B97F4A7C15))
+        s = np.uint64(0x9E3779B97F4A7C15)
+        g = seg_offsets[i]
+        j = np.int64(0)
+        if i > 0:  # copy the blocks shared with request i-1, then resume after them
+            num_copy = min(_common_blocks(seg_offsets, seg_key, seg_len, i, block_size), end - pos)
+            src = hash_offsets[i - 1]
+            for b in range(num_copy):
+                out_hashes[pos + b] = out_hashes[src + b]
+            if num_copy > 0:
+                pos += num_copy
+                s = out_hashes[pos - 1]
+                skip = num_copy * block_size
+                while skip >= seg_len[g]:
+                    skip -= seg_len[g]
+                    g += 1
+                j = skip
         fill = 0
-        for g in range(seg_offsets[i], seg_offsets[i + 1]):
-            key = seg_key[g]
+        while pos < end:
             length = np.int64(seg_len[g])
-            j = np.int64(0)
             while j < length and pos < end:
                 take = min(length - j, block_size - fill)
-                s = _absorb(s, key, j, take)
+                s = _absorb(s, seg_key[g], j, take)
                 fill += take
                 j += take
                 if fill == block_size:
-                    h = _finish(s)
-                    out_hashes[pos] = h
+                    s = _finish(s)
+                    out_hashes[pos] = s
                     pos += 1
-                    s = _start(h)
                     fill = 0
-            if pos == end:
-                break
+            g += 1
+            j = 0
 
 
 def num_full_blocks(seg_offsets: np.ndarray, seg_len: np.ndarray, block_size: int) -> np.ndarray:

@@ -21,10 +21,10 @@ def fmix(z: int) -> int:
 
 def hash_runs(prev: int, runs: list[tuple[int, int, int]]) -> int:
     """Hash of one block from its parent hash and its runs ``(key, start, length)``."""
-    s = fmix(prev ^ 0x243F6A8885A308D3)
+    s = prev
     for key, start, length in runs:
-        s = fmix(s ^ key)
-        s = fmix(s ^ ((start << 32) | length))
+        w = fmix(key ^ 0x243F6A8885A308D3) ^ ((((start << 32) | length) * 0x9FB21C651E98DF25) & MASK)
+        s = fmix(s ^ w)
     h = fmix(s ^ 0xC2B2AE3D27D4EB4F)
     return h or 1
 

@@ -1,0 +1,431 @@
+"""The scenario's ``[workload]`` table -> frozen dataclasses (DESIGN §3.3, §3.4, §7).
+
+Either generated clients::
+
+    [workload]                       # optional: one arrival process split between clients
+    arrival = { process = "poisson", rate = 10.0 }
+    [[workload.clients]]
+    name = "chat"
+    share = 0.7                      # with [workload].arrival; default: equal shares
+    arrival = { process = "gamma", rate = 4.0, cv = 2.0 }   # or: the client's own process
+    prompt_tokens = { dist = "lognormal", mean = 600, sigma = 0.9, max = 8192 }
+    output_tokens = { dist = "lognormal", mean = 220, sigma = 0.7, max = 2048 }
+    conversation = { turns = { dist = "uniform", min = 1, max = 8 }, think_time_s = 5 }
+    system_prompt_tokens = 600
+    num_system_prompts = 8
+
+or a trace: ``[workload.trace]`` with ``path``, ``format``, ``time_scale``, ``limit``, ``start_s``.
+
+Distributions (``{ dist = ..., min = ..., max = ... }``; a bare number means ``constant``):
+
+==============  =====================================================================
+``constant``    ``value``
+``uniform``     ``min``, ``max`` (integers: both ends included)
+``normal``      ``mean``, ``std``
+``lognormal``   ``mean`` *or* ``median``, and ``sigma`` (the sigma of ln X). ``mean`` is the
+                mean of X itself: ``mu = ln(mean) - sigma**2 / 2``; ``median`` gives
+                ``mu = ln(median)``.
+``exponential`` ``mean``
+``zipf``        ``exponent`` (s > 0, default 1), ``min`` (default 1), ``max`` (required):
+                P(k) proportional to k**-s on the integers min..max
+``empirical``   ``values`` (+ optional ``weights``), or ``path`` + ``column`` of a
+                CSV / JSONL / Parquet file (relative to the scenario file); values are
+                drawn with replacement
+==============  =====================================================================
+
+Token counts (``prompt_tokens``, ``output_tokens``, ``turns``, ``tool_output_tokens``) are
+rounded to integers and clipped to ``[max(min, 1), max]``; times (``think_time_s``) are
+clipped to ``[max(min, 0), max]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from oracle._config import Table
+from oracle.errors import ScenarioError
+
+DISTS = ("constant", "uniform", "normal", "lognormal", "exponential", "zipf", "empirical")
+PROCESSES = ("poisson", "gamma", "constant")
+PATTERNS = ("chat", "agent", "branch")
+POPULARITY = ("uniform", "zipf")
+TRACE_FORMATS = ("mooncake", "azure", "token_ids", "parquet")
+MAX_TURNS = 4096          # hard cap on turns per session (history is copied per turn)
+MAX_ZIPF_SUPPORT = 1 << 24
+
+
+@dataclass(frozen=True)
+class DistSpec:
+    """A length or time distribution, with clipping bounds.
+
+    ``integer`` distributions give whole token counts >= max(min, 1); others give floats
+    >= max(min, 0). Unused parameters are None. ``data`` holds the values of an
+    ``empirical`` distribution (inline or read from ``path``/``column``).
+    """
+
+    dist: str = "constant"
+    integer: bool = True
+    value: float | None = None
+    mean: float | None = None
+    median: float | None = None
+    std: float | None = None
+    sigma: float | None = None
+    exponent: float | None = None
+    min: float | None = None
+    max: float | None = None
+    weights: tuple[float, ...] | None = None
+    path: str | None = None
+    column: str | None = None
+    data: np.ndarray | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def lo(self) -> float:
+        """Effective lower clip: max(min, 1) for token counts, max(min, 0) for times."""
+        floor = 1.0 if self.integer else 0.0
+        return max(self.min, floor) if self.min is not None else floor
+
+    @property
+    def hi(self) -> float:
+        return self.max if self.max is not None else math.inf
+
+    def upper_bound(self) -> float | None:
+        """Largest value a draw can take, or None if unbounded."""
+        if self.dist == "constant":
+            v = min(max(self.value, self.lo), self.hi)
+        elif self.dist == "empirical":
+            v = min(max(float(np.max(self.data)), self.lo), self.hi)
+        elif self.max is not None:
+            v = self.max
+        else:
+            return None
+        return float(math.floor(v + 0.5)) if self.integer else float(v)
+
+
+def constant(value: float, *, integer: bool = True) -> DistSpec:
+    return DistSpec(dist="constant", integer=integer, value=float(value))
+
+
+@dataclass(frozen=True)
+class ArrivalSpec:
+    """Arrival process of sessions (first turns): inter-arrival gaps of mean 1/rate."""
+
+    process: str = "poisson"   # poisson | gamma | constant
+    rate: float = 1.0          # sessions per second
+    cv: float | None = None    # gamma only: coefficient of variation of the gaps (1 = Poisson)
+
+
+@dataclass(frozen=True)
+class ConversationSpec:
+    """Multi-turn sessions: follow-ups are released by their parent's completion + think time."""
+
+    pattern: str = "chat"                     # chat | agent | branch
+    turns: DistSpec = field(default_factory=lambda: constant(1))
+    think_time_s: DistSpec = field(default_factory=lambda: constant(5.0, integer=False))
+    branch_prob: float = 0.0                  # branch: chance a follow-up forks from an earlier turn
+    tool_output_tokens: DistSpec | None = None  # agent: tokens each tool call appends
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    """One client class of generated traffic."""
+
+    name: str
+    prompt_tokens: DistSpec
+    output_tokens: DistSpec
+    arrival: ArrivalSpec | None = None        # None: a share of [workload].arrival
+    share: float = 1.0
+    conversation: ConversationSpec | None = None
+    system_prompt_tokens: int = 0
+    num_system_prompts: int = 1
+    system_prompt_popularity: str = "uniform"  # uniform | zipf
+    system_prompt_zipf_exponent: float = 1.0
+    system_prompt_pool: str = ""               # clients with the same pool share prompts
+
+
+@dataclass(frozen=True)
+class TraceSpec:
+    """A trace file replayed as the workload."""
+
+    path: Path
+    format: str                 # mooncake | azure | token_ids | parquet
+    time_scale: float = 1.0     # multiplies inter-arrival times (2.0 = half the rate)
+    limit: int | None = None    # keep at most this many requests
+    start_s: float = 0.0        # skip records earlier than this offset from the first record
+
+
+@dataclass(frozen=True)
+class WorkloadSpec:
+    """Generated clients (``clients``, optional shared ``arrival``) or a ``trace``."""
+
+    clients: tuple[ClientSpec, ...] = ()
+    arrival: ArrivalSpec | None = None
+    trace: TraceSpec | None = None
+
+
+# -- parsing --------------------------------------------------------------------------------
+
+def parse_workload(t: Table, *, base_dir: Path) -> WorkloadSpec:
+    """Validate the ``[workload]`` table; paths are relative to ``base_dir`` (the scenario's dir)."""
+    base_dir = Path(base_dir)
+    if t.has("trace"):
+        if t.has("clients"):
+            raise t.error("trace", "give either [workload.trace] or [[workload.clients]], not both")
+        trace = parse_trace(t.table("trace"), base_dir=base_dir)
+        t.done()
+        return WorkloadSpec(trace=trace)
+    shared = _parse_arrival(t.table("arrival")) if t.has("arrival") else None
+    tables = t.tables("clients", None)
+    if not tables:
+        raise t.error("clients", "is required: at least one [[workload.clients]] entry (or a [workload.trace])")
+    clients = tuple(_parse_client(ct, i, shared is not None, base_dir) for i, ct in enumerate(tables))
+    names = [c.name for c in clients]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ScenarioError(f"duplicate client name {name!r}", key=f"{tables[i].key('name')}")
+    if shared is not None and all(c.arrival is not None for c in clients):
+        raise t.error("arrival", "is unused: every client has its own arrival")
+    t.done()
+    return WorkloadSpec(clients=clients, arrival=shared)
+
+
+def parse_trace(t: Table, *, base_dir: Path) -> TraceSpec:
+    raw_path = t.str("path")
+    path = Path(raw_path)
+    if not path.is_absolute():
+        path = base_dir / path
+    fmt = t.str("format", None, choices=TRACE_FORMATS)
+    if fmt is None:
+        from oracle.workload.traces import infer_format
+        from oracle.errors import TraceError
+        try:
+            fmt = infer_format(path)
+        except TraceError as exc:
+            raise t.error("path", f"{exc.message}; set format = one of {', '.join(TRACE_FORMATS)}") from None
+    elif not path.is_file():
+        raise t.error("path", f"trace file not found: {path}")
+    spec = TraceSpec(path=path, format=fmt,
+                     time_scale=t.float("time_scale", 1.0, lo=0.0, lo_open=True),
+                     limit=t.int("limit", None, lo=1),
+                     start_s=t.float("start_s", 0.0, lo=0.0))
+    t.done()
+    return spec
+
+
+def _parse_arrival(t: Table) -> ArrivalSpec:
+    process = t.str("process", "poisson", choices=PROCESSES)
+    rate = t.float("rate", lo=0.0, lo_open=True)
+    cv = None
+    if process == "gamma":
+        cv = t.float("cv", lo=0.0, lo_open=True)
+    elif t.has("cv"):
+        raise t.error("cv", f"only applies to process = 'gamma', not {process!r}")
+    t.done()
+    return ArrivalSpec(process=process, rate=rate, cv=cv)
+
+
+def _parse_client(t: Table, i: int, have_shared: bool, base_dir: Path) -> ClientSpec:
+    name = t.str("name", f"client{i}")
+    if not name.strip():
+        raise t.error("name", "must not be empty")
+    arrival = _parse_arrival(t.table("arrival")) if t.has("arrival") else None
+    if arrival is None and not have_shared:
+        raise t.error("arrival", "is required (or give [workload].arrival and a share per client)")
+    if arrival is not None and t.has("share"):
+        raise t.error("share", "only applies to clients that split [workload].arrival; this client has its own")
+    share = t.float("share", 1.0, lo=0.0, lo_open=True)
+    prompt = parse_dist(t, "prompt_tokens", integer=True, base_dir=base_dir)
+    output = parse_dist(t, "output_tokens", integer=True, base_dir=base_dir)
+    conv = _parse_conversation(t.table("conversation"), base_dir) if t.has("conversation") else None
+    sys_tokens = t.int("system_prompt_tokens", 0, lo=0)
+    num_sys = t.int("num_system_prompts", 1, lo=1, hi=1 << 20)
+    popularity = t.str("system_prompt_popularity", "uniform", choices=POPULARITY)
+    zipf_s = t.float("system_prompt_zipf_exponent", 1.0, lo=0.0, lo_open=True)
+    if t.has("system_prompt_zipf_exponent") and popularity != "zipf":
+        raise t.error("system_prompt_zipf_exponent", "only applies with system_prompt_popularity = 'zipf'")
+    pool = t.str("system_prompt_pool", name)
+    t.done()
+    return ClientSpec(name=name, prompt_tokens=prompt, output_tokens=output, arrival=arrival, share=share,
+                      conversation=conv, system_prompt_tokens=sys_tokens, num_system_prompts=num_sys,
+                      system_prompt_popularity=popularity, system_prompt_zipf_exponent=zipf_s,
+                      system_prompt_pool=pool)
+
+
+_PATTERN_DEFAULTS = {
+    "chat": dict(think=5.0),
+    "branch": dict(think=5.0),
+    "agent": dict(think=0.5),
+}
+
+
+def _parse_conversation(t: Table, base_dir: Path) -> ConversationSpec:
+    pattern = t.str("pattern", "chat", choices=PATTERNS)
+    if pattern == "agent":
+        turns_default = DistSpec(dist="uniform", min=4, max=16)
+    else:
+        turns_default = None  # required
+    turns = parse_dist(t, "turns", integer=True, base_dir=base_dir, default=turns_default)
+    if turns.max is not None and turns.max > MAX_TURNS:
+        raise t.error("turns", f"max must be <= {MAX_TURNS}, got {turns.max:g}")
+    if turns.max is None:
+        turns = _replace(turns, max=float(MAX_TURNS))
+    think = parse_dist(t, "think_time_s", integer=False, base_dir=base_dir,
+                       default=constant(_PATTERN_DEFAULTS[pattern]["think"], integer=False))
+    branch_prob = 0.0
+    if pattern == "branch":
+        branch_prob = t.float("branch_prob", 0.3, lo=0.0, hi=1.0)
+    elif t.has("branch_prob"):
+        raise t.error("branch_prob", f"only applies to pattern = 'branch', not {pattern!r}")
+    tool = None
+    if pattern == "agent":
+        tool = parse_dist(t, "tool_output_tokens", integer=True, base_dir=base_dir,
+                          default=DistSpec(dist="lognormal", mean=300.0, sigma=1.0, max=8192.0))
+    elif t.has("tool_output_tokens"):
+        raise t.error("tool_output_tokens", f"only applies to pattern = 'agent', not {pattern!r}")
+    t.done()
+    return ConversationSpec(pattern=pattern, turns=turns, think_time_s=think, branch_prob=branch_prob,
+                            tool_output_tokens=tool)
+
+
+def _replace(d: DistSpec, **kw) -> DistSpec:
+    import dataclasses
+    return dataclasses.replace(d, **kw)
+
+
+def parse_dist(parent: Table, name: str, *, integer: bool, base_dir: Path,
+               default: DistSpec | None = None) -> DistSpec:
+    """Parse ``parent[name]``: a number (constant) or a ``{ dist = ..., ... }`` table."""
+    if not parent.has(name):
+        if default is None:
+            parent.any(name)  # raises "is required"
+        return _replace(default, integer=integer)
+    raw = parent.raw[name]
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        v = parent.float(name, lo=1.0 if integer else 0.0)
+        return DistSpec(dist="constant", integer=integer, value=v)
+    t = parent.table(name)
+    kind = t.str("dist", choices=DISTS)
+    floor = 1.0 if integer else 0.0
+    num = (lambda k, d=None, **kw: t.float(k, d, **kw))
+    lo = num("min", None, lo=floor)
+    hi = num("max", None, lo=floor)
+    if lo is not None and hi is not None and lo > hi:
+        raise t.error("min", f"must be <= max, got min = {lo:g} > max = {hi:g}")
+    if integer and hi is not None and hi >= 2**31:
+        raise t.error("max", f"must be < 2**31 tokens, got {hi:g}")
+    d: dict = dict(dist=kind, integer=integer, min=lo, max=hi)
+    if kind == "constant":
+        d["value"] = num("value", lo=floor)
+    elif kind == "uniform":
+        if lo is None or hi is None:
+            raise t.error("min" if lo is None else "max", "is required for dist = 'uniform'")
+    elif kind == "normal":
+        d["mean"] = num("mean")
+        d["std"] = num("std", lo=0.0)
+    elif kind == "lognormal":
+        if t.has("mean") == t.has("median"):
+            raise t.error("mean", "give exactly one of mean (of X) or median (= exp(mu)) for dist = 'lognormal'")
+        key = "mean" if t.has("mean") else "median"
+        d[key] = num(key, lo=0.0, lo_open=True)
+        d["sigma"] = num("sigma", lo=0.0)
+    elif kind == "exponential":
+        d["mean"] = num("mean", lo=0.0, lo_open=True)
+    elif kind == "zipf":
+        d["exponent"] = num("exponent", 1.0, lo=0.0, lo_open=True)
+        if hi is None:
+            raise t.error("max", "is required for dist = 'zipf' (support min..max)")
+        if hi - max(lo or 1.0, 1.0) >= MAX_ZIPF_SUPPORT:
+            raise t.error("max", f"zipf support min..max must have < {MAX_ZIPF_SUPPORT} values")
+    elif kind == "empirical":
+        d.update(_parse_empirical(t, base_dir))
+    t.done()
+    return DistSpec(**d)
+
+
+def _parse_empirical(t: Table, base_dir: Path) -> dict:
+    if t.has("values") == t.has("path"):
+        raise t.error("values", "give either values = [...] or path + column for dist = 'empirical'")
+    if t.has("values"):
+        values = t.any("values")
+        if (not isinstance(values, list) or not values
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+            raise t.error("values", "must be a non-empty array of numbers")
+        data = np.asarray(values, dtype=np.float64)
+        if not np.isfinite(data).all():
+            raise t.error("values", "must be finite numbers")
+        weights = None
+        if t.has("weights"):
+            w = t.any("weights")
+            if (not isinstance(w, list) or len(w) != len(values)
+                    or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in w)
+                    or sum(w) <= 0):
+                raise t.error("weights", f"must be {len(values)} non-negative numbers with a positive sum")
+            weights = tuple(float(x) for x in w)
+        return dict(data=data, weights=weights)
+    raw_path = t.str("path")
+    column = t.str("column")
+    path = Path(raw_path)
+    if not path.is_absolute():
+        path = base_dir / path
+    from oracle.errors import OracleError
+    from oracle.workload.traces import read_column
+    try:
+        data = read_column(path, column)
+    except OracleError as exc:
+        raise t.error("path", exc.message) from None
+    return dict(data=data, path=str(path), column=column)
+
+
+# -- bounds for the scenario validator ---------------------------------------------------------
+
+def _client_bounds(c: ClientSpec) -> tuple[float, float] | None:
+    """(max prompt tokens, max prompt + output tokens) over all requests of a client."""
+    p = c.prompt_tokens.upper_bound()
+    o = c.output_tokens.upper_bound()
+    if p is None or o is None:
+        return None
+    sys_t = float(c.system_prompt_tokens)
+    conv = c.conversation
+    if conv is None:
+        return sys_t + p, sys_t + p + o
+    turns = conv.turns.upper_bound()
+    new_input = p
+    if conv.pattern == "agent":
+        tool = conv.tool_output_tokens.upper_bound()
+        if tool is None:
+            return None
+        new_input = max(p, tool)
+    # the last turn: system prompt + first (input + output) + later (input + output) + own input
+    longest_prompt = sys_t + p
+    if turns > 1:
+        longest_prompt = sys_t + p + o + (turns - 2) * (new_input + o) + new_input
+    return longest_prompt, longest_prompt + o
+
+
+def max_prompt_tokens(spec: WorkloadSpec) -> int | None:
+    """Upper bound on any request's prompt tokens (history included), or None if unbounded/trace."""
+    if spec.trace is not None:
+        return None
+    bounds = [_client_bounds(c) for c in spec.clients]
+    if any(b is None for b in bounds):
+        return None
+    return int(max(b[0] for b in bounds))
+
+
+def max_total_tokens(spec: WorkloadSpec) -> int | None:
+    """Upper bound on any request's prompt + output tokens, or None if unbounded/trace."""
+    if spec.trace is not None:
+        return None
+    bounds = [_client_bounds(c) for c in spec.clients]
+    if any(b is None for b in bounds):
+        return None
+    return int(max(b[1] for b in bounds))
+
+
+def pool_id(pool: str) -> int:
+    """A stable 40-bit id for a system-prompt pool name (blake2b; Python's hash() is salted)."""
+    return int.from_bytes(hashlib.blake2b(pool.encode(), digest_size=5).digest(), "little")
