@@ -46,7 +46,8 @@ def sample(d: DistSpec, rng: np.random.Generator, n: int) -> np.ndarray:
     else:  # pragma: no cover - parse_dist rejects other names
         raise ValueError(f"unknown distribution {kind!r}")
     if d.integer:
-        x = np.clip(np.rint(x), math.ceil(d.lo), min(math.floor(d.hi), 2**31 - 1))
+        top = 2**31 - 1 if math.isinf(d.hi) else min(math.floor(d.hi), 2**31 - 1)
+        x = np.clip(np.rint(x), math.ceil(d.lo), top)
         return x.astype(np.int32)
     return np.clip(x, d.lo, d.hi)
 
