@@ -250,7 +250,7 @@ def _build(spec: WorkloadSpec, s: dict) -> Workload:
 
     conv = np.array([c.conversation is not None for c in clients], dtype=bool)
     sys_len_c = np.array([c.system_prompt_tokens for c in clients], dtype=np.int64)
-    pool_c = np.array([pool_id(c.system_prompt_pool) for c in clients], dtype=np.uint64)
+    pool_c = np.array([pool_id(c.system_prompt_pool or c.name) for c in clients], dtype=np.uint64)
     agent_c = np.array([c.conversation is not None and c.conversation.pattern == "agent" for c in clients])
     sess_conv = conv[s["client"]]
     session_id = np.where(sess_conv, np.cumsum(sess_conv) - 1, -1)

@@ -144,7 +144,7 @@ class ClientSpec:
     num_system_prompts: int = 1
     system_prompt_popularity: str = "uniform"  # uniform | zipf
     system_prompt_zipf_exponent: float = 1.0
-    system_prompt_pool: str = ""               # clients with the same pool share prompts
+    system_prompt_pool: str = ""               # clients with the same pool share prompts ("": own name)
 
 
 @dataclass(frozen=True)
