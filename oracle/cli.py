@@ -20,9 +20,11 @@ from oracle.errors import OracleError
 COMMAND_MODULES = [
     "oracle.commands.validate",
     "oracle.commands.simulate",
+    "oracle.commands.report",
     "oracle.commands.cost",
     "oracle.commands.catalog",
     "oracle.commands.workload",
+    "oracle.commands.sweep",
 ]
 
 

@@ -1,0 +1,150 @@
+"""Reports of results folders: terminal tables, a JSON document, PNG plots and ``report.html``.
+
+    from oracle.report import report_run
+    doc = report_run("runs/chat", plots=True, json_out=False)   # prints the tables, writes plots
+
+``RUN_DIR`` is what ``oracle simulate`` wrote (``RUN_DIR/<framework>/summary.json`` ...), one
+framework's folder, or what ``oracle sweep`` wrote (``RUN_DIR/sweep.parquet``). Files written:
+
+- ``RUN_DIR/plots/*.png`` with ``plots=True``: latency CDFs, throughput / queue / KV cache over
+  simulated time, prefix-cache events, and for a sweep one picture per swept variable;
+- ``RUN_DIR/report.html`` with ``html=True`` or ``plots=True``: the tables and the plots
+  (inlined as base64 PNG) on one self-contained page.
+
+Every number comes from ``summary.json`` (or ``sweep.parquet``); the terminal only rounds it,
+and the JSON document carries it unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from oracle.errors import OracleError
+
+__all__ = ["report_run", "build_report"]
+
+PLOTS_DIR = "plots"
+HTML_NAME = "report.html"
+
+
+def build_report(run_dir: str | Path) -> tuple[dict[str, Any], list, Any]:
+    """Read ``run_dir``; return (JSON document, tables, the loaded folder). Writes nothing."""
+    from oracle.report.load import load_run
+    from oracle.report.tables import comparison_json, run_tables
+    run = load_run(run_dir)
+    summaries = run.summaries
+    doc: dict[str, Any] = {
+        "run_dir": str(run.path),
+        "scenario": run.scenario_name,
+        "frameworks": list(summaries),
+        "baseline": next(iter(summaries), None),
+        "summaries": summaries,
+    }
+    tables = run_tables(summaries) if summaries else []
+    if len(summaries) > 1:
+        doc["comparison"] = comparison_json(summaries)
+    if run.sweep is not None:
+        from oracle.report.sweep import sweep_json, sweep_table
+        doc["sweep"] = sweep_json(run.sweep)
+        tables.append(sweep_table(run.sweep, max_rows=500))
+    return doc, tables, run
+
+
+def report_run(run_dir: str | Path, *, plots: bool, json_out: bool, html: bool = False,
+               console=None) -> dict[str, Any]:
+    """Report on a results folder.
+
+    Prints the tables (rich) or, with ``json_out``, one JSON document (the summaries unchanged,
+    the comparison with relative differences vs the first framework, the sweep points) to
+    stdout. ``plots`` writes ``RUN_DIR/plots/*.png`` and ``report.html``; ``html`` writes
+    ``report.html`` alone. Returns the JSON document (with ``files``: what was written).
+    Raises :class:`OracleError` when ``run_dir`` is missing or holds no results.
+    """
+    doc, tables, run = build_report(run_dir)
+    files: dict[str, Any] = {"plots": [], "html": None}
+    figures = []
+    if plots or html:
+        from oracle.report.plots import run_plots
+        figures = run_plots(run)
+        if run.sweep is not None:
+            from oracle.report.sweep import sweep_plots
+            figures += sweep_plots(run.sweep)
+    if plots:
+        folder = run.path / PLOTS_DIR
+        for p in figures:
+            files["plots"].append(str(_write_atomic(folder / p.name, p.png)))
+    if plots or html:
+        from oracle.report.html import render_page
+        page = render_page(_title(doc), _meta(doc, run), tables, figures)
+        files["html"] = str(_write_atomic(run.path / HTML_NAME, page.encode("utf-8")))
+    doc["files"] = files
+    if json_out:
+        import sys
+
+        from oracle.metrics.writers import dumps
+        sys.stdout.write(dumps(doc))
+        sys.stdout.flush()
+    else:
+        _print(tables, doc, run, files, console)
+    return doc
+
+
+def _title(doc: dict[str, Any]) -> str:
+    return f"LLMPerfOracle report: {doc.get('scenario') or Path(doc['run_dir']).name}"
+
+
+def _meta(doc: dict[str, Any], run) -> list[str]:
+    from oracle.metrics.compare import lookup
+    lines = [f"Results folder: {doc['run_dir']}"]
+    if run.frameworks:
+        s = run.frameworks[0].summary
+        model, gpu = lookup(s, ("config", "model")), lookup(s, ("config", "gpu"))
+        head = f"{model} on {gpu}; " if model and gpu else ""
+        lines.append(f"{head}frameworks: {', '.join(doc['frameworks'])} (first = baseline of comparisons); "
+                     f"seed {s.get('seed')}.")
+    if "sweep" in doc:
+        sw = doc["sweep"]
+        lines.append(f"Sweep: {sw['rows']} rows; swept: {', '.join(sw['swept_variables']) or 'nothing'}.")
+    return lines
+
+
+def _print(tables, doc, run, files, console) -> None:
+    from rich.console import Console
+
+    from oracle.report.tables import to_rich
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=max(console.width, 160))
+    console.print(f"[bold]{_title(doc)}[/bold]")
+    for line in _meta(doc, run):
+        console.print(line, highlight=False)
+    for t in tables:
+        console.print()
+        console.print(to_rich(t))
+    if files["plots"]:
+        n = len(files["plots"])
+        console.print(f"\n{n} plot{'s' if n != 1 else ''} in {run.path / PLOTS_DIR}", highlight=False)
+    if files["html"]:
+        console.print(f"report page: {files['html']}", highlight=False)
+
+
+def _write_atomic(target: Path, data: bytes) -> Path:
+    """Write to a temporary file beside ``target``, then rename it into place."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as exc:
+        raise OracleError(f"cannot write: {exc.strerror}", file=target) from None
+    return target
