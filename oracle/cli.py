@@ -24,7 +24,6 @@ COMMAND_MODULES = [
     "oracle.commands.cost",
     "oracle.commands.catalog",
     "oracle.commands.workload",
-    "oracle.commands.sweep",
 ]
 
 
