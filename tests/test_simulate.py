@@ -1,0 +1,145 @@
+"""End-to-end: `oracle simulate` and `oracle.simulate` on real scenarios and traces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+import oracle
+from oracle.cli import build_app
+from oracle.metrics.columns import LEGACY_CSV_COLUMNS, REQUEST_COLUMNS
+from oracle.scenario import apply_overrides, load_scenario, scenario_from_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = ROOT / "scenarios"
+
+
+def small(path: Path, **overrides) -> dict:
+    """A bundled scenario as a dict, with overrides (dotted keys) and paths made absolute."""
+    sc = load_scenario(path)
+    raw = apply_overrides(sc.raw, overrides)
+    trace = raw.get("workload", {}).get("trace")
+    if trace and not Path(trace["path"]).is_absolute():
+        trace["path"] = str(path.parent / trace["path"])
+    return raw
+
+
+@pytest.fixture(scope="module")
+def chat():
+    raw = small(SCENARIOS / "chat_prefix_cache.toml", **{"simulation.duration_s": 120, "simulation.warm_up_s": 10})
+    return oracle.simulate(raw)
+
+
+def test_request_table_columns_and_timestamps(chat):
+    for fr in chat.frameworks.values():
+        df = fr.requests
+        assert tuple(df.columns) == REQUEST_COLUMNS
+        done = df.filter(pl.col("status") == "finished")
+        assert done.height == df.height  # nothing rejected in this scenario
+        for a, b in (("arrival_s", "admitted_s"), ("admitted_s", "first_token_s"), ("first_token_s", "completion_s")):
+            assert (done[a] <= done[b]).all(), (a, b)
+        assert (done["cached_tokens"] <= done["prompt_tokens"] - 1).all()
+
+
+def test_prefix_caching_pays_on_chat(chat):
+    on = chat.frameworks["vllm-apc"].summary
+    off = chat.frameworks["vllm-no-cache"].summary
+    assert on["prefix_caching"]["conversational_hit_rate"] > 0.8
+    assert off["prefix_caching"]["conversational_hit_rate"] == 0.0
+    assert off["prefix_caching"]["prefix_cache_hits"] == 0 and off["prefix_caching"]["token_hit_rate"] == 0.0
+    assert off["prefix_caching"]["event_counts"]["MISS_FULL"] == off["requests"]["total"]
+    assert on["prefix_caching"]["prefill_reduction_ratio"] > 0.5
+    ttft_on = on["latency"]["time_to_first_token_ms"]
+    ttft_off = off["latency"]["time_to_first_token_ms"]
+    assert ttft_on["p50"] < ttft_off["p50"] and ttft_on["mean"] < ttft_off["mean"]
+    # the same workload went through both
+    assert on["requests"]["total"] == off["requests"]["total"]
+
+
+def test_same_seed_same_results(chat):
+    raw = small(SCENARIOS / "chat_prefix_cache.toml", **{"simulation.duration_s": 120, "simulation.warm_up_s": 10})
+    again = oracle.simulate(raw)
+    for name, fr in chat.frameworks.items():
+        assert fr.requests.equals(again.frameworks[name].requests)
+        a, b = dict(fr.summary), dict(again.frameworks[name].summary)
+        a.pop("simulation"), b.pop("simulation")
+        assert a == b
+
+
+def test_cli_writes_outputs_atomically(tmp_path):
+    out = tmp_path / "run"
+    args = ["simulate", str(SCENARIOS / "quickstart.toml"), "--out", str(out), "--quiet", "--format", "csv",
+            "--steps", "--seed", "3"]
+    result = CliRunner().invoke(build_app(), args)
+    assert result.exit_code == 0, result.output
+    fw_dir = out / "vllm"
+    summary = json.loads((fw_dir / "summary.json").read_text())
+    for key in ("simulation", "requests", "throughput", "latency", "goodput", "kv_cache", "preemptions",
+                "prefix_caching"):
+        assert key in summary
+    assert summary["seed"] == 3
+    req = pl.read_parquet(fw_dir / "requests.parquet")
+    assert req.height == summary["requests"]["total"] + summary["requests"]["warm_up_excluded"]
+    steps = pl.read_parquet(fw_dir / "steps.parquet")
+    assert steps.height == summary["simulation"]["num_steps"]
+    assert (steps["kv_blocks_used"] <= summary["kv_cache"]["num_gpu_blocks"] - 1).all()
+    csv = pl.read_csv(fw_dir / "requests.csv")
+    assert tuple(csv.columns[: len(LEGACY_CSV_COLUMNS)]) == LEGACY_CSV_COLUMNS
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+    # --json prints the summary
+    result = CliRunner().invoke(build_app(), args + ["--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["requests"]["total"] == summary["requests"]["total"]
+
+
+def test_unlimited_cache_never_preempts_and_pinned_tiny_cache_does():
+    raw = small(SCENARIOS / "quickstart.toml", **{"simulation.duration_s": 60})
+    unlimited = oracle.simulate(apply_overrides(raw, {"frameworks.0.num_gpu_blocks": "unlimited"}))
+    assert unlimited.summary["preemptions"] == 0
+    tiny = oracle.simulate(apply_overrides(raw, {"frameworks.0.num_gpu_blocks": 700,
+                                                 "workload.clients.0.arrival.rate": 12.0}))
+    s = tiny.summary
+    assert s["preemptions"] > 0
+    assert s["requests"]["successful"] == s["requests"]["total"]
+    assert s["kv_cache"]["peak_blocks_used"] <= 699
+
+
+def test_python_api_accepts_path_dict_and_scenario():
+    path = SCENARIOS / "quickstart.toml"
+    raw = small(path, **{"simulation.duration_s": 20})
+    a = oracle.simulate(raw)
+    b = oracle.simulate(scenario_from_dict(raw))
+    assert a.requests.equals(b.requests)
+    c = oracle.simulate(path, seed=5)
+    assert c.scenario.seed == 5 and c.requests.height > 0
+
+
+def test_multi_framework_comparison(tmp_path):
+    raw = small(SCENARIOS / "routers.toml", **{"simulation.duration_s": 40, "simulation.warm_up_s": 5})
+    res = oracle.simulate(raw, out_dir=tmp_path)
+    cmp = pl.read_parquet(tmp_path / "comparison.parquet")
+    assert cmp["framework"].to_list() == ["round-robin", "least-loaded", "session-affinity", "prefix-aware"]
+    for name, fr in res.frameworks.items():
+        used = set(fr.requests["replica"].to_list())
+        assert used == {0, 1, 2, 3}, name
+    # session affinity keeps every session on one replica
+    sa = res.frameworks["session-affinity"].requests.filter(pl.col("session") >= 0)
+    assert sa.group_by("session").agg(pl.col("replica").n_unique())["replica"].max() == 1
+    # prefix-aware routing gets more cache hits than round robin
+    hits = {n: fr.summary["prefix_caching"]["token_hit_rate"] for n, fr in res.frameworks.items()}
+    assert hits["prefix-aware"] > hits["round-robin"]
+
+
+@pytest.mark.parametrize("name", ["mooncake_replay.toml", "azure_trace.toml"])
+def test_trace_scenarios_run(name):
+    raw = small(SCENARIOS / name, **{"workload.trace.limit": 300})
+    res = oracle.simulate(raw)
+    for fr in res.frameworks.values():
+        assert fr.summary["requests"]["total"] == 300
+        assert fr.summary["requests"]["successful"] == 300
+        assert np.isfinite(fr.summary["latency"]["time_to_first_token_ms"]["p99"])
