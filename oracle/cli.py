@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "oracle.commands.cost",
     "oracle.commands.catalog",
     "oracle.commands.workload",
+    "oracle.commands.convert",
 ]
 
 

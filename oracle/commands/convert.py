@@ -1,0 +1,69 @@
+"""``oracle convert OLD.yaml|OLD.json [-o scenario.toml]``: an original-LLMPerfOracle config -> TOML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from oracle.commands import user_errors
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("convert")
+    def convert(
+        config: Annotated[Path, typer.Argument(help="A YAML or JSON config of the original LLMPerfOracle.",
+                                               show_default=False)],
+        output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write the TOML scenario here "
+                                                       "(default: print it to stdout).")] = None,
+        check: Annotated[bool, typer.Option("--check/--no-check", help="Validate the converted scenario (catalog "
+                                            "names, memory fit, prompt lengths) before writing it.")] = True,
+    ) -> None:
+        """Convert an original-LLMPerfOracle config (YAML/JSON) into an equivalent TOML scenario.
+
+        Comments in the TOML mark every setting that was approximated or dropped. `oracle simulate
+        OLD.yaml` runs such a config directly (converted in memory the same way).
+
+        Examples:
+          oracle convert experiment.yaml
+          oracle convert experiment.yaml -o scenarios/experiment.toml
+          oracle convert experiment.json -o experiment.toml --no-check
+        """
+        with user_errors():
+            _run(config, output, check)
+
+
+def _run(config: Path, output: Path | None, check: bool) -> None:
+    from oracle.legacy import convert_file, scenario_from_conversion
+    conv = convert_file(config)
+    if check:
+        scenario_from_conversion(conv)
+    text = conv.to_toml()
+    if output is None:
+        typer.echo(text, nl=False)
+        return
+    _write_atomic(output, text)
+    c = conv.counts()
+    typer.echo(f"wrote {output} ({c['approximated']} setting(s) approximated, {c['dropped']} dropped: see its "
+               "comments)", err=True)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temp file next to ``path``, then rename it over ``path``."""
+    import os
+    import tempfile
+
+    from oracle.errors import OracleError
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as exc:
+        raise OracleError(f"cannot write: {exc.strerror}", file=path) from None

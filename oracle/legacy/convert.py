@@ -1,0 +1,277 @@
+"""An original-LLMPerfOracle config (YAML or JSON) -> this project's scenario (a TOML dict).
+
+The top-level sections of the original and where they go:
+
+=================================  ==========================================================
+``simulation``                     ``seed``, ``[simulation].duration_s`` (with ``workload``)
+``model_characteristics_db_path``  dropped: models come from the catalog (``[model].name``)
+``hardware_profile``               ``[hardware]`` (see :mod:`oracle.legacy.frameworks`)
+``workload``                       ``[workload]`` (see :mod:`oracle.legacy.workload`)
+``frameworks_to_test``             ``[[frameworks]]`` and ``[model]``
+``metrics_config``                 ``[simulation].warm_up_s`` and ``[output]``
+=================================  ==========================================================
+
+Everything approximated or dropped becomes a :class:`~oracle.legacy.common.Note`, written as a
+comment next to the TOML key it concerns.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from oracle.errors import OracleError, ScenarioError
+from oracle.legacy import toml_writer
+from oracle.legacy.common import (APPROXIMATED, DROPPED, NOTE, Context, Note, fmt, integer, join, mapping,
+                                  number, string)
+from oracle.legacy.frameworks import convert_frameworks, convert_hardware
+from oracle.legacy.workload import convert_workload
+
+LEGACY_SUFFIXES = (".yaml", ".yml", ".json")
+TOP_KEYS = ("simulation", "model_characteristics_db_path", "hardware_profile", "workload", "frameworks_to_test",
+            "metrics_config")
+SIMULATION_KEYS = ("max_simulation_time", "random_seed", "lod")
+METRICS_KEYS = ("percentiles_to_calculate", "warm_up_duration_s", "output_summary_json_path",
+                "output_requests_csv_path")
+
+
+@dataclass
+class Conversion:
+    """The result of converting one original config.
+
+    raw: the scenario as a dict with the TOML structure (``scenario_from_dict`` takes it).
+    notes: what was approximated, dropped or is worth knowing.
+    origins: TOML key path -> the original key path it came from (for error messages).
+    """
+
+    source: Path
+    raw: dict
+    notes: list[Note]
+    origins: dict[str, str]
+
+    def counts(self) -> dict[str, int]:
+        out = {APPROXIMATED: 0, DROPPED: 0, NOTE: 0}
+        for n in self.notes:
+            out[n.kind] += 1
+        return out
+
+    def to_toml(self) -> str:
+        """The scenario as TOML text, with the notes as comments."""
+        comments: dict[str, list[str]] = {}
+        header_notes = []
+        for n in self.notes:
+            key = _existing_key(self.raw, n.toml_key)
+            if key is None:
+                header_notes.append(n.line())
+            else:
+                comments.setdefault(key, []).append(n.line())
+        c = self.counts()
+        header = [f"Converted from {self.source.name} (an original-LLMPerfOracle config) by `oracle convert`.",
+                  f"{c[APPROXIMATED]} setting(s) approximated, {c[DROPPED]} dropped: see the comments marked "
+                  "'approximated' and 'dropped' (and docs/coming-from-original.md).",
+                  "Settings the original file leaves out take this project's defaults (vLLM's where vLLM has one).",
+                  ""]
+        if header_notes:
+            header += header_notes + [""]
+        return toml_writer.dumps(self.raw, comments=comments, header=header)
+
+    def original_key(self, toml_key: str | None) -> str | None:
+        """The original key path for a TOML key path (longest recorded prefix), or None."""
+        if not toml_key:
+            return None
+        parts = toml_key.split(".")
+        for n in range(len(parts), 0, -1):
+            k = ".".join(parts[:n])
+            if k in self.origins:
+                return self.origins[k]
+        return None
+
+
+def _existing_key(raw: dict, key: str | None) -> str | None:
+    """``key`` if that path exists in ``raw``, else its longest existing prefix (None: the root)."""
+    if not key:
+        return None
+    node, found = raw, []
+    for part in key.split("."):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            break
+        found.append(part)
+    return ".".join(found) or None
+
+
+def read_legacy(path: str | Path) -> dict:
+    """Parse a YAML or JSON original config; syntax errors name the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ScenarioError("file not found", file=path) from None
+    except IsADirectoryError:
+        raise ScenarioError("is a directory, expected a YAML or JSON file", file=path) from None
+    except UnicodeDecodeError:
+        raise ScenarioError("not a text (UTF-8) file", file=path) from None
+    except OSError as exc:
+        raise ScenarioError(f"cannot read: {exc.strerror}", file=path) from None
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ScenarioError(f"JSON syntax error: {exc.msg} (column {exc.colno})", file=path,
+                                line=exc.lineno) from None
+    else:
+        import yaml
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            context = getattr(exc, "context", None)
+            reason = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
+            if mark is not None:
+                reason += f" (column {mark.column + 1})"
+            raise ScenarioError(reason, file=path, line=mark.line + 1 if mark is not None else None) from None
+    if not isinstance(data, dict):
+        raise ScenarioError("must be a mapping of sections (simulation, workload, frameworks_to_test, ...), got "
+                            + ("an empty file" if data is None else type(data).__name__), file=path)
+    return data
+
+
+def convert_legacy(data: dict, *, source: str | Path = "legacy.yaml") -> Conversion:
+    """Convert a parsed original config; errors name ``source`` and the original key path."""
+    source = Path(source)
+    try:
+        return _convert(data, source)
+    except OracleError as exc:
+        raise exc.with_context(file=source) from None
+
+
+def convert_file(path: str | Path) -> Conversion:
+    """Read and convert an original config file."""
+    return convert_legacy(read_legacy(path), source=path)
+
+
+def _convert(data: dict, source: Path) -> Conversion:
+    ctx = Context()
+    ctx.unknown_keys(data, TOP_KEYS, "", None)
+    if "frameworks_to_test" not in data:
+        raise ScenarioError("is required: the frameworks to simulate", key="frameworks_to_test")
+    if "workload" not in data:
+        raise ScenarioError("is required: the client profiles that generate requests", key="workload")
+    sim_raw = mapping(data.get("simulation", {}), "simulation")
+    ctx.unknown_keys(sim_raw, SIMULATION_KEYS, "simulation", "simulation")
+    name = re.sub(r"\s+", "_", source.stem) or "legacy"
+    raw: dict = {"name": name, "seed": 0, "description": f"converted from {source.name} (original LLMPerfOracle)"}
+    seed = integer(sim_raw, "random_seed", "simulation", lo=0)
+    if seed is None:
+        ctx.note(NOTE, "no simulation.random_seed: seed 0", toml_key="seed")
+    else:
+        raw["seed"] = seed
+        ctx.origin("seed", "simulation.random_seed")
+    if "lod" in sim_raw:
+        ctx.note(DROPPED, f"lod = {sim_raw['lod']!r} has no meaning here: every engine step is simulated",
+                 toml_key="simulation", origin="simulation.lod")
+
+    workload, sim = convert_workload(data["workload"], ctx)
+    max_time = number(sim_raw, "max_simulation_time", "simulation", lo=0.0, lo_open=True)
+    _durations(sim, max_time, ctx)
+    metrics = mapping(data.get("metrics_config", {}), "metrics_config")
+    ctx.unknown_keys(metrics, METRICS_KEYS, "metrics_config", "output")
+    warm = number(metrics, "warm_up_duration_s", "metrics_config", lo=0.0)
+    if warm is not None:
+        sim["warm_up_s"] = warm
+        ctx.origin("simulation.warm_up_s", "metrics_config.warm_up_duration_s")
+    raw["simulation"] = sim
+
+    fws = convert_frameworks(data["frameworks_to_test"], ctx, workload=data["workload"])
+    from oracle.catalog import get_model
+    model = get_model(fws[0]["model"], key=fws[0]["model_key"])
+    raw["model"] = {"name": model.name, "dtype": "fp16"}
+    ctx.origin("model", fws[0]["model_key"])
+    ctx.note(NOTE, f"model_profile_id {fws[0]['model']!r} = catalog model {model.name!r}; FP16 weights and KV "
+                   "cache, as the original's profiles assume", toml_key="model", origin=fws[0]["model_key"])
+    if "model_characteristics_db_path" in data:
+        ctx.note(DROPPED, "model_characteristics_db_path: model shapes come from the catalog "
+                          "(`oracle catalog models`); per-token FLOPs and bytes are derived from them",
+                 toml_key="model", origin="model_characteristics_db_path")
+    fw = fws[0]["toml"]
+    num_gpus = fw.get("tp", 1) * fw.get("pp", 1) * fw.get("replicas", 1)
+    if "hardware_profile" not in data:
+        raise ScenarioError("is required: the compute devices", key="hardware_profile")
+    raw["hardware"] = convert_hardware(data["hardware_profile"], ctx, gpu_ids=fws[0]["gpu_ids"], num_gpus=num_gpus)
+    ctx.origin("hardware", "hardware_profile.compute_devices")
+    raw["workload"] = workload
+    _chunked_prefill(fw, model, ctx)
+    raw["frameworks"] = [f["toml"] for f in fws]
+    output = _output(metrics, ctx)
+    if output:
+        raw["output"] = output
+    return Conversion(source=source, raw=raw, notes=ctx.notes, origins=ctx.origins)
+
+
+def _durations(sim: dict, max_time: float | None, ctx: Context) -> None:
+    total = sim.get("duration_s")
+    if max_time is None:
+        if total is None and "num_requests" not in sim:
+            raise ScenarioError("is required (or workload.total_duration / total_requests_to_generate) so the "
+                                "workload ends", key="simulation.max_simulation_time")
+        return
+    if total is None or max_time < total:
+        sim["duration_s"] = max_time
+        ctx.origin("simulation.duration_s", "simulation.max_simulation_time")
+    ctx.note(NOTE, f"max_simulation_time = {fmt(max_time)} s: arrivals stop at duration_s; requests still running "
+                   "then are simulated to completion here (the original stopped the clock and left them "
+                   "unfinished)", toml_key="simulation.duration_s", origin="simulation.max_simulation_time")
+
+
+def _chunked_prefill(fw: dict, model, ctx: Context) -> None:
+    """vLLM without chunked prefill needs a token budget >= max_model_len; keep the file valid."""
+    if fw.get("enable_chunked_prefill", True):
+        return
+    budget = fw.get("max_num_batched_tokens", 8192)
+    max_len = fw.get("max_model_len", int(model.max_context))
+    if budget < max_len:
+        fw["max_model_len"] = budget
+        ctx.note(APPROXIMATED, f"enable_chunked_prefill = false with max_num_batched_tokens = {budget}: vLLM needs "
+                               f"max_model_len <= the budget, so max_model_len = {budget} (longer prompts are "
+                               "rejected)", toml_key="frameworks.0.max_model_len")
+
+
+def _output(metrics: dict, ctx: Context) -> dict:
+    out: dict = {}
+    p = "metrics_config"
+    if "percentiles_to_calculate" in metrics:
+        pk = join(p, "percentiles_to_calculate")
+        v = metrics["percentiles_to_calculate"]
+        if not isinstance(v, list) or not v or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                       and math.isfinite(x) for x in v):
+            raise ScenarioError(f"must be a non-empty list of numbers, got {v!r}", key=pk)
+        fractions = all(0 < x <= 1 for x in v)
+        pcts = [round(x * 100, 9) if fractions else float(x) for x in v]
+        for x, orig in zip(pcts, v):
+            if not 0 < x <= 100:
+                raise ScenarioError(f"percentiles must be fractions in (0, 1] or percents in (0, 100], got {orig!r}",
+                                    key=pk)
+        out["percentiles"] = [int(x) if float(x).is_integer() else x for x in pcts]
+        ctx.origin("output.percentiles", pk)
+        ctx.note(NOTE, ("fractions " if fractions else "") + f"{v} -> percentiles {out['percentiles']} (summary "
+                       "keys p50, p99, ...; p50/p90/p95/p99 are always there)", toml_key="output.percentiles",
+                 origin=pk)
+    for src, dst in (("output_summary_json_path", "summary_json"), ("output_requests_csv_path", "requests_csv")):
+        s = string(metrics, src, p)
+        if s is not None:
+            out[dst] = s
+            ctx.origin(f"output.{dst}", join(p, src))
+    if "summary_json" in out or "requests_csv" in out:
+        ctx.note(NOTE, "summary.json / requests.csv of the (first) framework are also written at the paths the "
+                       "original config names (relative to the working directory); the full results go to "
+                       "runs/<name>/<framework>/ (or --out)", toml_key="output")
+    if "requests_csv" in out:
+        out["format"] = "csv"
+    return out
