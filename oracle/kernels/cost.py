@@ -1,0 +1,236 @@
+"""Roofline step-time kernels (DESIGN §5): one forward pass of one replica, from per-step aggregates.
+
+The engine calls :func:`step_time_s` once per simulated step inside its own compiled loop, so
+it is scalar-only (no allocation, no loops). ``oracle.cost.build_cost_params`` precomputes
+everything that does not depend on the batch into a float64 vector ``params`` (layout:
+:data:`PARAM_NAMES`); the kernels only combine it with the step's aggregates.
+
+Step aggregates (all ``float``-convertible, counts are tokens or sequences)::
+
+    num_tokens          T   tokens scheduled this step (decode tokens + prefill chunk tokens)
+    num_emit            E   sequences that emit a token this step (the LM head runs for these)
+    num_decode          D   decode sequences (exactly 1 new token after >= 1 computed token)
+    decode_ctx_sum      Sd  Σ_decode ctx, ctx = context length including the new token
+    prefill_attn_units  U   Σ_chunks c·(p + (c+1)/2)   (causal query×key pairs of the chunks)
+    prefill_ctx_sum     Sp  Σ_chunks p                 (prefix tokens read from the KV cache)
+
+    chunk of c tokens after p computed/cached tokens:
+
+        |<------- p (cached, read) ------->|<--- c (computed now) --->|
+        query i of the chunk attends to p + i + 1 keys  ->  Σ_i = c·(p + (c+1)/2)
+
+Times are seconds on one GPU of the TP group, summed over the ``pp`` pipeline stages run in
+sequence (no micro-batch overlap). Each op is a roofline::
+
+    t(flops, bytes) = max(c, m) + overlap · min(c, m),  c = flops / flops_per_s,  m = bytes / bytes_per_s
+
+(``overlap = 0`` is the pure roofline ``max``; the calibrated value accounts for compute and
+memory traffic that small GEMMs fail to overlap), plus fixed kernel times.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from oracle.kernels._jit import jit
+
+#: Layout of the ``params`` vector (float64, C-contiguous, shape ``(NUM_PARAMS,)``).
+#: Per-layer quantities are for one GPU of the TP group (heads, widths, vocab divided by tp).
+PARAM_NAMES = (
+    "num_layers",               # 0  L, layers over all pipeline stages
+    "linear_flops_per_s",       # 1  peak (weight dtype) × eff_compute, FLOP/s
+    "mem_bytes_per_s",          # 2  DRAM bandwidth × eff_memory, bytes/s
+    "overlap",                  # 3  roofline overlap factor in [0, 1]
+    "kernel_s",                 # 4  fixed time of one GEMM kernel, s
+    "attn_flops_per_s",         # 5  16-bit peak × eff_attn_compute, FLOP/s
+    "attn_bytes_per_s",         # 6  DRAM bandwidth × eff_attn_memory, bytes/s
+    "attn_kernel_s",            # 7  fixed time of one attention kernel, s
+    "lm_flops_per_s",           # 8  16-bit peak × eff_compute (the LM head is never FP8), FLOP/s
+    "qkv_flops_per_token",      # 9  per layer
+    "qkv_weight_bytes",         # 10 per layer
+    "qkv_expert_bytes",         # 11 per layer per distinct expert touched (0)
+    "qkv_act_bytes_per_token",  # 12 per layer
+    "out_flops_per_token",      # 13
+    "out_weight_bytes",         # 14
+    "out_expert_bytes",         # 15
+    "out_act_bytes_per_token",  # 16
+    "up_flops_per_token",       # 17 gate+up (MoE: router + k experts)
+    "up_weight_bytes",          # 18 dense MLP weights (MoE: router weights)
+    "up_expert_bytes",          # 19 one expert's gate+up weights (0 for dense)
+    "up_act_bytes_per_token",   # 20
+    "down_flops_per_token",     # 21
+    "down_weight_bytes",        # 22
+    "down_expert_bytes",        # 23
+    "down_act_bytes_per_token",  # 24
+    "num_experts",              # 25 E (0 for dense models)
+    "log1m_active_frac",        # 26 log(1 − k/E) (0 for dense; −inf when k == E)
+    "q_dim",                    # 27 query heads per GPU × head_dim
+    "kv_bytes_per_token",       # 28 per layer per GPU: 2 · kv_heads_per_gpu · d · kv_bytes
+    "qo_bytes_per_token",       # 29 per layer: read Q + write O, 2 · q_dim · act_bytes
+    "lm_flops_per_emit",        # 30 2 · h · V/tp
+    "lm_weight_bytes",          # 31 h · V/tp · bytes
+    "lm_act_bytes_per_emit",    # 32 (h + V/tp) · act_bytes
+    "allreduce_calls",          # 33 2·L when tp > 1, else 0
+    "allreduce_bytes_per_token",  # 34 2(tp−1)/tp · h · act_bytes sent per GPU per call
+    "link_bytes_per_s",         # 35 link bandwidth × eff_link, bytes/s
+    "link_latency_s",           # 36 fixed latency of one collective / send, s
+    "pp_handoffs",              # 37 pp − 1
+    "handoff_bytes_per_token",  # 38 hidden state + residual, 2 · h · act_bytes
+    "elem_bytes_per_token",     # 39 per layer: norms, residual add, rotary, activation, KV write
+    "layer_overhead_s",         # 40 fixed time of one layer's small kernels, s
+    "step_overhead_s",          # 41 per-step CPU/scheduler time, s
+)
+NUM_PARAMS = len(PARAM_NAMES)
+
+#: Order of the per-op outputs of :func:`step_breakdown` / :func:`step_work`.
+OP_NAMES = ("qkv_proj", "attn_out_proj", "mlp_gate_up", "mlp_down", "attention_prefill",
+            "attention_decode", "lm_head", "allreduce", "overhead", "pp_handoff", "elementwise")
+NUM_OPS = len(OP_NAMES)
+
+
+@jit
+def _roofline(flops, nbytes, flops_per_s, bytes_per_s, overlap):
+    """Seconds of one op: ``max(c, m) + overlap·min(c, m)``."""
+    c = flops / flops_per_s
+    m = nbytes / bytes_per_s
+    if c >= m:
+        return c + overlap * m
+    return m + overlap * c
+
+
+@jit
+def _experts_touched(params, t):
+    """Expected distinct experts one MoE layer reads for ``t`` tokens: E·(1 − (1 − k/E)^t)."""
+    return params[25] * (1.0 - math.exp(t * params[26]))
+
+
+@jit
+def _linear(params, base, t, touched):
+    """One GEMM type over all layers: (seconds, FLOPs, DRAM bytes); constants at params[base:base+4]."""
+    num_layers = params[0]
+    flops = t * params[base]
+    nbytes = params[base + 1] + touched * params[base + 2] + t * params[base + 3]
+    sec = _roofline(flops, nbytes, params[1], params[2], params[3]) + params[4]
+    return num_layers * sec, num_layers * flops, num_layers * nbytes
+
+
+@jit
+def _attention(params, tq, ctx_units, kv_tokens):
+    """Attention over all layers for ``tq`` query tokens: (seconds, FLOPs, DRAM bytes).
+
+    ``ctx_units``: Σ query×key pairs; ``kv_tokens``: KV-cache tokens read.
+    """
+    num_layers = params[0]
+    flops = 4.0 * params[27] * ctx_units
+    nbytes = kv_tokens * params[28] + tq * params[29]
+    sec = _roofline(flops, nbytes, params[5], params[6], params[3]) + params[7] * min(tq, 1.0)
+    return num_layers * sec, num_layers * flops, num_layers * nbytes
+
+
+@jit
+def _lm_head(params, e):
+    """LM head for ``e`` emitting sequences (weights read once if any): (seconds, FLOPs, bytes)."""
+    any_emit = min(e, 1.0)
+    flops = e * params[30]
+    nbytes = any_emit * params[31] + e * params[32]
+    sec = _roofline(flops, nbytes, params[8], params[2], params[3]) + any_emit * params[4]
+    return sec, flops, nbytes
+
+
+@jit
+def _link(calls, t, bytes_per_token, params):
+    """``calls`` transfers of ``t · bytes_per_token`` bytes: (seconds, link bytes)."""
+    nbytes = t * bytes_per_token
+    return calls * (nbytes / params[35] + params[36]), calls * nbytes
+
+
+@jit
+def _elementwise(params, t):
+    """Norms, residual add, rotary, activation and KV-cache write over all layers: (s, bytes)."""
+    nbytes = params[0] * t * params[39]
+    return nbytes / params[2], nbytes
+
+
+@jit
+def step_time_s(params, num_tokens, num_emit, num_decode, decode_ctx_sum, prefill_attn_units,
+                prefill_ctx_sum):
+    """Predicted duration of one step, seconds (float); 0.0 when ``num_tokens == 0``.
+
+    Parameters (all in)
+    -------------------
+    params: float64[::1], shape (NUM_PARAMS,), from ``oracle.cost.build_cost_params``.
+    num_tokens, num_emit, num_decode: counts (T, E, D), see the module docstring.
+    decode_ctx_sum, prefill_attn_units, prefill_ctx_sum: token sums (Sd, U, Sp).
+
+    Equals ``step_breakdown(...).sum()`` (same order of additions) without allocating.
+    """
+    t = float(num_tokens)
+    if t <= 0.0:
+        return 0.0
+    d = float(num_decode)
+    touched = _experts_touched(params, t)
+    total = _linear(params, 9, t, touched)[0]
+    total += _linear(params, 13, t, touched)[0]
+    total += _linear(params, 17, t, touched)[0]
+    total += _linear(params, 21, t, touched)[0]
+    total += _attention(params, t - d, float(prefill_attn_units), float(prefill_ctx_sum) + t - d)[0]
+    total += _attention(params, d, float(decode_ctx_sum), float(decode_ctx_sum))[0]
+    total += _lm_head(params, float(num_emit))[0]
+    total += _link(params[33], t, params[34], params)[0]
+    total += params[0] * params[40] + params[41]
+    total += _link(params[37], t, params[38], params)[0]
+    total += _elementwise(params, t)[0]
+    return total
+
+
+@jit
+def step_work(params, num_tokens, num_emit, num_decode, decode_ctx_sum, prefill_attn_units,
+              prefill_ctx_sum, out_s, out_flops, out_bytes):
+    """Per-op seconds, FLOPs and bytes of one step (order: :data:`OP_NAMES`).
+
+    Parameters
+    ----------
+    params (in): float64[::1], shape (NUM_PARAMS,).
+    num_tokens .. prefill_ctx_sum (in): the step aggregates, as for :func:`step_time_s`.
+    out_s (out): float64[::1], shape (NUM_OPS,), seconds per op, summed over layers.
+    out_flops (out): float64[::1], shape (NUM_OPS,), FLOPs per op on one GPU.
+    out_bytes (out): float64[::1], shape (NUM_OPS,), DRAM bytes per op on one GPU, except for
+        ``allreduce`` and ``pp_handoff``, which hold bytes sent over the GPU link.
+
+    All outputs are zero when ``num_tokens == 0``.
+    """
+    out_s[:] = 0.0
+    out_flops[:] = 0.0
+    out_bytes[:] = 0.0
+    t = float(num_tokens)
+    if t <= 0.0:
+        return
+    d = float(num_decode)
+    touched = _experts_touched(params, t)
+    for i in range(4):
+        out_s[i], out_flops[i], out_bytes[i] = _linear(params, 9 + 4 * i, t, touched)
+    out_s[4], out_flops[4], out_bytes[4] = _attention(params, t - d, float(prefill_attn_units),
+                                                      float(prefill_ctx_sum) + t - d)
+    out_s[5], out_flops[5], out_bytes[5] = _attention(params, d, float(decode_ctx_sum), float(decode_ctx_sum))
+    out_s[6], out_flops[6], out_bytes[6] = _lm_head(params, float(num_emit))
+    out_s[7], out_bytes[7] = _link(params[33], t, params[34], params)
+    out_s[8] = params[0] * params[40] + params[41]
+    out_s[9], out_bytes[9] = _link(params[37], t, params[38], params)
+    out_s[10], out_bytes[10] = _elementwise(params, t)
+
+
+@jit
+def step_breakdown(params, num_tokens, num_emit, num_decode, decode_ctx_sum, prefill_attn_units,
+                   prefill_ctx_sum, out_ops):
+    """Per-op seconds of one step into ``out_ops`` (float64[::1], shape (NUM_OPS,), out).
+
+    Order :data:`OP_NAMES`; ``out_ops.sum() == step_time_s(...)`` up to rounding. Allocates
+    two scratch arrays (not for the hot loop: use :func:`step_time_s` there).
+    """
+    scratch = np.empty(out_ops.shape[0])
+    scratch2 = np.empty(out_ops.shape[0])
+    step_work(params, num_tokens, num_emit, num_decode, decode_ctx_sum, prefill_attn_units,
+              prefill_ctx_sum, out_ops, scratch, scratch2)
+

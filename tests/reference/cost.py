@@ -1,0 +1,141 @@
+"""Plain-Python reference of the roofline cost model (DESIGN §5), written for clarity.
+
+It shares nothing with ``oracle.cost`` / ``oracle.kernels.cost`` except the catalog
+dataclasses: dtype rules, sharding, aggregates and every op's FLOPs/bytes are derived here
+again from an explicit batch (a list of prefill chunks and decode contexts), so the
+differential tests check the kernel's parameter layout, its aggregates and its formulas.
+
+Units: seconds, FLOPs, bytes; all quantities for one GPU of the tensor-parallel group,
+summed over every layer (all pipeline stages run one after the other).
+"""
+
+from __future__ import annotations
+
+import math
+
+from oracle.catalog import GpuSpec, ModelSpec
+
+BYTES = {"bf16": 2, "fp16": 2, "fp8": 1, "fp32": 4}
+
+
+def weight_dtype(model: ModelSpec, dtype: str) -> str:
+    return model.dtype if dtype == "auto" else dtype
+
+
+def kv_dtype_of(model: ModelSpec, dtype: str, kv_dtype: str | None) -> str:
+    w = weight_dtype(model, dtype)
+    if kv_dtype is None or kv_dtype == "auto":
+        if w == "fp8":  # FP8 weights, 16-bit activations and KV cache
+            return model.dtype if model.dtype in ("bf16", "fp16") else "bf16"
+        return w
+    return weight_dtype(model, kv_dtype)
+
+
+def reference_step(model: ModelSpec, gpu: GpuSpec, *, tp: int = 1, pp: int = 1, dtype: str = "bf16",
+                   kv_dtype: str | None = None, prefill_chunks=(), decode_contexts=(),
+                   scheduler_overhead_s: float | None = None, eff_compute: float | None = None,
+                   eff_memory: float | None = None) -> dict[str, float]:
+    """Seconds per op for one step.
+
+    prefill_chunks: ``(c, p, emits)``: ``c`` new tokens after ``p`` computed ones; ``emits``
+        is True when the chunk ends its prompt (the LM head runs for it).
+    decode_contexts: for each decode sequence, the tokens already in its KV cache.
+    """
+    # ---- the batch --------------------------------------------------------------------------
+    prefill_tokens = sum(c for c, _, _ in prefill_chunks)
+    decodes = len(decode_contexts)
+    tokens = prefill_tokens + decodes
+    ops = dict.fromkeys(["qkv_proj", "attn_out_proj", "mlp_gate_up", "mlp_down", "attention_prefill",
+                         "attention_decode", "lm_head", "allreduce", "overhead", "pp_handoff",
+                         "elementwise"], 0.0)
+    if tokens == 0:
+        return ops
+    emitting = decodes + sum(1 for _, _, emits in prefill_chunks if emits)
+    causal_pairs = sum(c * (p + (c + 1) / 2) for c, p, _ in prefill_chunks)
+    prefix_read = sum(p for _, p, _ in prefill_chunks)
+    decode_keys = sum(n + 1 for n in decode_contexts)
+
+    # ---- dtypes -----------------------------------------------------------------------------
+    w = weight_dtype(model, dtype)
+    wb = BYTES[w]
+    kvb = BYTES[kv_dtype_of(model, dtype, kv_dtype)]
+    act = 4 if w == "fp32" else 2          # activations, embeddings, LM head, router
+
+    # ---- machine rates ----------------------------------------------------------------------
+    ec = gpu.eff_compute if eff_compute is None else eff_compute
+    em = gpu.eff_memory if eff_memory is None else eff_memory
+    attn_ec = gpu.eff_compute if gpu.eff_attn_compute is None else gpu.eff_attn_compute
+    attn_em = gpu.eff_memory if gpu.eff_attn_memory is None else gpu.eff_attn_memory
+    attn_kernel = gpu.kernel_overhead_s if gpu.attn_overhead_s is None else gpu.attn_overhead_s
+    if w == "fp8":
+        linear_peak = gpu.peak_tflops_fp8 if gpu.peak_tflops_fp8 > 0 else gpu.peak_tflops_bf16
+    elif w == "fp32":
+        linear_peak = gpu.peak_tflops_bf16 / 2
+    else:
+        linear_peak = gpu.peak_tflops_bf16
+    sixteen_bit_peak = gpu.peak_tflops_bf16 / 2 if w == "fp32" else gpu.peak_tflops_bf16
+    bandwidth = gpu.mem_bw_gbps * 1e9
+    link = gpu.link_bw_gbps * 1e9 * gpu.eff_link
+
+    def roofline(flops, nbytes, flops_per_s, bytes_per_s):
+        compute, memory = flops / flops_per_s, nbytes / bytes_per_s
+        return max(compute, memory) + gpu.roofline_overlap * min(compute, memory)
+
+    def gemm(flops, nbytes):
+        return roofline(flops, nbytes, linear_peak * 1e12 * ec, bandwidth * em) + gpu.kernel_overhead_s
+
+    # ---- shapes on one GPU ------------------------------------------------------------------
+    L, h, d = model.num_layers, model.hidden_size, model.head_dim
+    q_heads = model.num_heads / tp
+    kv_heads = math.ceil(model.num_kv_heads / tp)     # replicated when tp > num_kv_heads
+    T = tokens
+
+    qkv_n = (q_heads + 2 * kv_heads) * d
+    ops["qkv_proj"] = L * gemm(T * 2 * h * qkv_n, h * qkv_n * wb + T * (h + qkv_n) * act)
+    o_k = q_heads * d
+    ops["attn_out_proj"] = L * gemm(T * 2 * o_k * h, o_k * h * wb + T * (o_k + h) * act)
+
+    up_width = 2 if model.gated_mlp else 1
+    if model.is_moe:
+        E, k = model.num_experts, model.num_active_experts
+        fe = model.expert_intermediate_size / tp
+        distinct = E * (1 - (1 - k / E) ** T)
+        up_n = up_width * fe
+        ops["mlp_gate_up"] = L * gemm(T * (2 * h * E + k * 2 * h * up_n),
+                                      h * E * act + distinct * h * up_n * wb + T * (h + k * (h + up_n)) * act)
+        ops["mlp_down"] = L * gemm(T * k * 2 * fe * h, distinct * fe * h * wb + T * k * (fe + h) * act)
+        activation_elems = k * (up_n + fe)
+    else:
+        f = model.intermediate_size / tp
+        up_n = up_width * f
+        ops["mlp_gate_up"] = L * gemm(T * 2 * h * up_n, h * up_n * wb + T * (h + up_n) * act)
+        ops["mlp_down"] = L * gemm(T * 2 * f * h, f * h * wb + T * (f + h) * act)
+        activation_elems = up_n + f
+
+    kv_per_token = 2 * kv_heads * d * kvb
+    attn_rates = (sixteen_bit_peak * 1e12 * attn_ec, bandwidth * attn_em)
+    if prefill_tokens:
+        flops = 4 * q_heads * d * causal_pairs
+        nbytes = (prefix_read + prefill_tokens) * kv_per_token + prefill_tokens * 2 * q_heads * d * act
+        ops["attention_prefill"] = L * (roofline(flops, nbytes, *attn_rates) + attn_kernel)
+    if decodes:
+        flops = 4 * q_heads * d * decode_keys
+        nbytes = decode_keys * kv_per_token + decodes * 2 * q_heads * d * act
+        ops["attention_decode"] = L * (roofline(flops, nbytes, *attn_rates) + attn_kernel)
+
+    if emitting:
+        v = model.vocab_size / tp
+        ops["lm_head"] = roofline(emitting * 2 * h * v, h * v * act + emitting * (h + v) * act,
+                                  sixteen_bit_peak * 1e12 * ec, bandwidth * em) + gpu.kernel_overhead_s
+
+    if tp > 1:
+        per_call = 2 * (tp - 1) / tp * T * h * act / link + gpu.link_latency_s
+        ops["allreduce"] = 2 * L * per_call
+    step_overhead = gpu.step_overhead_s if scheduler_overhead_s is None else scheduler_overhead_s
+    ops["overhead"] = L * gpu.layer_overhead_s + step_overhead
+    ops["pp_handoff"] = (pp - 1) * (2 * T * h * act / link + gpu.link_latency_s)
+
+    per_token = (7 * h + 2 * (q_heads + kv_heads) * d + activation_elems + 2 * kv_heads * d) * act \
+        + 2 * kv_heads * d * kvb
+    ops["elementwise"] = L * T * per_token / (bandwidth * em)
+    return ops
