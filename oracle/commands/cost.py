@@ -1,0 +1,102 @@
+"""``oracle cost``: the predicted time of one step and its per-op breakdown."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Optional
+
+import typer
+
+from oracle.commands import user_errors
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Catalog model name or alias (see `oracle catalog "
+                                                             "models`), e.g. llama-3.1-8b or Llama2-7B.")]
+GpuOpt = Annotated[str, typer.Option("--gpu", "-g", help="Catalog GPU name (see `oracle catalog gpus`), e.g. "
+                                                         "h100-sxm.")]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("cost")(cost)
+
+
+def cost(
+    model: ModelOpt,
+    gpu: GpuOpt,
+    tp: Annotated[int, typer.Option("--tp", min=1, help="Tensor-parallel size (GPUs sharing each layer).")] = 1,
+    pp: Annotated[int, typer.Option("--pp", min=1, help="Pipeline-parallel size (stages run in sequence).")] = 1,
+    dtype: Annotated[str, typer.Option("--dtype", help="Weight dtype: auto, bf16, fp16, fp8 or fp32.")] = "bf16",
+    kv_dtype: Annotated[Optional[str], typer.Option(
+        "--kv-dtype", help="KV-cache dtype: auto, bf16, fp16, fp8 or fp32 (default: the activation dtype).")] = None,
+    prefill_tokens: Annotated[int, typer.Option(
+        "--prefill-tokens", min=0, help="Tokens of one prefill chunk in the step (0: no prefill).")] = 0,
+    prefill_context: Annotated[int, typer.Option(
+        "--prefill-context", min=0, help="Tokens of that prompt already computed or cached before the chunk.")] = 0,
+    decode_batch: Annotated[int, typer.Option(
+        "--decode-batch", min=0, help="Decode sequences in the step (one new token each).")] = 0,
+    decode_context: Annotated[int, typer.Option(
+        "--decode-context", min=0, help="Tokens already in each decode sequence's KV cache (attention reads "
+                                        "this many plus the new one).")] = 1024,
+    scheduler_overhead_s: Annotated[Optional[float], typer.Option(
+        "--scheduler-overhead-s", min=0.0, help="Per-step CPU time in seconds (default: the GPU's "
+                                                "calibrated step_overhead_s).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")] = False,
+) -> None:
+    """Predict the duration of one forward pass (one engine step) and break it down per op.
+
+    Times are for one GPU of the tensor-parallel group, summed over all layers and pipeline
+    stages; FLOPs and DRAM bytes are per GPU. With --json the output is
+    {"total_ms", "flops", "bytes", "link_bytes", "ops": {"qkv_proj_ms", ...}, ...}.
+
+    Examples:
+
+      oracle cost --model llama-2-7b --gpu a100-80g --decode-batch 1 --json
+
+      oracle cost -m llama-3.1-70b -g h100-sxm --tp 4 --prefill-tokens 4096
+
+      oracle cost -m mixtral-8x7b -g h100-sxm --tp 2 --prefill-tokens 512 --decode-batch 64 --decode-context 2000
+    """
+    with user_errors():
+        from oracle.catalog import get_gpu, get_model
+        from oracle.cost import step_cost
+        from oracle.errors import ScenarioError
+
+        model_spec = get_model(model, key="--model")
+        gpu_spec = get_gpu(gpu, key="--gpu")
+        if prefill_tokens == 0 and decode_batch == 0:
+            raise ScenarioError("nothing to price: give --prefill-tokens and/or --decode-batch")
+        if decode_batch and decode_context < 1:
+            raise ScenarioError("must be >= 1 when --decode-batch > 0", key="--decode-context")
+        try:
+            result = step_cost(model_spec, gpu_spec, tp=tp, pp=pp, dtype=dtype, kv_dtype=kv_dtype,
+                               prefill_tokens=prefill_tokens, prefill_context=prefill_context,
+                               decode_batch=decode_batch, decode_context=decode_context,
+                               scheduler_overhead_s=scheduler_overhead_s)
+        except ScenarioError as exc:
+            raise ScenarioError(exc.reason, key=f"--{exc.key.replace('_', '-')}" if exc.key else None) from None
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        _print_table(result)
+
+
+def _print_table(result: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    cfg, agg = result["config"], result["aggregates"]
+    total = result["total_ms"]
+    title = (f"{cfg['model']} on {cfg['gpu']} (tp={cfg['tp']}, pp={cfg['pp']}, {cfg['dtype']} weights, "
+             f"{cfg['kv_dtype']} KV): {agg['num_tokens']} tokens, {agg['num_decode']} decodes")
+    table = Table(title=title)
+    table.add_column("op")
+    table.add_column("ms", justify="right")
+    table.add_column("share", justify="right")
+    for key, ms in result["ops"].items():
+        table.add_row(key.removesuffix("_ms"), f"{ms:,.4f}", f"{100 * ms / total:.1f} %" if total else "-")
+    table.add_row("total", f"{total:,.4f}", "100.0 %", style="bold")
+    console = Console()
+    console.print(table)
+    intensity = result["flops"] / result["bytes"] if result["bytes"] else 0.0
+    console.print(f"{result['flops'] / 1e9:,.2f} GFLOP, {result['bytes'] / 1e9:,.3f} GB of DRAM traffic "
+                  f"({intensity:,.1f} FLOP/byte), {result['link_bytes'] / 1e6:,.2f} MB over the GPU link, "
+                  "per GPU")
