@@ -14,7 +14,10 @@ from oracle.workload.traces import read_trace
 def _scenario(trace: str, fmt: str, block_size: int) -> dict:
     return {
         "name": "exact",
-        "model": {"name": "llama-3.1-8b"},
+        # Llama-3.1-8B's shape with a 1M-token context: Mooncake prompts exceed 128k tokens
+        "model": {"architecture": {"name": "llama-8b-1m", "num_layers": 32, "hidden_size": 4096,
+                                   "num_heads": 32, "num_kv_heads": 8, "intermediate_size": 14336,
+                                   "vocab_size": 128256, "max_context": 1 << 20}},
         "hardware": {"gpu": "h100-sxm"},
         "workload": {"trace": {"path": trace, "format": fmt, "time_scale": 1e6}},
         "frameworks": [{"name": "apc", "block_size": block_size, "num_gpu_blocks": "unlimited"}],

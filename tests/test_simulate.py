@@ -57,8 +57,9 @@ def test_prefix_caching_pays_on_chat(chat):
     ttft_on = on["latency"]["time_to_first_token_ms"]
     ttft_off = off["latency"]["time_to_first_token_ms"]
     assert ttft_on["p50"] < ttft_off["p50"] and ttft_on["mean"] < ttft_off["mean"]
-    # the same workload went through both
-    assert on["requests"]["total"] == off["requests"]["total"]
+    # the same workload went through both (follow-ups arrive at different times, so the
+    # warm-up split may differ by a request or two)
+    assert chat.frameworks["vllm-apc"].requests.height == chat.frameworks["vllm-no-cache"].requests.height
 
 
 def test_same_seed_same_results(chat):
@@ -141,5 +142,7 @@ def test_trace_scenarios_run(name):
     res = oracle.simulate(raw)
     for fr in res.frameworks.values():
         assert fr.summary["requests"]["total"] == 300
-        assert fr.summary["requests"]["successful"] == 300
+        too_long = fr.requests.filter(pl.col("prompt_tokens") + pl.col("output_tokens") > 131072)
+        assert (too_long["status"] == "rejected").all()
+        assert fr.summary["requests"]["successful"] == 300 - too_long.height
         assert np.isfinite(fr.summary["latency"]["time_to_first_token_ms"]["p99"])
