@@ -242,3 +242,15 @@ def test_random_specs_give_valid_bounded_workloads(prompt, output, turns, sys_to
     assert wl.prompt_tokens.max() <= max_prompt_tokens(spec)
     assert wl.total_tokens().max() <= max_total_tokens(spec)
     assert (wl.output_tokens >= 1).all() and (wl.prompt_tokens >= 1).all()
+
+
+@pytest.mark.parametrize("pattern", ["chat", "branch", "agent"])
+def test_ideal_reuse_matches_reference_on_sessions(pattern):
+    from oracle.workload.stats import ideal_prefix_reuse
+    from reference.reuse import ideal_reuse_fraction
+    wl = gen(chat(pattern=pattern, branch_prob=0.5 if pattern == "branch" else 0.0, num_sys=3,
+                  prompt=DistSpec(dist="uniform", min=1, max=90), output=DistSpec(dist="uniform", min=1, max=40)),
+             n=300, seed=9)
+    for bs in (1, 16, 64):
+        hit, prompt = ideal_prefix_reuse(wl, bs)
+        assert hit / prompt == ideal_reuse_fraction(wl, bs)

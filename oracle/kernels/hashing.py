@@ -120,6 +120,8 @@ def _block_hashes(seg_offsets, seg_key, seg_len, block_size, hash_offsets, out_h
                 out_hashes[pos + b] = out_hashes[src + b]
             if num_copy > 0:
                 pos += num_copy
+                if pos == end:
+                    continue
                 s = out_hashes[pos - 1]
                 skip = num_copy * block_size
                 while skip >= seg_len[g]:
@@ -239,12 +241,19 @@ def _ideal_prefix_hits(hash_offsets, hashes, max_hit_blocks, first, table, io_co
         hi = hash_offsets[i + 1]
         if io_count[0] + (hi - lo) > half:
             return i
-        b = 0
+        # leading blocks equal to request i-1's are in the set already (i-1 inserted them)
+        same = 0
+        if i > 0:
+            plo = hash_offsets[i - 1]
+            num_prev = lo - plo
+            while same < hi - lo and same < num_prev and hashes[lo + same] == hashes[plo + same]:
+                same += 1
         cap = min(max_hit_blocks[i], hi - lo)
+        b = min(same, cap)
         while b < cap and _set_contains(table, hashes[lo + b]):
             b += 1
         out_hit_blocks[i] = b
-        for k in range(lo, hi):
+        for k in range(lo + same, hi):
             io_count[0] += _set_insert(table, hashes[k])
     return n
 

@@ -37,6 +37,7 @@ of Parquet workloads are not scaled.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import re
@@ -112,7 +113,7 @@ def apply_trace_options(wl: Workload, *, time_scale: float = 1.0, start_s: float
         keep = wl.with_descendants(rel >= start_s)
         wl = wl.take(keep)
         rel = rel[keep]
-    wl.arrival_s = (rel - start_s) * time_scale  # NaN stays NaN
+    wl = dataclasses.replace(wl, arrival_s=(rel - start_s) * time_scale)  # NaN stays NaN; input untouched
     if limit is not None:
         wl = wl.slice(limit)
     return wl
