@@ -71,7 +71,7 @@ def _use_log(values: Sequence[np.ndarray]) -> bool:
     if v.size == 0 or v.min() <= 0:
         return False
     lo, hi = np.percentile(v, [1, 99.9])
-    return hi / max(lo, 1e-12) > 30
+    return hi / max(lo, 1e-12) > 12
 
 
 def _cdf_points(v: np.ndarray, max_points: int = 1500) -> tuple[np.ndarray, np.ndarray]:
@@ -114,8 +114,27 @@ def _figure_legend(fig, ax, *, title: str | None = "framework") -> None:
     """One legend for the whole figure, below the plots (never over the data)."""
     handles, labels = ax.get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(handles), 5), title=title,
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(handles), 7), title=title,
                    frameon=False)
+
+
+def _mark_slo(ax, slo_ms: float, data_max: float, log: bool) -> None:
+    """A dashed SLO line; when the SLO lies far beyond the data, a note at the right edge instead
+    (stretching the axis would squash every curve against the left)."""
+    far = slo_ms > data_max * (3.0 if log else 1.6)
+    if not far:
+        ax.axvline(slo_ms, color=REFERENCE_COLOUR, ls="--", lw=1.2)
+        ax.annotate(f"SLO {slo_ms:g} ms", xy=(slo_ms, 0.04), xycoords=("data", "axes fraction"), xytext=(4, 0),
+                    textcoords="offset points", fontsize=8.5, color=REFERENCE_COLOUR)
+    else:
+        ax.annotate(f"SLO {slo_ms:g} ms: beyond the axis,\nevery request is under it \u2192", xy=(0.98, 0.06),
+                    xycoords="axes fraction", ha="right", fontsize=8.5, color=REFERENCE_COLOUR)
+
+
+def thousands(axis) -> None:
+    """Tick labels with thousands separators (25,000)."""
+    from matplotlib.ticker import FuncFormatter
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if abs(v) >= 1000 or v == int(v) else f"{v:g}"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,10 +171,7 @@ def latency_cdf(run: RunFolder, colors: dict[str, Any]) -> Plot | None:
                 ax.annotate(lab, xy=(0, q), xycoords=("axes fraction", "data"), xytext=(2, 2),
                             textcoords="offset points", fontsize=8, color="0.4")
             if slo.get(slo_key) is not None:
-                ax.axvline(float(slo[slo_key]), color=REFERENCE_COLOUR, ls="--", lw=1.2)
-                ax.annotate(f"SLO {float(slo[slo_key]):g} ms", xy=(float(slo[slo_key]), 0.04),
-                            xycoords=("data", "axes fraction"), xytext=(4, 0), textcoords="offset points",
-                            fontsize=8.5, color=REFERENCE_COLOUR)
+                _mark_slo(ax, float(slo[slo_key]), max((float(v.max()) for v in vals if v.size), default=0.0), log)
             ax.set_ylim(0, 1.01)
             ax.set_title(title)
             ax.set_xlabel(f"{title.lower()} (ms{', log scale' if log else ''})")
@@ -221,7 +237,8 @@ def throughput_over_time(run: RunFolder, colors: dict[str, Any]) -> Plot | None:
         ax_tok.set_xlabel("simulated time (s)")
         ax_tok.set_xlim(0, edges[-1])
         for ax in (ax_req, ax_tok):
-            ax.set_ylim(bottom=0)
+            ax.set_ylim(0, max(1.0, ax.get_ylim()[1]))
+            thousands(ax.yaxis)
         fig.suptitle("Is the deployment keeping up with the load? Throughput over simulated time", fontsize=12)
         png = _png(fig)
     return Plot("throughput_over_time.png", "Completed requests/s against the arrival rate, and output tokens/s, "
@@ -271,7 +288,8 @@ def queue_over_time(run: RunFolder, colors: dict[str, Any]) -> Plot | None:
         ax_r.set_xlabel("simulated time (s)")
         ax_r.set_xlim(0, edges[-1])
         for ax in (ax_w, ax_r):
-            ax.set_ylim(bottom=0)
+            ax.set_ylim(0, max(1.0, ax.get_ylim()[1]))  # "no queue" stays flat, not a magnified blip
+            thousands(ax.yaxis)
         _figure_legend(fig, ax_w, title=None)
         fig.suptitle("Is a queue building up? Time-averaged queue and batch size over simulated time "
                      f"(from {', '.join(sorted(sources))})", fontsize=12)
@@ -318,7 +336,8 @@ def kv_over_time(run: RunFolder, colors: dict[str, Any]) -> Plot | None:
         ax_c.set_xlabel("simulated time (s)")
         ax_c.set_xlim(0, edges[-1])
         for ax in (ax_u, ax_c):
-            ax.set_ylim(bottom=0)
+            ax.set_ylim(0, max(1.0, ax.get_ylim()[1]))
+            thousands(ax.yaxis)
         _figure_legend(fig, ax_u, title=None)
         fig.suptitle("How full is the KV cache? Blocks in use and cached over simulated time", fontsize=12)
         png = _png(fig)
@@ -347,7 +366,8 @@ def cache_events(run: RunFolder, colors: dict[str, Any]) -> Plot | None:
             ys = np.arange(len(events)) - 0.4 + height * (i + 0.5)
             ax.barh(ys, shares, height=height * 0.92, color=colors[name], label=name)
             for y, s, e in zip(ys, shares, events):
-                ax.annotate(f"{counts[name][e]:,} ({s:.1f} %)", xy=(s, y), xytext=(3, 0), textcoords="offset points",
+                share = f"{s:.1f} %" if s >= 0.1 or s == 0 else "<0.1 %"
+                ax.annotate(f"{counts[name][e]:,} ({share})", xy=(s, y), xytext=(3, 0), textcoords="offset points",
                             va="center", fontsize=8)
             ymax = max(ymax, shares.max())
         ax.set_yticks(np.arange(len(events)), [EVENT_LABELS[e] for e in events])

@@ -164,7 +164,10 @@ def sweep_plots(df: pl.DataFrame) -> list[Plot]:
 def _panels(df: pl.DataFrame) -> list[tuple[str, str, list[tuple[str, str]], str | None]]:
     """(title, y label, [(column, linestyle)], SLO column) for the metrics present."""
     panels = []
-    for fam, title, slo in LATENCY_FAMILIES:
+    families = [f for f in LATENCY_FAMILIES if f"{f[0]}_p50_ms" in df.columns or f"{f[0]}_p99_ms" in df.columns]
+    if len(families) > 2:  # TTFT and TPOT say what the SLO judges; E2E only stands in for a missing one
+        families = [f for f in families if f[0] != "e2e"]
+    for fam, title, slo in families:
         cols = [(f"{fam}_p50_ms", "-"), (f"{fam}_p99_ms", "--")]
         cols = [c for c in cols if c[0] in df.columns]
         if cols:
@@ -242,10 +245,14 @@ def _sweep_plot(df, var, others, names, colors, fixed) -> Plot | None:
                     ylabel += ", log scale"
                 else:
                     ax.set_ylim(bottom=0)
-                sub_title = title if not combo else f"{title}\n" + ", ".join(f"{k}={v}" for k, v in combo.items())
-                ax.set_title(sub_title, fontsize=10)
+                condition = ", ".join(f"{k} = {_fmt_cell(v, 'var')}" for k, v in combo.items())
+                if i == 0:  # the metric once per column, then only what changes from row to row
+                    ax.set_title(f"{title}\n{condition}" if condition else title, fontsize=10)
+                else:
+                    ax.set_title(condition, fontsize=10)
                 ax.set_ylabel(ylabel)
-                ax.set_xlabel(_var_label(var))
+                if i == len(combos) - 1:
+                    ax.set_xlabel(_var_label(var))
         handles, labels = axes[0][0].get_legend_handles_labels()
         if any(len(cols) > 1 for _, _, cols, _ in panels):
             handles += [Line2D([], [], color="0.3", ls="-"), Line2D([], [], color="0.3", ls="--")]

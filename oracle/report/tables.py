@@ -192,7 +192,7 @@ class Table:
 
 def slo_text(summary: dict[str, Any]) -> str:
     slo = lookup(summary, ("goodput", "slo")) or {}
-    parts = [f"{label} \u2264 {fmt_float(float(slo[k]))} ms" for k, label in
+    parts = [f"{label} \u2264 {float(slo[k]):,g} ms" for k, label in
              (("ttft_ms", "TTFT"), ("tpot_ms", "TPOT"), ("e2e_ms", "E2E")) if slo.get(k) is not None]
     return ", ".join(parts) if parts else "no SLO set (every finished request counts)"
 
