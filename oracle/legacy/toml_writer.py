@@ -53,7 +53,7 @@ def key(k: str) -> str:
     """A bare key when possible, else a quoted one."""
     if not isinstance(k, str):
         raise TypeError(f"TOML keys must be strings, got {type(k).__name__} {k!r}")
-    return k if _BARE_KEY.match(k) else quote(k)
+    return k if _BARE_KEY.fullmatch(k) else quote(k)
 
 
 def scalar(v) -> str:

@@ -94,6 +94,8 @@ def convert_workload(raw: dict, ctx: Context, *, path: str = "workload") -> tupl
     total_w = sum(shares)
     for client, w in zip(clients, shares):
         client["share"] = w / total_w
+    ctx.origin("workload.clients", ppath)
+    ctx.origin("workload", path)
     out = {"arrival": _shared_arrival(gap_laws, [w / total_w for w in shares], ctx, ppath), "clients": clients}
     ctx.origin("workload.arrival", join(ppath, "0.inter_arrival_time_dist_config"))
     return out, sim
