@@ -380,3 +380,10 @@ def test_unknown_keys_are_notes_not_errors():
            "(no equivalent here)" in texts
     assert any("workload.client_profiles.0.user_id_pool" in t for t in texts)
     assert "# dropped [frameworks_to_test.0.config.swap_space_gb]" in conv.to_toml()
+
+
+def test_bundled_legacy_example_validates():
+    res = invoke("validate", str(ROOT / "scenarios" / "legacy_example.yaml"))
+    assert res.exit_code == 0, res.output
+    assert "ok: " in res.stdout and "llama-3.1-8b on h100-sxm" in res.stdout
+    assert "converted in memory" in res.stderr
