@@ -63,8 +63,8 @@ def build_cost_params(model: ModelSpec | str, gpu: GpuSpec | str, *, tp: int = 1
     dtype: weight dtype, ``"auto" | "bf16" | "fp16" | "fp8" | "fp32"``.
     kv_dtype: KV-cache dtype (None/``"auto"``: see :func:`oracle.memory.resolve_kv_dtype`).
     scheduler_overhead_s: per-step CPU time, s (None: ``gpu.step_overhead_s``).
-    eff_compute, eff_memory: overrides of the GPU's efficiencies in (0, 1] for GEMMs, the LM
-        head and element-wise ops (attention keeps ``eff_attn_compute``/``eff_attn_memory``).
+    eff_compute, eff_memory: overrides of the GPU's efficiencies in (0, 1] for GEMMs and the LM
+        head (attention and the small element-wise kernels keep their own factors).
 
     Returns
     -------
@@ -155,6 +155,7 @@ def build_cost_params(model: ModelSpec | str, gpu: GpuSpec | str, *, tp: int = 1
                                   + 2.0 * kv_heads * d) * ab + 2.0 * kv_heads * d * kvb)
     p["layer_overhead_s"] = gpu.layer_overhead_s
     p["step_overhead_s"] = gpu.step_overhead_s if scheduler_overhead_s is None else scheduler_overhead_s
+    p["elem_bytes_per_s"] = bw * (gpu.eff_elementwise if gpu.eff_elementwise is not None else em)
     params = np.ascontiguousarray([p[n] for n in PARAM_NAMES], dtype=np.float64)
     assert params.shape == (NUM_PARAMS,)
     return params

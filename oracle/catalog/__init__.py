@@ -157,6 +157,8 @@ class GpuSpec:
         cache (None: ``eff_memory``).
     attn_overhead_s: fixed time of an attention kernel, seconds (None: ``kernel_overhead_s``).
     eff_link: achievable fraction of ``link_bw_gbps`` in NCCL collectives.
+    eff_elementwise: achievable fraction of DRAM bandwidth in the small per-layer kernels
+        (norms, rotary, activation, residual add, KV-cache write) (None: ``eff_memory``).
     """
 
     name: str
@@ -178,6 +180,7 @@ class GpuSpec:
     eff_attn_memory: float | None = None
     attn_overhead_s: float | None = None
     eff_link: float = 1.0
+    eff_elementwise: float | None = None
 
     @property
     def memory_bytes(self) -> int:
@@ -193,8 +196,8 @@ class GpuSpec:
 # -- validation of one table ---------------------------------------------------------------
 
 _FITTED_KEYS = ("eff_compute", "eff_memory", "roofline_overlap", "kernel_overhead_s",
-                "layer_overhead_s", "eff_attn_compute", "eff_attn_memory", "attn_overhead_s",
-                "eff_link", "link_latency_s", "step_overhead_s")
+                "eff_elementwise", "layer_overhead_s", "eff_attn_compute", "eff_attn_memory",
+                "attn_overhead_s", "eff_link", "link_latency_s", "step_overhead_s")
 
 
 def model_from_table(t: Table, *, name: str | None = None) -> ModelSpec:
@@ -255,7 +258,7 @@ def gpu_from_table(t: Table, *, name: str | None = None) -> GpuSpec:
     (default ``name`` argument or ``"custom"``), ``peak_tflops_fp8`` (0),
     ``link_bw_gbps`` (32, PCIe Gen4 x16 per direction), ``source``, ``calibration_note``, and
     every fitted factor (``eff_compute``, ``eff_memory``, ``roofline_overlap``,
-    ``kernel_overhead_s``, ``layer_overhead_s``, ``eff_attn_compute``, ``eff_attn_memory``,
+    ``kernel_overhead_s``, ``eff_elementwise``, ``layer_overhead_s``, ``eff_attn_compute``, ``eff_attn_memory``,
     ``attn_overhead_s``, ``eff_link``, ``link_latency_s``, ``step_overhead_s``), which
     default to the catalog's ``[defaults]`` (derived from the A100/A40 calibration).
     Unknown keys are errors; ``t.done()`` is called.

@@ -81,6 +81,7 @@ PARAM_NAMES = (
     "elem_bytes_per_token",     # 39 per layer: norms, residual add, rotary, activation, KV write
     "layer_overhead_s",         # 40 fixed time of one layer's small kernels, s
     "step_overhead_s",          # 41 per-step CPU/scheduler time, s
+    "elem_bytes_per_s",         # 42 DRAM bandwidth × eff_elementwise (small kernels), bytes/s
 )
 NUM_PARAMS = len(PARAM_NAMES)
 
@@ -150,7 +151,7 @@ def _link(calls, t, bytes_per_token, params):
 def _elementwise(params, t):
     """Norms, residual add, rotary, activation and KV-cache write over all layers: (s, bytes)."""
     nbytes = params[0] * t * params[39]
-    return nbytes / params[2], nbytes
+    return nbytes / params[42], nbytes
 
 
 @jit

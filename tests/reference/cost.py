@@ -137,5 +137,6 @@ def reference_step(model: ModelSpec, gpu: GpuSpec, *, tp: int = 1, pp: int = 1, 
 
     per_token = (7 * h + 2 * (q_heads + kv_heads) * d + activation_elems + 2 * kv_heads * d) * act \
         + 2 * kv_heads * d * kvb
-    ops["elementwise"] = L * T * per_token / (bandwidth * em)
+    elem_eff = em if gpu.eff_elementwise is None else gpu.eff_elementwise
+    ops["elementwise"] = L * T * per_token / (bandwidth * elem_eff)
     return ops
