@@ -391,3 +391,17 @@ def test_spread_rate_conserves_tokens_and_step_state():
     got = series.step_state_mean([0, 0, 1], [1.0, 3.0, 2.0], [5, 7, 1], edges)
     assert np.allclose(got, [0, 5, 6, 8, 8])
     assert series.bin_edges(600)[1] == 5.0 and series.bin_edges(0.3)[1] == pytest.approx(0.005)
+
+
+def test_sweep_one_framework_lines_per_other_variable(runs):
+    """One framework over a 2-D grid: one row of panels, one line per value of the other variable."""
+    from oracle.report.sweep import short_names, sweep_plots
+    df = pl.read_parquet(runs["sweep"] / "sweep.parquet").filter(pl.col("framework") == "apc")
+    plots = {p.name: p for p in sweep_plots(df)}
+    rate = plots["sweep_workload_clients_0_arrival_rate.png"]
+    assert rate.caption.endswith("one line per frameworks.0.replicas.")
+    import matplotlib.image
+    h, w = matplotlib.image.imread(io.BytesIO(rate.png), format="png").shape[:2]
+    assert w > h  # a single row of panels
+    assert short_names(["frameworks.0.replicas", "workload.clients.0.arrival.rate", "frameworks.0.tp",
+                        "frameworks.1.tp"]) == ["replicas", "rate", "frameworks.0.tp", "frameworks.1.tp"]

@@ -28,6 +28,8 @@ __all__ = ["report_run", "build_report"]
 
 PLOTS_DIR = "plots"
 HTML_NAME = "report.html"
+SWEEP_ROWS_TERMINAL = 60   # rows of the sweep table printed (all are in the JSON document)
+SWEEP_ROWS_HTML = 2000
 
 
 def build_report(run_dir: str | Path) -> tuple[dict[str, Any], list, Any]:
@@ -49,7 +51,7 @@ def build_report(run_dir: str | Path) -> tuple[dict[str, Any], list, Any]:
     if run.sweep is not None:
         from oracle.report.sweep import sweep_json, sweep_table
         doc["sweep"] = sweep_json(run.sweep)
-        tables.append(sweep_table(run.sweep, max_rows=500))
+        tables.append(sweep_table(run.sweep, max_rows=SWEEP_ROWS_TERMINAL))
     return doc, tables, run
 
 
@@ -78,7 +80,11 @@ def report_run(run_dir: str | Path, *, plots: bool, json_out: bool, html: bool =
             files["plots"].append(str(_write_atomic(folder / p.name, p.png)))
     if plots or html:
         from oracle.report.html import render_page
-        page = render_page(_title(doc), _meta(doc, run), tables, figures)
+        page_tables = tables
+        if run.sweep is not None:
+            from oracle.report.sweep import sweep_table
+            page_tables = tables[:-1] + [sweep_table(run.sweep, max_rows=SWEEP_ROWS_HTML)]
+        page = render_page(_title(doc), _meta(doc, run), page_tables, figures)
         files["html"] = str(_write_atomic(run.path / HTML_NAME, page.encode("utf-8")))
     doc["files"] = files
     if json_out:
@@ -117,8 +123,8 @@ def _print(tables, doc, run, files, console) -> None:
     from oracle.report.tables import to_rich
     if console is None:
         console = Console()
-        if not console.is_terminal:
-            console = Console(width=max(console.width, 160))
+        if not console.is_terminal:  # a file or a pipe: no terminal to fit, keep one row per line
+            console = Console(width=max(console.width, 240))
     console.print(f"[bold]{_title(doc)}[/bold]")
     for line in _meta(doc, run):
         console.print(line, highlight=False)

@@ -27,6 +27,7 @@ SUMMARY = "summary.json"
 REQUESTS = "requests.parquet"
 STEPS = "steps.parquet"
 SWEEP = "sweep.parquet"
+SWEEP_JSON = "sweep.json"
 COMPARISON = "comparison.parquet"
 SCENARIO = "scenario.toml"
 
@@ -70,6 +71,13 @@ class RunFolder:
 
     @property
     def scenario_name(self) -> str | None:
+        if self.sweep is not None and (self.path / SWEEP_JSON).is_file():
+            try:
+                name = json.loads((self.path / SWEEP_JSON).read_text(encoding="utf-8")).get("name")
+            except (OSError, ValueError, AttributeError):
+                name = None
+            if name:
+                return str(name)
         for fr in self.frameworks:
             if fr.summary.get("scenario"):
                 return str(fr.summary["scenario"])

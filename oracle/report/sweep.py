@@ -34,13 +34,14 @@ KNOWN_METRICS = {
     "goodput_rps": ("goodput req/s", "float"),
     "goodput_fraction": ("goodput", "pct"),
     "token_hit_rate": ("token hit", "pct"),
-    "preemptions": ("preempt.", "float"),
+    "preemptions": ("preempt.", "count"),
 }
 TABLE_METRICS = ("throughput_rps", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "e2e_p99_ms",
                  "goodput_fraction", "token_hit_rate", "preemptions")
 LATENCY_FAMILIES = (("ttft", "Time to first token", "slo.ttft_ms"), ("tpot", "Time per output token", "slo.tpot_ms"),
                     ("e2e", "End-to-end latency", "slo.e2e_ms"))
-MAX_PANEL_ROWS = 4
+MAX_PANEL_ROWS = 4   # small multiples: one row of panels per value of the other swept variables
+MAX_SERIES = 8       # one framework: one line per value of the other swept variable
 
 
 def swept_variables(df: pl.DataFrame) -> list[str]:
@@ -108,7 +109,11 @@ def _fmt_cell(v: Any, kind: str) -> str:
     if kind == "var":
         return f"{v:g}" if isinstance(v, float) else f"{v:,}" if isinstance(v, int) else str(v)
     if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return f"{100 * v:.1f} %" if kind == "pct" else fmt_float(float(v))
+        if kind == "pct":
+            return f"{100 * v:.1f} %"
+        if kind == "count" and float(v).is_integer():
+            return f"{int(v):,}"
+        return fmt_float(float(v))
     return str(v)
 
 
@@ -119,8 +124,8 @@ def sweep_table(df: pl.DataFrame, *, max_rows: int | None = None) -> Table:
     seeds = int(agg["n_rows"].max()) if agg.height else 0
     t = Table(title=f"Sweep: {agg.height} point x framework rows"
                     + (f" (mean of {seeds} seeds each)" if seeds > 1 else ""),
-              columns=[*swept, FRAMEWORK, *[KNOWN_METRICS.get(m, (m, "float"))[0] for m in metrics]],
-              caption=f"Swept: {', '.join(swept) or 'nothing varies'}.")
+              columns=[*short_names(swept), FRAMEWORK, *[KNOWN_METRICS.get(m, (m, "float"))[0] for m in metrics]],
+              caption=f"Swept: {', '.join(swept) or 'nothing varies'}. Metrics: mean over seeds.")
     rows = list(agg.iter_rows(named=True))
     shown = rows if max_rows is None else rows[:max_rows]
     for r in shown:
@@ -130,6 +135,20 @@ def sweep_table(df: pl.DataFrame, *, max_rows: int | None = None) -> Table:
     if len(shown) < len(rows):
         t.caption = (t.caption or "") + f" {len(rows) - len(shown)} more rows not shown; see sweep.parquet."
     return t
+
+
+def short_names(names: list[str]) -> list[str]:
+    """The shortest dotted suffix of each name that is still unique (``arrival.rate``)."""
+    parts = [n.split(".") for n in names]
+    out = []
+    for p in parts:
+        k = 1
+        while k < len(p) and sum(q[-k:] == p[-k:] for q in parts) > 1:
+            k += 1
+        while k < len(p) and p[-k].isdigit():  # "0.tp" says less than "frameworks.0.tp"
+            k += 1
+        out.append(".".join(p[-k:]))
+    return out
 
 
 def _var_label(name: str) -> str:
@@ -187,44 +206,67 @@ def _wide_range(agg: pl.DataFrame, cols: list[str]) -> bool:
     return bool(v.size and v.min() > 0 and v.max() / v.min() > 30)
 
 
+def _line_groups(df: pl.DataFrame, names: list[str], colors: dict[str, Any], others: list[str]):
+    """(rows of panels, lines per panel, variables averaged over, legend title).
+
+    Lines are one per framework (its fixed colour). With a single framework and one other
+    swept variable of few values, lines are one per value of that variable instead (a
+    sequential colour map), so a 2-D grid reads as one row of panels.
+    """
+    if len(names) == 1 and len(others) == 1:
+        values = df[others[0]].drop_nulls().unique().sort().to_list()
+        if 1 < len(values) <= MAX_SERIES:
+            import matplotlib
+            cmap = matplotlib.colormaps["viridis"]
+            short = short_names([others[0]])[0]
+            lines = [(f"{short} = {_fmt_cell(v, 'var')}", cmap(0.9 * k / max(1, len(values) - 1)), {others[0]: v})
+                     for k, v in enumerate(values)]
+            return [{}], lines, [], others[0]
+    lines = [(n, colors[n], {FRAMEWORK: n} if FRAMEWORK in df.columns else {}) for n in names]
+    if others:
+        uniq = df.select(others).unique(maintain_order=True).sort(others)
+        if uniq.height <= MAX_PANEL_ROWS:
+            return list(uniq.iter_rows(named=True)), lines, [], "framework"
+        return [{}], lines, others, "framework"
+    return [{}], lines, [], "framework"
+
+
+def _where(df: pl.DataFrame, cond: dict[str, Any]) -> pl.DataFrame:
+    for k, v in cond.items():
+        df = df.filter(pl.col(k) == v)
+    return df
+
+
 def _sweep_plot(df, var, others, names, colors, fixed) -> Plot | None:
     panels = _panels(df)
     if not panels:
         return None
-    combos: list[dict[str, Any]] = [{}]
-    aggregated_over: list[str] = []
-    if others:
-        uniq = df.select(others).unique(maintain_order=True).sort(others)
-        if uniq.height <= MAX_PANEL_ROWS:
-            combos = list(uniq.iter_rows(named=True))
-        else:
-            aggregated_over = others
+    rows, lines, aggregated_over, legend_title = _line_groups(df, names, colors, others)
     plt = _pyplot()
     from matplotlib.lines import Line2D
     with plt.rc_context(RC):
-        fig, axes = _figure(len(combos), len(panels), size=(4.6 * len(panels) + 0.6, 3.9 * len(combos) + 0.8))
-        for i, combo in enumerate(combos):
-            sub = df
-            for k, v in combo.items():
-                sub = sub.filter(pl.col(k) == v)
-            agg = aggregate(sub, [var])
+        fig, axes = _figure(len(rows), len(panels), size=(4.6 * len(panels) + 0.6, 3.9 * len(rows) + 0.8))
+        for i, row in enumerate(rows):
+            sub = _where(df, row)
             for j, (title, ylabel, cols, slo_col) in enumerate(panels):
                 ax = axes[i][j]
-                for name in names:
-                    part = agg.filter(pl.col(FRAMEWORK) == name) if FRAMEWORK in agg.columns else agg
+                shown = []
+                for label, colour, cond in lines:
+                    part = aggregate(_where(sub, cond), [var])
                     if part.height == 0:
                         continue
+                    shown.append(part)
                     x, labels, log = _x_positions(part[var].to_list())
                     order = np.argsort(x, kind="stable")
                     for col, ls in cols:
                         scale = 100.0 if col == "goodput_fraction" else 1.0
                         y = part[col].to_numpy().astype(np.float64)[order] * scale
-                        ax.plot(x[order], y, ls=ls, marker="o", ms=3.5, lw=1.7, color=colors[name],
-                                label=name if ls == "-" else None)
+                        ax.plot(x[order], y, ls=ls, marker="o", ms=3.5, lw=1.7, color=colour,
+                                label=label if ls == "-" else None)
                         if int(part["n_rows"].max()) > 1:
                             lo = part[f"{col}__min"].to_numpy().astype(np.float64)[order] * scale
                             hi = part[f"{col}__max"].to_numpy().astype(np.float64)[order] * scale
-                            ax.fill_between(x[order], lo, hi, color=colors[name], alpha=0.12, lw=0)
+                            ax.fill_between(x[order], lo, hi, color=colour, alpha=0.12, lw=0)
                     if log:
                         ax.set_xscale("log")
                         ax.minorticks_off()
@@ -239,27 +281,30 @@ def _sweep_plot(df, var, others, names, colors, fixed) -> Plot | None:
                                 fontsize=8, color=REFERENCE_COLOUR)
                 if cols[0][0] == "goodput_fraction":
                     ax.set_ylim(-2, 105)
-                elif _wide_range(agg, [c for c, _ in cols]):
+                elif shown and _wide_range(pl.concat(shown), [c for c, _ in cols]):
                     ax.set_yscale("log")
                     plain_log_ticks(ax.yaxis)
                     ylabel += ", log scale"
                 else:
                     ax.set_ylim(bottom=0)
-                condition = ", ".join(f"{k} = {_fmt_cell(v, 'var')}" for k, v in combo.items())
+                condition = ", ".join(f"{k} = {_fmt_cell(v, 'var')}" for k, v in row.items())
                 if i == 0:  # the metric once per column, then only what changes from row to row
                     ax.set_title(f"{title}\n{condition}" if condition else title, fontsize=10)
                 else:
                     ax.set_title(condition, fontsize=10)
                 ax.set_ylabel(ylabel)
-                if i == len(combos) - 1:
+                if i == len(rows) - 1:
                     ax.set_xlabel(_var_label(var))
         handles, labels = axes[0][0].get_legend_handles_labels()
         if any(len(cols) > 1 for _, _, cols, _ in panels):
             handles += [Line2D([], [], color="0.3", ls="-"), Line2D([], [], color="0.3", ls="--")]
             labels += ["P50", "P99"]
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(handles), 6), frameon=False)
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(handles), 8), frameon=False,
+                   title=None if legend_title == "framework" and len(lines) > 1 else
+                   (f"{legend_title} ({names[0]})" if legend_title != "framework" else None))
         note = f" (averaged over {', '.join(aggregated_over)})" if aggregated_over else ""
         fig.suptitle(f"How do latency and goodput change with {var}?{note}", fontsize=12)
         png = _png(fig)
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in var)
-    return Plot(f"sweep_{safe}.png", f"P50/P99 latency and goodput vs {var}, one line per framework.", png)
+    per = "framework" if legend_title == "framework" else legend_title
+    return Plot(f"sweep_{safe}.png", f"P50/P99 latency and goodput vs {var}, one line per {per}.", png)
