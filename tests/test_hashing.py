@@ -142,11 +142,16 @@ def test_ideal_prefix_hits_worked_example():
     assert hits.tolist() == [0, 2, 2]
 
 
-def test_ideal_prefix_hits_grows_its_table():
-    # 3000 requests x 40 distinct blocks > the initial 65536-slot table at half load
+def test_ideal_prefix_hits_large_and_driver_stops_when_half_full():
+    from oracle.kernels.hashing import _ideal_prefix_hits, _num_new_blocks
+    # 3000 requests x 44 blocks (40 distinct each) > the minimum 65536-slot table at half load
     reqs = [[(i, 40), (7, 4)] for i in range(3000)] + [[(5, 40), (8, 4)]]
     off, keys, lens = csr(reqs)
     h_off, h = block_hashes(off, keys, lens, 1)
     prompt = np.full(len(reqs), 44)
     hits = ideal_prefix_hits(h_off, h, prompt, 1)
     assert hits[:3000].sum() == 0 and hits[-1] == 40
+    assert _num_new_blocks(h_off, h) == 3001 * 44  # nothing shared with the previous request
+    table, count, out = np.zeros(256, np.uint64), np.zeros(1, np.int64), np.zeros(len(reqs), np.int64)
+    stop = _ideal_prefix_hits(h_off, h, np.full(len(reqs), 43), 0, table, count, out)
+    assert stop == 2 and count[0] == 88  # a third request would pass 128 entries

@@ -259,6 +259,25 @@ def _ideal_prefix_hits(hash_offsets, hashes, max_hit_blocks, first, table, io_co
 
 
 @jit
+def _num_new_blocks(hash_offsets, hashes):
+    """Upper bound on distinct hashes: blocks not equal to request i-1's at the same position.
+
+    in: hash_offsets (i8[n+1]), hashes (u8[]). Returns i8.
+    """
+    total = 0
+    for i in range(hash_offsets.shape[0] - 1):
+        lo = hash_offsets[i]
+        hi = hash_offsets[i + 1]
+        same = 0
+        if i > 0:
+            plo = hash_offsets[i - 1]
+            while same < hi - lo and same < lo - plo and hashes[lo + same] == hashes[plo + same]:
+                same += 1
+        total += hi - lo - same
+    return total
+
+
+@jit
 def _rehash(old, new):
     """Move every entry of set ``old`` into the (larger, empty) set ``new``. out: new."""
     for i in range(old.shape[0]):
@@ -283,8 +302,8 @@ def ideal_prefix_hits(hash_offsets: np.ndarray, hashes: np.ndarray, prompt_token
     out = np.zeros(n, np.int64)
     count = np.zeros(1, np.int64)
     per_req = np.diff(hash_offsets)
-    size = 1 << 16
-    while size < 2 * min(int(hash_offsets[-1]), 1 << 22):
+    size = 1 << 16  # at most half full: no rehash is needed with this bound
+    while size < 2 * int(_num_new_blocks(hash_offsets, hashes)):
         size *= 2
     table = np.zeros(size, np.uint64)
     i = 0
