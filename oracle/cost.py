@@ -107,14 +107,14 @@ def build_cost_params(model: ModelSpec | str, gpu: GpuSpec | str, *, tp: int = 1
 
     p = dict.fromkeys(PARAM_NAMES, 0.0)
     p["num_layers"] = L
-    p["linear_flops_per_s"] = _weight_peak_tflops(gpu, wdt) * 1e12 * ec
-    p["mem_bytes_per_s"] = bw * em
+    p["linear_s_per_flop"] = 1.0 / (_weight_peak_tflops(gpu, wdt) * 1e12 * ec)
+    p["mem_s_per_byte"] = 1.0 / (bw * em)
     p["overlap"] = gpu.roofline_overlap
     p["kernel_s"] = gpu.kernel_overhead_s
-    p["attn_flops_per_s"] = peak16 * eca
-    p["attn_bytes_per_s"] = bw * ema
+    p["attn_s_per_flop"] = 1.0 / (peak16 * eca)
+    p["attn_s_per_byte"] = 1.0 / (bw * ema)
     p["attn_kernel_s"] = attn_kernel_s
-    p["lm_flops_per_s"] = peak16 * ec
+    p["lm_s_per_flop"] = 1.0 / (peak16 * ec)
     _set_gemm(p, "qkv", h, qkv_n, wb, ab)
     _set_gemm(p, "out", out_k, h, wb, ab)
     if model.is_moe:
@@ -145,7 +145,7 @@ def build_cost_params(model: ModelSpec | str, gpu: GpuSpec | str, *, tp: int = 1
     p["lm_act_bytes_per_emit"] = (h + vocab) * ab
     p["allreduce_calls"] = 2.0 * L if tp > 1 else 0.0
     p["allreduce_bytes_per_token"] = 2.0 * (tp - 1) / tp * h * ab
-    p["link_bytes_per_s"] = gpu.link_bw_gbps * 1e9 * gpu.eff_link
+    p["link_s_per_byte"] = 1.0 / (gpu.link_bw_gbps * 1e9 * gpu.eff_link)
     p["link_latency_s"] = gpu.link_latency_s
     p["pp_handoffs"] = float(pp - 1)
     p["handoff_bytes_per_token"] = 2.0 * h * ab
@@ -155,7 +155,7 @@ def build_cost_params(model: ModelSpec | str, gpu: GpuSpec | str, *, tp: int = 1
                                   + 2.0 * kv_heads * d) * ab + 2.0 * kv_heads * d * kvb)
     p["layer_overhead_s"] = gpu.layer_overhead_s
     p["step_overhead_s"] = gpu.step_overhead_s if scheduler_overhead_s is None else scheduler_overhead_s
-    p["elem_bytes_per_s"] = bw * (gpu.eff_elementwise if gpu.eff_elementwise is not None else em)
+    p["elem_s_per_byte"] = 1.0 / (bw * (gpu.eff_elementwise if gpu.eff_elementwise is not None else em))
     params = np.ascontiguousarray([p[n] for n in PARAM_NAMES], dtype=np.float64)
     assert params.shape == (NUM_PARAMS,)
     return params

@@ -45,9 +45,7 @@ def gpus(as_json: JsonOpt = False) -> None:
     """List the catalog GPUs: memory, bandwidth, dense peaks, link and fitted efficiencies.
 
     Examples:
-
       oracle catalog gpus
-
       oracle catalog gpus --json
     """
     with user_errors():
@@ -79,9 +77,7 @@ def models(as_json: JsonOpt = False) -> None:
     """List the catalog models: shape, parameter counts, KV bytes per token and aliases.
 
     Examples:
-
       oracle catalog models
-
       oracle catalog models --json
     """
     with user_errors():

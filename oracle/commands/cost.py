@@ -43,17 +43,14 @@ def cost(
 ) -> None:
     """Predict the duration of one forward pass (one engine step) and break it down per op.
 
-    Times are for one GPU of the tensor-parallel group, summed over all layers and pipeline
-    stages; FLOPs and DRAM bytes are per GPU. With --json the output is
-    {"total_ms", "flops", "bytes", "link_bytes", "ops": {"qkv_proj_ms", ...}, ...}.
+    Times are per GPU of the tensor-parallel group, summed over layers and pipeline stages;
+    FLOPs and DRAM bytes are per GPU too.
+    With --json: {"total_ms", "flops", "bytes", "link_bytes", "ops": {"qkv_proj_ms", ...}, ...}.
 
     Examples:
-
       oracle cost --model llama-2-7b --gpu a100-80g --decode-batch 1 --json
-
       oracle cost -m llama-3.1-70b -g h100-sxm --tp 4 --prefill-tokens 4096
-
-      oracle cost -m mixtral-8x7b -g h100-sxm --tp 2 --prefill-tokens 512 --decode-batch 64 --decode-context 2000
+      oracle cost -m mixtral-8x7b -g h100-sxm --tp 2 --prefill-tokens 512 --decode-batch 64
     """
     with user_errors():
         from oracle.catalog import get_gpu, get_model

@@ -3,7 +3,8 @@
 The engine calls :func:`step_time_s` once per simulated step inside its own compiled loop, so
 it is scalar-only (no allocation, no loops). ``oracle.cost.build_cost_params`` precomputes
 everything that does not depend on the batch into a float64 vector ``params`` (layout:
-:data:`PARAM_NAMES`); the kernels only combine it with the step's aggregates.
+:data:`PARAM_NAMES`); the kernels only combine it with the step's aggregates. Rates are stored as reciprocals
+(seconds per FLOP or byte) so that a step costs multiplications, not divisions (~60 ns).
 
 Step aggregates (all ``float``-convertible, counts are tokens or sequences)::
 
@@ -22,7 +23,7 @@ Step aggregates (all ``float``-convertible, counts are tokens or sequences)::
 Times are seconds on one GPU of the TP group, summed over the ``pp`` pipeline stages run in
 sequence (no micro-batch overlap). Each op is a roofline::
 
-    t(flops, bytes) = max(c, m) + overlap · min(c, m),  c = flops / flops_per_s,  m = bytes / bytes_per_s
+    t(flops, bytes) = max(c, m) + overlap · min(c, m),  c = flops / flop_rate,  m = bytes / byte_rate
 
 (``overlap = 0`` is the pure roofline ``max``; the calibrated value accounts for compute and
 memory traffic that small GEMMs fail to overlap), plus fixed kernel times.
@@ -40,14 +41,14 @@ from oracle.kernels._jit import jit
 #: Per-layer quantities are for one GPU of the TP group (heads, widths, vocab divided by tp).
 PARAM_NAMES = (
     "num_layers",               # 0  L, layers over all pipeline stages
-    "linear_flops_per_s",       # 1  peak (weight dtype) × eff_compute, FLOP/s
-    "mem_bytes_per_s",          # 2  DRAM bandwidth × eff_memory, bytes/s
+    "linear_s_per_flop",        # 1  1 / (peak (weight dtype) × eff_compute), s/FLOP
+    "mem_s_per_byte",           # 2  1 / (DRAM bandwidth × eff_memory), s/byte
     "overlap",                  # 3  roofline overlap factor in [0, 1]
     "kernel_s",                 # 4  fixed time of one GEMM kernel, s
-    "attn_flops_per_s",         # 5  16-bit peak × eff_attn_compute, FLOP/s
-    "attn_bytes_per_s",         # 6  DRAM bandwidth × eff_attn_memory, bytes/s
+    "attn_s_per_flop",          # 5  1 / (16-bit peak × eff_attn_compute), s/FLOP
+    "attn_s_per_byte",          # 6  1 / (DRAM bandwidth × eff_attn_memory), s/byte
     "attn_kernel_s",            # 7  fixed time of one attention kernel, s
-    "lm_flops_per_s",           # 8  16-bit peak × eff_compute (the LM head is never FP8), FLOP/s
+    "lm_s_per_flop",            # 8  1 / (16-bit peak × eff_compute) (the LM head is never FP8), s/FLOP
     "qkv_flops_per_token",      # 9  per layer
     "qkv_weight_bytes",         # 10 per layer
     "qkv_expert_bytes",         # 11 per layer per distinct expert touched (0)
@@ -74,14 +75,14 @@ PARAM_NAMES = (
     "lm_act_bytes_per_emit",    # 32 (h + V/tp) · act_bytes
     "allreduce_calls",          # 33 2·L when tp > 1, else 0
     "allreduce_bytes_per_token",  # 34 2(tp−1)/tp · h · act_bytes sent per GPU per call
-    "link_bytes_per_s",         # 35 link bandwidth × eff_link, bytes/s
+    "link_s_per_byte",          # 35 1 / (link bandwidth × eff_link), s/byte
     "link_latency_s",           # 36 fixed latency of one collective / send, s
     "pp_handoffs",              # 37 pp − 1
     "handoff_bytes_per_token",  # 38 hidden state + residual, 2 · h · act_bytes
     "elem_bytes_per_token",     # 39 per layer: norms, residual add, rotary, activation, KV write
     "layer_overhead_s",         # 40 fixed time of one layer's small kernels, s
     "step_overhead_s",          # 41 per-step CPU/scheduler time, s
-    "elem_bytes_per_s",         # 42 DRAM bandwidth × eff_elementwise (small kernels), bytes/s
+    "elem_s_per_byte",          # 42 1 / (DRAM bandwidth × eff_elementwise) (small kernels), s/byte
 )
 NUM_PARAMS = len(PARAM_NAMES)
 
@@ -92,10 +93,10 @@ NUM_OPS = len(OP_NAMES)
 
 
 @jit
-def _roofline(flops, nbytes, flops_per_s, bytes_per_s, overlap):
-    """Seconds of one op: ``max(c, m) + overlap·min(c, m)``."""
-    c = flops / flops_per_s
-    m = nbytes / bytes_per_s
+def _roofline(flops, nbytes, s_per_flop, s_per_byte, overlap):
+    """Seconds of one op: ``max(c, m) + overlap·min(c, m)``, ``c = flops·s_per_flop``, ``m = nbytes·s_per_byte``."""
+    c = flops * s_per_flop
+    m = nbytes * s_per_byte
     if c >= m:
         return c + overlap * m
     return m + overlap * c
@@ -103,7 +104,9 @@ def _roofline(flops, nbytes, flops_per_s, bytes_per_s, overlap):
 
 @jit
 def _experts_touched(params, t):
-    """Expected distinct experts one MoE layer reads for ``t`` tokens: E·(1 − (1 − k/E)^t)."""
+    """Expected distinct experts one MoE layer reads for ``t`` tokens: E·(1 − (1 − k/E)^t); 0 if dense."""
+    if params[25] == 0.0:
+        return 0.0
     return params[25] * (1.0 - math.exp(t * params[26]))
 
 
@@ -144,14 +147,14 @@ def _lm_head(params, e):
 def _link(calls, t, bytes_per_token, params):
     """``calls`` transfers of ``t · bytes_per_token`` bytes: (seconds, link bytes)."""
     nbytes = t * bytes_per_token
-    return calls * (nbytes / params[35] + params[36]), calls * nbytes
+    return calls * (nbytes * params[35] + params[36]), calls * nbytes
 
 
 @jit
 def _elementwise(params, t):
     """Norms, residual add, rotary, activation and KV-cache write over all layers: (s, bytes)."""
     nbytes = params[0] * t * params[39]
-    return nbytes / params[42], nbytes
+    return nbytes * params[42], nbytes
 
 
 @jit
