@@ -337,6 +337,15 @@ def test_cli_cost_json():
     ref = reference_step(get_model("llama-2-7b"), get_gpu("a100-80g"), prefill_chunks=[(512, 100, True)],
                          decode_contexts=[1000] * 8)
     assert out["total_ms"] == pytest.approx(sum(ref.values()) * 1e3, rel=1e-12)
+    assert out["memory"]["num_gpu_blocks"] > 1000 and out["memory"]["kv_bytes_per_token_per_gpu"] == 524288
+
+
+def test_cli_cost_reports_a_model_that_does_not_fit():
+    res = CliRunner().invoke(_app(), ["cost", "-m", "llama-3.1-70b", "-g", "h100-sxm", "--decode-batch", "1",
+                                      "--json"])
+    assert res.exit_code == 0, res.output
+    mem = json.loads(res.stdout)["memory"]
+    assert mem["num_gpu_blocks"] is None and "does not fit on 1× h100-sxm" in mem["error"]
 
 
 def test_cli_cost_table_and_alias():

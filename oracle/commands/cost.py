@@ -70,10 +70,28 @@ def cost(
                                scheduler_overhead_s=scheduler_overhead_s)
         except ScenarioError as exc:
             raise ScenarioError(exc.reason, key=f"--{exc.key.replace('_', '-')}" if exc.key else None) from None
+        result["memory"] = memory_summary(model_spec, gpu_spec, tp=tp, pp=pp, dtype=dtype, kv_dtype=kv_dtype)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:
         _print_table(result)
+
+
+def memory_summary(model, gpu, *, tp: int, pp: int, dtype: str, kv_dtype: str | None) -> dict:
+    """Per-GPU weights and the KV pool at vLLM's defaults (block 16, utilization 0.9, 8192 tokens)."""
+    from oracle.errors import CapacityError
+    from oracle.memory import (compute_num_gpu_blocks, kv_bytes_per_token_per_gpu, resolve_kv_dtype,
+                               weight_bytes_per_gpu)
+    out = {"weight_bytes_per_gpu": weight_bytes_per_gpu(model, dtype, tp=tp, pp=pp),
+           "kv_bytes_per_token_per_gpu": kv_bytes_per_token_per_gpu(model, resolve_kv_dtype(kv_dtype, dtype, model),
+                                                                    tp=tp, pp=pp),
+           "block_size": 16, "gpu_memory_utilization": 0.9}
+    try:
+        out["num_gpu_blocks"] = compute_num_gpu_blocks(model, gpu, tp=tp, pp=pp, dtype=dtype, kv_dtype=kv_dtype)
+    except CapacityError as exc:
+        out["num_gpu_blocks"] = None
+        out["error"] = exc.reason
+    return out
 
 
 def _print_table(result: dict) -> None:
@@ -97,3 +115,11 @@ def _print_table(result: dict) -> None:
     console.print(f"{result['flops'] / 1e9:,.2f} GFLOP, {result['bytes'] / 1e9:,.3f} GB of DRAM traffic "
                   f"({intensity:,.1f} FLOP/byte), {result['link_bytes'] / 1e6:,.2f} MB over the GPU link, "
                   "per GPU")
+    mem = result.get("memory")
+    if mem:
+        if mem["num_gpu_blocks"] is None:
+            console.print(f"Memory: {mem['error']}", markup=False)
+        else:
+            console.print(f"Memory: {mem['weight_bytes_per_gpu'] / 2**30:,.1f} GiB of weights per GPU; KV cache of "
+                          f"{mem['num_gpu_blocks']:,} blocks x 16 = {16 * mem['num_gpu_blocks']:,} tokens per replica "
+                          "at gpu_memory_utilization 0.9", markup=False)
