@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "oracle.commands.catalog",
     "oracle.commands.workload",
     "oracle.commands.convert",
+    "oracle.commands.sweep",
 ]
 
 
