@@ -91,8 +91,9 @@ def _summary(folder: Path) -> dict:
 
 
 def _frameworks(run: Path) -> list[str]:
-    return [str(v) for v in pl.read_parquet(run / "comparison.parquet")["framework"]] \
-        if (run / "comparison.parquet").exists() else sorted(p.name for p in run.iterdir() if (p / "summary.json").exists())
+    if (run / "comparison.parquet").exists():
+        return [str(v) for v in pl.read_parquet(run / "comparison.parquet")["framework"]]
+    return sorted(p.name for p in run.iterdir() if (p / "summary.json").exists())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,7 +193,8 @@ def test_json_carries_summary_unchanged(runs):
         for n in names[1:]:
             v, b = lookup(doc["summaries"][n], path), lookup(base, path)
             assert row["values"][n] == v
-            expected = None if (v is None or b is None or (b == 0 and v != 0)) else (0.0 if b == 0 else (v - b) / abs(b))
+            undefined = v is None or b is None or (b == 0 and v != 0)
+            expected = None if undefined else (0.0 if b == 0 else (v - b) / abs(b))
             assert row["relative_change"][n] == (pytest.approx(expected) if expected is not None else None)
     assert doc["files"] == {"plots": [], "html": None}
 

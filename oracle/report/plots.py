@@ -31,19 +31,18 @@ class Plot:
     png: bytes
 
 
-def _pyplot():
-    import matplotlib
-    if matplotlib.get_backend().lower() != "agg":
-        matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-    return plt
-
-
 RC = {
     "font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
     "grid.linewidth": 0.6, "figure.facecolor": "white", "axes.facecolor": "white", "savefig.facecolor": "white",
 }
+
+
+def _style():
+    """The report's matplotlib style, for the duration of one figure. Figures are plain
+    ``Figure`` objects rendered by Agg: a report never touches pyplot or the caller's backend."""
+    import matplotlib
+    return matplotlib.rc_context(RC)
 
 
 def framework_colors(names: Sequence[str]) -> dict[str, Any]:
@@ -54,15 +53,16 @@ def framework_colors(names: Sequence[str]) -> dict[str, Any]:
 
 
 def _figure(nrows: int, ncols: int, *, size: tuple[float, float], sharex: bool = False):
-    plt = _pyplot()
-    return plt.subplots(nrows, ncols, figsize=size, sharex=sharex, squeeze=False, layout="constrained")
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=size, layout="constrained")
+    return fig, fig.subplots(nrows, ncols, sharex=sharex, squeeze=False)
 
 
 def _png(fig) -> bytes:
-    plt = _pyplot()
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
-    plt.close(fig)
     return buf.getvalue()
 
 
@@ -100,9 +100,15 @@ def _finished_after_warm_up(df):
 
 
 def plain_log_ticks(axis) -> None:
-    """Log axis labels as plain numbers (10, 100, 1,000) instead of powers of ten."""
-    from matplotlib.ticker import FuncFormatter
+    """Log-axis labels as plain numbers (20, 50, 100, 1,000), never ``2×10^1``: ticks at 1-2-5
+    steps over up to ~1.5 decades, 1-3 steps up to 3.5, powers of ten beyond."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    lo, hi = sorted(axis.get_view_interval())
+    decades = np.log10(hi / lo) if lo > 0 and hi > 0 else 10.0
+    subs = (1.0, 2.0, 5.0) if decades <= 1.6 else (1.0, 3.0) if decades <= 3.5 else (1.0,)
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _stairs(ax, values: np.ndarray, edges: np.ndarray, **kw) -> None:
@@ -143,7 +149,6 @@ def latency_cdf(run: RunFolder, colors: dict[str, Any]) -> Plot | None:
     frs = [fr for fr in run.frameworks if fr.has_requests]
     if not frs:
         return None
-    plt = _pyplot()
     panels = (("ttft_ms", "Time to first token", "ttft_ms"), ("tpot_ms", "Time per output token", "tpot_ms"),
               ("e2e_ms", "End-to-end latency", "e2e_ms"))
     data = {}
@@ -152,7 +157,7 @@ def latency_cdf(run: RunFolder, colors: dict[str, Any]) -> Plot | None:
         data[fr.name] = {col: (lambda a: a[np.isfinite(a)])(df[col].to_numpy().astype(np.float64))
                          for col, _, _ in panels}
     slo = lookup(frs[0].summary, ("goodput", "slo")) or {}
-    with plt.rc_context(RC):
+    with _style():
         fig, axes = _figure(1, 3, size=(14, 4.6))
         for ax, (col, title, slo_key) in zip(axes[0], panels):
             vals = [data[fr.name][col] for fr in frs]
@@ -209,11 +214,10 @@ def throughput_over_time(run: RunFolder, colors: dict[str, Any]) -> Plot | None:
     frs = [fr for fr in run.frameworks if fr.has_requests]
     if not frs:
         return None
-    plt = _pyplot()
     edges = series.bin_edges(_end_time(run), target_bins=TIME_BINS)
     width = edges[1] - edges[0]
     warm = _warm_up(run)
-    with plt.rc_context(RC):
+    with _style():
         fig, axes = _figure(2, 1, size=(12, 7), sharex=True)
         ax_req, ax_tok = axes[0][0], axes[1][0]
         _shade_warm_up(ax_req, warm, label=True)
@@ -267,10 +271,9 @@ def queue_over_time(run: RunFolder, colors: dict[str, Any]) -> Plot | None:
     frs = [fr for fr in run.frameworks if fr.has_requests or fr.has_steps]
     if not frs:
         return None
-    plt = _pyplot()
     edges = series.bin_edges(_end_time(run), target_bins=TIME_BINS)
     warm = _warm_up(run)
-    with plt.rc_context(RC):
+    with _style():
         fig, axes = _figure(2, 1, size=(12, 7), sharex=True)
         ax_w, ax_r = axes[0][0], axes[1][0]
         _shade_warm_up(ax_w, warm, label=True)
@@ -303,10 +306,9 @@ def kv_over_time(run: RunFolder, colors: dict[str, Any]) -> Plot | None:
     frs = [fr for fr in run.frameworks if fr.has_steps and fr.steps().height]
     if not frs:
         return None
-    plt = _pyplot()
     edges = series.bin_edges(_end_time(run), target_bins=TIME_BINS)
     warm = _warm_up(run)
-    with plt.rc_context(RC):
+    with _style():
         fig, axes = _figure(2, 1, size=(12, 7), sharex=True)
         ax_u, ax_c = axes[0][0], axes[1][0]
         _shade_warm_up(ax_u, warm, label=True)
@@ -351,12 +353,11 @@ def cache_events(run: RunFolder, colors: dict[str, Any]) -> Plot | None:
               for fr in run.frameworks}
     if not any(sum(c.values()) for c in counts.values()):
         return None
-    plt = _pyplot()
     names = list(counts)
     events = list(EVENT_LABELS)
     n = len(names)
     height = 0.8 / n
-    with plt.rc_context(RC):
+    with _style():
         fig, axes = _figure(1, 1, size=(12, 1.6 + 0.9 * len(events) * max(1.0, n / 2.5)))
         ax = axes[0][0]
         ymax = 0.0

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from oracle.report.plots import RC, REFERENCE_COLOUR, Plot, _figure, _png, _pyplot, framework_colors, plain_log_ticks
+from oracle.report.plots import REFERENCE_COLOUR, Plot, _figure, _png, _style, framework_colors, plain_log_ticks
 from oracle.report.tables import Cell, Table, fmt_float
 
 FRAMEWORK = "framework"
@@ -242,9 +242,8 @@ def _sweep_plot(df, var, others, names, colors, fixed) -> Plot | None:
     if not panels:
         return None
     rows, lines, aggregated_over, legend_title = _line_groups(df, names, colors, others)
-    plt = _pyplot()
     from matplotlib.lines import Line2D
-    with plt.rc_context(RC):
+    with _style():
         fig, axes = _figure(len(rows), len(panels), size=(4.6 * len(panels) + 0.6, 3.9 * len(rows) + 0.8))
         for i, row in enumerate(rows):
             sub = _where(df, row)

@@ -259,7 +259,8 @@ def comparison_table(summaries: dict[str, dict[str, Any]]) -> Table:
         for n in names[1:]:
             v = lookup(summaries[n], spec.path)
             r = relative_change(v, b)
-            cells.append(Cell(f"{fmt_value(v, spec.kind)} ({fmt_change(r)})", v, change_style(r, spec.higher_is_better)))
+            text = f"{fmt_value(v, spec.kind)} ({fmt_change(r)})"
+            cells.append(Cell(text, v, change_style(r, spec.higher_is_better)))
         t.add_row(cells)
     return t
 
