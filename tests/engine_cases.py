@@ -187,6 +187,7 @@ def scenarios(draw, max_requests: int = 40, router: Router | None = None,
                       for _ in range(draw(st.integers(0, 3)))]
 
     specs: list[ReqSpec] = []
+    horizon = draw(st.sampled_from([16, 2]))  # 2: a burst, everything arrives almost at once
     num_roots = draw(st.integers(1, max(1, max_requests // 2)))
     session_id = 0
     for _ in range(num_roots):
@@ -197,7 +198,7 @@ def scenarios(draw, max_requests: int = 40, router: Router | None = None,
         prefix = system_prompts[sys_idx] if sys_idx >= 0 else []
         prompt = prefix + _tokens(rng, draw(st.integers(1 if not prefix else 0, 24)), vocab)
         root = ReqSpec(prompt=prompt, output=_tokens(rng, draw(st.integers(1, 12)), vocab),
-                       arrival_s=draw(st.integers(0, 16)) * unit,
+                       arrival_s=draw(st.integers(0, horizon)) * unit,
                        session=session_id if has_session else -1)
         specs.append(root)
         parent_idx = len(specs) - 1
@@ -229,7 +230,7 @@ def scenarios(draw, max_requests: int = 40, router: Router | None = None,
         max_num_batched_tokens = draw(st.one_of(st.integers(1, 48), st.just(8192)))
     else:
         max_num_batched_tokens = max_model_len + draw(st.integers(0, 32))
-    max_num_seqs = draw(st.sampled_from([1, 2, 3, 5, 8, 256]))
+    max_num_seqs = draw(st.sampled_from([256, 8, 5, 3, 2, 1]))
 
     pool_kind = draw(st.sampled_from(list(pool_kinds)))
     eligible = [cdiv(t, block_size) for t in totals if t <= max_model_len]

@@ -1,0 +1,181 @@
+"""Hypothesis properties of engine outputs, on the reference and on the jitted engine.
+
+Every scenario comes from ``engine_cases.scenarios`` (1-3 replicas, every router, tight /
+loose / unlimited pools, chunked prefill and caching on/off, sessions, shared prefixes,
+requests over ``max_model_len``). The reference runs in debug mode, so after every step it
+also asserts free + used = total, ref_cnt >= 0, no block both free and owned, and a
+consistent hash map (``ReferenceEngine.check_invariants``).
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+from engine_cases import ReqSpec, Scenario, cost_model, scenarios, step_time_fn_for, time_unit_s
+from hypothesis import given
+from reference.engine import ReferenceEngine, run_reference
+
+from oracle.engine.inputs import CacheEvent, EngineConfig, EngineInputs, EngineOutputs, Router, Status
+
+try:
+    from oracle.engine.loop import run_engine
+except ImportError as exc:  # guard only while the jitted engine's imports are incomplete
+    run_engine = None
+    _WHY = f"jitted engine not importable: {exc}"
+else:
+    _WHY = "" if cost_model()[2] else "real cost kernel params not available"
+
+
+def _run_reference(inputs: EngineInputs) -> EngineOutputs:
+    return run_reference(inputs, step_time_fn_for(inputs), debug=True)
+
+
+def _run_jitted(inputs: EngineInputs) -> EngineOutputs:
+    return run_engine(inputs)
+
+
+ENGINES = [
+    pytest.param(_run_reference, id="reference"),
+    pytest.param(_run_jitted, id="jitted",
+                 marks=pytest.mark.skipif(run_engine is None or bool(_WHY), reason=_WHY or "-")),
+]
+
+
+def check_output_invariants(inp: EngineInputs, out: EngineOutputs) -> None:
+    cfg = inp.config
+    bs = cfg.block_size
+    N = inp.resolved_num_gpu_blocks()
+    p = inp.prompt_tokens.astype(np.int64)
+    o = inp.output_tokens.astype(np.int64)
+    n = len(inp)
+    status = out.status.astype(int)
+    fin = status == Status.FINISHED
+    rej = status == Status.REJECTED
+    # Every request ends; a request is rejected exactly when it cannot ever fit.
+    assert np.all(fin | rej), status
+    too_big = (p + o > cfg.max_model_len) | ((p + o + bs - 1) // bs > N - 1)
+    np.testing.assert_array_equal(rej, too_big)
+    # Rejected: no replica, no timestamps but the arrival, no event, nothing computed.
+    assert np.all(out.replica[rej] == -1)
+    for col in (out.admitted_s, out.first_token_s, out.completion_s, out.max_itl_s):
+        assert np.all(np.isnan(col[rej]))
+    assert np.all(out.cache_event[rej] == CacheEvent.NONE)
+    assert np.all(out.computed_tokens[rej] == 0) and np.all(out.cached_tokens[rej] == 0)
+    # Finished: timestamps ordered, replica valid.
+    assert np.all((out.replica[fin] >= 0) & (out.replica[fin] < cfg.num_replicas))
+    a, ad, ft, c = (out.arrival_s[fin], out.admitted_s[fin], out.first_token_s[fin],
+                    out.completion_s[fin])
+    assert np.all(np.isfinite(c))
+    assert np.all(a <= ad) and np.all(ad <= ft) and np.all(ft <= c)
+    assert np.all(np.isfinite(out.arrival_s))
+    # Follow-ups arrive think_s after their parent ends (completion, or arrival if rejected).
+    for i in range(n):
+        par = int(inp.parent[i])
+        if par >= 0:
+            end = out.completion_s[par] if fin[par] else out.arrival_s[par]
+            assert out.arrival_s[i] == end + inp.think_s[i]
+        else:
+            assert out.arrival_s[i] == inp.arrival_s[i]
+    # Prefix cache accounting.
+    cached = out.cached_tokens.astype(np.int64)
+    assert np.all(cached[fin] <= np.maximum(p[fin] - 1, 0))
+    assert np.all(cached % bs == 0)
+    computed = out.computed_tokens.astype(np.int64)
+    assert np.all(computed[fin] >= p[fin] - cached[fin] + o[fin] - 1)
+    no_pre = fin & (out.preemptions == 0)
+    np.testing.assert_array_equal(computed[no_pre], (p - cached + o - 1)[no_pre])
+    assert out.prefix_cache_queries == int(p[fin].sum())
+    assert out.prefix_cache_hits == int(cached[fin].sum())
+    if not cfg.enable_prefix_caching:
+        assert out.prefix_cache_hits == 0 and np.all(cached == 0)
+        assert np.all(out.cache_event[fin] == CacheEvent.MISS_FULL)
+    if cfg.num_gpu_blocks < 0:
+        assert np.all(out.preemptions == 0)  # unlimited: nothing evicted or preempted
+    ev = out.cache_event.astype(int)
+    assert np.all((cached[fin] == 0) == np.isin(ev[fin], [CacheEvent.MISS_FULL,
+                                                          CacheEvent.CONVERSATIONAL_MISS_EVICTED]))
+    # Tokens and inter-token gaps.
+    assert int(out.itl_hist.sum()) == int((o[fin] - 1).sum())
+    assert np.all(np.isnan(out.max_itl_s[fin]) == (o[fin] < 2))
+    multi = fin & (o >= 2)
+    assert np.all(out.max_itl_s[multi] <= out.completion_s[multi] - out.first_token_s[multi]
+                  + 1e-12)
+    # Routers with a simple closed form.
+    if cfg.router == Router.ROUND_ROBIN:
+        order = sorted(np.flatnonzero(fin), key=lambda i: (out.arrival_s[i], i))
+        assert [int(out.replica[i]) for i in order] == [k % cfg.num_replicas
+                                                       for k in range(len(order))]
+    if cfg.router == Router.SESSION_AFFINITY:
+        seen: dict[int, int] = {}
+        for i in np.flatnonzero(fin):
+            s = int(inp.session[i])
+            if s >= 0:
+                assert seen.setdefault(s, int(out.replica[i])) == int(out.replica[i])
+    if cfg.num_replicas == 1:
+        assert np.all(out.replica[fin] == 0)
+    if out.steps is not None:
+        assert len(out.steps["start_s"]) == out.num_steps
+        used = out.steps["kv_blocks_used"]
+        assert np.all((used >= 0) & (used <= N - 1))
+        assert np.all(out.steps["duration_s"] > 0)
+        assert int(out.steps["num_prefill_tokens"].sum() + out.steps["num_decode"].sum()) == \
+            int(computed.sum())
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@given(sc=scenarios(max_requests=30))
+def test_output_invariants(engine, sc: Scenario):
+    inp = sc.inputs()
+    check_output_invariants(inp, engine(inp))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@given(sc=scenarios(max_requests=20, pool_kinds=("tight",)))
+def test_output_invariants_tight_pools(engine, sc: Scenario):
+    inp = sc.inputs()
+    check_output_invariants(inp, engine(inp))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@given(sc=scenarios(max_requests=20))
+def test_prefix_stability(engine, sc: Scenario):
+    """A request arriving after everything else has finished changes none of the earlier
+    results (numbagg's "bigger arrays have the same beginning")."""
+    inp = sc.inputs()
+    out = engine(inp)
+    times = np.concatenate([out.arrival_s, out.completion_s])
+    late = float(np.nanmax(times)) + time_unit_s()
+    rng = random.Random(len(sc.specs))
+    base = sc.specs[rng.randrange(len(sc.specs))]  # reuse a prefix: a cache hit is likely
+    extra = ReqSpec(prompt=base.tokens[: max(1, len(base.tokens) - 1)], output=[7, 7, 7],
+                    arrival_s=late, session=-1)
+    sc2 = Scenario(sc.specs + [extra], sc.config, sc.pool_kind)
+    out2 = engine(sc2.inputs())
+    n = len(sc.specs)
+    for name in ("replica", "admitted_s", "first_token_s", "completion_s", "arrival_s",
+                 "cached_tokens", "computed_tokens", "preemptions", "cache_event", "max_itl_s",
+                 "status"):
+        np.testing.assert_array_equal(getattr(out2, name)[:n], getattr(out, name), err_msg=name)
+    assert out2.prefix_cache_queries >= out.prefix_cache_queries
+    assert out2.prefix_cache_hits >= out.prefix_cache_hits
+    assert np.all(out2.itl_hist >= out.itl_hist)
+    assert out2.num_steps >= out.num_steps
+    if out.steps is not None:
+        k = out.num_steps
+        for col, values in out.steps.items():
+            np.testing.assert_array_equal(out2.steps[col][:k], values, err_msg=col)
+    check_output_invariants(sc2.inputs(), out2)
+
+
+def test_reference_debug_mode_runs_every_step():
+    """The debug checks are actually invoked after every step."""
+    sc = Scenario([ReqSpec([1, 2, 3], [4, 5], arrival_s=0.0)], EngineConfig(block_size=2))
+    eng = ReferenceEngine(sc.inputs(), lambda *a: 1.0, debug=True)
+    calls = []
+    orig = eng.check_invariants
+    eng.check_invariants = lambda: (calls.append(1), orig())
+    out = eng.run()
+    assert len(calls) == out.num_steps == 2
+    assert out.completion_s[0] == 2.0
