@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from engine_cases import Scenario, cost_model, hand_cases, scenarios, step_time_fn_for
+from engine_cases import Scenario, build_inputs, cost_model, hand_cases, scenarios, step_time_fn_for
 from hypothesis import given
 from hypothesis import strategies as st
 from reference.engine import run_reference
 
-from oracle.engine.inputs import EngineInputs, EngineOutputs, Router
+from oracle.engine.inputs import EngineConfig, EngineInputs, EngineOutputs, Router
 
 # Guard only while the jitted engine (or the cost kernel it imports) is missing.
 run_engine = pytest.importorskip("oracle.engine.loop", reason="jitted engine not importable").run_engine
@@ -63,6 +63,10 @@ def compare(inputs: EngineInputs) -> tuple[EngineOutputs, EngineOutputs]:
 @pytest.mark.parametrize("name", sorted(hand_cases()))
 def test_hand_cases(name):
     compare(hand_cases()[name].inputs())
+
+
+def test_empty_input():
+    compare(build_inputs([], EngineConfig(record_steps=True)))
 
 
 @pytest.mark.parametrize("name", ["worked_example", "preempt_last_running", "conversation"])

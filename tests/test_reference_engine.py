@@ -496,3 +496,14 @@ def test_debug_mode_catches_a_lost_block():
     eng.replicas[0].pool.blocks[1].ref_cnt = 1  # owned by nobody, not free: lost
     with pytest.raises(AssertionError):
         eng.check_invariants()
+
+
+def test_empty_input():
+    out = ReferenceEngine(build_inputs([], EngineConfig()), lambda *a: 1.0, debug=True).run()
+    assert len(out.status) == 0 and out.num_steps == 0
+    assert out.prefix_cache_queries == 0 and int(out.itl_hist.sum()) == 0
+
+
+def test_zero_output_tokens_refused():
+    with pytest.raises(ValueError):
+        ReferenceEngine(build_inputs([ReqSpec([1], [])], EngineConfig()), lambda *a: 1.0)

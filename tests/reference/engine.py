@@ -131,6 +131,8 @@ class ReferenceEngine:
         self.N = inputs.resolved_num_gpu_blocks()
         self.caching = bool(self.cfg.enable_prefix_caching)
         n = len(inputs)
+        if n and (inputs.prompt_tokens.min() < 1 or inputs.output_tokens.min() < 1):
+            raise ValueError("the engine needs prompt_tokens >= 1 and output_tokens >= 1")
         off = inputs.hash_offsets
         self.requests = [
             Request(rid=i, arrival_s=float(inputs.arrival_s[i]), prompt=int(inputs.prompt_tokens[i]),
