@@ -120,8 +120,15 @@ def _figure_legend(fig, ax, *, title: str | None = "framework") -> None:
     """One legend for the whole figure, below the plots (never over the data)."""
     handles, labels = ax.get_legend_handles_labels()
     if handles:
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(handles), 7), title=title,
+        fig.legend(handles, labels, loc="outside lower center", ncols=legend_columns(labels, fig), title=title,
                    frameon=False)
+
+
+def legend_columns(labels: Sequence[str], fig) -> int:
+    """As many entries per row as fit the figure's width (about 12 legend characters per inch)."""
+    width_chars = fig.get_figwidth() * 12
+    per_entry = max(len(lab) for lab in labels) + 5
+    return max(1, min(len(labels), int(width_chars // per_entry)))
 
 
 def _mark_slo(ax, slo_ms: float, data_max: float, log: bool) -> None:
@@ -224,17 +231,18 @@ def throughput_over_time(run: RunFolder, colors: dict[str, Any]) -> Plot | None:
         _shade_warm_up(ax_tok, warm, label=False)
         first = frs[0].requests()
         _stairs(ax_req, series.event_rate(first["arrival_s"].to_numpy(), edges), edges, color=REFERENCE_COLOUR,
-                      lw=1.2, ls="--", label="arrivals (offered load)" + (f", {frs[0].name}" if len(frs) > 1 else ""))
+                lw=1.2, ls="--", label="arrivals (offered load)")
         for fr in frs:
             df = fr.requests()
             done = df.filter(df["status"] == "finished")
-            _stairs(ax_req, series.event_rate(done["completion_s"].to_numpy(), edges), edges, color=colors[fr.name],
-                          lw=1.6, label=f"completed, {fr.name}")
-            _stairs(ax_tok, series.spread_rate(done["first_token_s"].to_numpy(), done["completion_s"].to_numpy(),
-                                             done["output_tokens"].to_numpy(), edges), edges, color=colors[fr.name],
-                          lw=1.6, label=fr.name)
+            completed = series.event_rate(done["completion_s"].to_numpy(), edges)
+            tokens = series.spread_rate(done["first_token_s"].to_numpy(), done["completion_s"].to_numpy(),
+                                        done["output_tokens"].to_numpy(), edges)
+            _stairs(ax_req, completed, edges, color=colors[fr.name], lw=1.6, label=fr.name)
+            _stairs(ax_tok, tokens, edges, color=colors[fr.name], lw=1.6, label=fr.name)
         ax_req.set_ylabel("requests per second")
-        ax_req.set_title(f"Completed requests per second vs arrivals ({width:g} s bins)")
+        to = f" to {frs[0].name}" if len(frs) > 1 else ""  # follow-up turns arrive after their parent ends
+        ax_req.set_title(f"Completed requests per second; dashed: arrivals{to} ({width:g} s bins)")
         _figure_legend(fig, ax_req, title=None)
         ax_tok.set_ylabel("output tokens per second")
         ax_tok.set_title("Output tokens generated per second (each request's tokens spread over its decode)")
@@ -285,7 +293,9 @@ def queue_over_time(run: RunFolder, colors: dict[str, Any]) -> Plot | None:
             _stairs(ax_w, waiting, edges, color=colors[fr.name], lw=1.6, label=fr.name)
             _stairs(ax_r, running, edges, color=colors[fr.name], lw=1.6, label=fr.name)
         ax_w.set_ylabel("requests waiting")
-        ax_w.set_title("Queue: requests waiting for admission (incl. preempted), all replicas")
+        ax_w.set_title("Queue: requests waiting for admission (incl. preempted ones), all replicas"
+                       if sources == {"steps.parquet"} else
+                       "Queue: requests between arrival and first admission, all replicas")
         ax_r.set_ylabel("requests running")
         ax_r.set_title("Batch: requests admitted and running, all replicas")
         ax_r.set_xlabel("simulated time (s)")

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from oracle.report.plots import REFERENCE_COLOUR, Plot, _figure, _png, _style, framework_colors, plain_log_ticks
+from oracle.report.plots import (REFERENCE_COLOUR, Plot, _figure, _png, _style, framework_colors, legend_columns,
+                                 plain_log_ticks)
 from oracle.report.tables import Cell, Table, fmt_float
 
 FRAMEWORK = "framework"
@@ -298,7 +299,7 @@ def _sweep_plot(df, var, others, names, colors, fixed) -> Plot | None:
         if any(len(cols) > 1 for _, _, cols, _ in panels):
             handles += [Line2D([], [], color="0.3", ls="-"), Line2D([], [], color="0.3", ls="--")]
             labels += ["P50", "P99"]
-        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(handles), 8), frameon=False,
+        fig.legend(handles, labels, loc="outside lower center", ncols=legend_columns(labels, fig), frameon=False,
                    title=None if legend_title == "framework" and len(lines) > 1 else
                    (f"{legend_title} ({names[0]})" if legend_title != "framework" else None))
         note = f" (averaged over {', '.join(aggregated_over)})" if aggregated_over else ""
