@@ -16,6 +16,31 @@ Either generated clients::
 
 or a trace: ``[workload.trace]`` with ``path``, ``format``, ``time_scale``, ``limit``, ``start_s``.
 
+Keys and defaults:
+
+* ``[[workload.clients]]``: ``name`` ("client<i>"), ``arrival`` (required unless
+  ``[workload].arrival`` is given), ``share`` (1.0; only for clients without their own
+  arrival; shares are normalised), ``prompt_tokens`` and ``output_tokens`` (required),
+  ``conversation`` (absent: single requests, session -1), ``system_prompt_tokens`` (0),
+  ``num_system_prompts`` (1), ``system_prompt_popularity`` ("uniform" | "zipf"),
+  ``system_prompt_zipf_exponent`` (1.0, zipf only: P(g) ~ (g+1)**-s),
+  ``system_prompt_pool`` (the client's name; clients naming the same pool share prompts).
+* ``arrival``: ``process`` ("poisson" | "gamma" | "constant"; default "poisson"), ``rate``
+  (required, > 0: **sessions** per second, i.e. first turns; follow-ups come on top),
+  ``cv`` (gamma only, required: coefficient of variation of the gaps).
+* ``conversation``: ``pattern`` ("chat" | "agent" | "branch"; default "chat"), ``turns``
+  (required for chat/branch; agent: uniform 4..16; at most 4096), ``think_time_s`` (seconds
+  after the previous turn completes; chat/branch: 5, agent: 0.5), ``branch_prob`` (branch
+  only, 0.3: chance that turn k >= 2 forks from a uniformly chosen turn < k-1),
+  ``tool_output_tokens`` (agent only; lognormal mean 300, sigma 1, max 8192: each follow-up
+  appends a tool output instead of a user message; ``output_tokens`` is the model's reply).
+  The first turn's new input is drawn from ``prompt_tokens``; so is a chat/branch follow-up's
+  new user message: a request's ``prompt_tokens`` (in the table) is system prompt + history
+  + that new input.
+* ``[workload.trace]``: ``path`` (required; relative to the scenario file), ``format``
+  (inferred from the extension / first record), ``time_scale`` (1.0), ``limit`` (none),
+  ``start_s`` (0.0). See ``oracle.workload.traces``.
+
 Distributions (``{ dist = ..., min = ..., max = ... }``; a bare number means ``constant``):
 
 ==============  =====================================================================
