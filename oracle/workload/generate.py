@@ -69,6 +69,14 @@ class _Stream:
     think: list = field(default_factory=list)
     fork: list = field(default_factory=list)
 
+    _cover: tuple | None = None  # (start_s, cumulative turns) of all chunks so far
+
+    def coverage(self) -> tuple[np.ndarray, np.ndarray]:
+        """Session start times and cumulative turn counts (cached until the next chunk)."""
+        if self._cover is None:
+            self._cover = (self.cat("start_s", np.float64), np.cumsum(self.cat("turns", np.int64)))
+        return self._cover
+
     def cat(self, name: str, dtype) -> np.ndarray:
         parts = getattr(self, name)
         return np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
@@ -123,6 +131,7 @@ def _extend(st: _Stream, clients: tuple[ClientSpec, ...]) -> None:
     st.turn_ptr.append(ptr)
     st.last_s = float(start[-1])
     st.num_chunks += 1
+    st._cover = None
 
 
 def _draw_client(c: ClientSpec, rng: np.random.Generator, ns: int, st: _Stream) -> tuple[np.ndarray, np.ndarray]:
@@ -166,9 +175,9 @@ def _covered_requests(streams: list[_Stream], t: float) -> int:
     """Requests (all turns) of sessions starting at or before ``t``, over all streams."""
     total = 0
     for st in streams:
-        start = st.cat("start_s", np.float64)
-        turns = st.cat("turns", np.int64)
-        total += int(turns[:np.searchsorted(start, t, side="right")].sum())
+        start, cum = st.coverage()
+        k = int(np.searchsorted(start, t, side="right"))
+        total += int(cum[k - 1]) if k else 0
     return total
 
 
