@@ -34,14 +34,18 @@ class TaskFailed(Exception):
 
 
 def run_serial(tasks: Iterable) -> Iterator[tuple[Any, dict]]:
-    for t in tasks:
-        try:
-            res = run_task(t)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except BaseException as exc:  # noqa: BLE001 - reported with the point
-            raise TaskFailed(t, exc) from exc
-        yield t, res
+    from oracle.sweep.task import clear_workload_cache
+    try:
+        for t in tasks:
+            try:
+                res = run_task(t)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - reported with the point
+                raise TaskFailed(t, exc) from exc
+            yield t, res
+    finally:
+        clear_workload_cache()
 
 
 def run_local(tasks: list, *, workers: int) -> Iterator[tuple[Any, dict]]:
@@ -66,8 +70,9 @@ def run_local(tasks: list, *, workers: int) -> Iterator[tuple[Any, dict]]:
                 yield t, f.result()
         clean = True
     finally:
-        # On error/interrupt: drop queued tasks and do not wait for running ones.
-        pool.shutdown(wait=clean, cancel_futures=not clean)
+        # Do not wait for idle workers to exit (numba/LLVM teardown takes a while); on an error
+        # or interrupt also drop queued tasks and stop the running ones.
+        pool.shutdown(wait=False, cancel_futures=not clean)
         if not clean:
             _terminate_pool(pool)
 
@@ -93,7 +98,7 @@ def import_ray():
 def _ray_task(task) -> dict:
     """Ray entry point: set the worker environment on first use, then run the task."""
     if not os.environ.get("_ORACLE_SWEEP_WORKER"):
-        init_worker(worker_env())
+        init_worker(worker_env(), ignore_sigint=False)
         os.environ["_ORACLE_SWEEP_WORKER"] = "1"
     return run_task(task)
 

@@ -9,7 +9,9 @@ Output folder (``--out``, else the sweep's ``[output].dir``, else ``runs/<sweep 
 
 ``<key>`` hashes the point's complete scenario (overrides and seed applied) and the package
 version, so ``--resume`` reuses exactly the points whose scenario is unchanged, even when the
-grid was extended or reordered. An interrupted sweep leaves only whole point files behind and
+grid was extended or reordered. Without ``--resume`` every point runs again and its file is
+replaced; files of other points are left alone (``points/`` is a cache keyed by content;
+delete it to reclaim the space). An interrupted sweep leaves only whole point files behind and
 the previous ``sweep.parquet`` (if any) untouched.
 """
 
@@ -36,8 +38,10 @@ class SweepResult:
     """The assembled table and what it took.
 
     ``num_run``: tasks simulated now; ``num_reused``: tasks whose results ``--resume`` found.
-    ``task_stats``: per simulated task, ``{point, repeat, pid, compiles, task_wall_s,
-    workload_s, workload_cached}`` (``compiles`` = numba signatures compiled from scratch).
+    ``task_stats``: per simulated task, ``{point, repeat, pid, compiles, task_wall_s, parse_s,
+    workload_s, simulate_s, workload_cached, worker_tasks, done_s}`` (``compiles``: numba
+    signatures compiled from scratch; ``worker_tasks``: the task's rank in its worker;
+    ``done_s``: when its result arrived, seconds after the executor started).
     """
 
     spec: SweepSpec
@@ -84,9 +88,6 @@ def run_sweep(sweep: str | Path | SweepSpec, *, out_dir: str | Path | None = Non
     except OSError as exc:
         raise OracleError(f"cannot create the output folder: {exc.strerror}", file=out) from None
     _remove_temporaries(pdir)
-    if not resume:
-        for f in pdir.glob("*.json"):
-            f.unlink(missing_ok=True)
 
     unique: dict[str, SweepTask] = {}
     for t in tasks:
@@ -105,13 +106,15 @@ def run_sweep(sweep: str | Path | SweepSpec, *, out_dir: str | Path | None = Non
     if progress is not None:
         progress(finished, total)
     stats: list[dict] = []
+    t_exec = time.perf_counter()
     if todo:
         try:
             for task, res in execute(todo, executor=executor, workers=workers, ray_address=ray_address):
                 _write_point(pdir, task, res, spec)
                 stats.append({"point": task.point, "repeat": task.repeat,
-                              **{k: res.get(k) for k in ("pid", "compiles", "task_wall_s", "parse_s",
-                                                         "workload_s", "workload_cached", "worker_tasks")}})
+                              **{k: res.get(k) for k in ("pid", "compiles", "task_wall_s", "parse_s", "workload_s",
+                                                         "simulate_s", "workload_cached", "worker_tasks")},
+                              "done_s": time.perf_counter() - t_exec})
                 finished += 1
                 if progress is not None:
                     progress(finished, total)
@@ -172,9 +175,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
     try:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, path)   # whole file or none (a killed run leaves at most a .tmp-* file)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise OracleError(f"cannot write: {exc.strerror}", file=path) from None

@@ -83,8 +83,15 @@ def worker_env(num_threads: int = 1) -> dict[str, str]:
     return env
 
 
-def init_worker(env: dict[str, str]) -> None:
-    """Pool initializer: set the environment before numba/polars are imported in this process."""
+def init_worker(env: dict[str, str], *, ignore_sigint: bool = True) -> None:
+    """Pool initializer: set the environment before numba/polars are imported in this process.
+
+    Workers ignore Ctrl-C (the terminal sends it to the whole process group): the parent
+    handles it, keeps the finished points and stops the workers.
+    """
+    if ignore_sigint:
+        import signal
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     for k, v in env.items():
         os.environ.setdefault(k, v)
     cache = os.environ.get("NUMBA_CACHE_DIR")
@@ -112,6 +119,10 @@ def _get_workload(sc, key: str):
     while len(_workloads) > max(WORKLOAD_CACHE_SIZE, 1):
         _workloads.popitem(last=False)
     return wl, False
+
+
+def clear_workload_cache() -> None:
+    _workloads.clear()
 
 
 def _dispatchers():
@@ -171,8 +182,9 @@ def _run(task, t0: float) -> dict[str, Any]:
     wl, cached = _get_workload(sc, workload_key(task.raw, task.base_dir))
     t2 = time.perf_counter()
     res = simulate(sc, workload=wl, record_steps=False)
+    t3 = time.perf_counter()
     rows = [{"framework": name, **_summary_row(fr.summary)} for name, fr in res.frameworks.items()]
     _stats["tasks"] += 1
     return {"key": task.key, "rows": rows, "pid": os.getpid(), "workload_cached": cached,
-            "parse_s": t1 - t0, "workload_s": t2 - t1, "task_wall_s": time.perf_counter() - t0,
+            "parse_s": t1 - t0, "workload_s": t2 - t1, "simulate_s": t3 - t2, "task_wall_s": time.perf_counter() - t0,
             "compiles": compile_count() - before, "worker_tasks": _stats["tasks"]}
