@@ -63,6 +63,11 @@ def step_table(out: EngineOutputs) -> pl.DataFrame | None:
     return pl.DataFrame({c: out.steps[c] for c in STEP_COLUMNS})
 
 
+def _sum(col: pl.Series) -> int:
+    """Exact integer sum: polars sums Int32 columns in Int32 (wrapping past 2**31), so widen first."""
+    return int(col.cast(pl.Int64).sum() or 0)
+
+
 def _pkey(p: float) -> str:
     return f"p{p:g}".replace(".", "_")
 
@@ -126,8 +131,8 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
     n_adm = admitted.height
     follow_ups = admitted.filter(pl.col("turn") >= 1).height
     with_hit = admitted.filter(pl.col("cached_tokens") > 0)
-    prompt_sum = int(ok["prompt_tokens"].sum() or 0)
-    prefilled_sum = int(ok["prefilled_tokens"].sum() or 0)
+    prompt_sum = _sum(ok["prompt_tokens"])
+    prefilled_sum = _sum(ok["prefilled_tokens"])
     max_itl = df["max_itl_ms"].drop_nans().drop_nulls()
 
     kv_capacity = (num_gpu_blocks - 1) if num_gpu_blocks > 0 else None
@@ -157,7 +162,7 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
         },
         "throughput": {
             "requests_per_second": rate(successful, effective),
-            "output_tokens_per_second": rate(int(ok["output_tokens"].sum() or 0), effective),
+            "output_tokens_per_second": rate(_sum(ok["output_tokens"]), effective),
             "input_tokens_per_second": rate(prompt_sum, effective),
         },
         "latency": {
@@ -184,7 +189,7 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
             "peak_utilization": (float(out.kv_used_max.max()) / kv_capacity)
             if (kv_capacity and out.kv_used_max is not None) else None,
         },
-        "preemptions": int(df["preemptions"].sum() or 0),
+        "preemptions": _sum(df["preemptions"]),
         "prefix_caching": {
             "enabled": bool(fw.enable_prefix_caching),
             "prefix_cache_queries": int(out.prefix_cache_queries),
@@ -194,7 +199,7 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
             "cross_request_hit_rate": rate(events["CROSS_REQUEST_HIT"], n_adm),
             "token_hit_rate": rate(out.prefix_cache_hits, out.prefix_cache_queries),
             "prefill_reduction_ratio": 1.0 - rate(prefilled_sum, prompt_sum) if prompt_sum else 0.0,
-            "total_tokens_saved": int(admitted["cached_tokens"].sum() or 0),
+            "total_tokens_saved": _sum(admitted["cached_tokens"]),
             "average_cached_prefix_length": float(with_hit["cached_tokens"].mean()) if with_hit.height else 0.0,
             "event_counts": events,
         },
