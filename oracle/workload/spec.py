@@ -230,7 +230,9 @@ def parse_trace(t: Table, *, base_dir: Path) -> TraceSpec:
         try:
             fmt = infer_format(path)
         except TraceError as exc:
-            raise t.error("path", f"{exc.message}; set format = one of {', '.join(TRACE_FORMATS)}") from None
+            hint = (f"; set format = one of {', '.join(TRACE_FORMATS)}"
+                    if exc.reason.startswith("cannot tell the trace format") else "")
+            raise t.error("path", f"{exc.message}{hint}") from None
     elif not path.is_file():
         raise t.error("path", f"trace file not found: {path}")
     spec = TraceSpec(path=path, format=fmt,

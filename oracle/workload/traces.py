@@ -289,7 +289,7 @@ def read_azure(path: str | Path) -> Workload:
     """Azure LLM inference trace CSV -> Workload (unique prompts, no sharing)."""
     import polars as pl
     path = Path(path)
-    _check_file(path)
+    _check_text(path, "CSV")
     with open(path, newline="", encoding="utf-8", errors="replace") as f:
         header = next(csv.reader(f), None)
     if not header:
@@ -400,8 +400,24 @@ def _check_file(path: Path) -> None:
         raise TraceError("not a file", file=path)
 
 
-def _first_record(path: Path) -> tuple[int, Any]:
+def _check_text(path: Path, what: str) -> None:
+    """Refuse a binary file (NUL bytes or invalid UTF-8 in its first 64 KiB) in one clear line."""
+    import codecs
     _check_file(path)
+    with open(path, "rb") as f:
+        head = f.read(1 << 16)
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        bad = head.find(b"\0")
+    except UnicodeDecodeError as exc:
+        bad = exc.start
+    if bad >= 0:
+        raise TraceError(f"not a text (UTF-8) {what} file: binary data at byte {bad} (compressed?)",
+                         file=path, line=head.count(b"\n", 0, bad) + 1)
+
+
+def _first_record(path: Path) -> tuple[int, Any]:
+    _check_text(path, "JSON lines")
     with open(path, "rb") as f:
         for lineno, line in enumerate(f, 1):
             if line.strip():
@@ -416,7 +432,7 @@ def _read_jsonl(path: Path, schema, check: Callable[[Any], str | None]):
     """Bulk-parse a JSONL file with pyarrow; on any failure, report the first bad line."""
     import pyarrow as pa
     import pyarrow.json as pj
-    _check_file(path)
+    _check_text(path, "JSON lines")
     try:
         table = pj.read_json(path, read_options=pj.ReadOptions(block_size=JSON_BLOCK_BYTES),
                              parse_options=pj.ParseOptions(explicit_schema=schema,
