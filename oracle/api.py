@@ -127,8 +127,11 @@ def engine_inputs(scenario: Scenario, fw: FrameworkConfig, workload, *, hashes=N
         cost_params=cost_params(scenario, fw))
 
 
-def load_workload(scenario: Scenario):
+def load_workload(scenario: Scenario, *, max_memory_bytes: int | None = None):
+    """Generate or import the scenario's workload (refusing, up front, one too big for memory)."""
+    from oracle.metrics.memory import check_workload_size
     from oracle.workload import build_workload
+    check_workload_size(scenario, max_memory_bytes=max_memory_bytes)
     return build_workload(scenario.workload, duration_s=scenario.simulation.duration_s,
                           num_requests=scenario.simulation.num_requests, seed=scenario.seed)
 
@@ -148,9 +151,12 @@ def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None,
     if frameworks is not None and not fws:
         raise ScenarioError(f"no framework among {frameworks} in the scenario", file=sc.path, key="frameworks")
     say = progress or (lambda _msg: None)
+    if out_dir is not None:
+        from oracle.metrics.writers import check_out_dir
+        check_out_dir(Path(out_dir))   # fail before simulating, not after
     if workload is None:
         say("generating workload")
-        workload = load_workload(sc)
+        workload = load_workload(sc, max_memory_bytes=max_memory_bytes)
     from oracle.metrics.memory import check_memory
     check_memory(sc, fws, workload, max_memory_bytes=max_memory_bytes)
     results: dict[str, FrameworkResult] = {}

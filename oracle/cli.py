@@ -73,12 +73,24 @@ def fail(exc: BaseException) -> "typer.Exit":
     return typer.Exit(code=1)
 
 
+def _terminate(signum, _frame) -> None:
+    """SIGTERM -> KeyboardInterrupt, so a terminated run cleans up like Ctrl-C (staging folders
+    removed, earlier results untouched, exit 130) instead of dying mid-write."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main() -> None:
-    app = build_app()
+    import signal
+    if hasattr(signal, "SIGTERM") and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
     try:
+        app = build_app()
         app(standalone_mode=True)
     except OracleError as exc:  # raised outside a command's own handler
         raise SystemExit(_exit_for(exc))
+    except KeyboardInterrupt:  # before or outside a command's own handler
+        print("interrupted", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 def _exit_for(exc: BaseException) -> int:
@@ -87,3 +99,7 @@ def _exit_for(exc: BaseException) -> int:
         traceback.print_exception(exc)
     print(f"error: {exc}", file=sys.stderr)
     return 1
+
+
+if __name__ == "__main__":  # python -m oracle.cli
+    main()

@@ -49,6 +49,8 @@ def _run(scenario, out, seed, fmt, json_out, quiet, steps, report, max_memory) -
     from oracle.metrics.writers import dumps
     if fmt is not None and fmt not in ("parquet", "csv"):
         raise ScenarioError(f"--format must be parquet or csv, got {fmt!r}")
+    if max_memory is not None and not 0 < max_memory < float("inf"):
+        raise ScenarioError(f"--max-memory must be a positive number of GiB, got {max_memory:g}")
     sc = as_scenario(scenario, seed=seed)
     show_progress = not (quiet or json_out) and sys.stderr.isatty()
     dest = Path(out) if out is not None else default_out_dir(sc)
@@ -57,11 +59,11 @@ def _run(scenario, out, seed, fmt, json_out, quiet, steps, report, max_memory) -
         console = Console(stderr=True)
         with console.status("starting") as status:
             res = simulate(sc, out_dir=dest, format=fmt, record_steps=steps,
-                           max_memory_bytes=int(max_memory * 2**30) if max_memory else None,
+                           max_memory_bytes=int(max_memory * 2**30) if max_memory is not None else None,
                            progress=lambda msg: status.update(msg))
     else:
         res = simulate(sc, out_dir=dest, format=fmt, record_steps=steps,
-                       max_memory_bytes=int(max_memory * 2**30) if max_memory else None)
+                       max_memory_bytes=int(max_memory * 2**30) if max_memory is not None else None)
     if json_out:
         typer.echo(dumps(res.summary if len(res.frameworks) == 1 else res.summaries), nl=False)
     elif not quiet:

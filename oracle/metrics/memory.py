@@ -55,16 +55,73 @@ def estimate_bytes(scenario, frameworks, workload) -> int:
     return peak
 
 
+def memory_limit_bytes(max_memory_bytes: int | None = None) -> int | None:
+    """The limit in force: ``max_memory_bytes``, else ``ORACLE_MAX_MEMORY_GB``, else what is available."""
+    if max_memory_bytes is not None:
+        return max_memory_bytes
+    env = os.environ.get("ORACLE_MAX_MEMORY_GB")
+    if env:
+        try:
+            gb = float(env)
+        except ValueError:
+            gb = float("nan")
+        if not (gb > 0 and gb < float("inf")):
+            raise CapacityError(f"ORACLE_MAX_MEMORY_GB must be a positive number of GiB, got {env!r}")
+        return int(gb * 2**30)
+    return available_memory_bytes()
+
+
+def _size(nbytes: float) -> str:
+    gib = nbytes / 2**30
+    if gib >= 1e6:
+        return f"{gib:.2g} GiB"
+    return f"{gib:,.1f} GiB" if gib >= 0.1 else f"{nbytes / 2**20:.1f} MiB"
+
+
+def _count(n: float) -> str:
+    return f"{n:,.0f}" if n < 1e12 else f"{n:.2g}"
+
+
+def min_requests(scenario) -> float | None:
+    """A lower bound on the number of requests a generated workload will have (None for traces).
+
+    ``num_requests`` if given, capped by the expected number of sessions in ``duration_s``
+    (every session has at least one request); computed without generating anything.
+    """
+    wl = scenario.workload
+    if getattr(wl, "trace", None) is not None:
+        return None
+    sim = scenario.simulation
+    n = float(sim.num_requests) if sim.num_requests is not None else float("inf")
+    if sim.duration_s is not None:
+        rate = sum(c.arrival.rate for c in wl.clients if c.arrival is not None)
+        if wl.arrival is not None:
+            rate += wl.arrival.rate
+        n = min(n, rate * sim.duration_s)
+    return n if n != float("inf") else None
+
+
+def check_workload_size(scenario, *, max_memory_bytes: int | None = None) -> None:
+    """Refuse, before generating it, a workload whose request table alone exceeds the limit."""
+    limit = memory_limit_bytes(max_memory_bytes)
+    n = min_requests(scenario)
+    if limit is None or n is None:
+        return
+    need = n * PER_REQUEST_BYTES
+    if need > limit:
+        raise CapacityError(
+            f"this run needs at least {_size(need)} (about {_count(n)} requests) but only {_size(limit)} "
+            f"are available; reduce num_requests/duration_s or the arrival rate, or raise --max-memory",
+            file=scenario.path)
+
+
 def check_memory(scenario, frameworks, workload, *, max_memory_bytes: int | None = None) -> None:
-    limit = max_memory_bytes
+    limit = memory_limit_bytes(max_memory_bytes)
     if limit is None:
-        env = os.environ.get("ORACLE_MAX_MEMORY_GB")
-        limit = int(float(env) * 2**30) if env else available_memory_bytes()
-    if not limit:
         return
     need = estimate_bytes(scenario, frameworks, workload)
     if need > limit:
         raise CapacityError(
-            f"this run needs about {need / 2**30:.1f} GiB but only {limit / 2**30:.1f} GiB are available "
+            f"this run needs about {_size(need)} but only {_size(limit)} are available "
             f"({len(workload):,} requests); reduce num_requests/duration, pin num_gpu_blocks instead of "
             f"\"unlimited\", or raise --max-memory", file=scenario.path)

@@ -8,6 +8,7 @@ failed run leaves earlier results untouched and no partial files in the destinat
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -44,8 +45,20 @@ def _clean(obj: Any) -> Any:
     return obj
 
 
+def check_out_dir(dest: Path) -> None:
+    """Raise if ``dest`` cannot become a folder: it is a file, or a path above it is a file."""
+    dest = Path(dest)
+    for p in (dest, *dest.parents):
+        if p.exists():
+            if not p.is_dir():
+                where = "it is a file" if p == dest else f"{p} is a file, not a folder"
+                raise OracleError(f"cannot write the output folder: {where}", file=dest)
+            return
+
+
 def make_staging_dir(dest: Path) -> Path:
     """A fresh hidden temporary folder on the same filesystem as ``dest``."""
+    check_out_dir(dest)
     parent = dest.parent
     try:
         parent.mkdir(parents=True, exist_ok=True)
@@ -55,7 +68,40 @@ def make_staging_dir(dest: Path) -> Path:
 
 
 def publish(staging: Path, dest: Path, names: Iterable[str]) -> None:
-    """Move each ``staging/name`` to ``dest/name`` atomically, replacing an earlier one."""
+    """Move each ``staging/name`` to ``dest/name`` atomically, replacing an earlier one.
+
+    Ctrl-C / SIGTERM are held back until every name is swapped in (renames only, so briefly):
+    an interrupt never leaves a folder moved aside but not replaced, or frameworks of two runs.
+    """
+    with _signals_deferred():
+        _publish(staging, dest, names)
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold SIGINT and SIGTERM for the duration, then deliver the first one that came.
+
+    Python-level handlers (a blocked signal mask would not do: polars/pyarrow threads could
+    still take the signal and the interpreter would run the handler here).
+    """
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    sigs = [s for s in (signal.SIGINT, getattr(signal, "SIGTERM", None)) if s is not None]
+    old = {s: signal.signal(s, lambda signum, _frame: pending.append(signum)) for s in sigs}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler if handler is not None else signal.SIG_DFL)
+        if pending:
+            signal.raise_signal(pending[0])
+
+
+def _publish(staging: Path, dest: Path, names: Iterable[str]) -> None:
     try:
         dest.mkdir(parents=True, exist_ok=True)
         for name in names:
