@@ -140,4 +140,5 @@ class EngineOutputs:
     kv_used_integral: np.ndarray | None = None  # f8[R]: ∫ blocks in use dt, per replica (block·s)
     kv_used_max: np.ndarray | None = None       # i8[R]: peak blocks in use, per replica
     sim_end_s: float = 0.0                      # time of the last step end
+    diagnostics: dict[str, int] = field(default_factory=dict)  # engine work counters (benchmarks)
     steps: dict[str, np.ndarray] | None = None  # column -> array, when record_steps

@@ -7,7 +7,7 @@ step (the optional steps table grows by doubling).
 
 State groups passed between the kernels as tuples of arrays:
 
-* ``pool``  = (ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm_key, hm_val, num_free, num_mapped)
+* ``pool``  = (ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped)
 * ``rq``    = per-request state: (num_computed, generated, num_blocks, num_cached, slot,
   last_token_s, computed_total)
 * ``queues``= (wq, wq_head, wq_len, run_list, run_len, slot_free, slot_top, busy_until)
@@ -32,37 +32,41 @@ from oracle.kernels.kvcache import (allocate, cache_block, count_evictable_hits,
 STEP_COLUMNS = ("replica", "start_s", "duration_s", "num_decode", "num_prefill_tokens", "num_running",
                 "num_waiting", "kv_blocks_used", "kv_blocks_cached")
 
+# Engine counters reported in EngineOutputs.diagnostics (index in the counters array -> name).
+DIAGNOSTICS = ("", "", "normal_steps", "fast_path_calls", "fast_path_steps", "admission_attempts",
+               "admission_hit_blocks", "normal_step_requests", "", "failed_admissions")
+
 # Cache events (see oracle.engine.inputs.CacheEvent); passed into the kernels as literals.
 _MISS_FULL, _CROSS, _CONV_HIT, _FULL_HIT, _CONV_MISS = 0, 1, 2, 3, 4
 
 
 # ---------------------------------------------------------------------------------------------
 # queues
-@jit
+@jit(inline="always")
 def _wq_push_back(r, q, wcap, wq, wq_head, wq_len):
     wq[r * wcap + (wq_head[r] + wq_len[r]) % wcap] = q
     wq_len[r] += 1
 
 
-@jit
+@jit(inline="always")
 def _wq_push_front(r, q, wcap, wq, wq_head, wq_len):
     wq_head[r] = (wq_head[r] - 1 + wcap) % wcap
     wq[r * wcap + wq_head[r]] = q
     wq_len[r] += 1
 
 
-@jit
+@jit(inline="always")
 def _wq_front(r, wcap, wq, wq_head):
     return wq[r * wcap + wq_head[r]]
 
 
-@jit
+@jit(inline="always")
 def _wq_pop_front(r, wcap, wq_head, wq_len):
     wq_head[r] = (wq_head[r] + 1) % wcap
     wq_len[r] -= 1
 
 
-@jit
+@jit(inline="always")
 def _heap_push(t, q, hp_t, hp_id, hp_n):
     """Binary min-heap on (t, id); hp_n is a 1-element array holding the size."""
     i = hp_n[0]
@@ -78,7 +82,7 @@ def _heap_push(t, q, hp_t, hp_id, hp_n):
     hp_id[i] = q
 
 
-@jit
+@jit(inline="always")
 def _heap_pop(hp_t, hp_id, hp_n):
     n = hp_n[0] - 1
     hp_n[0] = n
@@ -100,7 +104,7 @@ def _heap_pop(hp_t, hp_id, hp_n):
     hp_id[i] = q
 
 
-@jit
+@jit(inline="always")
 def _release_children(q, t, child_off, child_ids, think_s, hp_t, hp_id, hp_n):
     """Follow-ups of ``q`` arrive ``think_s`` after ``q`` ends at time ``t``."""
     for k in range(child_off[q], child_off[q + 1]):
@@ -110,12 +114,12 @@ def _release_children(q, t, child_off, child_ids, think_s, hp_t, hp_id, hp_n):
 
 # ---------------------------------------------------------------------------------------------
 # routing
-@jit
+@jit(inline="always")
 def _load(r, wq_len, run_len):
     return 4 * wq_len[r] + run_len[r]
 
 
-@jit
+@jit(inline="always")
 def _least_loaded(num_replicas, wq_len, run_len):
     best = 0
     for r in range(1, num_replicas):
@@ -124,9 +128,9 @@ def _least_loaded(num_replicas, wq_len, run_len):
     return best
 
 
-@jit
+@jit(inline="always")
 def _route(q, router, num_replicas, rr_counter, sess_idx, sess_rep, prompt, hash_off, hashes, bs, n, cmask,
-           caching, hm_key, hm_val, num_free, wq_len, run_len):
+           caching, hm, num_free, wq_len, run_len, hit_scratch):
     """Replica for request ``q`` (see README "Router"). rr_counter: 1-element array."""
     if router == 0:  # round_robin
         r = rr_counter[0] % num_replicas
@@ -150,7 +154,7 @@ def _route(q, router, num_replicas, rr_counter, sess_idx, sess_rep, prompt, hash
     for r in range(num_replicas):
         hit = 0
         if caching:
-            hit = match_prefix(hashes, hash_off[q], max_hit, r * (cmask + 1), cmask, hm_key, hm_val)
+            hit = match_prefix(hashes, hash_off[q], max_hit, r * (cmask + 1), cmask, hm, hit_scratch)
         cost = (cdiv(p, bs) - hit) + (n - 1 - num_free[r])
         if best < 0 or cost < best_cost or (cost == best_cost
                                             and _load(r, wq_len, run_len) < _load(best, wq_len, run_len)):
@@ -161,10 +165,10 @@ def _route(q, router, num_replicas, rr_counter, sess_idx, sess_rep, prompt, hash
 
 # ---------------------------------------------------------------------------------------------
 # scheduling
-@jit
+@jit(inline="always")
 def _free_request(q, r, n, s_max, m, pool, rq):
     """Free all blocks of running request q (reverse order) and give its slot back."""
-    ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm_key, hm_val, num_free, num_mapped = pool
+    ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped = pool
     num_computed, generated, num_blocks, num_cached, slot, last_token_s, computed_total, table, slot_free, \
         slot_top = rq
     row = (r * s_max + slot[q]) * m
@@ -175,15 +179,15 @@ def _free_request(q, r, n, s_max, m, pool, rq):
     slot[q] = -1
 
 
-@jit
+@jit(inline="always")
 def _schedule_running(r, n, s_max, m, bs, budget, pool, rq, queues, sch_req, sch_new, prompt, out_preempt):
     """vLLM v1 pass over running requests; returns (num_scheduled, budget_left, preempted)."""
-    ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm_key, hm_val, num_free, num_mapped = pool
+    ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped = pool
     num_computed, generated, num_blocks, num_cached, slot, last_token_s, computed_total, table, slot_free, \
         slot_top = rq
     wq, wq_head, wq_len, run_list, run_len = queues
     wcap = wq.shape[0] // wq_len.shape[0]
-    cmask = hm_key.shape[0] // wq_len.shape[0] - 1
+    cmask = hm.shape[0] // (2 * wq_len.shape[0]) - 1
     nsch = 0
     preempted = False
     i = 0
@@ -206,10 +210,11 @@ def _schedule_running(r, n, s_max, m, bs, budget, pool, rq, queues, sch_req, sch
                 break
         if not can_schedule:
             break
-        row = (r * s_max + slot[q]) * m
-        allocate(need, r, n, r * n, r * (n + 2), r * (cmask + 1), cmask, ref_cnt, blk_hash, fq_prev, fq_next,
-                 hm_key, hm_val, num_free, num_mapped, table, row + num_blocks[q])
-        num_blocks[q] += need
+        if need > 0:
+            row = (r * s_max + slot[q]) * m
+            allocate(need, r, n, r * n, r * (n + 2), r * (cmask + 1), cmask, ref_cnt, blk_hash, fq_prev, fq_next,
+                     hm, num_free, num_mapped, table, row + num_blocks[q])
+            num_blocks[q] += need
         sch_req[nsch] = q
         sch_new[nsch] = num_new
         nsch += 1
@@ -218,7 +223,7 @@ def _schedule_running(r, n, s_max, m, bs, budget, pool, rq, queues, sch_req, sch
     return nsch, budget, preempted
 
 
-@jit
+@jit(inline="always")
 def _classify(q, hit, max_hit, caching, turn, session, row, r, n, table, blk_sess):
     """Cache event of a request at its first admission (README "Cache event")."""
     if not caching:
@@ -232,25 +237,27 @@ def _classify(q, hit, max_hit, caching, turn, session, row, r, n, table, blk_ses
     return _CROSS
 
 
-@jit
+@jit(inline="always")
 def _schedule_waiting(r, t, n, s_max, m, bs, budget, nsch, chunked, caching, pool, rq, queues, sch_req, sch_new,
-                      prompt, turn, session, hash_off, hashes, out, counters):
+                      prompt, turn, session, hash_off, hashes, out, counters, hit_blocks):
     """Admit waiting requests FCFS until one does not fit; returns num_scheduled."""
-    ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm_key, hm_val, num_free, num_mapped = pool
+    ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped = pool
     num_computed, generated, num_blocks, num_cached, slot, last_token_s, computed_total, table, slot_free, \
         slot_top = rq
     wq, wq_head, wq_len, run_list, run_len = queues
     o_admitted, o_cached, o_event = out
     wcap = wq.shape[0] // wq_len.shape[0]
-    cmask = hm_key.shape[0] // wq_len.shape[0] - 1
+    cmask = hm.shape[0] // (2 * wq_len.shape[0]) - 1
     hbase = r * (cmask + 1)
     while wq_len[r] > 0 and budget > 0 and run_len[r] < s_max:
         q = _wq_front(r, wcap, wq, wq_head)
         num_tokens = prompt[q] + generated[q]
         max_hit = (num_tokens - 1) // bs
         hit = 0
+        counters[5] += 1
         if caching:
-            hit = match_prefix(hashes, hash_off[q], max_hit, hbase, cmask, hm_key, hm_val)
+            hit = match_prefix(hashes, hash_off[q], max_hit, hbase, cmask, hm, hit_blocks)
+            counters[6] += hit
         hit_tokens = hit * bs
         num_new = num_tokens - hit_tokens
         if not chunked and num_new > budget:
@@ -259,16 +266,16 @@ def _schedule_waiting(r, t, n, s_max, m, bs, budget, nsch, chunked, caching, poo
         need = cdiv(hit_tokens + num_new, bs) - hit
         evictable = 0
         if hit > 0:
-            evictable = count_evictable_hits(hashes, hash_off[q], hit, r * n, hbase, cmask, hm_key, hm_val, ref_cnt)
+            evictable = count_evictable_hits(hit_blocks, hit, r * n, ref_cnt)
         if need + evictable > num_free[r]:
+            counters[9] += 1
             break
         slot_top[r] -= 1
         slot[q] = slot_free[r * s_max + slot_top[r]]
         row = (r * s_max + slot[q]) * m
-        touch_hits(hashes, hash_off[q], hit, r, r * n, r * (n + 2), hbase, cmask, hm_key, hm_val, ref_cnt,
-                   fq_prev, fq_next, num_free, table, row)
+        touch_hits(hit_blocks, hit, r, r * n, r * (n + 2), ref_cnt, fq_prev, fq_next, num_free, table, row)
         allocate(need, r, n, r * n, r * (n + 2), hbase, cmask, ref_cnt, blk_hash, fq_prev, fq_next,
-                 hm_key, hm_val, num_free, num_mapped, table, row + hit)
+                 hm, num_free, num_mapped, table, row + hit)
         num_blocks[q] = hit + need
         num_computed[q] = hit_tokens
         num_cached[q] = hit
@@ -288,19 +295,32 @@ def _schedule_waiting(r, t, n, s_max, m, bs, budget, nsch, chunked, caching, poo
     return nsch
 
 
-@jit
+@jit(inline="always")
+def _itl_bin(gap, itl_min_s, itl_per_decade, num_bins):
+    """Histogram bin of an inter-token gap (see oracle.engine.inputs.itl_bin)."""
+    if gap < itl_min_s:
+        return 0
+    return min(int(math.floor(math.log10(gap / itl_min_s) * itl_per_decade)) + 1, num_bins - 1)
+
+
+@jit(inline="always")
 def _finish_step(r, t_end, n, s_max, m, bs, nsch, caching, pool, rq, queues, sch_req, sch_new, prompt, output,
                  session, hash_off, hashes, child_off, child_ids, think_s, heap, out, itl):
-    """Apply a step's results at its end time: tokens, ITL, block caching, completions."""
-    ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm_key, hm_val, num_free, num_mapped = pool
+    """Apply a step's results at its end time: tokens, ITL, block caching, completions.
+
+    Returns True when every request still running emitted a token in this step (so all of
+    them are decoding, with their last token at ``t_end``: the decode fast path may run next).
+    """
+    ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped = pool
     num_computed, generated, num_blocks, num_cached, slot, last_token_s, computed_total, table, slot_free, \
         slot_top = rq
     wq, wq_head, wq_len, run_list, run_len = queues
     hp_t, hp_id, hp_n = heap
     o_first, o_completion, o_max_itl, o_status = out
     itl_hist, itl_min_s, itl_per_decade, itl_from_s, o_arrival = itl
-    cmask = hm_key.shape[0] // wq_len.shape[0] - 1
+    cmask = hm.shape[0] // (2 * wq_len.shape[0]) - 1
     num_finished = 0
+    num_continuing_emitters = 0
     for k in range(nsch):
         q = sch_req[k]
         c = sch_new[k]
@@ -314,11 +334,7 @@ def _finish_step(r, t_end, n, s_max, m, bs, nsch, caching, pool, rq, queues, sch
             else:
                 gap = t_end - last_token_s[q]
                 if o_arrival[q] >= itl_from_s:
-                    b = 0
-                    if gap >= itl_min_s:
-                        b = min(int(math.floor(math.log10(gap / itl_min_s) * itl_per_decade)) + 1,
-                                itl_hist.shape[0] - 1)
-                    itl_hist[b] += 1
+                    itl_hist[_itl_bin(gap, itl_min_s, itl_per_decade, itl_hist.shape[0])] += 1
                 if math.isnan(o_max_itl[q]) or gap > o_max_itl[q]:
                     o_max_itl[q] = gap
             last_token_s[q] = t_end
@@ -330,7 +346,7 @@ def _finish_step(r, t_end, n, s_max, m, bs, nsch, caching, pool, rq, queues, sch
                 label = session[q] if session[q] >= 0 else -2 - q
                 for b in range(num_cached[q], upto):
                     cache_block(table[row + b], hashes[hash_off[q] + b], label, r, r * n, r * (cmask + 1), cmask,
-                                blk_hash, blk_sess, hm_key, hm_val, num_mapped)
+                                blk_hash, blk_sess, hm, num_mapped)
                 num_cached[q] = upto
         if generated[q] == output[q]:
             o_completion[q] = t_end
@@ -338,6 +354,8 @@ def _finish_step(r, t_end, n, s_max, m, bs, nsch, caching, pool, rq, queues, sch
             _free_request(q, r, n, s_max, m, pool, rq)
             _release_children(q, t_end, child_off, child_ids, think_s, hp_t, hp_id, hp_n)
             num_finished += 1
+        elif emitted:
+            num_continuing_emitters += 1
     if num_finished > 0:  # compact the running list, keeping order
         j = 0
         for i in range(run_len[r]):
@@ -346,19 +364,149 @@ def _finish_step(r, t_end, n, s_max, m, bs, nsch, caching, pool, rq, queues, sch
                 run_list[r * s_max + j] = q
                 j += 1
         run_len[r] = j
+    return num_continuing_emitters == run_len[r]
+
+
+@jit(inline="always")
+def _decode_leap(r, t, horizon, n, s_max, m, bs, budget_max, caching, record_steps, cost_params, pool, rq, run_list,
+                 run_len, prompt, output, session, hash_off, hashes, o_arrival, o_max_itl, itl, scratch, kv_integral,
+                 kv_max, steps, num_steps):
+    """Fast path for a replica whose running requests all emitted a token in its last step
+    (so all are decoding, their last token at ``t``) and whose waiting queue is empty.
+
+    Runs the same steps the normal path would (README "One step"), but touches only the
+    requests whose block state changes in a step (a new block, or a block becoming full and
+    cached), so a step costs O(1 + batch / block_size) instead of O(batch). Stops before the
+    first step that would complete a request, need more blocks than are free, or start at or
+    after ``horizon`` (the earliest time an arrival could be processed). Every request's
+    per-token state is brought up to date at the end. Returns (steps done, end time, steps matrix).
+
+    scratch: (c0 i4[s_max], order i4[s_max], key_start i8[>= bs + 1]).
+    """
+    ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped = pool
+    num_computed, generated, num_blocks, num_cached, slot, last_token_s, computed_total, table, slot_free, \
+        slot_top = rq
+    itl_hist, itl_min_s, itl_per_decade, itl_from_s, _arr = itl
+    c0, order, key_start = scratch
+    num_bins = itl_hist.shape[0]
+    cmask = hm.shape[0] // (2 * num_free.shape[0]) - 1
+    nb = run_len[r]
+    if nb == 0 or nb > budget_max:
+        return 0, t, steps
+    # eligibility, and what is constant over the leap
+    min_left = 1 << 30
+    decode_ctx0 = 0.0
+    num_post = 0
+    for i in range(nb):  # (leap_ok: all decoding, last token at t)
+        q = run_list[r * s_max + i]
+        left = output[q] - generated[q]
+        if left < min_left:
+            min_left = left
+        c0[i] = num_computed[q]
+        decode_ctx0 += num_computed[q] + 1
+        if o_arrival[q] >= itl_from_s:
+            num_post += 1
+    if min_left < 2:
+        return 0, t, steps
+    # bucket the batch (stable, in running order) by num_computed % bs
+    for k in range(bs + 1):
+        key_start[k] = 0
+    for i in range(nb):
+        key_start[c0[i] % bs + 1] += 1
+    for k in range(bs):
+        key_start[k + 1] += key_start[k]
+    for i in range(nb):
+        k = c0[i] % bs
+        order[key_start[k]] = i
+        key_start[k] += 1
+    for k in range(bs, 0, -1):
+        key_start[k] = key_start[k - 1]
+    key_start[0] = 0
+
+    t_cur = t
+    max_gap = -1.0
+    j = 0
+    while j + 1 < min_left:
+        jj = j + 1
+        if jj >= 2 and t_cur >= horizon:
+            break
+        ka = (bs - (jj - 1) % bs) % bs  # requests starting a new block this step
+        need = key_start[ka + 1] - key_start[ka]
+        if need > num_free[r]:
+            break
+        for x in range(key_start[ka], key_start[ka + 1]):
+            q = run_list[r * s_max + order[x]]
+            row = (r * s_max + slot[q]) * m
+            allocate(1, r, n, r * n, r * (n + 2), r * (cmask + 1), cmask, ref_cnt, blk_hash, fq_prev, fq_next,
+                     hm, num_free, num_mapped, table, row + num_blocks[q])
+            num_blocks[q] += 1
+        dt = step_time_s(cost_params, nb, nb, nb, decode_ctx0 + (jj - 1) * nb, 0.0, 0.0)
+        t_end = t_cur + dt
+        used = n - 1 - num_free[r]
+        kv_integral[r] += used * dt
+        if used > kv_max[r]:
+            kv_max[r] = used
+        # every request's previous token came at the end of the previous step: gap = dt
+        itl_hist[_itl_bin(dt, itl_min_s, itl_per_decade, num_bins)] += num_post
+        if dt > max_gap:
+            max_gap = dt
+        if caching:  # blocks that became full at the end of this step
+            kc = (bs - (jj + 1) % bs) % bs
+            for x in range(key_start[kc], key_start[kc + 1]):
+                i = order[x]
+                q = run_list[r * s_max + i]
+                upto = min((c0[i] + jj + 1) // bs, num_blocks[q])
+                if upto > num_cached[q]:
+                    row = (r * s_max + slot[q]) * m
+                    label = session[q] if session[q] >= 0 else -2 - q
+                    for b in range(num_cached[q], upto):
+                        cache_block(table[row + b], hashes[hash_off[q] + b], label, r, r * n, r * (cmask + 1),
+                                    cmask, blk_hash, blk_sess, hm, num_mapped)
+                    num_cached[q] = upto
+        if record_steps:
+            if num_steps + j == steps.shape[0]:
+                bigger = np.empty((2 * steps.shape[0], steps.shape[1]), np.float64)
+                bigger[:num_steps + j] = steps[:num_steps + j]
+                steps = bigger
+            row_s = steps[num_steps + j]
+            row_s[0] = r
+            row_s[1] = t_cur
+            row_s[2] = dt
+            row_s[3] = nb
+            row_s[4] = 0
+            row_s[5] = nb
+            row_s[6] = 0
+            row_s[7] = n - 1 - num_free[r]
+            row_s[8] = num_mapped[r]
+        t_cur = t_end
+        j = jj
+    for i in range(nb):
+        q = run_list[r * s_max + i]
+        num_computed[q] += j
+        computed_total[q] += j
+        generated[q] += j
+        if j >= 1:
+            last_token_s[q] = t_cur
+        if j >= 1 and (math.isnan(o_max_itl[q]) or max_gap > o_max_itl[q]):
+            o_max_itl[q] = max_gap
+    return j, t_cur, steps
 
 
 @jit
 def _simulate(arrival_s, prompt, output, session, turn, think_s, static_order, child_off, child_ids, sess_idx,
               num_sessions, hash_off, hashes, num_replicas, router, bs, n, s_max, m, budget_max, max_model_len,
-              chunked, caching, record_steps, cost_params, itl_min_s, itl_per_decade, itl_from_s,
+              chunked, caching, record_steps, cost_params, itl_min_s, itl_per_decade, itl_from_s, min_think_s,
               o_replica, o_arrival, o_admitted, o_first, o_completion, o_cached, o_computed, o_preempt, o_event,
               o_max_itl, o_status, itl_hist, counters, kv_integral, kv_max):
     """Run the whole simulation; per-request outputs are written into the ``o_*`` arrays.
 
     Returns the steps matrix (num_steps x len(STEP_COLUMNS), empty unless record_steps) and
-    the number of steps. ``counters``: i8[2] = (prefix_cache_queries, prefix_cache_hits);
+    the number of steps. ``counters``: i8[16] = (prefix_cache_queries, prefix_cache_hits, then
+    diagnostics: normal steps, fast-path calls, fast-path steps, admission attempts, hit blocks
+    found at admission, requests scheduled by normal steps, -, failed admissions, ...);
     ``kv_integral`` f8[R] / ``kv_max`` i8[R]: time integral and peak of blocks in use.
+    ``min_think_s``: the smallest think time of any follow-up (inf if none); it bounds how
+    far a replica may run ahead of the others in the decode fast path.
     """
     num_req = prompt.shape[0]
     R = num_replicas
@@ -372,13 +520,13 @@ def _simulate(arrival_s, prompt, output, session, turn, think_s, static_order, c
     blk_sess = np.zeros(R * n, np.int64)
     fq_prev = np.full(R * (n + 2), -1, np.int32)
     fq_next = np.full(R * (n + 2), -1, np.int32)
-    hm_key = np.zeros(R * cap, np.uint64)
-    hm_val = np.full(R * cap, -1, np.int32)
+    hm = np.zeros(2 * R * cap, np.uint64)
     num_free = np.full(R, n - 1, np.int32)
     num_mapped = np.zeros(R, np.int64)
     for r in range(R):
         fq_init(r * (n + 2), n, fq_prev, fq_next)
-    pool = (ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm_key, hm_val, num_free, num_mapped)
+    pool = (ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped)
+    hit_blocks = np.empty(m, np.int32)  # scratch: block ids of a prefix hit
     # per-request state
     num_computed = np.zeros(num_req, np.int32)
     generated = np.zeros(num_req, np.int32)
@@ -412,6 +560,8 @@ def _simulate(arrival_s, prompt, output, session, turn, think_s, static_order, c
     sch_req = np.empty(s_max, np.int32)
     sch_new = np.empty(s_max, np.int32)
     itl = (itl_hist, itl_min_s, itl_per_decade, itl_from_s, o_arrival)
+    leap_ok = np.zeros(R, np.bool_)  # every running request emitted in the replica's last step
+    scratch = (np.empty(s_max, np.int32), np.empty(s_max, np.int32), np.empty(bs + 1, np.int64))
     num_cols = 9
     steps = np.empty((1024 if record_steps else 0, num_cols), np.float64)
     num_steps = 0
@@ -454,24 +604,42 @@ def _simulate(arrival_s, prompt, output, session, turn, think_s, static_order, c
                 _release_children(qa, ta, child_off, child_ids, think_s, hp_t, hp_id, hp_n)
                 continue
             r = _route(qa, router, R, rr_counter, sess_idx, sess_rep, prompt, hash_off, hashes, bs, n, cmask,
-                       caching, hm_key, hm_val, num_free, wq_len, run_len)
+                       caching, hm, num_free, wq_len, run_len, hit_blocks)
             o_replica[qa] = r
             if wq_len[r] + run_len[r] == 0 and busy_until[r] < ta:
                 busy_until[r] = ta
             _wq_push_back(r, qa, wcap, wq, wq_head, wq_len)
             continue
 
-        # one engine step on replica rs at time ts
+        # one engine step on replica rs at time ts (or several, via the decode fast path)
         r = rs
         t = ts
+        if leap_ok[r] and wq_len[r] == 0:
+            horizon = ta if have_arr else np.inf
+            for r2 in range(R):
+                if r2 != r and wq_len[r2] + run_len[r2] > 0 and busy_until[r2] + min_think_s < horizon:
+                    horizon = busy_until[r2] + min_think_s
+            done, t_done, steps = _decode_leap(r, t, horizon, n, s_max, m, bs, budget_max, caching, record_steps,
+                                       cost_params, pool, rq, run_list, run_len, prompt, output, session, hash_off,
+                                       hashes, o_arrival, o_max_itl, itl, scratch, kv_integral, kv_max, steps,
+                                       num_steps)
+            counters[3] += 1
+            if done > 0:
+                counters[4] += done
+                busy_until[r] = t_done
+                num_steps += done
+                continue
+            leap_ok[r] = False  # a completion or a preemption is next: take the normal path
         nsch, budget, preempted = _schedule_running(r, n, s_max, m, bs, budget_max, pool, rq, queues, sch_req,
                                                     sch_new, prompt, o_preempt)
         if not preempted:
             nsch = _schedule_waiting(r, t, n, s_max, m, bs, budget, nsch, chunked, caching, pool, rq, queues,
                                      sch_req, sch_new, prompt, turn, session, hash_off, hashes,
-                                     (o_admitted, o_cached, o_event), counters)
+                                     (o_admitted, o_cached, o_event), counters, hit_blocks)
         if nsch == 0:
             continue
+        counters[2] += 1
+        counters[7] += nsch
         num_tokens = 0
         num_emit = 0
         num_decode = 0
@@ -499,9 +667,9 @@ def _simulate(arrival_s, prompt, output, session, turn, think_s, static_order, c
         kv_integral[r] += used * dt
         if used > kv_max[r]:
             kv_max[r] = used
-        _finish_step(r, t_end, n, s_max, m, bs, nsch, caching, pool, rq, queues, sch_req, sch_new, prompt, output,
-                     session, hash_off, hashes, child_off, child_ids, think_s, heap,
-                     (o_first, o_completion, o_max_itl, o_status), itl)
+        leap_ok[r] = _finish_step(r, t_end, n, s_max, m, bs, nsch, caching, pool, rq, queues, sch_req, sch_new,
+                                  prompt, output, session, hash_off, hashes, child_off, child_ids, think_s, heap,
+                                  (o_first, o_completion, o_max_itl, o_status), itl)
         if record_steps:
             if num_steps == steps.shape[0]:
                 bigger = np.empty((2 * steps.shape[0], num_cols), np.float64)
@@ -554,6 +722,8 @@ def run_engine(inputs: EngineInputs) -> EngineOutputs:
     fits = total <= cfg.max_model_len
     m = int(((total[fits] + bs - 1) // bs).max()) if fits.any() else 1
     s_max = int(cfg.max_num_seqs)
+    follow = parent >= 0
+    min_think = float(np.min(inputs.think_s[follow])) if follow.any() else np.inf
 
     o_replica = np.full(num_req, -1, np.int32)
     o_arrival = np.full(num_req, np.nan)
@@ -567,7 +737,7 @@ def run_engine(inputs: EngineInputs) -> EngineOutputs:
     o_max_itl = np.full(num_req, np.nan)
     o_status = np.zeros(num_req, np.int8)
     itl_hist = np.zeros(ITL_NUM_BINS, np.int64)
-    counters = np.zeros(2, np.int64)
+    counters = np.zeros(16, np.int64)
     kv_integral = np.zeros(cfg.num_replicas, np.float64)
     kv_max = np.zeros(cfg.num_replicas, np.int64)
     steps, num_steps = _simulate(
@@ -577,12 +747,16 @@ def run_engine(inputs: EngineInputs) -> EngineOutputs:
         int(cfg.num_replicas), int(cfg.router), bs, n, s_max, m, int(cfg.max_num_batched_tokens),
         int(cfg.max_model_len), bool(cfg.enable_chunked_prefill), bool(cfg.enable_prefix_caching),
         bool(cfg.record_steps), np.ascontiguousarray(inputs.cost_params, np.float64),
-        float(ITL_MIN_S), float(ITL_BINS_PER_DECADE), float(cfg.warm_up_s),
+        float(ITL_MIN_S), float(ITL_BINS_PER_DECADE), float(cfg.warm_up_s), min_think,
         o_replica, o_arrival, o_admitted, o_first, o_completion, o_cached, o_computed, o_preempt, o_event,
         o_max_itl, o_status, itl_hist, counters, kv_integral, kv_max)
     step_table = None
     if cfg.record_steps:
-        step_table = {name: steps[:num_steps, j].copy() for j, name in enumerate(STEP_COLUMNS)}
+        # The decode fast path lets a replica run ahead of the others: restore global time order
+        # (step start, then replica: the order a strictly time-ordered loop records them in).
+        rows = steps[:num_steps]
+        rows = rows[np.lexsort((rows[:, 0], rows[:, 1]))]
+        step_table = {name: rows[:, j].copy() for j, name in enumerate(STEP_COLUMNS)}
         for name in STEP_COLUMNS:
             if name not in ("start_s", "duration_s"):
                 step_table[name] = step_table[name].astype(np.int64)
@@ -592,5 +766,6 @@ def run_engine(inputs: EngineInputs) -> EngineOutputs:
                          preemptions=o_preempt, cache_event=o_event, max_itl_s=o_max_itl, status=o_status,
                          prefix_cache_queries=int(counters[0]), prefix_cache_hits=int(counters[1]),
                          itl_hist=itl_hist, num_steps=int(num_steps), steps=step_table,
+                         diagnostics={name: int(counters[k]) for k, name in enumerate(DIAGNOSTICS) if name},
                          kv_used_integral=kv_integral, kv_used_max=kv_max,
                          sim_end_s=float(np.nanmax(o_completion)) if np.isfinite(o_completion).any() else 0.0)

@@ -11,8 +11,8 @@ Free queue (doubly linked, per replica, ``base = r * (N + 2)``)::
     head side = least recently freed = evicted first
 
 Hash map (per replica, open addressing, linear probing, capacity ``C`` a power of two,
-``hbase = r * C``): ``hm_key`` u8 (0 = empty slot), ``hm_val`` i4 (local block id).
-Deletion shifts later entries back (no tombstones).
+``hbase = r * C``): one u8 array ``hm`` of ``2 * R * C`` words, key and value interleaved
+(key 0 = empty slot; value = local block id). Deletion shifts later entries back (no tombstones).
 
 Every function here is a small pure kernel over these arrays: inputs first, then scalars,
 then the arrays it mutates (documented per function).
@@ -25,7 +25,7 @@ import numpy as np
 from oracle.kernels._jit import jit
 
 
-@jit
+@jit(inline="always")
 def cdiv(a, b):
     """Ceiling division of non-negative integers."""
     return -(-a // b)
@@ -39,7 +39,7 @@ def pool_capacity(num_blocks: int) -> int:
     return c
 
 
-@jit
+@jit(inline="always")
 def fq_init(base, n, fq_prev, fq_next):
     """Put blocks 1..n-1 in the free queue in id order (block 0 is the null block).
 
@@ -60,7 +60,7 @@ def fq_init(base, n, fq_prev, fq_next):
     fq_next[base + tail] = -1
 
 
-@jit
+@jit(inline="always")
 def fq_pop_front(base, n, fq_prev, fq_next):
     """Remove and return the head block (caller checks the queue is not empty)."""
     head = n
@@ -73,7 +73,7 @@ def fq_pop_front(base, n, fq_prev, fq_next):
     return b
 
 
-@jit
+@jit(inline="always")
 def fq_remove(base, b, fq_prev, fq_next):
     """Unlink block ``b`` from the middle of the queue in O(1)."""
     p = fq_prev[base + b]
@@ -84,7 +84,7 @@ def fq_remove(base, b, fq_prev, fq_next):
     fq_next[base + b] = -1
 
 
-@jit
+@jit(inline="always")
 def fq_push_back(base, n, b, fq_prev, fq_next):
     """Append block ``b`` at the tail (most recently freed, evicted last)."""
     tail = n + 1
@@ -95,57 +95,62 @@ def fq_push_back(base, n, b, fq_prev, fq_next):
     fq_prev[base + tail] = b
 
 
-@jit
+@jit(inline="always")
 def _slot(h, mask):
     # Fibonacci hashing spreads the (already mixed) key over the table.
     return np.int64((h * np.uint64(11400714819323198485)) >> np.uint64(20)) & mask
 
 
-@jit
-def hm_find(hm_key, hm_val, hbase, mask, h):
-    """Local block id mapped to hash ``h`` in one replica's map, or -1."""
+@jit(inline="always")
+def hm_find(hm, hbase, mask, h):
+    """Local block id mapped to hash ``h`` in one replica's map, or -1.
+
+    ``hm`` interleaves keys and values (u8): slot i of the replica is ``hm[2 * (hbase + i)]``
+    (the key, 0 = empty) and ``hm[2 * (hbase + i) + 1]`` (the block id), so a probe touches
+    one cache line.
+    """
     i = _slot(h, mask)
     while True:
-        k = hm_key[hbase + i]
+        k = hm[2 * (hbase + i)]
         if k == h:
-            return hm_val[hbase + i]
+            return np.int64(hm[2 * (hbase + i) + 1])
         if k == 0:
-            return -1
+            return np.int64(-1)
         i = (i + 1) & mask
 
 
-@jit
-def hm_insert(hbase, mask, h, v, hm_key, hm_val):
-    """Map ``h -> v`` unless ``h`` is already mapped; True if inserted. Mutates hm_key/hm_val."""
+@jit(inline="always")
+def hm_insert(hbase, mask, h, v, hm):
+    """Map ``h -> v`` unless ``h`` is already mapped; True if inserted. Mutates hm."""
     i = _slot(h, mask)
     while True:
-        k = hm_key[hbase + i]
+        k = hm[2 * (hbase + i)]
         if k == h:
             return False
         if k == 0:
-            hm_key[hbase + i] = h
-            hm_val[hbase + i] = v
+            hm[2 * (hbase + i)] = h
+            hm[2 * (hbase + i) + 1] = np.uint64(v)
             return True
         i = (i + 1) & mask
 
 
-@jit
-def hm_delete(hbase, mask, h, hm_key, hm_val):
-    """Remove ``h`` (must be present) with backward-shift deletion. Mutates hm_key/hm_val."""
+@jit(inline="always")
+def hm_delete(hbase, mask, h, hm):
+    """Remove ``h`` (must be present) with backward-shift deletion. Mutates hm."""
     i = _slot(h, mask)
-    while hm_key[hbase + i] != h:
+    while hm[2 * (hbase + i)] != h:
         i = (i + 1) & mask
     j = i
     while True:
         j = (j + 1) & mask
-        kj = hm_key[hbase + j]
+        kj = hm[2 * (hbase + j)]
         if kj == 0:
             break
         home = _slot(kj, mask)
         # Move entry j back to i if its home slot is not in the cyclic range (i, j].
         if (j > i and (home <= i or home > j)) or (j < i and (home <= i and home > j)):
-            hm_key[hbase + i] = kj
-            hm_val[hbase + i] = hm_val[hbase + j]
+            hm[2 * (hbase + i)] = kj
+            hm[2 * (hbase + i) + 1] = hm[2 * (hbase + j) + 1]
             i = j
-    hm_key[hbase + i] = 0
-    hm_val[hbase + i] = -1
+    hm[2 * (hbase + i)] = 0
+    hm[2 * (hbase + i) + 1] = 0

@@ -7,48 +7,63 @@
 
 Pool arrays (all replicas, flat; ``rbase = r * N``, ``fbase = r * (N + 2)``, ``hbase = r * C``):
 ``ref_cnt`` i4[R*N], ``blk_hash`` u8[R*N] (0 = none), ``blk_sess`` i8[R*N] (producing
-session label), ``fq_prev``/``fq_next`` i4[R*(N+2)], ``hm_key`` u8[R*C], ``hm_val`` i4[R*C],
+session label), ``fq_prev``/``fq_next`` i4[R*(N+2)], ``hm`` u8[2*R*C] (interleaved keys/values),
 ``num_free`` i4[R], ``num_mapped`` i8[R]. Block tables hold local block ids.
 """
 
 from __future__ import annotations
 
 from oracle.kernels._jit import jit
-from oracle.kernels.blockpool import fq_pop_front, fq_push_back, fq_remove, hm_delete, hm_find, hm_insert
+import numpy as np
+
+from oracle.kernels.blockpool import fq_pop_front, fq_push_back, fq_remove, hm_delete, hm_insert
 
 
-@jit
-def match_prefix(hashes, h_start, max_blocks, hbase, mask, hm_key, hm_val):
+@jit(inline="always")
+def match_prefix(hashes, h_start, max_blocks, hbase, mask, hm, out_blocks):
     """Leading blocks whose hashes are mapped, stopping at the first miss (<= max_blocks).
 
     in: hashes u8[] (all requests), h_start (this request's first hash), max_blocks.
+    out: out_blocks i4[>= max_blocks] gets the hit blocks' local ids (if its size allows).
     """
     k = 0
+    record = out_blocks.shape[0] >= max_blocks
     while k < max_blocks:
-        if hm_find(hm_key, hm_val, hbase, mask, hashes[h_start + k]) < 0:
+        h = hashes[h_start + k]
+        i = np.int64((h * np.uint64(11400714819323198485)) >> np.uint64(20)) & mask
+        b = -1
+        while True:
+            key = hm[2 * (hbase + i)]
+            if key == h:
+                b = np.int64(hm[2 * (hbase + i) + 1])
+                break
+            if key == 0:
+                break
+            i = (i + 1) & mask
+        if b < 0:
             break
+        if record:
+            out_blocks[k] = b
         k += 1
     return k
 
 
-@jit
-def count_evictable_hits(hashes, h_start, num_hit, rbase, hbase, mask, hm_key, hm_val, ref_cnt):
-    """How many of the first ``num_hit`` hit blocks sit in the free queue (ref_cnt == 0)."""
+@jit(inline="always")
+def count_evictable_hits(hit_blocks, num_hit, rbase, ref_cnt):
+    """How many of the ``num_hit`` hit blocks sit in the free queue (ref_cnt == 0)."""
     n = 0
     for k in range(num_hit):
-        b = hm_find(hm_key, hm_val, hbase, mask, hashes[h_start + k])
-        if ref_cnt[rbase + b] == 0:
+        if ref_cnt[rbase + hit_blocks[k]] == 0:
             n += 1
     return n
 
 
-@jit
-def touch_hits(hashes, h_start, num_hit, r, rbase, fbase, hbase, mask, hm_key, hm_val,
-               ref_cnt, fq_prev, fq_next, num_free, table, t_start):
+@jit(inline="always")
+def touch_hits(hit_blocks, num_hit, r, rbase, fbase, ref_cnt, fq_prev, fq_next, num_free, table, t_start):
     """Take the hit blocks: ref_cnt += 1, out of the free queue if free; write them to the
     block table at ``table[t_start : t_start + num_hit]``. Mutates ref_cnt, fq_*, num_free, table."""
     for k in range(num_hit):
-        b = hm_find(hm_key, hm_val, hbase, mask, hashes[h_start + k])
+        b = hit_blocks[k]
         if ref_cnt[rbase + b] == 0:
             fq_remove(fbase, b, fq_prev, fq_next)
             num_free[r] -= 1
@@ -56,16 +71,16 @@ def touch_hits(hashes, h_start, num_hit, r, rbase, fbase, hbase, mask, hm_key, h
         table[t_start + k] = b
 
 
-@jit
+@jit(inline="always")
 def allocate(num_blocks, r, n, rbase, fbase, hbase, mask, ref_cnt, blk_hash, fq_prev, fq_next,
-             hm_key, hm_val, num_free, num_mapped, table, t_start):
+             hm, num_free, num_mapped, table, t_start):
     """Pop ``num_blocks`` blocks from the free-queue head (evicting their hashes) into
     ``table[t_start:]`` with ref_cnt 1. The caller checked ``num_free[r] >= num_blocks``."""
     for k in range(num_blocks):
         b = fq_pop_front(fbase, n, fq_prev, fq_next)
         h = blk_hash[rbase + b]
         if h != 0:
-            hm_delete(hbase, mask, h, hm_key, hm_val)
+            hm_delete(hbase, mask, h, hm)
             blk_hash[rbase + b] = 0
             num_mapped[r] -= 1
         ref_cnt[rbase + b] = 1
@@ -73,7 +88,7 @@ def allocate(num_blocks, r, n, rbase, fbase, hbase, mask, ref_cnt, blk_hash, fq_
     num_free[r] -= num_blocks
 
 
-@jit
+@jit(inline="always")
 def free_blocks(table, t_start, num_blocks, r, n, rbase, fbase, ref_cnt, fq_prev, fq_next, num_free):
     """Release a request's blocks, last block first; blocks reaching ref_cnt 0 go to the
     free-queue tail (so the end of a prefix chain is evicted first). They keep their hash."""
@@ -85,11 +100,11 @@ def free_blocks(table, t_start, num_blocks, r, n, rbase, fbase, ref_cnt, fq_prev
             num_free[r] += 1
 
 
-@jit
-def cache_block(b, h, label, r, rbase, hbase, mask, blk_hash, blk_sess, hm_key, hm_val, num_mapped):
+@jit(inline="always")
+def cache_block(b, h, label, r, rbase, hbase, mask, blk_hash, blk_sess, hm, num_mapped):
     """Register full block ``b`` under hash ``h`` unless the hash is already mapped (then the
     block stays unhashed: duplicates are not merged). Returns True if registered."""
-    if hm_insert(hbase, mask, h, b, hm_key, hm_val):
+    if hm_insert(hbase, mask, h, b, hm):
         blk_hash[rbase + b] = h
         blk_sess[rbase + b] = label
         num_mapped[r] += 1

@@ -373,7 +373,8 @@ class ReferenceEngine:
                 req.first_token_s = t_end
             else:
                 gap = t_end - req.last_token_s
-                self.itl_hist[itl_bin(gap)] += 1
+                if req.arrival_s >= self.inputs.config.warm_up_s:  # warm-up requests stay out
+                    self.itl_hist[itl_bin(gap)] += 1
                 req.max_itl_s = gap if math.isnan(req.max_itl_s) else max(req.max_itl_s, gap)
             req.last_token_s = t_end
         if self.caching:
