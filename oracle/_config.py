@@ -32,6 +32,11 @@ def _type_name(value: Any) -> str:
             dict: "table"}.get(type(value), type(value).__name__)
 
 
+def _num(v: float) -> str:
+    """Integers exactly (``9223372036854775807``, not ``9.22337e+18``), other numbers with ``:g``."""
+    return str(v) if isinstance(v, int) and not isinstance(v, bool) else f"{v:g}"
+
+
 class Table:
     """A raw mapping plus its key path; typed getters record which keys were read."""
 
@@ -138,9 +143,9 @@ class Table:
 
     def _check_range(self, name: str, v: float, lo: float | None, hi: float | None) -> None:
         if lo is not None and v < lo:
-            raise self.error(name, f"must be >= {lo:g}, got {v:g}")
+            raise self.error(name, f"must be >= {_num(lo)}, got {_num(v)}")
         if hi is not None and v > hi:
-            raise self.error(name, f"must be <= {hi:g}, got {v:g}")
+            raise self.error(name, f"must be <= {_num(hi)}, got {_num(v)}")
 
     def done(self) -> None:
         """Reject keys that no getter asked for."""
