@@ -151,9 +151,12 @@ def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None,
     if frameworks is not None and not fws:
         raise ScenarioError(f"no framework among {frameworks} in the scenario", file=sc.path, key="frameworks")
     say = progress or (lambda _msg: None)
-    if out_dir is not None:
+    if write or out_dir is not None:   # fail before simulating, not after
         from oracle.metrics.writers import check_out_dir
-        check_out_dir(Path(out_dir))   # fail before simulating, not after
+        check_out_dir(Path(out_dir) if out_dir is not None else default_out_dir(sc))
+        for extra in (sc.output.summary_json, sc.output.requests_csv):
+            if extra:
+                check_out_dir(Path(extra).parent)
     if workload is None:
         say("generating workload")
         workload = load_workload(sc, max_memory_bytes=max_memory_bytes)

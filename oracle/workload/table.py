@@ -219,8 +219,14 @@ class Workload:
                 "oracle.workload.source": self.source}
         table = pa.table(cols).replace_schema_metadata(meta)
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
+        except OSError as exc:
+            from oracle.errors import OracleError
+            from oracle.metrics.writers import check_out_dir
+            check_out_dir(path.parent)   # names a path component that is a file
+            raise OracleError(f"cannot write: {exc.strerror}", file=path) from None
         os.close(fd)
         try:
             pq.write_table(table, tmp)
