@@ -117,9 +117,11 @@ def cost_params(scenario: Scenario, fw: FrameworkConfig) -> np.ndarray:
 
 def engine_inputs(scenario: Scenario, fw: FrameworkConfig, workload, *, hashes=None,
                   record_steps: bool | None = None) -> EngineInputs:
-    """Bundle a workload and a framework config for the engine."""
+    """Bundle a workload and a framework config for the engine (``hashes``: a precomputed
+    ``(hash_offsets, hashes)`` pair for ``fw.block_size``, else computed here)."""
+    from oracle.engine.hashes import shared_block_hashes
     cfg = engine_config(scenario, fw, record_steps=record_steps)
-    hash_offsets, block_hashes = hashes if hashes is not None else workload.block_hashes(fw.block_size)
+    hash_offsets, block_hashes = hashes if hashes is not None else shared_block_hashes(workload, fw.block_size)
     return EngineInputs(
         config=cfg, arrival_s=workload.arrival_s, prompt_tokens=workload.prompt_tokens,
         output_tokens=workload.output_tokens, session=workload.session, turn=workload.turn,
@@ -168,7 +170,8 @@ def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None,
         say(f"simulating {fw.name}")
         t1 = time.perf_counter()
         if fw.block_size not in hash_cache:
-            hash_cache[fw.block_size] = workload.block_hashes(fw.block_size)
+            from oracle.engine.hashes import shared_block_hashes
+            hash_cache[fw.block_size] = shared_block_hashes(workload, fw.block_size)
         inputs = engine_inputs(sc, fw, workload, hashes=hash_cache[fw.block_size], record_steps=record_steps)
         out = _run_engine(inputs)
         results[fw.name] = _collect(sc, fw, workload, inputs, out, wall=time.perf_counter() - t1)

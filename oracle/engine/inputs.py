@@ -90,7 +90,9 @@ class EngineInputs:
 
     arrival_s: f8[n] seconds (NaN for follow-ups); prompt_tokens, output_tokens: i4[n];
     session: i8[n] (-1 none); turn: i4[n]; parent: i8[n] (-1 none); think_s: f8[n];
-    hash_offsets: i8[n+1]; hashes: u8[] (full blocks of prompt + output, chained);
+    hash_offsets: i8[n+1] (CSR) or i8[n] (start offsets: requests of one prefix chain may
+    share their hashes, see ``oracle.engine.hashes``); request i's block b has hash
+    ``hashes[hash_offsets[i] + b]`` for every full block of its prompt + output (chained);
     cost_params: f8[:] for ``oracle.kernels.cost.step_time_s``.
     """
 
