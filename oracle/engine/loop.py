@@ -130,7 +130,7 @@ def _least_loaded(num_replicas, wq_len, run_len):
 
 @jit(inline="always")
 def _route(q, router, num_replicas, rr_counter, sess_idx, sess_rep, prompt, hash_off, hashes, bs, n, cmask,
-           caching, hm, num_free, wq_len, run_len, hit_scratch):
+           caching, hm, num_free, wq_len, run_len, hit_scratch, parent, o_replica):
     """Replica for request ``q`` (see README "Router"). rr_counter: 1-element array."""
     if router == 0:  # round_robin
         r = rr_counter[0] % num_replicas
@@ -146,20 +146,35 @@ def _route(q, router, num_replicas, rr_counter, sess_idx, sess_rep, prompt, hash
         if s >= 0:
             sess_rep[s] = r
         return r
-    # prefix_aware: new prefill blocks + blocks in use, ties to the lower load, then lower r
+    # prefix_aware: new prefill blocks + blocks in use, ties to the lower load, then lower r.
+    # The winner is the least (cost, load, r); replicas are visited starting with the one
+    # that holds the parent turn (likely the winner), and a replica whose best possible cost
+    # (every hashable block hit) cannot beat the current winner is not looked up at all.
     p = prompt[q]
     max_hit = (p - 1) // bs
     best = -1
     best_cost = 0
-    for r in range(num_replicas):
+    best_load = 0
+    first = 0
+    if parent[q] >= 0 and o_replica[parent[q]] >= 0:
+        first = o_replica[parent[q]]
+    for k in range(num_replicas):
+        r = (first + k) % num_replicas
+        used = n - 1 - num_free[r]
+        load = _load(r, wq_len, run_len)
+        if best >= 0:
+            lower = (cdiv(p, bs) - max_hit) + used
+            if lower > best_cost or (lower == best_cost and (load > best_load or (load == best_load and r > best))):
+                continue
         hit = 0
         if caching:
             hit = match_prefix(hashes, hash_off[q], max_hit, r * (cmask + 1), cmask, hm, hit_scratch)
-        cost = (cdiv(p, bs) - hit) + (n - 1 - num_free[r])
-        if best < 0 or cost < best_cost or (cost == best_cost
-                                            and _load(r, wq_len, run_len) < _load(best, wq_len, run_len)):
+        cost = (cdiv(p, bs) - hit) + used
+        if best < 0 or cost < best_cost or (cost == best_cost and (load < best_load
+                                                                    or (load == best_load and r < best))):
             best = r
             best_cost = cost
+            best_load = load
     return best
 
 
@@ -493,7 +508,7 @@ def _decode_leap(r, t, horizon, n, s_max, m, bs, budget_max, caching, record_ste
 
 
 @jit
-def _simulate(arrival_s, prompt, output, session, turn, think_s, static_order, child_off, child_ids, sess_idx,
+def _simulate(arrival_s, prompt, output, session, turn, parent, think_s, static_order, child_off, child_ids, sess_idx,
               num_sessions, hash_off, hashes, num_replicas, router, bs, n, s_max, m, budget_max, max_model_len,
               chunked, caching, record_steps, cost_params, itl_min_s, itl_per_decade, itl_from_s, min_think_s,
               o_replica, o_arrival, o_admitted, o_first, o_completion, o_cached, o_computed, o_preempt, o_event,
@@ -604,7 +619,7 @@ def _simulate(arrival_s, prompt, output, session, turn, think_s, static_order, c
                 _release_children(qa, ta, child_off, child_ids, think_s, hp_t, hp_id, hp_n)
                 continue
             r = _route(qa, router, R, rr_counter, sess_idx, sess_rep, prompt, hash_off, hashes, bs, n, cmask,
-                       caching, hm, num_free, wq_len, run_len, hit_blocks)
+                       caching, hm, num_free, wq_len, run_len, hit_blocks, parent, o_replica)
             o_replica[qa] = r
             if wq_len[r] + run_len[r] == 0 and busy_until[r] < ta:
                 busy_until[r] = ta
@@ -741,7 +756,7 @@ def run_engine(inputs: EngineInputs) -> EngineOutputs:
     kv_integral = np.zeros(cfg.num_replicas, np.float64)
     kv_max = np.zeros(cfg.num_replicas, np.int64)
     steps, num_steps = _simulate(
-        arrival, prompt, output, session, np.ascontiguousarray(inputs.turn, np.int32),
+        arrival, prompt, output, session, np.ascontiguousarray(inputs.turn, np.int32), parent,
         np.ascontiguousarray(inputs.think_s, np.float64), static, child_off, child_ids, sess_idx, num_sessions,
         np.ascontiguousarray(inputs.hash_offsets, np.int64), np.ascontiguousarray(inputs.hashes, np.uint64),
         int(cfg.num_replicas), int(cfg.router), bs, n, s_max, m, int(cfg.max_num_batched_tokens),
