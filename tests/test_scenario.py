@@ -74,13 +74,10 @@ def test_bad_scenario_is_one_line_exit_1(stem, tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".*tmp*"))
 
 
-def _scenario_files():
-    import tomllib
-    return [p for p in sorted((ROOT / "scenarios").glob("*.toml")) if "base" not in tomllib.loads(p.read_text())]
-
-
-@pytest.mark.parametrize("path", _scenario_files(), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((ROOT / "scenarios").glob("*.toml")) + sorted((ROOT / "scenarios").glob("*.yaml")),
+                         ids=lambda p: p.name)
 def test_bundled_scenarios_validate(path):
+    """`oracle validate scenarios/*` passes: scenarios, sweep files (every point) and old configs."""
     result = CliRunner().invoke(build_app(), ["validate", str(path)])
     assert result.exit_code == 0, result.output
     assert result.output.startswith("ok:")

@@ -8,10 +8,24 @@ from typing import Annotated
 import typer
 
 
+def _is_sweep(path: Path) -> bool:
+    """A TOML file with a top-level ``base`` key is a sweep file (see oracle.sweep.spec)."""
+    if path.suffix.lower() != ".toml":
+        return False
+    try:
+        import tomllib
+        return "base" in tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False  # let the scenario loader report the problem
+
+
 def register(app: typer.Typer) -> None:
     @app.command("validate")
     def validate(files: Annotated[list[Path], typer.Argument(help="Scenario files to check.")]) -> None:
         """Check scenario files (syntax, keys, types, ranges, catalog names, memory fit) without running them.
+
+        Sweep files (a TOML with a top-level ``base``) are expanded and every point is checked;
+        YAML/JSON configs of the original LLMPerfOracle are converted and checked.
 
         Prints one line per file; exits 1 if any file is invalid.
 
@@ -25,6 +39,13 @@ def register(app: typer.Typer) -> None:
         bad = 0
         for f in files:
             try:
+                if _is_sweep(f):
+                    from oracle.sweep.spec import expand_points, load_sweep
+                    spec = load_sweep(f)
+                    points = expand_points(spec)
+                    typer.echo(f"ok: {f}: sweep over {spec.base}: "
+                               f"{len(points)} point(s), all valid")
+                    continue
                 sc = as_scenario(f)
             except OracleError as exc:
                 if debug_enabled():
