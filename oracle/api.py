@@ -187,6 +187,12 @@ def _run_engine(inputs: EngineInputs) -> EngineOutputs:
     from oracle.engine.loop import run_engine
     try:
         return run_engine(inputs)
+    except SystemError as exc:
+        # Ctrl-C / SIGTERM while the compiled engine runs: numba reports the handler's
+        # KeyboardInterrupt as a SystemError caused by it; give the caller the interrupt itself
+        if isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        raise
     except MemoryError:
         raise OracleError("out of memory while simulating; reduce num_requests/duration or the number of "
                           "replicas, or pin num_gpu_blocks instead of \"unlimited\"") from None

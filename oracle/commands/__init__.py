@@ -28,8 +28,26 @@ def user_errors() -> Iterator[None]:
     except (typer.Exit, typer.Abort, SystemExit):
         raise
     except Exception as exc:  # noqa: BLE001 - last line of defence for users
+        if interrupted(exc):
+            typer.echo("interrupted: no results were written", err=True)
+            raise typer.Exit(code=130) from None
         if debug_enabled():
             raise
         typer.echo(f"error: internal error ({type(exc).__name__}: {exc}); rerun with ORACLE_DEBUG=1 "
                    "for the traceback and please report it", err=True)
         raise typer.Exit(code=1) from None
+
+
+def interrupted(exc: BaseException) -> bool:
+    """True if ``exc`` is, or was caused by, a KeyboardInterrupt.
+
+    A signal handler that raises while a numba function runs surfaces as ``SystemError:
+    CPUDispatcher(...) returned a result with an exception set`` caused by the KeyboardInterrupt.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False

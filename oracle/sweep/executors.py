@@ -72,14 +72,15 @@ def run_local(tasks: list, *, workers: int) -> Iterator[tuple[Any, dict]]:
     finally:
         # Do not wait for idle workers to exit (numba/LLVM teardown takes a while); on an error
         # or interrupt also drop queued tasks and stop the running ones.
+        # (shutdown() forgets the worker processes, so take them first)
+        procs = list((getattr(pool, "_processes", None) or {}).values())
         pool.shutdown(wait=False, cancel_futures=not clean)
         if not clean:
-            _terminate_pool(pool)
+            _terminate_pool(procs)
 
 
-def _terminate_pool(pool) -> None:
-    procs = getattr(pool, "_processes", None) or {}
-    for p in list(procs.values()):
+def _terminate_pool(procs) -> None:
+    for p in procs:
         try:
             if p.is_alive():
                 p.terminate()
