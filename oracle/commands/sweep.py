@@ -125,7 +125,7 @@ def _with_progress(fn):
         tid = bar.add_task("validating points", total=None)
 
         def validated(num_points: int, num_todo: int) -> None:
-            bar.update(tid, description=f"{num_points} points")
+            bar.update(tid, description=f"{num_points} points; runs")
 
         def progress(done: int, total: int) -> None:
             bar.update(tid, completed=done, total=total)

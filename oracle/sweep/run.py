@@ -39,7 +39,7 @@ class SweepResult:
 
     ``num_run``: tasks simulated now; ``num_reused``: tasks whose results ``--resume`` found.
     ``task_stats``: per simulated task, ``{point, repeat, pid, compiles, task_wall_s, parse_s,
-    workload_s, simulate_s, workload_cached, worker_tasks, done_s}`` (``compiles``: numba
+    workload_s, simulate_s, simulate_cpu_s, workload_cached, worker_tasks, done_s}`` (``compiles``: numba
     signatures compiled from scratch; ``worker_tasks``: the task's rank in its worker;
     ``done_s``: when its result arrived, seconds after the executor started).
     """
@@ -113,7 +113,7 @@ def run_sweep(sweep: str | Path | SweepSpec, *, out_dir: str | Path | None = Non
                 _write_point(pdir, task, res, spec)
                 stats.append({"point": task.point, "repeat": task.repeat,
                               **{k: res.get(k) for k in ("pid", "compiles", "task_wall_s", "parse_s", "workload_s",
-                                                         "simulate_s", "workload_cached", "worker_tasks")},
+                                                         "simulate_s", "simulate_cpu_s", "workload_cached", "worker_tasks")},
                               "done_s": time.perf_counter() - t_exec})
                 finished += 1
                 if progress is not None:

@@ -180,11 +180,11 @@ def _run(task, t0: float) -> dict[str, Any]:
     sc = scenario_from_dict(task.raw, base_dir=Path(task.base_dir), file=task.file)
     t1 = time.perf_counter()
     wl, cached = _get_workload(sc, workload_key(task.raw, task.base_dir))
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     res = simulate(sc, workload=wl, record_steps=False)
-    t3 = time.perf_counter()
+    t3, c3 = time.perf_counter(), time.process_time()
     rows = [{"framework": name, **_summary_row(fr.summary)} for name, fr in res.frameworks.items()]
     _stats["tasks"] += 1
     return {"key": task.key, "rows": rows, "pid": os.getpid(), "workload_cached": cached,
-            "parse_s": t1 - t0, "workload_s": t2 - t1, "simulate_s": t3 - t2, "task_wall_s": time.perf_counter() - t0,
+            "parse_s": t1 - t0, "workload_s": t2 - t1, "simulate_s": t3 - t2, "simulate_cpu_s": c3 - c2, "task_wall_s": time.perf_counter() - t0,
             "compiles": compile_count() - before, "worker_tasks": _stats["tasks"]}
