@@ -3,7 +3,8 @@
 Each section parser wraps its raw ``dict`` in a :class:`Table`, pulls typed values out of it
 with range checks, and finally calls :meth:`Table.done`, which rejects keys nobody read
 (with a "did you mean" hint). Errors are :class:`~oracle.errors.ScenarioError` with the
-full dotted key path, so the CLI can print ``file: key.path: reason``.
+full dotted key path, so the CLI can print ``file: key.path: reason``. A key whose value is
+``None`` (a dict built in Python, an empty YAML value) counts as not given.
 
     t = Table(raw, "frameworks.0")
     block_size = t.int("block_size", 16, lo=1, hi=4096)
@@ -29,7 +30,7 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 
 def _type_name(value: Any) -> str:
     return {bool: "boolean", int: "integer", float: "number", str: "string", list: "array",
-            dict: "table"}.get(type(value), type(value).__name__)
+            dict: "table", type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def _num(v: float) -> str:
@@ -55,11 +56,11 @@ class Table:
         return ScenarioError(reason, key=self.key(name) if name else (self.path or None))
 
     def has(self, name: str) -> bool:
-        return name in self.raw
+        return self.raw.get(name) is not None
 
     def _get(self, name: str, default: Any) -> Any:
         self._seen.add(name)
-        if name in self.raw:
+        if self.raw.get(name) is not None:   # None (a dict from Python, a YAML "key:") = not given
             return self.raw[name]
         if default is _MISSING:
             raise self.error(name, "is required")

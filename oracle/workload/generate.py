@@ -282,8 +282,10 @@ def _build(spec: WorkloadSpec, s: dict) -> Workload:
         total[rows] = total[f] + inp[rows] + out[rows]
     prompt = total - out
     if n and prompt.max() >= 2**31 - 1 - out.max():
-        raise ScenarioError("conversation prompts grow past 2**31 tokens; bound turns or lengths",
-                            key="workload.clients")
+        i = int(client[int(np.argmax(prompt + out))])
+        raise ScenarioError("a request would have 2**31 tokens or more (system prompt + history + input + "
+                            "output); set a max on prompt_tokens / output_tokens or bound the turns",
+                            key=f"workload.clients.{i}")
 
     offsets = np.zeros(n + 1, np.int64)
     np.cumsum(nseg, out=offsets[1:])
