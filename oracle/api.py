@@ -134,8 +134,11 @@ def load_workload(scenario: Scenario, *, max_memory_bytes: int | None = None):
     from oracle.metrics.memory import check_workload_size
     from oracle.workload import build_workload
     check_workload_size(scenario, max_memory_bytes=max_memory_bytes)
-    return build_workload(scenario.workload, duration_s=scenario.simulation.duration_s,
-                          num_requests=scenario.simulation.num_requests, seed=scenario.seed)
+    try:
+        return build_workload(scenario.workload, duration_s=scenario.simulation.duration_s,
+                              num_requests=scenario.simulation.num_requests, seed=scenario.seed)
+    except OracleError as exc:   # a generator error names a key; add the scenario file (traces name their own)
+        raise exc.with_context(file=scenario.path) from None
 
 
 def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None, out_dir: str | Path | None = None,

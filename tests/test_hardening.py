@@ -42,6 +42,7 @@ MORE_SCENARIOS = {
     "model_is_string": (None, "model", "must be a table, got string"),
     "num_requests_zero": (None, "simulation.num_requests", "must be >= 1, got 0"),
     "prompt_max_huge": (None, "workload.clients.0.prompt_tokens.max", "must be < 2**31 tokens"),
+    "prompt_unbounded_huge": (None, "workload.clients.0", "a request would have 2**31 tokens or more"),
     "rate_huge": (None, None, "this run needs at least"),
     "rate_inf": (None, "workload.clients.0.arrival.rate", "must be a finite number, got inf"),
     "rate_nan": (None, "workload.clients.0.arrival.rate", "must be a finite number, got nan"),

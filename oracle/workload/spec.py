@@ -337,7 +337,7 @@ def parse_dist(parent: Table, name: str, *, integer: bool, base_dir: Path,
     t = parent.table(name)
     kind = t.str("dist", choices=DISTS)
     floor = 1.0 if integer else 0.0
-    num = (lambda k, d=None, **kw: t.float(k, d, **kw))
+    num = (lambda k, *default, **kw: t.float(k, *default, **kw))   # no default: required
     lo = num("min", None, lo=floor)
     hi = num("max", None, lo=floor)
     if lo is not None and hi is not None and lo > hi:
