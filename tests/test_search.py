@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import polars as pl
-import pytest
 
 from oracle.sweep.search import rate_overrides, search
 from test_sweep import run_cli, write_base

@@ -51,19 +51,5 @@ def _run(config: Path, output: Path | None, check: bool) -> None:
 
 def _write_atomic(path: Path, text: str) -> None:
     """Write ``text`` to a temp file next to ``path``, then rename it over ``path``."""
-    import os
-    import tempfile
-
-    from oracle.errors import OracleError
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(text)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    except OSError as exc:
-        raise OracleError(f"cannot write: {exc.strerror}", file=path) from None
+    from oracle.metrics.writers import atomic_write_text
+    atomic_write_text(path, text)

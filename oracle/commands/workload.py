@@ -152,7 +152,7 @@ def format_stats(s: dict) -> str:
     for key in ("prompt_tokens", "output_tokens", "turns", "think_s"):
         d = s[key]
         lines.append(f"{key:<20} " + " ".join(f"{_fmt(d[k]):>9}" for k in ("mean", "p50", "p90", "p99", "max")))
-    lines.append(f"clients              " + ", ".join(f"{k}: {_fmt(v)}" for k, v in s["clients"].items()))
+    lines.append("clients              " + ", ".join(f"{k}: {_fmt(v)}" for k, v in s["clients"].items()))
     lines.append(f"ideal_prefix_reuse   {s['ideal_prefix_reuse']:.2%} of prompt tokens at block size "
                  f"{s['block_size']} (unlimited cache)")
     return "\n".join(lines)

@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 
 from oracle.metrics.columns import LEGACY_CSV_COLUMNS
-from oracle.metrics.writers import dumps, make_staging_dir, publish, write_text
+from oracle.metrics.writers import atomic_write, atomic_write_text, dumps, make_staging_dir, publish, write_text
 
 
 def legacy_csv_frame(requests: pl.DataFrame) -> pl.DataFrame:
@@ -76,27 +76,10 @@ def write_results(result, *, out_dir: str | Path | None = None, format: str | No
 
 def _write_extra_copies(result, fmt: str) -> None:
     """``[output].summary_json`` / ``requests_csv``: copies of the first framework's results at
-    the paths an original-LLMPerfOracle config names (each written to a temp file, then renamed)."""
-    import os
-    import tempfile
-
-    from oracle.errors import OracleError
+    the paths an original-LLMPerfOracle config names (each written atomically)."""
     out = result.scenario.output
     fr = result.first
-    for path, render in ((out.summary_json, lambda p: p.write_text(dumps(fr.summary), encoding="utf-8")),
-                         (out.requests_csv, lambda p: legacy_csv_frame(fr.requests).write_csv(p))):
-        if not path:
-            continue
-        target = Path(path)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
-            os.close(fd)
-            try:
-                render(Path(tmp))
-                os.replace(tmp, target)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-        except OSError as exc:
-            raise OracleError(f"cannot write: {exc.strerror}", file=target) from None
+    if out.summary_json:
+        atomic_write_text(Path(out.summary_json), dumps(fr.summary))
+    if out.requests_csv:
+        atomic_write(Path(out.requests_csv), lambda p: legacy_csv_frame(fr.requests).write_csv(p))

@@ -130,3 +130,37 @@ def _remove(path: Path) -> None:
 
 def write_text(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
+
+
+def atomic_write(target: Path, render) -> Path:
+    """Create ``target`` whole or not at all: ``render(tmp_path)`` writes a temporary file
+    beside it, which is then renamed over ``target`` (the parent folder is created).
+    An OSError becomes one OracleError naming the file."""
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
+        os.close(fd)
+        try:
+            render(Path(tmp))
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    except OSError as exc:
+        raise OracleError(f"cannot write: {exc.strerror}", file=target) from None
+    return target
+
+
+def atomic_write_text(target: Path, text: str) -> Path:
+    return atomic_write(target, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def atomic_write_bytes(target: Path, data: bytes) -> Path:
+    return atomic_write(target, lambda p: p.write_bytes(data))
+
+
+def atomic_write_parquet(frame, target: Path) -> Path:
+    """A polars DataFrame (or anything with ``write_parquet``) as Parquet, atomically."""
+    return atomic_write(target, lambda p: frame.write_parquet(p))

@@ -17,12 +17,10 @@ and the JSON document carries it unchanged.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from oracle.errors import OracleError
+from oracle.metrics.writers import atomic_write_bytes
 
 __all__ = ["report_run", "build_report"]
 
@@ -140,17 +138,4 @@ def _print(tables, doc, run, files, console) -> None:
 
 def _write_atomic(target: Path, data: bytes) -> Path:
     """Write to a temporary file beside ``target``, then rename it into place."""
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    except OSError as exc:
-        raise OracleError(f"cannot write: {exc.strerror}", file=target) from None
-    return target
+    return atomic_write_bytes(target, data)

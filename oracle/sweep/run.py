@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from oracle.errors import OracleError
+from oracle.metrics.writers import atomic_write_parquet, atomic_write_text
 from oracle.sweep.spec import RESERVED_COLUMNS, SweepSpec, SweepTask, expand_points, load_sweep, make_tasks
 from oracle.sweep.task import METRICS, workload_key
 
@@ -171,24 +172,11 @@ def _remove_temporaries(pdir: Path) -> None:
 
 
 def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)   # whole file or none (a killed run leaves at most a .tmp-* file)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OracleError(f"cannot write: {exc.strerror}", file=path) from None
+    atomic_write_text(path, text)   # whole file or none
 
 
 def _atomic_write_parquet(table, path: Path) -> None:
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    try:
-        table.write_parquet(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OracleError(f"cannot write: {exc.strerror}", file=path) from None
+    atomic_write_parquet(table, path)
 
 
 # -- the table -------------------------------------------------------------------------------
