@@ -61,3 +61,18 @@ class TraceError(OracleError):
 
 class CapacityError(OracleError):
     """The model does not fit, or a run would need more memory than allowed."""
+
+
+def interrupted(exc: BaseException) -> bool:
+    """True if ``exc`` is, or was caused by, a KeyboardInterrupt.
+
+    A signal handler that raises while a numba function runs surfaces as ``SystemError:
+    CPUDispatcher(...) returned a result with an exception set`` caused by the KeyboardInterrupt.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False

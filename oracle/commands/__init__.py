@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-from oracle.errors import OracleError
+from oracle.errors import OracleError, interrupted
 
 
 @contextlib.contextmanager
@@ -37,17 +37,3 @@ def user_errors() -> Iterator[None]:
                    "for the traceback and please report it", err=True)
         raise typer.Exit(code=1) from None
 
-
-def interrupted(exc: BaseException) -> bool:
-    """True if ``exc`` is, or was caused by, a KeyboardInterrupt.
-
-    A signal handler that raises while a numba function runs surfaces as ``SystemError:
-    CPUDispatcher(...) returned a result with an exception set`` caused by the KeyboardInterrupt.
-    """
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, KeyboardInterrupt):
-            return True
-        seen.add(id(exc))
-        exc = exc.__cause__ or exc.__context__
-    return False

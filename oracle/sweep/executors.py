@@ -42,6 +42,9 @@ def run_serial(tasks: Iterable) -> Iterator[tuple[Any, dict]]:
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as exc:  # noqa: BLE001 - reported with the point
+                from oracle.errors import interrupted
+                if interrupted(exc):   # Ctrl-C inside a numba call arrives as a SystemError
+                    raise KeyboardInterrupt from None
                 raise TaskFailed(t, exc) from exc
             yield t, res
     finally:
