@@ -78,7 +78,8 @@ def _reference_ratio(scenario: str, requests: int) -> dict:
     from oracle.scenario import apply_overrides, load_scenario
     sc = as_scenario(apply_overrides(load_scenario(SCENARIOS[scenario]).raw, {"simulation.num_requests": requests}))
     wl = load_workload(sc)
-    inputs = engine_inputs(sc, sc.frameworks[0], wl)
+    # the reference reads per-request hash ranges (CSR), so give both engines those
+    inputs = engine_inputs(sc, sc.frameworks[0], wl, hashes=wl.block_hashes(sc.frameworks[0].block_size))
     run_engine(inputs)  # compiled/loaded
     jit_times = []
     for _ in range(3):
