@@ -12,7 +12,6 @@ dict with the TOML structure, or a :class:`~oracle.scenario.Scenario`.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -218,7 +217,3 @@ def default_out_dir(sc: Scenario) -> Path:
         d = Path(sc.output.dir)
         return d if d.is_absolute() else (Path.cwd() / d)
     return Path.cwd() / "runs" / sc.name
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "") not in ("", "0", "false", "no")

@@ -31,14 +31,6 @@ def cdiv(a, b):
     return -(-a // b)
 
 
-def pool_capacity(num_blocks: int) -> int:
-    """Hash-map capacity for a pool: the power of two >= 2 * num_blocks (at least 8)."""
-    c = 8
-    while c < 2 * num_blocks:
-        c *= 2
-    return c
-
-
 @jit(inline="always")
 def fq_init(base, n, fq_prev, fq_next):
     """Put blocks 1..n-1 in the free queue in id order (block 0 is the null block).

@@ -8,8 +8,8 @@ from oracle.errors import CapacityError
 
 # Bytes per request held by the engine and the metrics (state + outputs + table columns).
 PER_REQUEST_BYTES = 400
-# Bytes per KV block in the pool (ref_cnt, hash, session, free links, 2 map slots x 12 bytes).
-PER_BLOCK_BYTES = 4 + 8 + 8 + 8 + 2 * 2 * 12
+# Bytes per KV block in the pool (ref_cnt, hash, session, free links, 2-4 map slots x 16 bytes).
+PER_BLOCK_BYTES = 4 + 8 + 8 + 8 + 4 * 16
 
 
 def available_memory_bytes() -> int | None:
