@@ -91,6 +91,12 @@ def main() -> None:
     except KeyboardInterrupt:  # before or outside a command's own handler
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None
+    finally:
+        # The command is over (results written or refused): a signal arriving during the
+        # interpreter's shutdown must not turn a finished run into a crash.
+        for s in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
+            if s is not None:
+                signal.signal(s, signal.SIG_IGN)
 
 
 def _exit_for(exc: BaseException) -> int:

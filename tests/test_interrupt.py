@@ -98,9 +98,16 @@ def env() -> dict:
     return e
 
 
+def _default_sigint() -> None:
+    """In the child: SIGINT back to its default, so Python turns it into KeyboardInterrupt
+    even when this test runs in a background job that ignores SIGINT (as under `cmd &`)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_full(cmd: list[str], cwd: Path) -> float:
     """Run to completion; return the CPU seconds it used (children included)."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_default_sigint)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     err = proc.stderr.read().decode()
@@ -110,7 +117,8 @@ def run_full(cmd: list[str], cwd: Path) -> float:
 
 def interrupt(cmd: list[str], cwd: Path, sig: int, ready):
     """Start ``cmd``; once ``ready(pid, kids)`` holds, send ``sig``. Returns (rc, stderr, kids seen)."""
-    proc = subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=_default_sigint)
     kids: set[int] = set()
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
@@ -269,14 +277,17 @@ def test_signal_during_renames_is_held_until_all_are_swapped(tmp_path):
         yield "c"
 
     previous = signal.getsignal(signal.SIGTERM)
+    previous_int = signal.getsignal(signal.SIGINT)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(143)))
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when run in a job that ignores SIGINT
     try:
         with pytest.raises(KeyboardInterrupt):   # delivered after the loop, the first signal wins
             publish(staging, dest, names())
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
     for name in ("a", "b", "c"):
         assert (dest / name / "summary.json").read_text() == "new\n"
     assert not staging.exists()
     no_temporaries(tmp_path)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
