@@ -179,6 +179,8 @@ def _finish_step(r, t_end, n, s_max, m, bs, nsch, caching, pool, rq, queues, sch
     itl_hist, itl_min_s, itl_per_decade, itl_from_s, o_arrival = itl
     cmask = hm.shape[0] // (2 * wq_len.shape[0]) - 1
     num_finished = 0
+    memo_gap = -1.0
+    memo_bin = 0
     num_continuing_emitters = 0
     for k in range(nsch):
         q = sch_req[k]
@@ -193,7 +195,10 @@ def _finish_step(r, t_end, n, s_max, m, bs, nsch, caching, pool, rq, queues, sch
             else:
                 gap = t_end - last_token_s[q]
                 if o_arrival[q] >= itl_from_s:
-                    itl_hist[_itl_bin(gap, itl_min_s, itl_per_decade, itl_hist.shape[0])] += 1
+                    if gap != memo_gap:  # most requests in a step share their gap: one log10 per step
+                        memo_gap = gap
+                        memo_bin = _itl_bin(gap, itl_min_s, itl_per_decade, itl_hist.shape[0])
+                    itl_hist[memo_bin] += 1
                 if math.isnan(o_max_itl[q]) or gap > o_max_itl[q]:
                     o_max_itl[q] = gap
             last_token_s[q] = t_end
