@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from oracle.engine.inputs import CacheEvent, EngineOutputs, Status, itl_bin_edges_s
+from oracle.engine.inputs import ITL_BINS_PER_DECADE, CacheEvent, EngineOutputs, Status, itl_bin_edges_s
 from oracle.metrics.columns import CACHE_EVENT_NAMES, PERCENTILES, STATUS_NAMES, STEP_COLUMNS
 
 
@@ -90,7 +90,7 @@ def _hist_stats(hist: np.ndarray, max_value_ms: float | None, pcts=PERCENTILES) 
     if total == 0:
         return _stats(np.empty(0), pcts)
     lower = itl_bin_edges_s()
-    upper = np.append(lower[1:], lower[-1] * 10 ** (1 / 100))
+    upper = np.append(lower[1:], lower[-1] * 10 ** (1 / ITL_BINS_PER_DECADE))
     centre = np.where(lower > 0, np.sqrt(np.maximum(lower, 1e-300) * upper), upper / 2) * 1e3
     cum = np.cumsum(hist)
     res: dict[str, float | None] = {"mean": float((hist * centre).sum() / total)}
