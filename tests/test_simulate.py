@@ -146,3 +146,17 @@ def test_trace_scenarios_run(name):
         assert (too_long["status"] == "rejected").all()
         assert fr.summary["requests"]["successful"] == 300 - too_long.height
         assert np.isfinite(fr.summary["latency"]["time_to_first_token_ms"]["p99"])
+
+
+def test_itl_histogram_agrees_with_the_request_table():
+    """The streamed ITL histogram's mean equals the token-weighted TPOT of the same requests
+    (every gap lands in a bin 2.3 % wide: the mean of bin centres is within ~1.2 %)."""
+    raw = small(SCENARIOS / "quickstart.toml", **{"simulation.duration_s": 60, "simulation.warm_up_s": 10})
+    res = oracle.simulate(raw)
+    df = res.requests.filter((pl.col("status") == "finished") & ~pl.col("warm_up") & (pl.col("output_tokens") > 1))
+    gaps_total_ms = ((df["completion_s"] - df["first_token_s"]) * 1e3).sum()
+    num_gaps = (df["output_tokens"] - 1).sum()
+    itl = res.summary["latency"]["inter_token_latency_ms"]
+    assert itl["mean"] == pytest.approx(gaps_total_ms / num_gaps, rel=0.015)
+    assert itl["max"] == pytest.approx(df["max_itl_ms"].max())
+    assert itl["p50"] <= itl["p99"] <= itl["max"]
