@@ -10,7 +10,7 @@ import typer
 ScenarioArg = Annotated[Path, typer.Argument(help="Scenario file (TOML, or a YAML/JSON config of the original "
                                                   "LLMPerfOracle).", show_default=False)]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Override the scenario's random seed.")]
-OutDirOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (overrides [output].dir); "
+OutDirOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (overrides the scenario's \\[output].dir); "
                                                                         "results go to DIR/<framework>/.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]

@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
         json_out: JsonOpt = False,
         quiet: QuietOpt = False,
         steps: Annotated[Optional[bool], typer.Option("--steps/--no-steps", help="Write steps.parquet (one row "
-                                                      "per engine step); default from [output].steps.")] = None,
+                                                      "per engine step); default from \\[output].steps.")] = None,
         report: Annotated[bool, typer.Option("--report", help="Print the full report (and write plots) at the "
                                              "end.")] = False,
         max_memory: Annotated[Optional[float], typer.Option("--max-memory", help="Refuse runs estimated to need "

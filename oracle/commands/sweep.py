@@ -11,10 +11,10 @@ import typer
 from oracle.commands import user_errors
 from oracle.commands._options import JsonOpt, QuietOpt, ScenarioArg
 
-SweepArg = Annotated[Path, typer.Argument(help="Sweep file (TOML): base scenario + [grid] / [[points]] of "
+SweepArg = Annotated[Path, typer.Argument(help="Sweep file (TOML): base scenario + \\[grid] / \\[\\[points]] of "
                                                "overrides.", show_default=False)]
 SweepOutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (overrides the sweep's "
-                                                                          "[output].dir; default runs/<name>).")]
+                                                                          "\\[output].dir; default runs/<name>).")]
 
 
 def register(app: typer.Typer) -> None:
@@ -55,9 +55,9 @@ def register(app: typer.Typer) -> None:
         vary: Annotated[str, typer.Option("--vary", help="What to search: rate (largest arrival-rate "
                                           "multiplier) or replicas (fewest replicas).")] = "rate",
         slo_ttft_ms: Annotated[Optional[float], typer.Option("--slo-ttft-ms", help="TTFT objective in ms "
-                                                             "(default: the scenario's [slo]).")] = None,
+                                                             "(default: the scenario's \\[slo]).")] = None,
         slo_tpot_ms: Annotated[Optional[float], typer.Option("--slo-tpot-ms", help="TPOT objective in ms "
-                                                             "(default: the scenario's [slo]).")] = None,
+                                                             "(default: the scenario's \\[slo]).")] = None,
         goodput: Annotated[float, typer.Option("--goodput", help="Required fraction of requests meeting "
                                                "both objectives.")] = 0.99,
         framework: Annotated[Optional[str], typer.Option("--framework", help="Framework to search "

@@ -22,8 +22,8 @@ def register(app: typer.Typer) -> None:
 
     @wl_app.command("generate")
     def generate(
-        scenario: Annotated[Path, typer.Argument(help="Scenario TOML (a file with only [workload], "
-                                                      "[simulation] and seed works too).", show_default=False)],
+        scenario: Annotated[Path, typer.Argument(help="Scenario TOML (a file with only \\[workload], "
+                                                      "\\[simulation] and seed works too).", show_default=False)],
         out: Annotated[Path, typer.Option("--out", "-o", help="Parquet file to write.", show_default=False)],
         seed: SeedOpt = None,
         num_requests: Annotated[Optional[int], typer.Option(
