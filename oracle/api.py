@@ -168,8 +168,9 @@ def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None,
     check_memory(sc, fws, workload, max_memory_bytes=max_memory_bytes)
     results: dict[str, FrameworkResult] = {}
     hash_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for fw in fws:
-        say(f"simulating {fw.name}")
+    for k, fw in enumerate(fws, start=1):
+        say(f"simulating framework {k}/{len(fws)}: {fw.name} ({len(workload):,} requests, "
+            f"{fw.replicas} x tp{fw.tp} pp{fw.pp})")
         t1 = time.perf_counter()
         if fw.block_size not in hash_cache:
             from oracle.engine.hashes import shared_block_hashes
