@@ -14,7 +14,9 @@ def _fmt(v, unit: str = "", digits: int = 1) -> str:
 def print_summary(res, dest: Path) -> None:
     from rich.console import Console
     from rich.table import Table
-    console = Console()
+    import sys
+    # a pipe or a log file gets the whole table instead of rich's 80-column default
+    console = Console() if sys.stdout.isatty() else Console(width=160)
     table = Table(title=f"{res.scenario.name}: {res.scenario.model.name} on {res.scenario.gpu.name}")
     table.add_column("framework")
     for col in ("GPUs", "req/s", "out tok/s", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "goodput",
