@@ -13,4 +13,4 @@ SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Override the sce
 OutDirOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (overrides the scenario's \\[output].dir); "
                                                                         "results go to DIR/<framework>/.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress and no summary table; results are still written.")]
