@@ -65,11 +65,11 @@ def write_results(result, *, out_dir: str | Path | None = None, format: str | No
         if sc.path is not None and sc.path.suffix == ".toml" and sc.path.exists():
             write_text(staging / "scenario.toml", sc.path.read_text(encoding="utf-8"))
             names.append("scenario.toml")
-    except BaseException:
+        publish(staging, dest, names)  # holds Ctrl-C/SIGTERM while it swaps; removes the staging folder
+    except BaseException:  # also a signal that lands between writing and publishing
         import shutil
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    publish(staging, dest, names)
     _write_extra_copies(result, fmt)
     return dest
 
