@@ -51,7 +51,7 @@ class FrameworkConfig:
     enable_chunked_prefill: bool = True
     enable_prefix_caching: bool = True
     dtype: str | None = None                    # weights dtype override (default: [model].dtype)
-    kv_cache_dtype: str | None = None           # KV dtype override (default: weights dtype)
+    kv_cache_dtype: str | None = None           # KV dtype override (default: [model].kv_cache_dtype)
     scheduler_overhead_s: float | None = None   # per-step CPU time (default: GPU calibration)
 
     @property
@@ -91,7 +91,7 @@ class Scenario:
     simulation: SimulationConfig
     model: Any            # oracle.catalog.ModelSpec
     dtype: str
-    kv_cache_dtype: str
+    kv_cache_dtype: str   # as written ("auto" allowed); framework_dtypes() gives concrete names
     gpu: Any              # oracle.catalog.GpuSpec
     workload: Any         # oracle.workload.spec.WorkloadSpec
     frameworks: tuple[FrameworkConfig, ...]
@@ -268,14 +268,12 @@ def _parse(raw: dict, *, base_dir: Path, file) -> Scenario:
     out_t.done()
     top.done()
     return Scenario(name=name, seed=seed, simulation=sim, model=model, dtype=dtype,
-                    kv_cache_dtype=dtype if kv_dtype == "auto" else kv_dtype, gpu=gpu,
+                    kv_cache_dtype=kv_dtype, gpu=gpu,
                     workload=workload, frameworks=frameworks, slo=slo, output=output,
                     path=Path(file) if file else None, raw=raw)
 
 
 def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str) -> FrameworkConfig:
-    from oracle.memory import compute_num_gpu_blocks
-
     fw_type = t.str("type", "vllm", choices=("vllm",))
     max_ctx = int(model.max_context)
     f = dict(
@@ -314,38 +312,42 @@ def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str)
         raise t.error("tp", f"tensor parallel size {f['tp']} exceeds the model's {model.num_heads} attention heads")
     t.done()
     fw = FrameworkConfig(**f)
-    if fw.num_gpu_blocks is None:
+    if fw.num_gpu_blocks is None:  # the model must leave room for KV blocks on these GPUs
         try:
-            compute_num_gpu_blocks(
-                model, gpu, tp=fw.tp, pp=fw.pp, block_size=fw.block_size,
-                gpu_memory_utilization=fw.gpu_memory_utilization,
-                dtype=fw.dtype or dtype, kv_dtype=fw.kv_cache_dtype or fw.dtype or kv_dtype,
-                max_num_batched_tokens=fw.max_num_batched_tokens)
+            _memory_num_gpu_blocks(model, gpu, fw, *_dtypes(fw, dtype, kv_dtype))
         except OracleError as exc:
             raise ScenarioError(exc.reason, key=f"frameworks.{i}") from None
     return fw
 
 
+def _dtypes(fw: FrameworkConfig, dtype: str, kv_cache_dtype: str) -> tuple[str, str]:
+    """(weights, KV) dtype names for a framework: its overrides, else the [model] ones. A
+    framework that overrides the weights dtype alone gets ``"auto"`` KV for them."""
+    weights = fw.dtype or dtype
+    kv = fw.kv_cache_dtype or (kv_cache_dtype if fw.dtype is None else "auto")
+    return weights, kv
+
+
 def framework_dtypes(scenario: Scenario, fw: FrameworkConfig) -> tuple[str, str]:
-    """(weights dtype, KV-cache dtype) for a framework, resolving "auto" and overrides."""
-    dtype = fw.dtype or scenario.dtype
-    kv = fw.kv_cache_dtype or (None if fw.dtype is None else fw.dtype) or scenario.kv_cache_dtype
-    if kv == "auto":
-        kv = dtype
-    return dtype, kv
+    """(weights dtype, KV-cache dtype) for a framework, concrete: ``"auto"`` KV follows vLLM
+    (the activation dtype; FP8 weights keep a 16-bit cache), see ``oracle.memory.resolve_kv_dtype``."""
+    from oracle.memory import resolve_kv_dtype
+    weights, kv = _dtypes(fw, scenario.dtype, scenario.kv_cache_dtype)
+    return weights, resolve_kv_dtype(kv, weights, scenario.model)
+
+
+def _memory_num_gpu_blocks(model, gpu, fw: FrameworkConfig, dtype: str, kv_dtype: str) -> int:
+    from oracle.memory import compute_num_gpu_blocks
+    return int(compute_num_gpu_blocks(model, gpu, tp=fw.tp, pp=fw.pp, block_size=fw.block_size,
+                                      gpu_memory_utilization=fw.gpu_memory_utilization, dtype=dtype,
+                                      kv_dtype=kv_dtype, max_num_batched_tokens=fw.max_num_batched_tokens,
+                                      max_num_seqs=fw.max_num_seqs))
 
 
 def resolve_num_gpu_blocks(scenario: Scenario, fw: FrameworkConfig) -> int:
     """KV blocks per replica including the null block; -1 means unlimited."""
-    from oracle.memory import compute_num_gpu_blocks
-
     if fw.num_gpu_blocks == "unlimited":
         return -1
     if isinstance(fw.num_gpu_blocks, int):
         return fw.num_gpu_blocks
-    dtype, kv = framework_dtypes(scenario, fw)
-    return int(compute_num_gpu_blocks(scenario.model, scenario.gpu, tp=fw.tp, pp=fw.pp,
-                                      block_size=fw.block_size,
-                                      gpu_memory_utilization=fw.gpu_memory_utilization,
-                                      dtype=dtype, kv_dtype=kv,
-                                      max_num_batched_tokens=fw.max_num_batched_tokens))
+    return _memory_num_gpu_blocks(scenario.model, scenario.gpu, fw, *framework_dtypes(scenario, fw))

@@ -110,3 +110,19 @@ def test_unlimited_and_pinned_blocks():
     assert scenario_from_dict(raw).frameworks[0].num_gpu_blocks == "unlimited"
     raw = apply_overrides(base, {"frameworks.0.num_gpu_blocks": 1000})
     assert scenario_from_dict(raw).frameworks[0].num_gpu_blocks == 1000
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ({}, ("bf16", "bf16")),
+    ({"model.dtype": "fp8"}, ("fp8", "bf16")),            # vLLM: "auto" KV stays 16-bit for FP8 weights
+    ({"model.kv_cache_dtype": "fp8"}, ("bf16", "fp8")),
+    ({"frameworks.0.dtype": "fp8"}, ("fp8", "bf16")),
+    ({"frameworks.0.kv_cache_dtype": "fp16"}, ("bf16", "fp16")),
+])
+def test_framework_dtypes_follow_vllm_auto(overrides, expected):
+    from oracle.scenario import framework_dtypes, resolve_num_gpu_blocks
+    raw = apply_overrides(load_scenario(ROOT / "scenarios" / "quickstart.toml").raw, overrides)
+    sc = scenario_from_dict(raw)
+    assert framework_dtypes(sc, sc.frameworks[0]) == expected
+    blocks = resolve_num_gpu_blocks(sc, sc.frameworks[0])
+    assert blocks > 1000 and (expected[1] != "fp8" or blocks > 50_000)  # an fp8 cache holds twice the blocks
