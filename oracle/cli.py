@@ -90,13 +90,31 @@ def main() -> None:
         raise SystemExit(_exit_for(exc))
     except KeyboardInterrupt:  # before or outside a command's own handler
         print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+        _exit_interrupted()
+    except SystemExit as exc:
+        if exc.code == 130:
+            _exit_interrupted()
+        raise
     finally:
         # The command is over (results written or refused): a signal arriving during the
         # interpreter's shutdown must not turn a finished run into a crash.
         for s in (signal.SIGINT, getattr(signal, "SIGTERM", None)):
             if s is not None:
                 signal.signal(s, signal.SIG_IGN)
+
+
+def _exit_interrupted() -> None:
+    """Exit 130 now. An interrupted run has already cleaned up (no staging folders, earlier
+    results untouched); leaving through the interpreter's normal shutdown can instead end the
+    process by re-raising SIGINT (status -2) once a KeyboardInterrupt has been seen. Runs that
+    started worker processes (sweeps) take the normal way out, so their semaphores and
+    resource tracker are shut down properly."""
+    import os
+    if "multiprocessing" in sys.modules or "ray" in sys.modules:
+        raise SystemExit(130)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
 
 
 def _exit_for(exc: BaseException) -> int:
