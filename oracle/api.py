@@ -117,15 +117,28 @@ def cost_params(scenario: Scenario, fw: FrameworkConfig) -> np.ndarray:
 def engine_inputs(scenario: Scenario, fw: FrameworkConfig, workload, *, hashes=None,
                   record_steps: bool | None = None) -> EngineInputs:
     """Bundle a workload and a framework config for the engine (``hashes``: a precomputed
-    ``(hash_offsets, hashes)`` pair for ``fw.block_size``, else computed here)."""
-    from oracle.engine.hashes import shared_block_hashes
+    ``(hash_offsets, hashes)`` pair for ``fw.block_size``, else computed here; see
+    :func:`engine_block_hashes`)."""
     cfg = engine_config(scenario, fw, record_steps=record_steps)
-    hash_offsets, block_hashes = hashes if hashes is not None else shared_block_hashes(workload, fw.block_size)
+    hash_offsets, block_hashes = hashes if hashes is not None else engine_block_hashes(workload, fw)
     return EngineInputs(
         config=cfg, arrival_s=workload.arrival_s, prompt_tokens=workload.prompt_tokens,
         output_tokens=workload.output_tokens, session=workload.session, turn=workload.turn,
         parent=workload.parent, think_s=workload.think_s, hash_offsets=hash_offsets, hashes=block_hashes,
         cost_params=cost_params(scenario, fw))
+
+
+def engine_block_hashes(workload, fw: FrameworkConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(hash_offsets, hashes)`` pair the engine needs for ``fw``.
+
+    The engine reads block hashes only with prefix caching on (lookups in the router and the
+    scheduler, and caching full blocks); with it off every request gets an empty hash range
+    (offset 0 into an empty array) and hashing, the costliest input to prepare, is skipped.
+    """
+    if not fw.enable_prefix_caching:
+        return np.zeros(len(workload), np.int64), np.zeros(0, np.uint64)
+    from oracle.engine.hashes import shared_block_hashes
+    return shared_block_hashes(workload, fw.block_size)
 
 
 def load_workload(scenario: Scenario, *, max_memory_bytes: int | None = None):
@@ -167,15 +180,15 @@ def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None,
     from oracle.metrics.memory import check_memory
     check_memory(sc, fws, workload, max_memory_bytes=max_memory_bytes)
     results: dict[str, FrameworkResult] = {}
-    hash_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    hash_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}   # block size (0: caching off) -> hashes
     for k, fw in enumerate(fws, start=1):
         say(f"simulating framework {k}/{len(fws)}: {fw.name} ({len(workload):,} requests, "
             f"{fw.replicas} x tp{fw.tp} pp{fw.pp})")
         t1 = time.perf_counter()
-        if fw.block_size not in hash_cache:
-            from oracle.engine.hashes import shared_block_hashes
-            hash_cache[fw.block_size] = shared_block_hashes(workload, fw.block_size)
-        inputs = engine_inputs(sc, fw, workload, hashes=hash_cache[fw.block_size], record_steps=record_steps)
+        key = fw.block_size if fw.enable_prefix_caching else 0
+        if key not in hash_cache:
+            hash_cache[key] = engine_block_hashes(workload, fw)
+        inputs = engine_inputs(sc, fw, workload, hashes=hash_cache[key], record_steps=record_steps)
         out = _run_engine(inputs)
         results[fw.name] = _collect(sc, fw, workload, inputs, out, wall=time.perf_counter() - t1)
     res = SimulationResult(scenario=sc, workload=workload, frameworks=results,
