@@ -28,11 +28,12 @@ def request_table(workload, out: EngineOutputs, *, warm_up_s: float) -> pl.DataF
         e2e_ms = (out.completion_s - out.arrival_s) * 1e3
         tpot_ms = np.where(output > 1, (out.completion_s - out.first_token_s) / (output - 1) * 1e3, np.nan)
     prefilled = np.where(finished, out.computed_tokens - np.maximum(output - 1, 0), 0)
-    clients = list(workload.client_names) or ["default"]
+    clients = [str(c) for c in workload.client_names] or ["default"]
     client_idx = np.asarray(workload.client, np.int64)
     return pl.DataFrame({
         "request_id": np.arange(n, dtype=np.int64),
-        "client": pl.Series(np.asarray(clients, dtype=object)[client_idx].astype(str), dtype=pl.Utf8),
+        # labels gathered by index in polars (a NumPy object -> str array is ~20x slower)
+        "client": pl.Series(clients, dtype=pl.Utf8).gather(client_idx),
         "session": np.asarray(workload.session, np.int64),
         "turn": np.asarray(workload.turn, np.int32),
         "replica": out.replica.astype(np.int32),
