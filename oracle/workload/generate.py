@@ -1,6 +1,7 @@
 """Synthetic workloads from client specs: arrivals, lengths, sessions, shared prefixes (DESIGN §3.3).
 
-How a workload is drawn (all vectorised; Python loops only per chunk and per turn index):
+How a workload is drawn (vectorised, Python loops only per chunk; the segment lists of step 5
+are written by two jitted one-pass kernels, ``oracle.kernels.segments``):
 
 1. *Streams.* Each client with its own ``arrival`` is one stream; clients without one split
    the shared ``[workload].arrival`` (one stream; each arrival picks its client with
@@ -226,9 +227,11 @@ def _merge(streams: list[_Stream], duration_s: float | None, num_requests: int |
             turn_cols[k].append(st.cat(k, {"inp": np.int32, "out": np.int32, "think": np.float64,
                                            "fork": np.int32}[k]))
         turn_base += st.num_turns
-    s = {k: np.concatenate(v) for k, v in cols.items()}
-    order = np.lexsort((s["seq"], s["stream"], s["start_s"]))
-    s = {k: v[order] for k, v in s.items()}
+    s = {k: _cat(v) for k, v in cols.items()}
+    start = s["start_s"]
+    if len(streams) > 1 or np.any(start[1:] < start[:-1]):  # one stream's starts are already in order
+        order = np.lexsort((s["seq"], s["stream"], start))
+        s = {k: v[order] for k, v in s.items()}
     if duration_s is not None:
         keep = int(np.searchsorted(s["start_s"], duration_s, side="left"))
         s = {k: v[:keep] for k, v in s.items()}
@@ -236,10 +239,16 @@ def _merge(streams: list[_Stream], duration_s: float | None, num_requests: int |
         cum = np.cumsum(s["turns"])
         last = int(np.searchsorted(cum, num_requests, side="left"))
         if last < cum.shape[0]:
-            s = {k: v[:last + 1].copy() for k, v in s.items()}
+            s = {k: v[:last + 1] for k, v in s.items()}
+            s["turns"] = s["turns"].copy()
             s["turns"][-1] -= int(cum[last]) - num_requests
-    s.update({k: np.concatenate(v) for k, v in turn_cols.items()})
+    s.update({k: _cat(v) for k, v in turn_cols.items()})
     return s
+
+
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    """``np.concatenate``, without the copy of a single part."""
+    return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
 
 def _build(spec: WorkloadSpec, s: dict) -> Workload:
@@ -268,18 +277,13 @@ def _build(spec: WorkloadSpec, s: dict) -> Workload:
     parent = np.where(k == 0, -1, np.arange(n, dtype=np.int64) - 1)
     think = np.where(k == 0, 0.0, s["think"][tidx])
 
-    # segment counts and token totals, level by level (a fork base has a smaller turn index)
+    # segment counts and token totals, then the segments (kernels walk ids: a fork base comes first)
+    from oracle.kernels.segments import fill_segments, segment_counts
     sys_len = np.where(k == 0, sys_len_c[client], 0)
     has_sys = sys_len > 0
-    nseg = np.where(k == 0, 2 + has_sys, 0).astype(np.int64)
-    total = np.where(k == 0, sys_len + inp + out, 0)
-    order = np.argsort(k, kind="stable")
-    bounds = np.searchsorted(k[order], np.arange(int(k.max(initial=0)) + 2))
-    levels = [order[bounds[j]:bounds[j + 1]] for j in range(1, bounds.shape[0] - 1)]
-    for rows in levels:
-        f = fork_req[rows]
-        nseg[rows] = nseg[f] + 2
-        total[rows] = total[f] + inp[rows] + out[rows]
+    nseg = np.empty(n, np.int64)
+    total = np.empty(n, np.int64)
+    segment_counts(k, fork_req, 2 + has_sys.astype(np.int64), sys_len + inp + out, inp, out, nseg, total)
     prompt = total - out
     if n and prompt.max() >= 2**31 - 1 - out.max():
         i = int(client[int(np.argmax(prompt + out))])
@@ -295,30 +299,10 @@ def _build(spec: WorkloadSpec, s: dict) -> Workload:
     in_kind_tool = agent_c[client] & (k > 0)
     in_key = np.where(in_kind_tool, content_keys(KIND_TOOL, ids), content_keys(KIND_USER, ids))
     out_key = content_keys(KIND_OUTPUT, ids)
-
-    # turn 0: [sys] + input + output
-    r0 = order[:bounds[1]] if bounds.shape[0] > 1 else order[:0]
-    sys_rows = r0[has_sys[r0]]
-    sys_key = (np.uint64(KIND_SYSTEM << 60) | (pool_c[client[sys_rows]] << np.uint64(20))
-               | s["group"][sess[sys_rows]].astype(np.uint64))
-    seg_key[offsets[sys_rows]] = sys_key
-    seg_len[offsets[sys_rows]] = sys_len[sys_rows]
-    p0 = offsets[r0] + has_sys[r0]
-    seg_key[p0], seg_len[p0] = in_key[r0], inp[r0]
-    seg_key[p0 + 1], seg_len[p0 + 1] = out_key[r0], out[r0]
-    # turn k >= 1: the fork base's whole list, then input + output
-    for rows in levels:
-        f = fork_req[rows]
-        length = nseg[f]
-        cnt = int(length.sum())
-        local = np.arange(cnt, dtype=np.int64) - np.repeat(np.cumsum(length) - length, length)
-        src = np.repeat(offsets[f], length) + local
-        dst = np.repeat(offsets[rows], length) + local
-        seg_key[dst] = seg_key[src]
-        seg_len[dst] = seg_len[src]
-        p = offsets[rows] + length
-        seg_key[p], seg_len[p] = in_key[rows], inp[rows]
-        seg_key[p + 1], seg_len[p + 1] = out_key[rows], out[rows]
+    sys_key = np.zeros(n, np.uint64)   # only read where has_sys (turn 0 of a client with a system prompt)
+    sys_key[has_sys] = (np.uint64(KIND_SYSTEM << 60) | (pool_c[client[has_sys]] << np.uint64(20))
+                        | s["group"][sess[has_sys]].astype(np.uint64))
+    fill_segments(k, fork_req, offsets, has_sys, sys_key, sys_len, in_key, inp, out_key, out, seg_key, seg_len)
 
     return Workload(arrival_s=arrival, prompt_tokens=prompt, output_tokens=out, session=session_id[sess],
                     turn=k, parent=parent, think_s=think, client=client, seg_offsets=offsets,
