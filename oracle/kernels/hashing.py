@@ -34,6 +34,8 @@ block. :func:`ideal_prefix_hits` counts the hits an unlimited prefix cache would
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from oracle.kernels._jit import jit
@@ -166,6 +168,10 @@ def block_hashes(seg_offsets: np.ndarray, seg_key: np.ndarray, seg_len: np.ndarr
     -------
     hash_offsets: i8[n+1]; request i's block b (b < floor(tokens_i / block_size)) has hash
     ``hashes[hash_offsets[i] + b]``.  hashes: u8[hash_offsets[n]], never 0.
+
+    With more than ``2 * MIN_HASHES_PER_THREAD`` hashes and several CPUs, slices of the
+    requests are hashed in threads (up to 4; the kernel releases the GIL). The values do not
+    depend on the split: the first request of a slice is hashed instead of copied.
     """
     seg_offsets = np.ascontiguousarray(seg_offsets, dtype=np.int64)
     seg_key = np.ascontiguousarray(seg_key, dtype=np.uint64)
@@ -185,9 +191,50 @@ def block_hashes(seg_offsets: np.ndarray, seg_key: np.ndarray, seg_len: np.ndarr
     hash_offsets = np.zeros(seg_offsets.shape[0], np.int64)
     np.cumsum(nblocks, out=hash_offsets[1:])
     hashes = np.empty(int(hash_offsets[-1]), np.uint64)
+    parts = _split(hash_offsets, _num_threads(hashes.shape[0]))
     with np.errstate(over="ignore"):  # only matters under NUMBA_DISABLE_JIT=1
-        _block_hashes(seg_offsets, seg_key, seg_len, np.int64(block_size), hash_offsets, hashes)
+        if len(parts) == 2:
+            _block_hashes(seg_offsets, seg_key, seg_len, np.int64(block_size), hash_offsets, hashes)
+        else:  # the kernel releases the GIL: hash slices of requests in threads (same values)
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(len(parts) - 1) as pool:
+                jobs = [pool.submit(_hash_range, seg_offsets, seg_key, seg_len, block_size, hash_offsets, hashes,
+                                    int(a), int(b)) for a, b in zip(parts[1:-1], parts[2:])]
+                _hash_range(seg_offsets, seg_key, seg_len, block_size, hash_offsets, hashes, int(parts[0]),
+                            int(parts[1]))
+                for j in jobs:
+                    j.result()
     return hash_offsets, hashes
+
+
+#: Hashes per thread below which :func:`block_hashes` does not start another thread.
+MIN_HASHES_PER_THREAD = 4_000_000
+
+
+def _num_threads(num_hashes: int) -> int:
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 4, num_hashes // MIN_HASHES_PER_THREAD))
+
+
+def _split(hash_offsets: np.ndarray, parts: int) -> np.ndarray:
+    """Request boundaries ``[0, ..., n]`` cutting the hashes into ``parts`` similar slices."""
+    n = hash_offsets.shape[0] - 1
+    if parts <= 1 or n < 2:
+        return np.array([0, n], np.int64)
+    cuts = np.searchsorted(hash_offsets, np.arange(1, parts) * (hash_offsets[-1] / parts))
+    return np.unique(np.concatenate([[0], np.clip(cuts, 0, n), [n]])).astype(np.int64)
+
+
+def _hash_range(seg_offsets, seg_key, seg_len, block_size, hash_offsets, hashes, a: int, b: int) -> None:
+    """Hashes of requests ``a..b-1`` (request a is hashed from scratch: the same values)."""
+    s0, s1 = seg_offsets[a], seg_offsets[b]
+    h0, h1 = hash_offsets[a], hash_offsets[b]
+    with np.errstate(over="ignore"):  # per thread; only matters under NUMBA_DISABLE_JIT=1
+        _block_hashes(seg_offsets[a:b + 1] - s0, seg_key[s0:s1], seg_len[s0:s1], np.int64(block_size),
+                      hash_offsets[a:b + 1] - h0, hashes[h0:h1])
 
 
 # -- ideal prefix reuse (unlimited cache, vLLM hit rules) -----------------------------------
