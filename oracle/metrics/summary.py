@@ -107,9 +107,15 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
     """The ``summary.json`` dict for one framework (keys as DESIGN.md §6)."""
     warm = scenario.simulation.warm_up_s
     pcts = tuple(sorted(set(PERCENTILES) | set(scenario.output.percentiles or ())))
-    df = requests.filter(~pl.col("warm_up"))
+    # only the columns used below (filtering copies every column it keeps)
+    df = requests.select("status", "ttft_ms", "tpot_ms", "e2e_ms", "max_itl_ms", "cache_event", "turn",
+                         "cached_tokens", "prompt_tokens", "prefilled_tokens", "output_tokens", "preemptions",
+                         "warm_up")
+    if df["warm_up"].any():
+        df = df.filter(~pl.col("warm_up"))
     total = df.height
-    ok = df.filter(pl.col("status") == "finished")
+    ok = df.select("status", "ttft_ms", "tpot_ms", "e2e_ms", "prompt_tokens", "prefilled_tokens",
+                   "output_tokens").filter(pl.col("status") == "finished")
     successful = ok.height
     end = max(out.sim_end_s, scenario.simulation.duration_s or 0.0)
     effective = max(end - warm, 1e-12)
@@ -122,13 +128,13 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
         meets = meets & (pl.col("tpot_ms").fill_nan(0.0) <= slo.tpot_ms)
     if slo.e2e_ms is not None:
         meets = meets & (pl.col("e2e_ms") <= slo.e2e_ms)
-    good = df.filter(meets).height
+    good = int(df.select(meets.sum()).item())
 
     events = {CACHE_EVENT_NAMES[int(e)]: 0 for e in CacheEvent if e != CacheEvent.NONE}
     for name, count in df.group_by("cache_event").len().iter_rows():
         if name in events:
             events[name] = int(count)
-    admitted = df.filter(pl.col("cache_event") != "NONE")
+    admitted = df.select("cache_event", "turn", "cached_tokens").filter(pl.col("cache_event") != "NONE")
     n_adm = admitted.height
     follow_ups = admitted.filter(pl.col("turn") >= 1).height
     with_hit = admitted.filter(pl.col("cached_tokens") > 0)
