@@ -40,7 +40,8 @@ def estimate_bytes(scenario, frameworks, workload) -> int:
     peak = 0
     for fw in frameworks:
         bs = fw.block_size
-        hashes = int((total_tokens // bs).sum()) * 8
+        # block hashes exist only with prefix caching on (oracle.api.engine_block_hashes)
+        hashes = int((total_tokens // bs).sum()) * 8 if fw.enable_prefix_caching else 0
         if fw.num_gpu_blocks == "unlimited":
             blocks = int(((total_tokens + bs - 1) // bs).sum()) + 1
         elif isinstance(fw.num_gpu_blocks, int):
