@@ -9,7 +9,7 @@ step (the optional steps table grows by doubling).
     queues.py     waiting ring buffers, follow-up heap
     router.py     the four routers
     scheduler.py  one vLLM v1 step: running, admission, step end
-    fastpath.py   many all-decode steps at O(1 + batch / block_size) each
+    cohort.py     the decoding requests of a replica, kept lazily (O(1 + batch / block_size) a step)
     hashes.py     block hashes stored once per prefix chain
 
 The small kernels are ``inline="always"``: the loop compiles into one function with no
@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from oracle.engine.fastpath import _decode_leap
+from oracle.engine.cohort import CNT, HEAD, NPOST, NUM, SUM, J, new_cohort
 from oracle.engine.inputs import ITL_BINS_PER_DECADE, ITL_MIN_S, ITL_NUM_BINS, EngineInputs, EngineOutputs
 from oracle.engine.queues import _heap_pop, _release_children, _wq_push_back
 from oracle.engine.router import _route
-from oracle.engine.scheduler import _finish_step, _schedule_running, _schedule_waiting
+from oracle.engine.scheduler import (_cache_cohort, _cohort_fits, _finish_active, _finish_completions, _itl_bin,
+                                     _join_active, _materialize_cohort, _schedule_active, _schedule_cohort,
+                                     _schedule_waiting)
 from oracle.kernels._jit import jit
 from oracle.kernels.blockpool import cdiv, fq_init
 from oracle.kernels.cost import step_time_s
@@ -34,14 +36,14 @@ STEP_COLUMNS = ("replica", "start_s", "duration_s", "num_decode", "num_prefill_t
                 "num_waiting", "kv_blocks_used", "kv_blocks_cached")
 
 # Engine counters reported in EngineOutputs.diagnostics (index in the counters array -> name).
-DIAGNOSTICS = ("", "", "normal_steps", "fast_path_calls", "fast_path_steps", "admission_attempts",
-               "admission_hit_blocks", "normal_step_requests", "", "failed_admissions")
+DIAGNOSTICS = ("", "", "steps", "cohort_materializations", "cohort_request_steps", "admission_attempts",
+               "admission_hit_blocks", "active_request_steps", "", "failed_admissions")
 
 
 @jit
 def _simulate(arrival_s, prompt, output, session, turn, parent, think_s, static_order, child_off, child_ids, sess_idx,
               num_sessions, hash_off, hashes, num_replicas, router, bs, n, s_max, m, budget_max, max_model_len,
-              chunked, caching, record_steps, cost_params, itl_min_s, itl_per_decade, itl_from_s, min_think_s,
+              chunked, caching, record_steps, cost_params, itl_min_s, itl_per_decade, itl_from_s, w,
               o_replica, o_arrival, o_admitted, o_first, o_completion, o_cached, o_computed, o_preempt, o_event,
               o_max_itl, o_status, itl_hist, counters, kv_integral, kv_max):
     """Run the whole simulation; per-request outputs are written into the ``o_*`` arrays.
@@ -51,8 +53,7 @@ def _simulate(arrival_s, prompt, output, session, turn, parent, think_s, static_
     diagnostics: normal steps, fast-path calls, fast-path steps, admission attempts, hit blocks
     found at admission, requests scheduled by normal steps, -, failed admissions, ...);
     ``kv_integral`` f8[R] / ``kv_max`` i8[R]: time integral and peak of blocks in use.
-    ``min_think_s``: the smallest think time of any follow-up (inf if none); it bounds how
-    far a replica may run ahead of the others in the decode fast path.
+    ``w``: a power of two larger than any request's output tokens (the cohort's rings).
     """
     num_req = prompt.shape[0]
     R = num_replicas
@@ -93,9 +94,13 @@ def _simulate(arrival_s, prompt, output, session, turn, parent, think_s, static_
     wq = np.empty(R * wcap, np.int32)
     wq_head = np.zeros(R, np.int64)
     wq_len = np.zeros(R, np.int64)
-    run_list = np.empty(R * s_max, np.int32)
+    act = np.empty(R * s_max, np.int32)
+    act_len = np.zeros(R, np.int64)
     run_len = np.zeros(R, np.int64)
-    queues = (wq, wq_head, wq_len, run_list, run_len)
+    queues = (wq, wq_head, wq_len, act, act_len, run_len)
+    coh = new_cohort(R, s_max, bs, w)
+    sl, bk, cl, dtlog, rp = coh
+    outs = (o_first, o_completion, o_max_itl, o_status)
     busy_until = np.zeros(R, np.float64)
     hp_t = np.empty(num_req + 1, np.float64)
     hp_id = np.empty(num_req + 1, np.int64)
@@ -106,8 +111,8 @@ def _simulate(arrival_s, prompt, output, session, turn, parent, think_s, static_
     sch_req = np.empty(s_max, np.int32)
     sch_new = np.empty(s_max, np.int32)
     itl = (itl_hist, itl_min_s, itl_per_decade, itl_from_s, o_arrival)
-    leap_ok = np.zeros(R, np.bool_)  # every running request emitted in the replica's last step
-    scratch = (np.empty(s_max, np.int32), np.empty(s_max, np.int32), np.empty(bs + 1, np.int64))
+    scratch = (np.empty(s_max, np.int64), np.empty(s_max, np.int32))
+    comp = np.empty(s_max, np.int64)
     num_cols = 9
     steps = np.empty((1024 if record_steps else 0, num_cols), np.float64)
     num_steps = 0
@@ -157,39 +162,45 @@ def _simulate(arrival_s, prompt, output, session, turn, parent, think_s, static_
             _wq_push_back(r, qa, wcap, wq, wq_head, wq_len)
             continue
 
-        # one engine step on replica rs at time ts (or several, via the decode fast path)
+        # one engine step on replica rs at time ts
         r = rs
         t = ts
-        if leap_ok[r] and wq_len[r] == 0:
-            horizon = ta if have_arr else np.inf
-            for r2 in range(R):
-                if r2 != r and wq_len[r2] + run_len[r2] > 0 and busy_until[r2] + min_think_s < horizon:
-                    horizon = busy_until[r2] + min_think_s
-            done, t_done, steps = _decode_leap(r, t, horizon, n, s_max, m, bs, budget_max, caching, record_steps,
-                                       cost_params, pool, rq, run_list, run_len, prompt, output, session, hash_off,
-                                       hashes, o_arrival, o_max_itl, itl, scratch, kv_integral, kv_max, steps,
-                                       num_steps)
-            counters[3] += 1
-            if done > 0:
-                counters[4] += done
-                busy_until[r] = t_done
-                num_steps += done
-                continue
-            leap_ok[r] = False  # a completion or a preemption is next: take the normal path
-        nsch, budget, preempted = _schedule_running(r, n, s_max, m, bs, budget_max, pool, rq, queues, sch_req,
-                                                    sch_new, prompt, o_preempt)
-        if not preempted:
-            nsch = _schedule_waiting(r, t, n, s_max, m, bs, budget, nsch, chunked, caching, pool, rq, queues,
+        nb = rp[r, NUM]
+        if nb > 0:
+            if act_len[r] > 0:
+                fits = _cohort_fits(r, bs, s_max, budget_max, pool, rq, queues, coh, prompt)
+            else:
+                fits = nb <= budget_max and bk[r * bs + (-rp[r, J]) % bs, CNT] <= num_free[r]
+            if not fits:
+                _materialize_cohort(r, t, bs, s_max, rq, queues, coh, o_max_itl, scratch)
+                counters[3] += 1
+                nb = 0
+        if nb > 0:
+            kb = r * bs + (-rp[r, J]) % bs
+            if caching:
+                _schedule_cohort(r, n, m, kb, ref_cnt, blk_hash, fq_prev, fq_next, hm, num_free, num_mapped,
+                                 num_blocks, table, sl, bk)
+            else:
+                num_free[r] -= bk[kb, CNT]
+        nsch = 0
+        budget = budget_max - nb
+        preempted = False
+        if act_len[r] > 0:
+            nsch, budget, preempted = _schedule_active(r, n, s_max, m, bs, budget, caching, pool, rq, queues,
+                                                       sch_req, sch_new, prompt, o_preempt)
+        if not preempted and wq_len[r] > 0:
+            nsch = _schedule_waiting(r, t, n, s_max, m, bs, budget, nsch, chunked, caching, pool, rq, queues, coh,
                                      sch_req, sch_new, prompt, turn, session, hash_off, hashes,
                                      (o_admitted, o_cached, o_event), counters, hit_blocks)
-        if nsch == 0:
+        if nsch == 0 and nb == 0:
             continue
         counters[2] += 1
+        counters[4] += nb
         counters[7] += nsch
-        num_tokens = 0
-        num_emit = 0
-        num_decode = 0
-        decode_ctx = 0.0
+        num_tokens = nb  # cohort: one decode token each (num_computed = base + J)
+        num_emit = nb
+        num_decode = nb
+        decode_ctx = float(rp[r, SUM] + nb * (rp[r, J] + 1))
         attn_units = 0.0
         prefill_ctx = 0.0
         for k in range(nsch):
@@ -213,9 +224,24 @@ def _simulate(arrival_s, prompt, output, session, turn, parent, think_s, static_
         kv_integral[r] += used * dt
         if used > kv_max[r]:
             kv_max[r] = used
-        leap_ok[r] = _finish_step(r, t_end, n, s_max, m, bs, nsch, caching, pool, rq, queues, sch_req, sch_new,
-                                  prompt, output, session, hash_off, hashes, child_off, child_ids, think_s, heap,
-                                  (o_first, o_completion, o_max_itl, o_status), itl)
+        # the step's end: the cohort (one token each, gap t_end - t), then active requests
+        gap = t_end - t
+        jpre = rp[r, J]
+        rp[r, J] = jpre + 1
+        dtlog[r * w + (jpre & (w - 1))] = gap
+        if nb > 0 and rp[r, NPOST] > 0:
+            itl_hist[_itl_bin(gap, itl_min_s, itl_per_decade, itl_hist.shape[0])] += rp[r, NPOST]
+        if nsch > 0:
+            _finish_active(r, t_end, jpre, nb, n, s_max, m, bs, nsch, caching, pool, rq, coh, sch_req, sch_new,
+                           prompt, session, hash_off, hashes, outs, itl)
+        elif caching and nb > 0 and bk[r * bs + (-jpre - 2) % bs, HEAD] >= 0:
+            _cache_cohort(r, jpre, n, m, bs, blk_hash, blk_sess, hm, num_mapped, num_blocks, num_cached, table, sl, bk,
+                          session, hash_off, hashes)
+        if nsch > 0 or cl[r * w + ((jpre + 1) & (w - 1))] >= 0:
+            _finish_completions(r, t_end, n, s_max, m, bs, nsch, caching, pool, rq, queues, coh, sch_req, output,
+                                child_off, child_ids, think_s, heap, outs, comp)
+        if act_len[r] > 0:
+            _join_active(r, s_max, bs, rq, queues, coh, output, o_status, o_arrival, itl_from_s)
         if record_steps:
             if num_steps == steps.shape[0]:
                 bigger = np.empty((2 * steps.shape[0], num_cols), np.float64)
@@ -268,8 +294,9 @@ def run_engine(inputs: EngineInputs) -> EngineOutputs:
     fits = total <= cfg.max_model_len
     m = int(((total[fits] + bs - 1) // bs).max()) if fits.any() else 1
     s_max = int(cfg.max_num_seqs)
-    follow = parent >= 0
-    min_think = float(np.min(inputs.think_s[follow])) if follow.any() else np.inf
+    w = 4
+    while w < int(output.max(initial=0)) + 2:
+        w *= 2
 
     o_replica = np.full(num_req, -1, np.int32)
     o_arrival = np.full(num_req, np.nan)
@@ -293,15 +320,12 @@ def run_engine(inputs: EngineInputs) -> EngineOutputs:
         int(cfg.num_replicas), int(cfg.router), bs, n, s_max, m, int(cfg.max_num_batched_tokens),
         int(cfg.max_model_len), bool(cfg.enable_chunked_prefill), bool(cfg.enable_prefix_caching),
         bool(cfg.record_steps), np.ascontiguousarray(inputs.cost_params, np.float64),
-        float(ITL_MIN_S), float(ITL_BINS_PER_DECADE), float(cfg.warm_up_s), min_think,
+        float(ITL_MIN_S), float(ITL_BINS_PER_DECADE), float(cfg.warm_up_s), w,
         o_replica, o_arrival, o_admitted, o_first, o_completion, o_cached, o_computed, o_preempt, o_event,
         o_max_itl, o_status, itl_hist, counters, kv_integral, kv_max)
     step_table = None
     if cfg.record_steps:
-        # The decode fast path lets a replica run ahead of the others: restore global time order
-        # (step start, then replica: the order a strictly time-ordered loop records them in).
-        rows = steps[:num_steps]
-        rows = rows[np.lexsort((rows[:, 0], rows[:, 1]))]
+        rows = steps[:num_steps]  # in (start time, replica) order, as the loop ran them
         step_table = {name: rows[:, j].copy() for j, name in enumerate(STEP_COLUMNS)}
         for name in STEP_COLUMNS:
             if name not in ("start_s", "duration_s"):

@@ -3,18 +3,32 @@ FCFS admission with prefix-cache lookups, and the step's end (tokens, ITL, cachi
 See README "One step on replica r at time t"; the block pool is only touched through
 ``oracle.kernels.kvcache``.
 
+A replica's running requests are split in two: the *decode cohort* (``cohort.py``: requests
+that emitted a token in the replica's last step, kept lazily) and the *active list* (every
+other running request: prefilling, recomputing, or just admitted), in running order. A step
+touches only the active list and the cohort members whose block state changes. When the
+cohort could not simply take one token each (the token budget or the free blocks would run
+out, so a preemption or a starved request could follow), the cohort is first materialized
+back into the active list and the step runs the exact per-request loop.
+
 State groups (tuples of arrays, built once in ``oracle.engine.loop._simulate``):
 
 * ``pool``  = (ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped)
 * ``rq``    = per-request state: (num_computed, generated, num_blocks, num_cached, slot,
   last_token_s, computed_total, table, slot_free, slot_top)
-* ``queues``= (wq, wq_head, wq_len, run_list, run_len)
+* ``queues``= (wq, wq_head, wq_len, act, act_len, run_len): waiting rings; active lists
+  (``act[r * s_max + i]``, running order); ``run_len`` = cohort + active requests.
+* ``coh``   = (sl, bk, cl, dtlog, rp), see ``cohort.py``.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
+
+from oracle.engine.cohort import (BASE, BKN, CLN, CNT, EMIT, HEAD, JDONE, JJOIN, MAXSEQ, NEXTSEQ, NPOST, NUM, REQ,
+                                  SEQ, SUM, J, coh_join, coh_materialize, coh_unlink, sort_slots_by_seq)
 from oracle.engine.queues import _release_children, _wq_front, _wq_pop_front, _wq_push_front
 from oracle.kernels._jit import jit
 from oracle.kernels.blockpool import cdiv
@@ -25,13 +39,17 @@ _MISS_FULL, _CROSS, _CONV_HIT, _FULL_HIT, _CONV_MISS = 0, 1, 2, 3, 4
 
 
 @jit(inline="always")
-def _free_request(q, r, n, s_max, m, pool, rq):
-    """Free all blocks of running request q (reverse order) and give its slot back."""
+def _free_request(q, r, n, s_max, m, caching, pool, rq):
+    """Free all blocks of running request q (reverse order) and give its slot back. Without
+    prefix caching blocks are interchangeable: only their number is kept."""
     ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped = pool
     num_computed, generated, num_blocks, num_cached, slot, last_token_s, computed_total, table, slot_free, \
         slot_top = rq
-    row = (r * s_max + slot[q]) * m
-    free_blocks(table, row, num_blocks[q], r, n, r * n, r * (n + 2), ref_cnt, fq_prev, fq_next, num_free)
+    if caching:
+        free_blocks(table, (r * s_max + slot[q]) * m, num_blocks[q], r, n, r * n, r * (n + 2), ref_cnt, fq_prev,
+                    fq_next, num_free)
+    else:
+        num_free[r] += num_blocks[q]
     num_blocks[q] = 0
     slot_free[r * s_max + slot_top[r]] = slot[q]
     slot_top[r] += 1
@@ -39,26 +57,135 @@ def _free_request(q, r, n, s_max, m, pool, rq):
 
 
 @jit(inline="always")
-def _schedule_running(r, n, s_max, m, bs, budget, pool, rq, queues, sch_req, sch_new, prompt, out_preempt):
-    """vLLM v1 pass over running requests; returns (num_scheduled, budget_left, preempted)."""
+def _cohort_fits(r, bs, s_max, budget_max, pool, rq, queues, coh, prompt):
+    """Can the cohort take one token each this step, with no preemption and no request
+    starved by the budget? (Then its members need not be visited.)"""
+    num_free = pool[6]
+    num_computed, generated, num_blocks = rq[0], rq[1], rq[2]
+    slot = rq[4]
+    act, act_len = queues[3], queues[4]
+    sl, bk, rp = coh[0], coh[1], coh[4]
+    nb = rp[r, NUM]
+    if nb > budget_max:
+        return False
+    need = bk[r * bs + (-rp[r, J]) % bs, CNT]
+    al = act_len[r]
+    if al > 0:
+        abase = r * s_max
+        if sl[abase + slot[act[abase]], SEQ] < rp[r, MAXSEQ]:
+            # an active request may precede a member in running order: only safe if the
+            # budget covers everybody (then the order does not matter)
+            tot = nb
+            for i in range(al):
+                q = act[abase + i]
+                tot += prompt[q] + generated[q] - num_computed[q]
+            if tot > budget_max:
+                return False
+        b = budget_max - nb
+        for i in range(al):
+            if b <= 0:
+                break
+            q = act[abase + i]
+            num_new = min(prompt[q] + generated[q] - num_computed[q], b)
+            need += cdiv(num_computed[q] + num_new, bs) - num_blocks[q]
+            b -= num_new
+    return need <= num_free[r]
+
+
+@jit(inline="always")
+def _materialize_cohort(r, t_last, bs, s_max, rq, queues, coh, o_max_itl, scratch):
+    """Dissolve the cohort: bring every member up to date and merge them into the active
+    list in running order (before an exact step)."""
+    num_computed, generated, last_token_s, computed_total = rq[0], rq[1], rq[5], rq[6]
+    act, act_len = queues[3], queues[4]
+    sl, bk, cl, dtlog, rp = coh
+    w = cl.shape[0] // rp.shape[0]
+    members, merged = scratch
+    cnt = 0
+    for k in range(bs):
+        kb = r * bs + k
+        g = bk[kb, HEAD]
+        while g >= 0:
+            members[cnt] = g
+            cnt += 1
+            g = sl[g, BKN]
+        bk[kb, HEAD] = -1
+        bk[kb, 1] = -1
+        bk[kb, CNT] = 0
+    keys = np.empty(cnt, np.int64)
+    for i in range(cnt):
+        keys[i] = sl[members[i], SEQ]
+    order = np.argsort(keys, kind="mergesort")
+    abase = r * s_max
+    al = act_len[r]
+    a = 0
+    out = 0
+    for i in range(cnt):
+        g = members[order[i]]
+        coh_materialize(r, g, t_last, bs, num_computed, generated, computed_total, rq[2], last_token_s, o_max_itl,
+                        sl, dtlog, rp)
+        cl[r * w + (sl[g, JDONE] & (w - 1))] = -1
+        sl[g, JJOIN] = -1
+        while a < al and sl[abase + rq[4][act[abase + a]], SEQ] < sl[g, SEQ]:
+            merged[out] = act[abase + a]
+            out += 1
+            a += 1
+        merged[out] = sl[g, REQ]
+        out += 1
+    while a < al:
+        merged[out] = act[abase + a]
+        out += 1
+        a += 1
+    for i in range(out):
+        act[abase + i] = merged[i]
+    act_len[r] = out
+    rp[r, NUM] = 0
+    rp[r, SUM] = 0
+    rp[r, NPOST] = 0
+
+
+@jit(inline="always")
+def _schedule_cohort(r, n, m, kb, ref_cnt, blk_hash, fq_prev, fq_next, hm, num_free, num_mapped, num_blocks, table,
+                     sl, bk):
+    """With prefix caching: every member takes one token; those at a block boundary (bucket
+    row ``kb``) get a new block. (Without caching only the number of free blocks changes, in
+    the loop; members' block counts are brought up to date when they leave the cohort.)
+    Arrays are passed one by one: this runs every step."""
+    cmask = hm.shape[0] // (2 * num_free.shape[0]) - 1
+    g = bk[kb, HEAD]
+    while g >= 0:
+        q = sl[g, REQ]
+        allocate(1, r, n, r * n, r * (n + 2), r * (cmask + 1), cmask, ref_cnt, blk_hash, fq_prev, fq_next,
+                 hm, num_free, num_mapped, table, g * m + num_blocks[q])
+        num_blocks[q] += 1
+        g = sl[g, BKN]
+
+
+@jit(inline="always")
+def _schedule_active(r, n, s_max, m, bs, budget, caching, pool, rq, queues, sch_req, sch_new, prompt, out_preempt):
+    """vLLM v1 pass over the active running requests; returns (num_scheduled, budget_left,
+    preempted). Preemption (victim: the last running request) only happens with an empty
+    cohort, when the active list is the whole running list."""
     ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped = pool
     num_computed, generated, num_blocks, num_cached, slot, last_token_s, computed_total, table, slot_free, \
         slot_top = rq
-    wq, wq_head, wq_len, run_list, run_len = queues
+    wq, wq_head, wq_len, act, act_len, run_len = queues
     wcap = wq.shape[0] // wq_len.shape[0]
     cmask = hm.shape[0] // (2 * wq_len.shape[0]) - 1
+    abase = r * s_max
     nsch = 0
     preempted = False
     i = 0
-    while i < run_len[r] and budget > 0:
-        q = run_list[r * s_max + i]
+    while i < act_len[r] and budget > 0:
+        q = act[abase + i]
         num_new = min(prompt[q] + generated[q] - num_computed[q], budget)
         need = cdiv(num_computed[q] + num_new, bs) - num_blocks[q]
         can_schedule = True
         while need > num_free[r]:
+            act_len[r] -= 1
             run_len[r] -= 1
-            v = run_list[r * s_max + run_len[r]]
-            _free_request(v, r, n, s_max, m, pool, rq)
+            v = act[abase + act_len[r]]
+            _free_request(v, r, n, s_max, m, caching, pool, rq)
             num_computed[v] = 0
             num_cached[v] = 0
             out_preempt[v] += 1
@@ -70,9 +197,11 @@ def _schedule_running(r, n, s_max, m, bs, budget, pool, rq, queues, sch_req, sch
         if not can_schedule:
             break
         if need > 0:
-            row = (r * s_max + slot[q]) * m
-            allocate(need, r, n, r * n, r * (n + 2), r * (cmask + 1), cmask, ref_cnt, blk_hash, fq_prev, fq_next,
-                     hm, num_free, num_mapped, table, row + num_blocks[q])
+            if caching:
+                allocate(need, r, n, r * n, r * (n + 2), r * (cmask + 1), cmask, ref_cnt, blk_hash, fq_prev,
+                         fq_next, hm, num_free, num_mapped, table, (r * s_max + slot[q]) * m + num_blocks[q])
+            else:
+                num_free[r] -= need
             num_blocks[q] += need
         sch_req[nsch] = q
         sch_new[nsch] = num_new
@@ -97,13 +226,15 @@ def _classify(q, hit, max_hit, caching, turn, session, row, r, n, table, blk_ses
 
 
 @jit(inline="always")
-def _schedule_waiting(r, t, n, s_max, m, bs, budget, nsch, chunked, caching, pool, rq, queues, sch_req, sch_new,
-                      prompt, turn, session, hash_off, hashes, out, counters, hit_blocks):
-    """Admit waiting requests FCFS until one does not fit; returns num_scheduled."""
+def _schedule_waiting(r, t, n, s_max, m, bs, budget, nsch, chunked, caching, pool, rq, queues, coh, sch_req,
+                      sch_new, prompt, turn, session, hash_off, hashes, out, counters, hit_blocks):
+    """Admit waiting requests FCFS until one does not fit (they join the active list);
+    returns num_scheduled."""
     ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped = pool
     num_computed, generated, num_blocks, num_cached, slot, last_token_s, computed_total, table, slot_free, \
         slot_top = rq
-    wq, wq_head, wq_len, run_list, run_len = queues
+    wq, wq_head, wq_len, act, act_len, run_len = queues
+    sl, rp = coh[0], coh[4]
     o_admitted, o_cached, o_event = out
     wcap = wq.shape[0] // wq_len.shape[0]
     cmask = hm.shape[0] // (2 * wq_len.shape[0]) - 1
@@ -132,15 +263,25 @@ def _schedule_waiting(r, t, n, s_max, m, bs, budget, nsch, chunked, caching, poo
         slot_top[r] -= 1
         slot[q] = slot_free[r * s_max + slot_top[r]]
         row = (r * s_max + slot[q]) * m
-        touch_hits(hit_blocks, hit, r, r * n, r * (n + 2), ref_cnt, fq_prev, fq_next, num_free, table, row)
-        allocate(need, r, n, r * n, r * (n + 2), hbase, cmask, ref_cnt, blk_hash, fq_prev, fq_next,
-                 hm, num_free, num_mapped, table, row + hit)
+        if caching:
+            touch_hits(hit_blocks, hit, r, r * n, r * (n + 2), ref_cnt, fq_prev, fq_next, num_free, table, row)
+            allocate(need, r, n, r * n, r * (n + 2), hbase, cmask, ref_cnt, blk_hash, fq_prev, fq_next,
+                     hm, num_free, num_mapped, table, row + hit)
+        else:
+            num_free[r] -= need
         num_blocks[q] = hit + need
         num_computed[q] = hit_tokens
         num_cached[q] = hit
         _wq_pop_front(r, wcap, wq_head, wq_len)
-        run_list[r * s_max + run_len[r]] = q
+        act[r * s_max + act_len[r]] = q
+        act_len[r] += 1
         run_len[r] += 1
+        gs = r * s_max + slot[q]
+        sl[gs, REQ] = q
+        sl[gs, SEQ] = rp[r, NEXTSEQ]
+        rp[r, NEXTSEQ] += 1
+        sl[gs, JJOIN] = -1
+        sl[gs, EMIT] = 0
         if math.isnan(o_admitted[q]):
             o_admitted[q] = t
             o_cached[q] = hit_tokens
@@ -163,28 +304,85 @@ def _itl_bin(gap, itl_min_s, itl_per_decade, num_bins):
 
 
 @jit(inline="always")
-def _finish_step(r, t_end, n, s_max, m, bs, nsch, caching, pool, rq, queues, sch_req, sch_new, prompt, output,
-                 session, hash_off, hashes, child_off, child_ids, think_s, heap, out, itl):
-    """Apply a step's results at its end time: tokens, ITL, block caching, completions.
+def _cache_upto(q, gs, upto, r, n, m, cmask, pool, rq, session, hash_off, hashes):
+    """Register the request's full blocks up to ``upto`` (README step end, rule 3)."""
+    blk_hash, blk_sess, hm, num_mapped = pool[1], pool[2], pool[5], pool[7]
+    num_cached, table = rq[3], rq[7]
+    if upto > num_cached[q]:
+        row = gs * m
+        label = session[q] if session[q] >= 0 else -2 - q
+        for b in range(num_cached[q], upto):
+            cache_block(table[row + b], hashes[hash_off[q] + b], label, r, r * n, r * (cmask + 1), cmask,
+                        blk_hash, blk_sess, hm, num_mapped)
+        num_cached[q] = upto
 
-    Returns True when every request still running emitted a token in this step (so all of
-    them are decoding, with their last token at ``t_end``: the decode fast path may run next).
-    """
-    ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped = pool
+
+@jit(inline="always")
+def _complete(q, r, t_end, n, s_max, m, caching, pool, rq, queues, child_off, child_ids, think_s, heap, out):
+    """Request q generated its last token at t_end: record it, free it, release follow-ups."""
+    run_len = queues[5]
+    hp_t, hp_id, hp_n = heap
+    o_completion, o_status = out[1], out[3]
+    o_completion[q] = t_end
+    o_status[q] = 1
+    _free_request(q, r, n, s_max, m, caching, pool, rq)
+    _release_children(q, t_end, child_off, child_ids, think_s, hp_t, hp_id, hp_n)
+    run_len[r] -= 1
+
+
+@jit(inline="always")
+def _cache_member(x, jpre, r, n, m, bs, cmask, blk_hash, blk_sess, hm, num_mapped, num_blocks, num_cached, table, sl,
+                  session, hash_off, hashes):
+    """Cohort member in slot x fills a block in the step numbered jpre: register it."""
+    q = sl[x, REQ]
+    upto = min((sl[x, BASE] + jpre + 2) // bs, num_blocks[q])
+    if upto > num_cached[q]:
+        row = x * m
+        label = session[q] if session[q] >= 0 else -2 - q
+        for b in range(num_cached[q], upto):
+            cache_block(table[row + b], hashes[hash_off[q] + b], label, r, r * n, r * (cmask + 1), cmask,
+                        blk_hash, blk_sess, hm, num_mapped)
+        num_cached[q] = upto
+
+
+@jit(inline="always")
+def _cache_cohort(r, jpre, n, m, bs, blk_hash, blk_sess, hm, num_mapped, num_blocks, num_cached, table, sl, bk,
+                  session, hash_off, hashes):
+    """Register the blocks the cohort filled in step jpre (a step with no active request)."""
+    x = bk[r * bs + (-jpre - 2) % bs, HEAD]
+    cmask = hm.shape[0] // (2 * num_mapped.shape[0]) - 1
+    while x >= 0:
+        _cache_member(x, jpre, r, n, m, bs, cmask, blk_hash, blk_sess, hm, num_mapped, num_blocks, num_cached, table,
+                      sl, session, hash_off, hashes)
+        x = sl[x, BKN]
+
+
+@jit(inline="always")
+def _finish_active(r, t_end, jpre, nb, n, s_max, m, bs, nsch, caching, pool, rq, coh, sch_req, sch_new, prompt,
+                   session, hash_off, hashes, out, itl):
+    """Tokens, ITL and caching of the step's active requests, in schedule order; cohort
+    members that filled a block are registered in between, by running order (the order
+    decides which of two equal blocks gets the hash)."""
     num_computed, generated, num_blocks, num_cached, slot, last_token_s, computed_total, table, slot_free, \
         slot_top = rq
-    wq, wq_head, wq_len, run_list, run_len = queues
-    hp_t, hp_id, hp_n = heap
-    o_first, o_completion, o_max_itl, o_status = out
+    sl, bk = coh[0], coh[1]
+    o_first, o_max_itl = out[0], out[2]
     itl_hist, itl_min_s, itl_per_decade, itl_from_s, o_arrival = itl
-    cmask = hm.shape[0] // (2 * wq_len.shape[0]) - 1
-    num_finished = 0
+    cmask = pool[5].shape[0] // (2 * coh[4].shape[0]) - 1
+    num_bins = itl_hist.shape[0]
+    x = -1
+    if caching and nb > 0:
+        x = bk[r * bs + (-jpre - 2) % bs, HEAD]
     memo_gap = -1.0
     memo_bin = 0
-    num_continuing_emitters = 0
     for k in range(nsch):
         q = sch_req[k]
         c = sch_new[k]
+        gs = r * s_max + slot[q]
+        while x >= 0 and sl[x, SEQ] < sl[gs, SEQ]:
+            _cache_member(x, jpre, r, n, m, bs, cmask, pool[1], pool[2], pool[5], pool[7], num_blocks, num_cached,
+                          table, sl, session, hash_off, hashes)
+            x = sl[x, BKN]
         num_computed[q] += c
         computed_total[q] += c
         emitted = num_computed[q] == prompt[q] + generated[q]
@@ -197,35 +395,80 @@ def _finish_step(r, t_end, n, s_max, m, bs, nsch, caching, pool, rq, queues, sch
                 if o_arrival[q] >= itl_from_s:
                     if gap != memo_gap:  # most requests in a step share their gap: one log10 per step
                         memo_gap = gap
-                        memo_bin = _itl_bin(gap, itl_min_s, itl_per_decade, itl_hist.shape[0])
+                        memo_bin = _itl_bin(gap, itl_min_s, itl_per_decade, num_bins)
                     itl_hist[memo_bin] += 1
                 if math.isnan(o_max_itl[q]) or gap > o_max_itl[q]:
                     o_max_itl[q] = gap
             last_token_s[q] = t_end
         if caching:
             cacheable = prompt[q] + generated[q] if emitted else num_computed[q]
-            upto = min(cacheable // bs, num_blocks[q])
-            if upto > num_cached[q]:
-                row = (r * s_max + slot[q]) * m
-                label = session[q] if session[q] >= 0 else -2 - q
-                for b in range(num_cached[q], upto):
-                    cache_block(table[row + b], hashes[hash_off[q] + b], label, r, r * n, r * (cmask + 1), cmask,
-                                blk_hash, blk_sess, hm, num_mapped)
-                num_cached[q] = upto
-        if generated[q] == output[q]:
-            o_completion[q] = t_end
-            o_status[q] = 1
-            _free_request(q, r, n, s_max, m, pool, rq)
-            _release_children(q, t_end, child_off, child_ids, think_s, hp_t, hp_id, hp_n)
-            num_finished += 1
-        elif emitted:
-            num_continuing_emitters += 1
-    if num_finished > 0:  # compact the running list, keeping order
-        j = 0
-        for i in range(run_len[r]):
-            q = run_list[r * s_max + i]
-            if o_status[q] != 1:
-                run_list[r * s_max + j] = q
-                j += 1
-        run_len[r] = j
-    return num_continuing_emitters == run_len[r]
+            _cache_upto(q, gs, min(cacheable // bs, num_blocks[q]), r, n, m, cmask, pool, rq, session, hash_off,
+                        hashes)
+        sl[gs, EMIT] = 1 if emitted else 0
+    while x >= 0:
+        _cache_member(x, jpre, r, n, m, bs, cmask, pool[1], pool[2], pool[5], pool[7], num_blocks, num_cached,
+                      table, sl, session, hash_off, hashes)
+        x = sl[x, BKN]
+
+
+@jit(inline="always")
+def _finish_completions(r, t_end, n, s_max, m, bs, nsch, caching, pool, rq, queues, coh, sch_req, output, child_off,
+                        child_ids, think_s, heap, out, comp):
+    """Completions at the end of a step, in running order: cohort members whose last token
+    this was (the calendar list of the new step counter) and active requests that finished.
+    ``comp``: scratch i8[>= s_max]."""
+    num_computed, generated, num_blocks, num_cached, slot, last_token_s, computed_total, table, slot_free, \
+        slot_top = rq
+    sl, bk, cl, dtlog, rp = coh
+    o_max_itl = out[2]
+    w = cl.shape[0] // rp.shape[0]
+    ncomp = 0
+    g = cl[r * w + (rp[r, J] & (w - 1))]
+    while g >= 0:
+        comp[ncomp] = g
+        ncomp += 1
+        g = sl[g, CLN]
+    sort_slots_by_seq(comp, ncomp, sl)
+    i = 0
+    for k in range(nsch + 1):
+        seq_q = -1
+        q = -1
+        if k < nsch:
+            q = sch_req[k]
+            if generated[q] != output[q]:
+                continue
+            seq_q = sl[r * s_max + slot[q], SEQ]
+        while i < ncomp and (q < 0 or sl[comp[i], SEQ] < seq_q):
+            g = comp[i]
+            coh_materialize(r, g, t_end, bs, num_computed, generated, computed_total, num_blocks, last_token_s,
+                            o_max_itl, sl, dtlog, rp)
+            coh_unlink(r, g, bs, sl, bk, cl, rp)
+            _complete(sl[g, REQ], r, t_end, n, s_max, m, caching, pool, rq, queues, child_off, child_ids, think_s,
+                      heap, out)
+            i += 1
+        if q >= 0:
+            _complete(q, r, t_end, n, s_max, m, caching, pool, rq, queues, child_off, child_ids, think_s, heap, out)
+
+
+@jit(inline="always")
+def _join_active(r, s_max, bs, rq, queues, coh, output, o_status, o_arrival, itl_from_s):
+    """Active requests that emitted in the step (and go on) join the cohort; the others stay
+    in the active list, in order."""
+    num_computed, generated, slot = rq[0], rq[1], rq[4]
+    act, act_len = queues[3], queues[4]
+    sl, bk, cl, dtlog, rp = coh
+    abase = r * s_max
+    j = 0
+    for i in range(act_len[r]):
+        q = act[abase + i]
+        if o_status[q] == 1:
+            continue
+        gs = abase + slot[q]
+        if sl[gs, EMIT] == 1:
+            sl[gs, EMIT] = 0
+            coh_join(r, gs, num_computed[q], generated[q], output[q], 1 if o_arrival[q] >= itl_from_s else 0, bs,
+                     sl, bk, cl, rp)
+        else:
+            act[abase + j] = q
+            j += 1
+    act_len[r] = j
