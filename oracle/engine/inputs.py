@@ -92,7 +92,9 @@ class EngineInputs:
     session: i8[n] (-1 none); turn: i4[n]; parent: i8[n] (-1 none); think_s: f8[n];
     hash_offsets: i8[n+1] (CSR) or i8[n] (start offsets: requests of one prefix chain may
     share their hashes, see ``oracle.engine.hashes``); request i's block b has hash
-    ``hashes[hash_offsets[i] + b]`` for every full block of its prompt + output (chained);
+    ``hashes[hash_offsets[i] + b]`` for every full block of its prompt + output (chained).
+    The engine reads the hashes only with prefix caching on; with it off they may be empty
+    (``oracle.simulate`` does not compute them; tests/test_no_hashes.py holds this);
     cost_params: f8[:] for ``oracle.kernels.cost.step_time_s``.
     """
 

@@ -12,8 +12,9 @@ step (the optional steps table grows by doubling).
     cohort.py     the decoding requests of a replica, kept lazily (O(1 + batch / block_size) a step)
     hashes.py     block hashes stored once per prefix chain
 
-The small kernels are ``inline="always"``: the loop compiles into one function with no
-reference counting at call boundaries.
+The small kernels are compiled without reference counting (``oracle.kernels._jit.kernel``):
+arrays reach them as borrowed references, so the per-step and per-block calls cost no atomic
+operations.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ STEP_COLUMNS = ("replica", "start_s", "duration_s", "num_decode", "num_prefill_t
 
 # Engine counters reported in EngineOutputs.diagnostics (index in the counters array -> name).
 DIAGNOSTICS = ("", "", "steps", "cohort_materializations", "cohort_request_steps", "admission_attempts",
-               "admission_hit_blocks", "active_request_steps", "", "failed_admissions")
+               "admission_hit_blocks", "active_request_steps", "router_probes", "failed_admissions")
 
 
 @jit
@@ -155,7 +156,7 @@ def _simulate(arrival_s, prompt, output, session, turn, parent, think_s, static_
                 _release_children(qa, ta, child_off, child_ids, think_s, hp_t, hp_id, hp_n)
                 continue
             r = _route(qa, router, R, rr_counter, sess_idx, sess_rep, prompt, hash_off, hashes, bs, n, cmask,
-                       caching, hm, num_free, wq_len, run_len, hit_blocks, parent, o_replica)
+                       caching, hm, num_free, wq_len, run_len, hit_blocks, parent, o_replica, counters)
             o_replica[qa] = r
             if wq_len[r] + run_len[r] == 0 and busy_until[r] < ta:
                 busy_until[r] = ta

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from oracle.kernels._jit import jit
+from oracle.kernels._jit import kernel
 from oracle.kernels.blockpool import cdiv
 from oracle.kernels.kvcache import match_prefix
 
 
-@jit(inline="always")
+@kernel
 def _load(r, wq_len, run_len):
     return 4 * wq_len[r] + run_len[r]
 
 
-@jit(inline="always")
+@kernel
 def _least_loaded(num_replicas, wq_len, run_len):
     best = 0
     for r in range(1, num_replicas):
@@ -21,10 +21,11 @@ def _least_loaded(num_replicas, wq_len, run_len):
     return best
 
 
-@jit(inline="always")
+@kernel
 def _route(q, router, num_replicas, rr_counter, sess_idx, sess_rep, prompt, hash_off, hashes, bs, n, cmask,
-           caching, hm, num_free, wq_len, run_len, hit_scratch, parent, o_replica):
-    """Replica for request ``q`` (see README "Router"). rr_counter: 1-element array."""
+           caching, hm, num_free, wq_len, run_len, hit_scratch, parent, o_replica, counters):
+    """Replica for request ``q`` (see README "Router"). rr_counter: 1-element array;
+    ``counters[8]`` counts the prefix-aware router's hash-map probes."""
     if router == 0:  # round_robin
         r = rr_counter[0] % num_replicas
         rr_counter[0] += 1
@@ -62,6 +63,7 @@ def _route(q, router, num_replicas, rr_counter, sess_idx, sess_rep, prompt, hash
         hit = 0
         if caching:
             hit = match_prefix(hashes, hash_off[q], max_hit, r * (cmask + 1), cmask, hm, hit_scratch)
+            counters[8] += hit + (hit < max_hit)
         cost = (cdiv(p, bs) - hit) + used
         if best < 0 or cost < best_cost or (cost == best_cost and (load < best_load
                                                                     or (load == best_load and r < best))):

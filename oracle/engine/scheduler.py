@@ -30,7 +30,7 @@ import numpy as np
 from oracle.engine.cohort import (BASE, BKN, CLN, CNT, EMIT, HEAD, JDONE, JJOIN, MAXSEQ, NEXTSEQ, NPOST, NUM, REQ,
                                   SEQ, SUM, J, coh_join, coh_materialize, coh_unlink, sort_slots_by_seq)
 from oracle.engine.queues import _release_children, _wq_front, _wq_pop_front, _wq_push_front
-from oracle.kernels._jit import jit
+from oracle.kernels._jit import jit, kernel
 from oracle.kernels.blockpool import cdiv
 from oracle.kernels.kvcache import allocate, cache_block, count_evictable_hits, free_blocks, match_prefix, touch_hits
 
@@ -38,7 +38,7 @@ from oracle.kernels.kvcache import allocate, cache_block, count_evictable_hits, 
 _MISS_FULL, _CROSS, _CONV_HIT, _FULL_HIT, _CONV_MISS = 0, 1, 2, 3, 4
 
 
-@jit(inline="always")
+@kernel
 def _free_request(q, r, n, s_max, m, caching, pool, rq):
     """Free all blocks of running request q (reverse order) and give its slot back. Without
     prefix caching blocks are interchangeable: only their number is kept."""
@@ -56,7 +56,7 @@ def _free_request(q, r, n, s_max, m, caching, pool, rq):
     slot[q] = -1
 
 
-@jit(inline="always")
+@kernel
 def _cohort_fits(r, bs, s_max, budget_max, pool, rq, queues, coh, prompt):
     """Can the cohort take one token each this step, with no preemption and no request
     starved by the budget? (Then its members need not be visited.)"""
@@ -144,7 +144,7 @@ def _materialize_cohort(r, t_last, bs, s_max, rq, queues, coh, o_max_itl, scratc
     rp[r, NPOST] = 0
 
 
-@jit(inline="always")
+@kernel
 def _schedule_cohort(r, n, m, kb, ref_cnt, blk_hash, fq_prev, fq_next, hm, num_free, num_mapped, num_blocks, table,
                      sl, bk):
     """With prefix caching: every member takes one token; those at a block boundary (bucket
@@ -161,7 +161,7 @@ def _schedule_cohort(r, n, m, kb, ref_cnt, blk_hash, fq_prev, fq_next, hm, num_f
         g = sl[g, BKN]
 
 
-@jit(inline="always")
+@kernel
 def _schedule_active(r, n, s_max, m, bs, budget, caching, pool, rq, queues, sch_req, sch_new, prompt, out_preempt):
     """vLLM v1 pass over the active running requests; returns (num_scheduled, budget_left,
     preempted). Preemption (victim: the last running request) only happens with an empty
@@ -211,7 +211,7 @@ def _schedule_active(r, n, s_max, m, bs, budget, caching, pool, rq, queues, sch_
     return nsch, budget, preempted
 
 
-@jit(inline="always")
+@kernel
 def _classify(q, hit, max_hit, caching, turn, session, row, r, n, table, blk_sess):
     """Cache event of a request at its first admission (README "Cache event")."""
     if not caching:
@@ -225,7 +225,7 @@ def _classify(q, hit, max_hit, caching, turn, session, row, r, n, table, blk_ses
     return _CROSS
 
 
-@jit(inline="always")
+@kernel
 def _schedule_waiting(r, t, n, s_max, m, bs, budget, nsch, chunked, caching, pool, rq, queues, coh, sch_req,
                       sch_new, prompt, turn, session, hash_off, hashes, out, counters, hit_blocks):
     """Admit waiting requests FCFS until one does not fit (they join the active list);
@@ -295,7 +295,7 @@ def _schedule_waiting(r, t, n, s_max, m, bs, budget, nsch, chunked, caching, poo
     return nsch
 
 
-@jit(inline="always")
+@kernel
 def _itl_bin(gap, itl_min_s, itl_per_decade, num_bins):
     """Histogram bin of an inter-token gap (see oracle.engine.inputs.itl_bin)."""
     if gap < itl_min_s:
@@ -303,7 +303,7 @@ def _itl_bin(gap, itl_min_s, itl_per_decade, num_bins):
     return min(int(math.floor(math.log10(gap / itl_min_s) * itl_per_decade)) + 1, num_bins - 1)
 
 
-@jit(inline="always")
+@kernel
 def _cache_upto(q, gs, upto, r, n, m, cmask, pool, rq, session, hash_off, hashes):
     """Register the request's full blocks up to ``upto`` (README step end, rule 3)."""
     blk_hash, blk_sess, hm, num_mapped = pool[1], pool[2], pool[5], pool[7]
@@ -317,7 +317,7 @@ def _cache_upto(q, gs, upto, r, n, m, cmask, pool, rq, session, hash_off, hashes
         num_cached[q] = upto
 
 
-@jit(inline="always")
+@kernel
 def _complete(q, r, t_end, n, s_max, m, caching, pool, rq, queues, child_off, child_ids, think_s, heap, out):
     """Request q generated its last token at t_end: record it, free it, release follow-ups."""
     run_len = queues[5]
@@ -330,7 +330,7 @@ def _complete(q, r, t_end, n, s_max, m, caching, pool, rq, queues, child_off, ch
     run_len[r] -= 1
 
 
-@jit(inline="always")
+@kernel
 def _cache_member(x, jpre, r, n, m, bs, cmask, blk_hash, blk_sess, hm, num_mapped, num_blocks, num_cached, table, sl,
                   session, hash_off, hashes):
     """Cohort member in slot x fills a block in the step numbered jpre: register it."""
@@ -345,7 +345,7 @@ def _cache_member(x, jpre, r, n, m, bs, cmask, blk_hash, blk_sess, hm, num_mappe
         num_cached[q] = upto
 
 
-@jit(inline="always")
+@kernel
 def _cache_cohort(r, jpre, n, m, bs, blk_hash, blk_sess, hm, num_mapped, num_blocks, num_cached, table, sl, bk,
                   session, hash_off, hashes):
     """Register the blocks the cohort filled in step jpre (a step with no active request)."""
@@ -357,7 +357,7 @@ def _cache_cohort(r, jpre, n, m, bs, blk_hash, blk_sess, hm, num_mapped, num_blo
         x = sl[x, BKN]
 
 
-@jit(inline="always")
+@kernel
 def _finish_active(r, t_end, jpre, nb, n, s_max, m, bs, nsch, caching, pool, rq, coh, sch_req, sch_new, prompt,
                    session, hash_off, hashes, out, itl):
     """Tokens, ITL and caching of the step's active requests, in schedule order; cohort
@@ -411,7 +411,7 @@ def _finish_active(r, t_end, jpre, nb, n, s_max, m, bs, nsch, caching, pool, rq,
         x = sl[x, BKN]
 
 
-@jit(inline="always")
+@kernel
 def _finish_completions(r, t_end, n, s_max, m, bs, nsch, caching, pool, rq, queues, coh, sch_req, output, child_off,
                         child_ids, think_s, heap, out, comp):
     """Completions at the end of a step, in running order: cohort members whose last token
@@ -450,7 +450,7 @@ def _finish_completions(r, t_end, n, s_max, m, bs, nsch, caching, pool, rq, queu
             _complete(q, r, t_end, n, s_max, m, caching, pool, rq, queues, child_off, child_ids, think_s, heap, out)
 
 
-@jit(inline="always")
+@kernel
 def _join_active(r, s_max, bs, rq, queues, coh, output, o_status, o_arrival, itl_from_s):
     """Active requests that emitted in the step (and go on) join the cohort; the others stay
     in the active list, in order."""

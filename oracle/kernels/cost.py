@@ -35,7 +35,7 @@ import math
 
 import numpy as np
 
-from oracle.kernels._jit import jit
+from oracle.kernels._jit import jit, kernel
 
 #: Layout of the ``params`` vector (float64, C-contiguous, shape ``(NUM_PARAMS,)``).
 #: Per-layer quantities are for one GPU of the TP group (heads, widths, vocab divided by tp).
@@ -92,7 +92,7 @@ OP_NAMES = ("qkv_proj", "attn_out_proj", "mlp_gate_up", "mlp_down", "attention_p
 NUM_OPS = len(OP_NAMES)
 
 
-@jit(inline="always")
+@kernel
 def _roofline(flops, nbytes, s_per_flop, s_per_byte, overlap):
     """Seconds of one op: ``max(c, m) + overlap·min(c, m)``, ``c = flops·s_per_flop``, ``m = nbytes·s_per_byte``."""
     c = flops * s_per_flop
@@ -102,7 +102,7 @@ def _roofline(flops, nbytes, s_per_flop, s_per_byte, overlap):
     return m + overlap * c
 
 
-@jit(inline="always")
+@kernel
 def _experts_touched(params, t):
     """Expected distinct experts one MoE layer reads for ``t`` tokens: E·(1 − (1 − k/E)^t); 0 if dense."""
     if params[25] == 0.0:
@@ -110,7 +110,7 @@ def _experts_touched(params, t):
     return params[25] * (1.0 - math.exp(t * params[26]))
 
 
-@jit(inline="always")
+@kernel
 def _linear(params, base, t, touched):
     """One GEMM type over all layers: (seconds, FLOPs, DRAM bytes); constants at params[base:base+4]."""
     num_layers = params[0]
@@ -120,7 +120,7 @@ def _linear(params, base, t, touched):
     return num_layers * sec, num_layers * flops, num_layers * nbytes
 
 
-@jit(inline="always")
+@kernel
 def _attention(params, tq, ctx_units, kv_tokens):
     """Attention over all layers for ``tq`` query tokens: (seconds, FLOPs, DRAM bytes).
 
@@ -133,7 +133,7 @@ def _attention(params, tq, ctx_units, kv_tokens):
     return num_layers * sec, num_layers * flops, num_layers * nbytes
 
 
-@jit(inline="always")
+@kernel
 def _lm_head(params, e):
     """LM head for ``e`` emitting sequences (weights read once if any): (seconds, FLOPs, bytes)."""
     any_emit = min(e, 1.0)
@@ -143,21 +143,21 @@ def _lm_head(params, e):
     return sec, flops, nbytes
 
 
-@jit(inline="always")
+@kernel
 def _link(calls, t, bytes_per_token, params):
     """``calls`` transfers of ``t · bytes_per_token`` bytes: (seconds, link bytes)."""
     nbytes = t * bytes_per_token
     return calls * (nbytes * params[35] + params[36]), calls * nbytes
 
 
-@jit(inline="always")
+@kernel
 def _elementwise(params, t):
     """Norms, residual add, rotary, activation and KV-cache write over all layers: (s, bytes)."""
     nbytes = params[0] * t * params[39]
     return nbytes * params[42], nbytes
 
 
-@jit(inline="always")
+@kernel
 def step_time_s(params, num_tokens, num_emit, num_decode, decode_ctx_sum, prefill_attn_units,
                 prefill_ctx_sum):
     """Predicted duration of one step, seconds (float); 0.0 when ``num_tokens == 0``.

@@ -13,13 +13,23 @@ session label), ``fq_prev``/``fq_next`` i4[R*(N+2)], ``hm`` u8[2*R*C] (interleav
 
 from __future__ import annotations
 
-from oracle.kernels._jit import jit
+from oracle.kernels._jit import kernel
 import numpy as np
 
 from oracle.kernels.blockpool import fq_pop_front, fq_push_back, fq_remove, hm_delete, hm_insert
+from oracle.kernels.prefetch import prefetch
+
+# How far ahead block walks issue their memory reads (see oracle.kernels.prefetch).
+AHEAD = 8
 
 
-@jit(inline="always")
+@kernel
+def _home(h, hbase, mask):
+    """Index in ``hm`` of the key of hash ``h``'s home slot."""
+    return 2 * (hbase + (np.int64((h * np.uint64(11400714819323198485)) >> np.uint64(20)) & mask))
+
+
+@kernel
 def match_prefix(hashes, h_start, max_blocks, hbase, mask, hm, out_blocks):
     """Leading blocks whose hashes are mapped, stopping at the first miss (<= max_blocks).
 
@@ -28,7 +38,11 @@ def match_prefix(hashes, h_start, max_blocks, hbase, mask, hm, out_blocks):
     """
     k = 0
     record = out_blocks.shape[0] >= max_blocks
+    for j in range(min(max_blocks, AHEAD)):
+        prefetch(hm, _home(hashes[h_start + j], hbase, mask))
     while k < max_blocks:
+        if k + AHEAD < max_blocks:
+            prefetch(hm, _home(hashes[h_start + k + AHEAD], hbase, mask))
         h = hashes[h_start + k]
         i = np.int64((h * np.uint64(11400714819323198485)) >> np.uint64(20)) & mask
         b = -1
@@ -48,21 +62,29 @@ def match_prefix(hashes, h_start, max_blocks, hbase, mask, hm, out_blocks):
     return k
 
 
-@jit(inline="always")
+@kernel
 def count_evictable_hits(hit_blocks, num_hit, rbase, ref_cnt):
     """How many of the ``num_hit`` hit blocks sit in the free queue (ref_cnt == 0)."""
     n = 0
+    for k in range(min(num_hit, AHEAD)):
+        prefetch(ref_cnt, rbase + hit_blocks[k])
     for k in range(num_hit):
+        if k + AHEAD < num_hit:
+            prefetch(ref_cnt, rbase + hit_blocks[k + AHEAD])
         if ref_cnt[rbase + hit_blocks[k]] == 0:
             n += 1
     return n
 
 
-@jit(inline="always")
+@kernel
 def touch_hits(hit_blocks, num_hit, r, rbase, fbase, ref_cnt, fq_prev, fq_next, num_free, table, t_start):
     """Take the hit blocks: ref_cnt += 1, out of the free queue if free; write them to the
     block table at ``table[t_start : t_start + num_hit]``. Mutates ref_cnt, fq_*, num_free, table."""
     for k in range(num_hit):
+        if k + AHEAD < num_hit:
+            nb = hit_blocks[k + AHEAD]
+            prefetch(fq_prev, fbase + nb)
+            prefetch(fq_next, fbase + nb)
         b = hit_blocks[k]
         if ref_cnt[rbase + b] == 0:
             fq_remove(fbase, b, fq_prev, fq_next)
@@ -71,13 +93,18 @@ def touch_hits(hit_blocks, num_hit, r, rbase, fbase, ref_cnt, fq_prev, fq_next, 
         table[t_start + k] = b
 
 
-@jit(inline="always")
+@kernel
 def allocate(num_blocks, r, n, rbase, fbase, hbase, mask, ref_cnt, blk_hash, fq_prev, fq_next,
              hm, num_free, num_mapped, table, t_start):
     """Pop ``num_blocks`` blocks from the free-queue head (evicting their hashes) into
     ``table[t_start:]`` with ref_cnt 1. The caller checked ``num_free[r] >= num_blocks``."""
     for k in range(num_blocks):
         b = fq_pop_front(fbase, n, fq_prev, fq_next)
+        nx = fq_next[fbase + n]  # the next block to be taken: start reading its state
+        if nx < n:
+            prefetch(blk_hash, rbase + nx)
+            prefetch(fq_next, fbase + nx)
+            prefetch(ref_cnt, rbase + nx)
         h = blk_hash[rbase + b]
         if h != 0:
             hm_delete(hbase, mask, h, hm)
@@ -88,11 +115,15 @@ def allocate(num_blocks, r, n, rbase, fbase, hbase, mask, ref_cnt, blk_hash, fq_
     num_free[r] -= num_blocks
 
 
-@jit(inline="always")
+@kernel
 def free_blocks(table, t_start, num_blocks, r, n, rbase, fbase, ref_cnt, fq_prev, fq_next, num_free):
     """Release a request's blocks, last block first; blocks reaching ref_cnt 0 go to the
     free-queue tail (so the end of a prefix chain is evicted first). They keep their hash."""
     for k in range(num_blocks - 1, -1, -1):
+        if k >= AHEAD:
+            pb = table[t_start + k - AHEAD]
+            prefetch(ref_cnt, rbase + pb)
+            prefetch(fq_prev, fbase + pb)
         b = table[t_start + k]
         ref_cnt[rbase + b] -= 1
         if ref_cnt[rbase + b] == 0:
@@ -100,7 +131,7 @@ def free_blocks(table, t_start, num_blocks, r, n, rbase, fbase, ref_cnt, fq_prev
             num_free[r] += 1
 
 
-@jit(inline="always")
+@kernel
 def cache_block(b, h, label, r, rbase, hbase, mask, blk_hash, blk_sess, hm, num_mapped):
     """Register full block ``b`` under hash ``h`` unless the hash is already mapped (then the
     block stays unhashed: duplicates are not merged). Returns True if registered."""
