@@ -28,7 +28,7 @@ import math
 
 import numpy as np
 
-from oracle.kernels._jit import jit, kernel
+from oracle.kernels._jit import jit
 
 # sl columns
 REQ, SEQ, BASE, JJOIN, JDONE, BKP, BKN, CLP, CLN, POST, EMIT = range(11)
@@ -54,7 +54,7 @@ def new_cohort(num_replicas, s_max, bs, w):
     return sl, bk, cl, dtlog, rp
 
 
-@kernel
+@jit(inline="always")
 def coh_join(r, gs, nc, gen, out_q, post, bs, sl, bk, cl, rp):
     """Make the request in slot ``gs`` (num_computed ``nc``, ``gen`` of ``out_q`` tokens
     generated, ``post``: counted in the ITL histogram) a member, after the replica's step."""
@@ -98,7 +98,7 @@ def coh_join(r, gs, nc, gen, out_q, post, bs, sl, bk, cl, rp):
         rp[r, MAXSEQ] = seq
 
 
-@kernel
+@jit(inline="always")
 def coh_unlink(r, gs, bs, sl, bk, cl, rp):
     """Take slot ``gs`` out of its bucket and calendar list (state not materialized)."""
     w = cl.shape[0] // rp.shape[0]
@@ -130,7 +130,7 @@ def coh_unlink(r, gs, bs, sl, bk, cl, rp):
     sl[gs, JJOIN] = -1
 
 
-@kernel
+@jit(inline="always")
 def coh_materialize(r, gs, t_last, bs, num_computed, generated, computed_total, num_blocks, last_token_s, o_max_itl,
                     sl, dtlog, rp):
     """Bring the per-token state of member ``gs`` up to the replica's step counter (its last
@@ -157,7 +157,7 @@ def coh_materialize(r, gs, t_last, bs, num_computed, generated, computed_total, 
         o_max_itl[q] = mx
 
 
-@kernel
+@jit(inline="always")
 def sort_slots_by_seq(slots, cnt, sl):
     """Insertion sort of ``slots[:cnt]`` by running order (short lists)."""
     for i in range(1, cnt):
@@ -168,3 +168,31 @@ def sort_slots_by_seq(slots, cnt, sl):
             slots[k + 1] = slots[k]
             k -= 1
         slots[k + 1] = g
+
+
+@jit(inline="always")
+def heapsort_slots_by_seq(slots, cnt, sl):
+    """In-place heapsort of ``slots[:cnt]`` by running order (a whole cohort; no allocation)."""
+    for start in range(cnt // 2 - 1, -1, -1):
+        _sift_down(slots, start, cnt, sl)
+    for end in range(cnt - 1, 0, -1):
+        g = slots[0]
+        slots[0] = slots[end]
+        slots[end] = g
+        _sift_down(slots, 0, end, sl)
+
+
+@jit(inline="always")
+def _sift_down(slots, i, size, sl):
+    while True:
+        c = 2 * i + 1
+        if c >= size:
+            return
+        if c + 1 < size and sl[slots[c + 1], SEQ] > sl[slots[c], SEQ]:
+            c += 1
+        if sl[slots[i], SEQ] >= sl[slots[c], SEQ]:
+            return
+        g = slots[i]
+        slots[i] = slots[c]
+        slots[c] = g
+        i = c

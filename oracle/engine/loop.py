@@ -136,7 +136,7 @@ def _simulate(arrival_s, prompt, output, session, turn, parent, think_s, static_
             have_arr = True
             from_heap = True
         # earliest replica step
-        rs = -1
+        rs = np.int64(-1)  # not a literal: the kernels below are compiled for one type of r
         ts = np.inf
         for r in range(R):
             if wq_len[r] + run_len[r] > 0 and (rs < 0 or busy_until[r] < ts):

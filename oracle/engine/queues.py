@@ -2,34 +2,34 @@
 
 from __future__ import annotations
 
-from oracle.kernels._jit import kernel
+from oracle.kernels._jit import jit
 
 
-@kernel
+@jit(inline="always")
 def _wq_push_back(r, q, wcap, wq, wq_head, wq_len):
     wq[r * wcap + (wq_head[r] + wq_len[r]) % wcap] = q
     wq_len[r] += 1
 
 
-@kernel
+@jit(inline="always")
 def _wq_push_front(r, q, wcap, wq, wq_head, wq_len):
     wq_head[r] = (wq_head[r] - 1 + wcap) % wcap
     wq[r * wcap + wq_head[r]] = q
     wq_len[r] += 1
 
 
-@kernel
+@jit(inline="always")
 def _wq_front(r, wcap, wq, wq_head):
     return wq[r * wcap + wq_head[r]]
 
 
-@kernel
+@jit(inline="always")
 def _wq_pop_front(r, wcap, wq_head, wq_len):
     wq_head[r] = (wq_head[r] + 1) % wcap
     wq_len[r] -= 1
 
 
-@kernel
+@jit(inline="always")
 def _heap_push(t, q, hp_t, hp_id, hp_n):
     """Binary min-heap on (t, id); hp_n is a 1-element array holding the size."""
     i = hp_n[0]
@@ -45,7 +45,7 @@ def _heap_push(t, q, hp_t, hp_id, hp_n):
     hp_id[i] = q
 
 
-@kernel
+@jit(inline="always")
 def _heap_pop(hp_t, hp_id, hp_n):
     n = hp_n[0] - 1
     hp_n[0] = n
@@ -67,7 +67,7 @@ def _heap_pop(hp_t, hp_id, hp_n):
     hp_id[i] = q
 
 
-@kernel
+@jit(inline="always")
 def _release_children(q, t, child_off, child_ids, think_s, hp_t, hp_id, hp_n):
     """Follow-ups of ``q`` arrive ``think_s`` after ``q`` ends at time ``t``."""
     for k in range(child_off[q], child_off[q + 1]):

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from oracle.kernels._jit import kernel
+from oracle.kernels._jit import jit, kernel
 from oracle.kernels.blockpool import cdiv
 from oracle.kernels.kvcache import match_prefix
 
 
-@kernel
+@jit(inline="always")
 def _load(r, wq_len, run_len):
     return 4 * wq_len[r] + run_len[r]
 
 
-@kernel
+@jit(inline="always")
 def _least_loaded(num_replicas, wq_len, run_len):
     best = 0
     for r in range(1, num_replicas):

@@ -25,10 +25,9 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
-from oracle.engine.cohort import (BASE, BKN, CLN, CNT, EMIT, HEAD, JDONE, JJOIN, MAXSEQ, NEXTSEQ, NPOST, NUM, REQ,
-                                  SEQ, SUM, J, coh_join, coh_materialize, coh_unlink, sort_slots_by_seq)
+from oracle.engine.cohort import (BASE, BKN, CLN, CNT, EMIT, HEAD, TAIL, JDONE, JJOIN, MAXSEQ, NEXTSEQ, NPOST, NUM, REQ,
+                                  SEQ, SUM, J, coh_join, coh_materialize, coh_unlink, heapsort_slots_by_seq,
+                                  sort_slots_by_seq)
 from oracle.engine.queues import _release_children, _wq_front, _wq_pop_front, _wq_push_front
 from oracle.kernels._jit import jit, kernel
 from oracle.kernels.blockpool import cdiv
@@ -38,7 +37,7 @@ from oracle.kernels.kvcache import allocate, cache_block, count_evictable_hits, 
 _MISS_FULL, _CROSS, _CONV_HIT, _FULL_HIT, _CONV_MISS = 0, 1, 2, 3, 4
 
 
-@kernel
+@jit(inline="always")
 def _free_request(q, r, n, s_max, m, caching, pool, rq):
     """Free all blocks of running request q (reverse order) and give its slot back. Without
     prefix caching blocks are interchangeable: only their number is kept."""
@@ -92,7 +91,7 @@ def _cohort_fits(r, bs, s_max, budget_max, pool, rq, queues, coh, prompt):
     return need <= num_free[r]
 
 
-@jit(inline="always")
+@kernel
 def _materialize_cohort(r, t_last, bs, s_max, rq, queues, coh, o_max_itl, scratch):
     """Dissolve the cohort: bring every member up to date and merge them into the active
     list in running order (before an exact step)."""
@@ -110,18 +109,15 @@ def _materialize_cohort(r, t_last, bs, s_max, rq, queues, coh, o_max_itl, scratc
             cnt += 1
             g = sl[g, BKN]
         bk[kb, HEAD] = -1
-        bk[kb, 1] = -1
+        bk[kb, TAIL] = -1
         bk[kb, CNT] = 0
-    keys = np.empty(cnt, np.int64)
-    for i in range(cnt):
-        keys[i] = sl[members[i], SEQ]
-    order = np.argsort(keys, kind="mergesort")
+    heapsort_slots_by_seq(members, cnt, sl)
     abase = r * s_max
     al = act_len[r]
     a = 0
     out = 0
     for i in range(cnt):
-        g = members[order[i]]
+        g = members[i]
         coh_materialize(r, g, t_last, bs, num_computed, generated, computed_total, rq[2], last_token_s, o_max_itl,
                         sl, dtlog, rp)
         cl[r * w + (sl[g, JDONE] & (w - 1))] = -1
@@ -211,7 +207,7 @@ def _schedule_active(r, n, s_max, m, bs, budget, caching, pool, rq, queues, sch_
     return nsch, budget, preempted
 
 
-@kernel
+@jit(inline="always")
 def _classify(q, hit, max_hit, caching, turn, session, row, r, n, table, blk_sess):
     """Cache event of a request at its first admission (README "Cache event")."""
     if not caching:
@@ -295,7 +291,7 @@ def _schedule_waiting(r, t, n, s_max, m, bs, budget, nsch, chunked, caching, poo
     return nsch
 
 
-@kernel
+@jit(inline="always")
 def _itl_bin(gap, itl_min_s, itl_per_decade, num_bins):
     """Histogram bin of an inter-token gap (see oracle.engine.inputs.itl_bin)."""
     if gap < itl_min_s:
@@ -303,7 +299,7 @@ def _itl_bin(gap, itl_min_s, itl_per_decade, num_bins):
     return min(int(math.floor(math.log10(gap / itl_min_s) * itl_per_decade)) + 1, num_bins - 1)
 
 
-@kernel
+@jit(inline="always")
 def _cache_upto(q, gs, upto, r, n, m, cmask, pool, rq, session, hash_off, hashes):
     """Register the request's full blocks up to ``upto`` (README step end, rule 3)."""
     blk_hash, blk_sess, hm, num_mapped = pool[1], pool[2], pool[5], pool[7]
@@ -317,7 +313,7 @@ def _cache_upto(q, gs, upto, r, n, m, cmask, pool, rq, session, hash_off, hashes
         num_cached[q] = upto
 
 
-@kernel
+@jit(inline="always")
 def _complete(q, r, t_end, n, s_max, m, caching, pool, rq, queues, child_off, child_ids, think_s, heap, out):
     """Request q generated its last token at t_end: record it, free it, release follow-ups."""
     run_len = queues[5]
@@ -330,7 +326,7 @@ def _complete(q, r, t_end, n, s_max, m, caching, pool, rq, queues, child_off, ch
     run_len[r] -= 1
 
 
-@kernel
+@jit(inline="always")
 def _cache_member(x, jpre, r, n, m, bs, cmask, blk_hash, blk_sess, hm, num_mapped, num_blocks, num_cached, table, sl,
                   session, hash_off, hashes):
     """Cohort member in slot x fills a block in the step numbered jpre: register it."""

@@ -22,16 +22,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from oracle.kernels._jit import kernel
+from oracle.kernels._jit import jit
 
 
-@kernel
+@jit(inline="always")
 def cdiv(a, b):
     """Ceiling division of non-negative integers."""
     return -(-a // b)
 
 
-@kernel
+@jit(inline="always")
 def fq_init(base, n, fq_prev, fq_next):
     """Put blocks 1..n-1 in the free queue in id order (block 0 is the null block).
 
@@ -52,7 +52,7 @@ def fq_init(base, n, fq_prev, fq_next):
     fq_next[base + tail] = -1
 
 
-@kernel
+@jit(inline="always")
 def fq_pop_front(base, n, fq_prev, fq_next):
     """Remove and return the head block (caller checks the queue is not empty)."""
     head = n
@@ -65,7 +65,7 @@ def fq_pop_front(base, n, fq_prev, fq_next):
     return b
 
 
-@kernel
+@jit(inline="always")
 def fq_remove(base, b, fq_prev, fq_next):
     """Unlink block ``b`` from the middle of the queue in O(1)."""
     p = fq_prev[base + b]
@@ -76,7 +76,7 @@ def fq_remove(base, b, fq_prev, fq_next):
     fq_next[base + b] = -1
 
 
-@kernel
+@jit(inline="always")
 def fq_push_back(base, n, b, fq_prev, fq_next):
     """Append block ``b`` at the tail (most recently freed, evicted last)."""
     tail = n + 1
@@ -87,13 +87,13 @@ def fq_push_back(base, n, b, fq_prev, fq_next):
     fq_prev[base + tail] = b
 
 
-@kernel
+@jit(inline="always")
 def _slot(h, mask):
     # Fibonacci hashing spreads the (already mixed) key over the table.
     return np.int64((h * np.uint64(11400714819323198485)) >> np.uint64(20)) & mask
 
 
-@kernel
+@jit(inline="always")
 def hm_find(hm, hbase, mask, h):
     """Local block id mapped to hash ``h`` in one replica's map, or -1.
 
@@ -111,7 +111,7 @@ def hm_find(hm, hbase, mask, h):
         i = (i + 1) & mask
 
 
-@kernel
+@jit(inline="always")
 def hm_insert(hbase, mask, h, v, hm):
     """Map ``h -> v`` unless ``h`` is already mapped; True if inserted. Mutates hm."""
     i = _slot(h, mask)
@@ -126,7 +126,7 @@ def hm_insert(hbase, mask, h, v, hm):
         i = (i + 1) & mask
 
 
-@kernel
+@jit(inline="always")
 def hm_delete(hbase, mask, h, hm):
     """Remove ``h`` (must be present) with backward-shift deletion. Mutates hm."""
     i = _slot(h, mask)

@@ -92,7 +92,7 @@ OP_NAMES = ("qkv_proj", "attn_out_proj", "mlp_gate_up", "mlp_down", "attention_p
 NUM_OPS = len(OP_NAMES)
 
 
-@kernel
+@jit(inline="always")
 def _roofline(flops, nbytes, s_per_flop, s_per_byte, overlap):
     """Seconds of one op: ``max(c, m) + overlap·min(c, m)``, ``c = flops·s_per_flop``, ``m = nbytes·s_per_byte``."""
     c = flops * s_per_flop
@@ -102,7 +102,7 @@ def _roofline(flops, nbytes, s_per_flop, s_per_byte, overlap):
     return m + overlap * c
 
 
-@kernel
+@jit(inline="always")
 def _experts_touched(params, t):
     """Expected distinct experts one MoE layer reads for ``t`` tokens: E·(1 − (1 − k/E)^t); 0 if dense."""
     if params[25] == 0.0:
@@ -110,7 +110,7 @@ def _experts_touched(params, t):
     return params[25] * (1.0 - math.exp(t * params[26]))
 
 
-@kernel
+@jit(inline="always")
 def _linear(params, base, t, touched):
     """One GEMM type over all layers: (seconds, FLOPs, DRAM bytes); constants at params[base:base+4]."""
     num_layers = params[0]
@@ -120,7 +120,7 @@ def _linear(params, base, t, touched):
     return num_layers * sec, num_layers * flops, num_layers * nbytes
 
 
-@kernel
+@jit(inline="always")
 def _attention(params, tq, ctx_units, kv_tokens):
     """Attention over all layers for ``tq`` query tokens: (seconds, FLOPs, DRAM bytes).
 
@@ -133,7 +133,7 @@ def _attention(params, tq, ctx_units, kv_tokens):
     return num_layers * sec, num_layers * flops, num_layers * nbytes
 
 
-@kernel
+@jit(inline="always")
 def _lm_head(params, e):
     """LM head for ``e`` emitting sequences (weights read once if any): (seconds, FLOPs, bytes)."""
     any_emit = min(e, 1.0)
@@ -143,14 +143,14 @@ def _lm_head(params, e):
     return sec, flops, nbytes
 
 
-@kernel
+@jit(inline="always")
 def _link(calls, t, bytes_per_token, params):
     """``calls`` transfers of ``t · bytes_per_token`` bytes: (seconds, link bytes)."""
     nbytes = t * bytes_per_token
     return calls * (nbytes * params[35] + params[36]), calls * nbytes
 
 
-@kernel
+@jit(inline="always")
 def _elementwise(params, t):
     """Norms, residual add, rotary, activation and KV-cache write over all layers: (s, bytes)."""
     nbytes = params[0] * t * params[39]

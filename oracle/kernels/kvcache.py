@@ -13,7 +13,7 @@ session label), ``fq_prev``/``fq_next`` i4[R*(N+2)], ``hm`` u8[2*R*C] (interleav
 
 from __future__ import annotations
 
-from oracle.kernels._jit import kernel
+from oracle.kernels._jit import jit
 import numpy as np
 
 from oracle.kernels.blockpool import fq_pop_front, fq_push_back, fq_remove, hm_delete, hm_insert
@@ -23,13 +23,13 @@ from oracle.kernels.prefetch import prefetch
 AHEAD = 8
 
 
-@kernel
+@jit(inline="always")
 def _home(h, hbase, mask):
     """Index in ``hm`` of the key of hash ``h``'s home slot."""
     return 2 * (hbase + (np.int64((h * np.uint64(11400714819323198485)) >> np.uint64(20)) & mask))
 
 
-@kernel
+@jit(inline="always")
 def match_prefix(hashes, h_start, max_blocks, hbase, mask, hm, out_blocks):
     """Leading blocks whose hashes are mapped, stopping at the first miss (<= max_blocks).
 
@@ -62,7 +62,7 @@ def match_prefix(hashes, h_start, max_blocks, hbase, mask, hm, out_blocks):
     return k
 
 
-@kernel
+@jit(inline="always")
 def count_evictable_hits(hit_blocks, num_hit, rbase, ref_cnt):
     """How many of the ``num_hit`` hit blocks sit in the free queue (ref_cnt == 0)."""
     n = 0
@@ -76,7 +76,7 @@ def count_evictable_hits(hit_blocks, num_hit, rbase, ref_cnt):
     return n
 
 
-@kernel
+@jit(inline="always")
 def touch_hits(hit_blocks, num_hit, r, rbase, fbase, ref_cnt, fq_prev, fq_next, num_free, table, t_start):
     """Take the hit blocks: ref_cnt += 1, out of the free queue if free; write them to the
     block table at ``table[t_start : t_start + num_hit]``. Mutates ref_cnt, fq_*, num_free, table."""
@@ -93,7 +93,7 @@ def touch_hits(hit_blocks, num_hit, r, rbase, fbase, ref_cnt, fq_prev, fq_next, 
         table[t_start + k] = b
 
 
-@kernel
+@jit(inline="always")
 def allocate(num_blocks, r, n, rbase, fbase, hbase, mask, ref_cnt, blk_hash, fq_prev, fq_next,
              hm, num_free, num_mapped, table, t_start):
     """Pop ``num_blocks`` blocks from the free-queue head (evicting their hashes) into
@@ -115,7 +115,7 @@ def allocate(num_blocks, r, n, rbase, fbase, hbase, mask, ref_cnt, blk_hash, fq_
     num_free[r] -= num_blocks
 
 
-@kernel
+@jit(inline="always")
 def free_blocks(table, t_start, num_blocks, r, n, rbase, fbase, ref_cnt, fq_prev, fq_next, num_free):
     """Release a request's blocks, last block first; blocks reaching ref_cnt 0 go to the
     free-queue tail (so the end of a prefix chain is evicted first). They keep their hash."""
@@ -131,7 +131,7 @@ def free_blocks(table, t_start, num_blocks, r, n, rbase, fbase, ref_cnt, fq_prev
             num_free[r] += 1
 
 
-@kernel
+@jit(inline="always")
 def cache_block(b, h, label, r, rbase, hbase, mask, blk_hash, blk_sess, hm, num_mapped):
     """Register full block ``b`` under hash ``h`` unless the hash is already mapped (then the
     block stays unhashed: duplicates are not merged). Returns True if registered."""
