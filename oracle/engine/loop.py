@@ -46,7 +46,8 @@ def _simulate(arrival_s, prompt, output, session, turn, parent, think_s, static_
               num_sessions, hash_off, hashes, num_replicas, router, bs, n, s_max, m, budget_max, max_model_len,
               chunked, caching, record_steps, cost_params, itl_min_s, itl_per_decade, itl_from_s, w,
               o_replica, o_arrival, o_admitted, o_first, o_completion, o_cached, o_computed, o_preempt, o_event,
-              o_max_itl, o_status, itl_hist, counters, kv_integral, kv_max):
+              o_max_itl, o_status, itl_hist, counters, kv_integral, kv_max, ref_cnt, blk_hash, blk_sess, fq_prev,
+              fq_next, hm, table):
     """Run the whole simulation; per-request outputs are written into the ``o_*`` arrays.
 
     Returns the steps matrix (num_steps x len(STEP_COLUMNS), empty unless record_steps) and
@@ -55,24 +56,17 @@ def _simulate(arrival_s, prompt, output, session, turn, parent, think_s, static_
     found at admission, requests scheduled by normal steps, -, failed admissions, ...);
     ``kv_integral`` f8[R] / ``kv_max`` i8[R]: time integral and peak of blocks in use.
     ``w``: a power of two larger than any request's output tokens (the cohort's rings).
+    The block pool and the block tables come from the caller (see ``_pool_arrays``).
     """
     num_req = prompt.shape[0]
     R = num_replicas
-    cap = 8
-    while cap < 2 * n:
-        cap *= 2
-    cmask = cap - 1
+    cmask = hm.shape[0] // (2 * R) - 1
     # block pool
-    ref_cnt = np.zeros(R * n, np.int32)
-    blk_hash = np.zeros(R * n, np.uint64)
-    blk_sess = np.zeros(R * n, np.int64)
-    fq_prev = np.full(R * (n + 2), -1, np.int32)
-    fq_next = np.full(R * (n + 2), -1, np.int32)
-    hm = np.zeros(2 * R * cap, np.uint64)
     num_free = np.full(R, n - 1, np.int32)
     num_mapped = np.zeros(R, np.int64)
-    for r in range(R):
-        fq_init(r * (n + 2), n, fq_prev, fq_next)
+    if caching:  # without prefix caching only the number of free blocks is kept
+        for r in range(R):
+            fq_init(r * (n + 2), n, fq_prev, fq_next)
     pool = (ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped)
     hit_blocks = np.empty(m, np.int32)  # scratch: block ids of a prefix hit
     # per-request state
@@ -82,7 +76,6 @@ def _simulate(arrival_s, prompt, output, session, turn, parent, think_s, static_
     num_cached = np.zeros(num_req, np.int32)
     slot = np.full(num_req, -1, np.int32)
     last_token_s = np.zeros(num_req, np.float64)
-    table = np.zeros(R * s_max * m, np.int32)
     slot_free = np.empty(R * s_max, np.int32)
     slot_top = np.full(R, s_max, np.int32)
     for r in range(R):
@@ -274,6 +267,24 @@ def _children_csr(parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return child_off, child_ids
 
 
+def _pool_arrays(num_replicas: int, n: int, s_max: int, m: int) -> tuple[np.ndarray, ...]:
+    """Block pool (ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hash map) and block tables.
+
+    Allocated here rather than in the jitted loop: NumPy's zeros and empty map fresh pages
+    lazily, so a run pays only for the memory it touches (the pool is sized for the whole
+    GPU: a short run, a sweep point, or a run without prefix caching touches little of it);
+    the loop's own allocations would be written in full up front. Entries that are read
+    before being written are zero: reference counts, block hashes, hash-map keys.
+    """
+    cap = 8
+    while cap < 2 * n:
+        cap *= 2
+    return (np.zeros(num_replicas * n, np.int32), np.zeros(num_replicas * n, np.uint64),
+            np.empty(num_replicas * n, np.int64), np.empty(num_replicas * (n + 2), np.int32),
+            np.empty(num_replicas * (n + 2), np.int32), np.zeros(2 * num_replicas * cap, np.uint64),
+            np.empty(num_replicas * s_max * m, np.int32))
+
+
 def run_engine(inputs: EngineInputs) -> EngineOutputs:
     """Simulate one framework configuration over a workload (see oracle/engine/README.md)."""
     cfg = inputs.config
@@ -323,7 +334,8 @@ def run_engine(inputs: EngineInputs) -> EngineOutputs:
         bool(cfg.record_steps), np.ascontiguousarray(inputs.cost_params, np.float64),
         float(ITL_MIN_S), float(ITL_BINS_PER_DECADE), float(cfg.warm_up_s), w,
         o_replica, o_arrival, o_admitted, o_first, o_completion, o_cached, o_computed, o_preempt, o_event,
-        o_max_itl, o_status, itl_hist, counters, kv_integral, kv_max)
+        o_max_itl, o_status, itl_hist, counters, kv_integral, kv_max,
+        *_pool_arrays(int(cfg.num_replicas), n, s_max, m))
     step_table = None
     if cfg.record_steps:
         rows = steps[:num_steps]  # in (start time, replica) order, as the loop ran them
