@@ -52,8 +52,9 @@ def _simulate(arrival_s, prompt, output, session, turn, parent, think_s, static_
 
     Returns the steps matrix (num_steps x len(STEP_COLUMNS), empty unless record_steps) and
     the number of steps. ``counters``: i8[16] = (prefix_cache_queries, prefix_cache_hits, then
-    diagnostics: normal steps, fast-path calls, fast-path steps, admission attempts, hit blocks
-    found at admission, requests scheduled by normal steps, -, failed admissions, ...);
+    the diagnostics named in DIAGNOSTICS: steps, cohort materializations, cohort request-steps,
+    admission attempts, hit blocks found at admission, active request-steps, router probes,
+    failed admissions);
     ``kv_integral`` f8[R] / ``kv_max`` i8[R]: time integral and peak of blocks in use.
     ``w``: a power of two larger than any request's output tokens (the cohort's rings).
     The block pool and the block tables come from the caller (see ``_pool_arrays``).

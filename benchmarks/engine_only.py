@@ -1,0 +1,58 @@
+"""Time the jitted engine alone (no generation, hashing or writing) on a benchmark scenario.
+
+    python benchmarks/engine_only.py chat 30000
+    python benchmarks/engine_only.py chat 30000 frameworks.0.router=session_affinity --repeats 5
+
+The workload and engine inputs are built first; the compiled engine is loaded on a small
+run; then ``run_engine`` is timed ``--repeats`` times (best and median printed) with the
+engine's work counters per request (``EngineOutputs.diagnostics``). Overrides are dotted
+``key=value`` pairs as for ``oracle simulate --set`` (true/false become booleans). Use it to
+compare engine changes in one session on a noisy machine: run both versions back to back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("scenario", choices=["chat", "plain"])
+    ap.add_argument("requests", type=int)
+    ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args(argv)
+
+    from oracle.api import as_scenario, engine_inputs, load_workload
+    from oracle.engine.loop import run_engine
+    from oracle.scenario import apply_overrides, load_scenario
+
+    ov = {}
+    for item in args.overrides:
+        key, _, value = item.partition("=")
+        ov[key] = {"true": True, "false": False}.get(value, value)
+    raw = apply_overrides(load_scenario(HERE / f"{args.scenario}.toml").raw,
+                          {"simulation.num_requests": args.requests, **ov})
+    sc = as_scenario(raw)
+    fw = sc.frameworks[0]
+    inputs = engine_inputs(sc, fw, load_workload(sc), record_steps=False)
+    small = as_scenario(apply_overrides(raw, {"simulation.num_requests": 300}))
+    run_engine(engine_inputs(small, fw, load_workload(small), record_steps=False))  # load the compiled engine
+    times = []
+    for _ in range(args.repeats):
+        t0 = time.perf_counter()
+        out = run_engine(inputs)
+        times.append(time.perf_counter() - t0)
+    n = args.requests
+    per_req = {k: round(v / n, 1) for k, v in out.diagnostics.items()}
+    print(f"{args.scenario} {n:,} requests {ov or ''}: engine best {min(times):.3f} s, median "
+          f"{statistics.median(times):.3f} s ({min(times) / n * 1e6:.1f} us/request); per request: {per_req}")
+
+
+if __name__ == "__main__":
+    main()
