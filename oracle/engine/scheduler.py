@@ -300,10 +300,10 @@ def _itl_bin(gap, itl_min_s, itl_per_decade, num_bins):
 
 
 @jit(inline="always")
-def _cache_upto(q, gs, upto, r, n, m, cmask, pool, rq, session, hash_off, hashes):
-    """Register the request's full blocks up to ``upto`` (README step end, rule 3)."""
-    blk_hash, blk_sess, hm, num_mapped = pool[1], pool[2], pool[5], pool[7]
-    num_cached, table = rq[3], rq[7]
+def _cache_upto(q, gs, upto, r, n, m, cmask, blk_hash, blk_sess, hm, num_mapped, num_cached, table, session, hash_off,
+                hashes):
+    """Register the full blocks of request q (in slot gs) up to ``upto`` (README step end,
+    rule 3)."""
     if upto > num_cached[q]:
         row = gs * m
         label = session[q] if session[q] >= 0 else -2 - q
@@ -331,14 +331,8 @@ def _cache_member(x, jpre, r, n, m, bs, cmask, blk_hash, blk_sess, hm, num_mappe
                   session, hash_off, hashes):
     """Cohort member in slot x fills a block in the step numbered jpre: register it."""
     q = sl[x, REQ]
-    upto = min((sl[x, BASE] + jpre + 2) // bs, num_blocks[q])
-    if upto > num_cached[q]:
-        row = x * m
-        label = session[q] if session[q] >= 0 else -2 - q
-        for b in range(num_cached[q], upto):
-            cache_block(table[row + b], hashes[hash_off[q] + b], label, r, r * n, r * (cmask + 1), cmask,
-                        blk_hash, blk_sess, hm, num_mapped)
-        num_cached[q] = upto
+    _cache_upto(q, x, min((sl[x, BASE] + jpre + 2) // bs, num_blocks[q]), r, n, m, cmask, blk_hash, blk_sess, hm,
+                num_mapped, num_cached, table, session, hash_off, hashes)
 
 
 @kernel
@@ -398,8 +392,8 @@ def _finish_active(r, t_end, jpre, nb, n, s_max, m, bs, nsch, caching, pool, rq,
             last_token_s[q] = t_end
         if caching:
             cacheable = prompt[q] + generated[q] if emitted else num_computed[q]
-            _cache_upto(q, gs, min(cacheable // bs, num_blocks[q]), r, n, m, cmask, pool, rq, session, hash_off,
-                        hashes)
+            _cache_upto(q, gs, min(cacheable // bs, num_blocks[q]), r, n, m, cmask, pool[1], pool[2], pool[5],
+                        pool[7], num_cached, table, session, hash_off, hashes)
         sl[gs, EMIT] = 1 if emitted else 0
     while x >= 0:
         _cache_member(x, jpre, r, n, m, bs, cmask, pool[1], pool[2], pool[5], pool[7], num_blocks, num_cached,
