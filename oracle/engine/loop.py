@@ -91,11 +91,11 @@ def _simulate(arrival_s, prompt, output, session, turn, parent, think_s, static_
     wq_len = np.zeros(R, np.int64)
     act = np.empty(R * s_max, np.int32)
     act_len = np.zeros(R, np.int64)
-    run_len = np.zeros(R, np.int64)
-    queues = (wq, wq_head, wq_len, act, act_len, run_len)
+    queues = (wq, wq_head, wq_len, act, act_len)
     coh = new_cohort(R, s_max, bs, w)
     sl, bk, cl, dtlog, rp = coh
     outs = (o_first, o_completion, o_max_itl, o_status)
+    adm_outs = (o_admitted, o_cached, o_event)
     busy_until = np.zeros(R, np.float64)
     hp_t = np.empty(num_req + 1, np.float64)
     hp_id = np.empty(num_req + 1, np.int64)
@@ -133,7 +133,7 @@ def _simulate(arrival_s, prompt, output, session, turn, parent, think_s, static_
         rs = np.int64(-1)  # not a literal: the kernels below are compiled for one type of r
         ts = np.inf
         for r in range(R):
-            if wq_len[r] + run_len[r] > 0 and (rs < 0 or busy_until[r] < ts):
+            if wq_len[r] + s_max - slot_top[r] > 0 and (rs < 0 or busy_until[r] < ts):
                 rs = r
                 ts = busy_until[r]
         if not have_arr and rs < 0:
@@ -150,9 +150,9 @@ def _simulate(arrival_s, prompt, output, session, turn, parent, think_s, static_
                 _release_children(qa, ta, child_off, child_ids, think_s, hp_t, hp_id, hp_n)
                 continue
             r = _route(qa, router, R, rr_counter, sess_idx, sess_rep, prompt, hash_off, hashes, bs, n, cmask,
-                       caching, hm, num_free, wq_len, run_len, hit_blocks, parent, o_replica, counters)
+                       caching, hm, num_free, wq_len, s_max, slot_top, hit_blocks, parent, o_replica, counters)
             o_replica[qa] = r
-            if wq_len[r] + run_len[r] == 0 and busy_until[r] < ta:
+            if wq_len[r] + s_max - slot_top[r] == 0 and busy_until[r] < ta:
                 busy_until[r] = ta
             _wq_push_back(r, qa, wcap, wq, wq_head, wq_len)
             continue
@@ -161,17 +161,17 @@ def _simulate(arrival_s, prompt, output, session, turn, parent, think_s, static_
         r = rs
         t = ts
         nb = rp[r, NUM]
+        kb = r * bs + (-rp[r, J]) % bs  # the bucket of members that need a block this step
         if nb > 0:
             if act_len[r] > 0:
-                fits = _cohort_fits(r, bs, s_max, budget_max, pool, rq, queues, coh, prompt)
+                fits = _cohort_fits(r, kb, bs, s_max, budget_max, pool, rq, queues, coh, prompt)
             else:
-                fits = nb <= budget_max and bk[r * bs + (-rp[r, J]) % bs, CNT] <= num_free[r]
+                fits = nb <= budget_max and bk[kb, CNT] <= num_free[r]
             if not fits:
                 _materialize_cohort(r, t, bs, s_max, rq, queues, coh, o_max_itl, scratch)
                 counters[3] += 1
                 nb = 0
         if nb > 0:
-            kb = r * bs + (-rp[r, J]) % bs
             if caching:
                 _schedule_cohort(r, n, m, kb, ref_cnt, blk_hash, fq_prev, fq_next, hm, num_free, num_mapped,
                                  num_blocks, table, sl, bk)
@@ -186,7 +186,7 @@ def _simulate(arrival_s, prompt, output, session, turn, parent, think_s, static_
         if not preempted and wq_len[r] > 0:
             nsch = _schedule_waiting(r, t, n, s_max, m, bs, budget, nsch, chunked, caching, pool, rq, queues, coh,
                                      sch_req, sch_new, prompt, turn, session, hash_off, hashes,
-                                     (o_admitted, o_cached, o_event), counters, hit_blocks)
+                                     adm_outs, counters, hit_blocks)
         if nsch == 0 and nb == 0:
             continue
         counters[2] += 1
@@ -233,8 +233,8 @@ def _simulate(arrival_s, prompt, output, session, turn, parent, think_s, static_
             _cache_cohort(r, jpre, n, m, bs, blk_hash, blk_sess, hm, num_mapped, num_blocks, num_cached, table, sl, bk,
                           session, hash_off, hashes)
         if nsch > 0 or cl[r * w + ((jpre + 1) & (w - 1))] >= 0:
-            _finish_completions(r, t_end, n, s_max, m, bs, nsch, caching, pool, rq, queues, coh, sch_req, output,
-                                child_off, child_ids, think_s, heap, outs, comp)
+            _finish_completions(r, t_end, n, s_max, m, bs, nsch, caching, pool, rq, coh, sch_req, output, child_off,
+                                child_ids, think_s, heap, outs, comp)
         if act_len[r] > 0:
             _join_active(r, s_max, bs, rq, queues, coh, output, o_status, o_arrival, itl_from_s)
         if record_steps:
@@ -248,7 +248,7 @@ def _simulate(arrival_s, prompt, output, session, turn, parent, think_s, static_
             row[2] = dt
             row[3] = num_decode
             row[4] = num_tokens - num_decode
-            row[5] = run_len[r]
+            row[5] = s_max - slot_top[r]
             row[6] = wq_len[r]
             row[7] = n - 1 - num_free[r]
             row[8] = num_mapped[r]

@@ -8,22 +8,23 @@ from oracle.kernels.kvcache import match_prefix
 
 
 @jit(inline="always")
-def _load(r, wq_len, run_len):
-    return 4 * wq_len[r] + run_len[r]
+def _load(r, wq_len, s_max, slot_top):
+    """4 x waiting + running (a running request holds one of the replica's s_max slots)."""
+    return 4 * wq_len[r] + s_max - slot_top[r]
 
 
 @jit(inline="always")
-def _least_loaded(num_replicas, wq_len, run_len):
+def _least_loaded(num_replicas, wq_len, s_max, slot_top):
     best = 0
     for r in range(1, num_replicas):
-        if _load(r, wq_len, run_len) < _load(best, wq_len, run_len):
+        if _load(r, wq_len, s_max, slot_top) < _load(best, wq_len, s_max, slot_top):
             best = r
     return best
 
 
 @kernel
 def _route(q, router, num_replicas, rr_counter, sess_idx, sess_rep, prompt, hash_off, hashes, bs, n, cmask,
-           caching, hm, num_free, wq_len, run_len, hit_scratch, parent, o_replica, counters):
+           caching, hm, num_free, wq_len, s_max, slot_top, hit_scratch, parent, o_replica, counters):
     """Replica for request ``q`` (see README "Router"). rr_counter: 1-element array;
     ``counters[8]`` counts the prefix-aware router's hash-map probes."""
     if router == 0:  # round_robin
@@ -31,12 +32,12 @@ def _route(q, router, num_replicas, rr_counter, sess_idx, sess_rep, prompt, hash
         rr_counter[0] += 1
         return r
     if router == 1:  # least_loaded
-        return _least_loaded(num_replicas, wq_len, run_len)
+        return _least_loaded(num_replicas, wq_len, s_max, slot_top)
     if router == 2:  # session_affinity
         s = sess_idx[q]
         if s >= 0 and sess_rep[s] >= 0:
             return sess_rep[s]
-        r = _least_loaded(num_replicas, wq_len, run_len)
+        r = _least_loaded(num_replicas, wq_len, s_max, slot_top)
         if s >= 0:
             sess_rep[s] = r
         return r
@@ -55,7 +56,7 @@ def _route(q, router, num_replicas, rr_counter, sess_idx, sess_rep, prompt, hash
     for k in range(num_replicas):
         r = (first + k) % num_replicas
         used = n - 1 - num_free[r]
-        load = _load(r, wq_len, run_len)
+        load = _load(r, wq_len, s_max, slot_top)
         if best >= 0:
             lower = (cdiv(p, bs) - max_hit) + used
             if lower > best_cost or (lower == best_cost and (load > best_load or (load == best_load and r > best))):

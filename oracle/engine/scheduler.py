@@ -16,8 +16,9 @@ State groups (tuples of arrays, built once in ``oracle.engine.loop._simulate``):
 * ``pool``  = (ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped)
 * ``rq``    = per-request state: (num_computed, generated, num_blocks, num_cached, slot,
   last_token_s, computed_total, table, slot_free, slot_top)
-* ``queues``= (wq, wq_head, wq_len, act, act_len, run_len): waiting rings; active lists
-  (``act[r * s_max + i]``, running order); ``run_len`` = cohort + active requests.
+* ``queues``= (wq, wq_head, wq_len, act, act_len): waiting rings; active lists
+  (``act[r * s_max + i]``, running order). A replica's running requests (cohort + active)
+  are ``s_max - slot_top[r]``: each holds one slot.
 * ``coh``   = (sl, bk, cl, dtlog, rp), see ``cohort.py``.
 """
 
@@ -56,9 +57,10 @@ def _free_request(q, r, n, s_max, m, caching, pool, rq):
 
 
 @kernel
-def _cohort_fits(r, bs, s_max, budget_max, pool, rq, queues, coh, prompt):
+def _cohort_fits(r, kb, bs, s_max, budget_max, pool, rq, queues, coh, prompt):
     """Can the cohort take one token each this step, with no preemption and no request
-    starved by the budget? (Then its members need not be visited.)"""
+    starved by the budget? (Then its members need not be visited.) ``kb``: the bucket row of
+    the members that need a block this step."""
     num_free = pool[6]
     num_computed, generated, num_blocks = rq[0], rq[1], rq[2]
     slot = rq[4]
@@ -67,7 +69,7 @@ def _cohort_fits(r, bs, s_max, budget_max, pool, rq, queues, coh, prompt):
     nb = rp[r, NUM]
     if nb > budget_max:
         return False
-    need = bk[r * bs + (-rp[r, J]) % bs, CNT]
+    need = bk[kb, CNT]
     al = act_len[r]
     if al > 0:
         abase = r * s_max
@@ -165,7 +167,7 @@ def _schedule_active(r, n, s_max, m, bs, budget, caching, pool, rq, queues, sch_
     ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped = pool
     num_computed, generated, num_blocks, num_cached, slot, last_token_s, computed_total, table, slot_free, \
         slot_top = rq
-    wq, wq_head, wq_len, act, act_len, run_len = queues
+    wq, wq_head, wq_len, act, act_len = queues
     wcap = wq.shape[0] // wq_len.shape[0]
     cmask = hm.shape[0] // (2 * wq_len.shape[0]) - 1
     abase = r * s_max
@@ -179,7 +181,6 @@ def _schedule_active(r, n, s_max, m, bs, budget, caching, pool, rq, queues, sch_
         can_schedule = True
         while need > num_free[r]:
             act_len[r] -= 1
-            run_len[r] -= 1
             v = act[abase + act_len[r]]
             _free_request(v, r, n, s_max, m, caching, pool, rq)
             num_computed[v] = 0
@@ -229,13 +230,13 @@ def _schedule_waiting(r, t, n, s_max, m, bs, budget, nsch, chunked, caching, poo
     ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped = pool
     num_computed, generated, num_blocks, num_cached, slot, last_token_s, computed_total, table, slot_free, \
         slot_top = rq
-    wq, wq_head, wq_len, act, act_len, run_len = queues
+    wq, wq_head, wq_len, act, act_len = queues
     sl, rp = coh[0], coh[4]
     o_admitted, o_cached, o_event = out
     wcap = wq.shape[0] // wq_len.shape[0]
     cmask = hm.shape[0] // (2 * wq_len.shape[0]) - 1
     hbase = r * (cmask + 1)
-    while wq_len[r] > 0 and budget > 0 and run_len[r] < s_max:
+    while wq_len[r] > 0 and budget > 0 and slot_top[r] > 0:
         q = _wq_front(r, wcap, wq, wq_head)
         num_tokens = prompt[q] + generated[q]
         max_hit = (num_tokens - 1) // bs
@@ -271,7 +272,6 @@ def _schedule_waiting(r, t, n, s_max, m, bs, budget, nsch, chunked, caching, poo
         _wq_pop_front(r, wcap, wq_head, wq_len)
         act[r * s_max + act_len[r]] = q
         act_len[r] += 1
-        run_len[r] += 1
         gs = r * s_max + slot[q]
         sl[gs, REQ] = q
         sl[gs, SEQ] = rp[r, NEXTSEQ]
@@ -314,16 +314,14 @@ def _cache_upto(q, gs, upto, r, n, m, cmask, blk_hash, blk_sess, hm, num_mapped,
 
 
 @jit(inline="always")
-def _complete(q, r, t_end, n, s_max, m, caching, pool, rq, queues, child_off, child_ids, think_s, heap, out):
+def _complete(q, r, t_end, n, s_max, m, caching, pool, rq, child_off, child_ids, think_s, heap, out):
     """Request q generated its last token at t_end: record it, free it, release follow-ups."""
-    run_len = queues[5]
     hp_t, hp_id, hp_n = heap
     o_completion, o_status = out[1], out[3]
     o_completion[q] = t_end
     o_status[q] = 1
     _free_request(q, r, n, s_max, m, caching, pool, rq)
     _release_children(q, t_end, child_off, child_ids, think_s, hp_t, hp_id, hp_n)
-    run_len[r] -= 1
 
 
 @jit(inline="always")
@@ -402,8 +400,8 @@ def _finish_active(r, t_end, jpre, nb, n, s_max, m, bs, nsch, caching, pool, rq,
 
 
 @kernel
-def _finish_completions(r, t_end, n, s_max, m, bs, nsch, caching, pool, rq, queues, coh, sch_req, output, child_off,
-                        child_ids, think_s, heap, out, comp):
+def _finish_completions(r, t_end, n, s_max, m, bs, nsch, caching, pool, rq, coh, sch_req, output, child_off, child_ids,
+                        think_s, heap, out, comp):
     """Completions at the end of a step, in running order: cohort members whose last token
     this was (the calendar list of the new step counter) and active requests that finished.
     ``comp``: scratch i8[>= s_max]."""
@@ -433,11 +431,11 @@ def _finish_completions(r, t_end, n, s_max, m, bs, nsch, caching, pool, rq, queu
             coh_materialize(r, g, t_end, bs, num_computed, generated, computed_total, num_blocks, last_token_s,
                             o_max_itl, sl, dtlog, rp)
             coh_unlink(r, g, bs, sl, bk, cl, rp)
-            _complete(sl[g, REQ], r, t_end, n, s_max, m, caching, pool, rq, queues, child_off, child_ids, think_s,
+            _complete(sl[g, REQ], r, t_end, n, s_max, m, caching, pool, rq, child_off, child_ids, think_s,
                       heap, out)
             i += 1
         if q >= 0:
-            _complete(q, r, t_end, n, s_max, m, caching, pool, rq, queues, child_off, child_ids, think_s, heap, out)
+            _complete(q, r, t_end, n, s_max, m, caching, pool, rq, child_off, child_ids, think_s, heap, out)
 
 
 @kernel

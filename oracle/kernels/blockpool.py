@@ -88,8 +88,9 @@ def fq_push_back(base, n, b, fq_prev, fq_next):
 
 
 @jit(inline="always")
-def _slot(h, mask):
-    # Fibonacci hashing spreads the (already mixed) key over the table.
+def hm_slot(h, mask):
+    """Home slot of hash ``h`` in a map of ``mask + 1`` slots (Fibonacci hashing spreads the
+    already mixed key over the table)."""
     return np.int64((h * np.uint64(11400714819323198485)) >> np.uint64(20)) & mask
 
 
@@ -101,7 +102,7 @@ def hm_find(hm, hbase, mask, h):
     (the key, 0 = empty) and ``hm[2 * (hbase + i) + 1]`` (the block id), so a probe touches
     one cache line.
     """
-    i = _slot(h, mask)
+    i = hm_slot(h, mask)
     while True:
         k = hm[2 * (hbase + i)]
         if k == h:
@@ -114,7 +115,7 @@ def hm_find(hm, hbase, mask, h):
 @jit(inline="always")
 def hm_insert(hbase, mask, h, v, hm):
     """Map ``h -> v`` unless ``h`` is already mapped; True if inserted. Mutates hm."""
-    i = _slot(h, mask)
+    i = hm_slot(h, mask)
     while True:
         k = hm[2 * (hbase + i)]
         if k == h:
@@ -129,7 +130,7 @@ def hm_insert(hbase, mask, h, v, hm):
 @jit(inline="always")
 def hm_delete(hbase, mask, h, hm):
     """Remove ``h`` (must be present) with backward-shift deletion. Mutates hm."""
-    i = _slot(h, mask)
+    i = hm_slot(h, mask)
     while hm[2 * (hbase + i)] != h:
         i = (i + 1) & mask
     j = i
@@ -138,7 +139,7 @@ def hm_delete(hbase, mask, h, hm):
         kj = hm[2 * (hbase + j)]
         if kj == 0:
             break
-        home = _slot(kj, mask)
+        home = hm_slot(kj, mask)
         # Move entry j back to i if its home slot is not in the cyclic range (i, j].
         if (j > i and (home <= i or home > j)) or (j < i and (home <= i and home > j)):
             hm[2 * (hbase + i)] = kj

@@ -14,9 +14,7 @@ session label), ``fq_prev``/``fq_next`` i4[R*(N+2)], ``hm`` u8[2*R*C] (interleav
 from __future__ import annotations
 
 from oracle.kernels._jit import jit
-import numpy as np
-
-from oracle.kernels.blockpool import fq_pop_front, fq_push_back, fq_remove, hm_delete, hm_insert
+from oracle.kernels.blockpool import fq_pop_front, fq_push_back, fq_remove, hm_delete, hm_find, hm_insert, hm_slot
 from oracle.kernels.prefetch import prefetch
 
 # How far ahead block walks issue their memory reads (see oracle.kernels.prefetch).
@@ -26,7 +24,7 @@ AHEAD = 8
 @jit(inline="always")
 def _home(h, hbase, mask):
     """Index in ``hm`` of the key of hash ``h``'s home slot."""
-    return 2 * (hbase + (np.int64((h * np.uint64(11400714819323198485)) >> np.uint64(20)) & mask))
+    return 2 * (hbase + hm_slot(h, mask))
 
 
 @jit(inline="always")
@@ -43,17 +41,7 @@ def match_prefix(hashes, h_start, max_blocks, hbase, mask, hm, out_blocks):
     while k < max_blocks:
         if k + AHEAD < max_blocks:
             prefetch(hm, _home(hashes[h_start + k + AHEAD], hbase, mask))
-        h = hashes[h_start + k]
-        i = np.int64((h * np.uint64(11400714819323198485)) >> np.uint64(20)) & mask
-        b = -1
-        while True:
-            key = hm[2 * (hbase + i)]
-            if key == h:
-                b = np.int64(hm[2 * (hbase + i) + 1])
-                break
-            if key == 0:
-                break
-            i = (i + 1) & mask
+        b = hm_find(hm, hbase, mask, hashes[h_start + k])
         if b < 0:
             break
         if record:
