@@ -159,20 +159,7 @@ def coh_materialize(r, gs, t_last, bs, num_computed, generated, computed_total, 
 
 @jit(inline="always")
 def sort_slots_by_seq(slots, cnt, sl):
-    """Insertion sort of ``slots[:cnt]`` by running order (short lists)."""
-    for i in range(1, cnt):
-        g = slots[i]
-        s = sl[g, SEQ]
-        k = i - 1
-        while k >= 0 and sl[slots[k], SEQ] > s:
-            slots[k + 1] = slots[k]
-            k -= 1
-        slots[k + 1] = g
-
-
-@jit(inline="always")
-def heapsort_slots_by_seq(slots, cnt, sl):
-    """In-place heapsort of ``slots[:cnt]`` by running order (a whole cohort; no allocation)."""
+    """In-place heapsort of ``slots[:cnt]`` by running order (no allocation)."""
     for start in range(cnt // 2 - 1, -1, -1):
         _sift_down(slots, start, cnt, sl)
     for end in range(cnt - 1, 0, -1):

@@ -27,8 +27,7 @@ from __future__ import annotations
 import math
 
 from oracle.engine.cohort import (BASE, BKN, CLN, CNT, EMIT, HEAD, TAIL, JDONE, JJOIN, MAXSEQ, NEXTSEQ, NPOST, NUM, REQ,
-                                  SEQ, SUM, J, coh_join, coh_materialize, coh_unlink, heapsort_slots_by_seq,
-                                  sort_slots_by_seq)
+                                  SEQ, SUM, J, coh_join, coh_materialize, coh_unlink, sort_slots_by_seq)
 from oracle.engine.queues import _release_children, _wq_front, _wq_pop_front, _wq_push_front
 from oracle.kernels._jit import jit, kernel
 from oracle.kernels.blockpool import cdiv
@@ -113,7 +112,7 @@ def _materialize_cohort(r, t_last, bs, s_max, rq, queues, coh, o_max_itl, scratc
         bk[kb, HEAD] = -1
         bk[kb, TAIL] = -1
         bk[kb, CNT] = 0
-    heapsort_slots_by_seq(members, cnt, sl)
+    sort_slots_by_seq(members, cnt, sl)
     abase = r * s_max
     al = act_len[r]
     a = 0
