@@ -208,38 +208,17 @@ def search(scenario: str | Path | Scenario, *, vary: str, slo_ttft_ms: float | N
 
 def _search_rate(ev: _Evaluator, lo: float | None, hi: float | None, tol: float):
     cap = hi if hi is not None else MAX_RATE_MULTIPLIER
+    floor = lo if lo is not None else MIN_RATE_MULTIPLIER
     start = lo if lo is not None else min(1.0, cap)
-    good: float | None = None
-    bad: float | None = None
-    if ev(start):
-        good = start
-        while bad is None:
-            if good >= cap:
-                return good, "hi_passes", None
-            nxt = min(good * 2.0, cap)
-            if ev(nxt):
-                good = nxt
-            else:
-                bad = nxt
-    else:
-        bad = start
-        while good is None:
-            floor = lo if lo is not None else MIN_RATE_MULTIPLIER
-            if bad <= floor:
-                return None, "lo_fails", None
-            nxt = max(bad / 2.0, floor)
-            if ev(nxt):
-                good = nxt
-            else:
-                bad = nxt
-    steps = 0
-    while bad - good > tol * good and steps < MAX_STEPS:
-        mid = (good + bad) / 2.0
-        if ev(mid):
-            good = mid
-        else:
-            bad = mid
-        steps += 1
+    if ev(start):  # double until it fails
+        good, bad = _walk(ev, start, True, lambda x: min(x * 2.0, cap), lambda x: x >= cap)
+        if bad is None:
+            return good, "hi_passes", None
+    else:  # halve until it passes
+        bad, good = _walk(ev, start, False, lambda x: max(x / 2.0, floor), lambda x: x <= floor)
+        if good is None:
+            return None, "lo_fails", None
+    good, bad = _bisect(ev, good, bad, lambda g, b: (g + b) / 2.0, lambda g, b: b - g <= tol * g)
     return good, "found", bad
 
 
@@ -248,19 +227,35 @@ def _search_replicas(ev: _Evaluator, lo: int | None, hi: int | None):
     start = lo if lo is not None else 1
     if ev(start):
         return start, "found", None
-    bad, good = start, None
-    while good is None:
-        if bad >= cap:
-            return None, "hi_fails", None
-        nxt = min(bad * 2, cap)
-        if ev(nxt):
-            good = nxt
-        else:
-            bad = nxt
-    while good - bad > 1:
-        mid = (good + bad) // 2
+    bad, good = _walk(ev, start, False, lambda x: min(x * 2, cap), lambda x: x >= cap)  # double until it passes
+    if good is None:
+        return None, "hi_fails", None
+    good, bad = _bisect(ev, good, bad, lambda g, b: (g + b) // 2, lambda g, b: g - b <= 1)
+    return good, "found", bad
+
+
+def _walk(ev: _Evaluator, x, outcome: bool, step, done):
+    """From ``x`` (``ev(x) == outcome``), apply ``step`` until the outcome changes or ``done(x)``.
+
+    Returns (the last value with ``outcome``, the first without it, or None if ``done`` first).
+    """
+    while not done(x):
+        nxt = step(x)
+        if ev(nxt) != outcome:
+            return x, nxt
+        x = nxt
+    return x, None
+
+
+def _bisect(ev: _Evaluator, good, bad, midpoint, close):
+    """Narrow ``good`` (passes) and ``bad`` (fails) at ``midpoint`` until ``close(good, bad)``
+    (or :data:`MAX_STEPS` evaluations)."""
+    steps = 0
+    while not close(good, bad) and steps < MAX_STEPS:
+        mid = midpoint(good, bad)
         if ev(mid):
             good = mid
         else:
             bad = mid
-    return good, "found", bad
+        steps += 1
+    return good, bad
