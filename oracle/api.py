@@ -103,6 +103,7 @@ def engine_config(scenario: Scenario, fw: FrameworkConfig, *, record_steps: bool
         num_gpu_blocks=resolve_num_gpu_blocks(scenario, fw), max_num_seqs=fw.max_num_seqs,
         max_num_batched_tokens=fw.max_num_batched_tokens, max_model_len=fw.max_model_len,
         enable_chunked_prefill=fw.enable_chunked_prefill, enable_prefix_caching=fw.enable_prefix_caching,
+        scheduler_reserve_full_isl=fw.scheduler_reserve_full_isl,
         record_steps=scenario.output.steps if record_steps is None else record_steps,
         warm_up_s=scenario.simulation.warm_up_s)
 

@@ -50,6 +50,7 @@ class FrameworkConfig:
     max_model_len: int | None = None            # default: the model's context length
     enable_chunked_prefill: bool = True
     enable_prefix_caching: bool = True
+    scheduler_reserve_full_isl: bool = True     # vLLM: admit only if the whole known sequence fits
     dtype: str | None = None                    # weights dtype override (default: [model].dtype)
     kv_cache_dtype: str | None = None           # KV dtype override (default: [model].kv_cache_dtype)
     scheduler_overhead_s: float | None = None   # per-step CPU time (default: GPU calibration)
@@ -273,6 +274,23 @@ def _parse(raw: dict, *, base_dir: Path, file) -> Scenario:
                     path=Path(file) if file else None, raw=raw)
 
 
+# vLLM SchedulerConfig / CacheConfig options that change which tokens a step schedules and
+# that the engine does not model (it follows their defaults): rejected by name, not ignored.
+UNMODELLED_VLLM_KEYS = {
+    "long_prefill_token_threshold": "0: no cap on a prefill chunk",
+    "max_num_partial_prefills": "1",
+    "max_long_partial_prefills": "1",
+    "watermark": "0.0: no free blocks held back at admission",
+    "policy": "\"fcfs\"",
+    "scheduling_policy": "\"fcfs\"",
+    "async_scheduling": "false",
+    "num_lookahead_slots": "0",
+    "num_speculative_tokens": "0: no speculative decoding",
+    "speculative_config": "none",
+    "disable_hybrid_kv_cache_manager": "one full-attention KV group",
+}
+
+
 def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str) -> FrameworkConfig:
     fw_type = t.str("type", "vllm", choices=("vllm",))
     max_ctx = int(model.max_context)
@@ -290,6 +308,7 @@ def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str)
         max_model_len=t.int("max_model_len", max_ctx, lo=1, hi=max_ctx),
         enable_chunked_prefill=t.bool("enable_chunked_prefill", True),
         enable_prefix_caching=t.bool("enable_prefix_caching", True),
+        scheduler_reserve_full_isl=t.bool("scheduler_reserve_full_isl", True),
         dtype=t.str("dtype", None, choices=DTYPES),
         kv_cache_dtype=t.str("kv_cache_dtype", None, choices=KV_DTYPES),
         scheduler_overhead_s=t.float("scheduler_overhead_s", None, lo=0.0, hi=10.0),
@@ -310,6 +329,10 @@ def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str)
                       f"(got {f['max_num_batched_tokens']}); lower max_model_len or turn chunked prefill on")
     if model.num_kv_heads and f["tp"] > model.num_heads:
         raise t.error("tp", f"tensor parallel size {f['tp']} exceeds the model's {model.num_heads} attention heads")
+    for key, default in UNMODELLED_VLLM_KEYS.items():
+        if t.has(key):
+            raise t.error(key, f"is a vLLM scheduler option that changes which tokens are scheduled and is not "
+                               f"modelled; the engine follows vLLM 0.33.0's default ({default})")
     t.done()
     fw = FrameworkConfig(**f)
     if fw.num_gpu_blocks is None:  # the model must leave room for KV blocks on these GPUs

@@ -89,9 +89,16 @@ def check_output_invariants(inp: EngineInputs, out: EngineOutputs) -> None:
     assert np.all(computed[fin] >= o[fin])
     no_pre = fin & (out.preemptions == 0)
     np.testing.assert_array_equal(computed[no_pre], (p - cached + o - 1)[no_pre])
-    assert out.prefix_cache_queries == int(p[fin].sum())
+    # vLLM PrefixCacheStats: first admissions apart from re-admissions after a preemption
+    # (every preemption of a finished request is followed by one re-admission); nothing is
+    # recorded with prefix caching off.
+    caching = cfg.enable_prefix_caching
+    assert out.prefix_cache_queries == (int(p[fin].sum()) if caching else 0)
     assert out.prefix_cache_hits == int(cached[fin].sum())
-    if not cfg.enable_prefix_caching:
+    assert out.preempted_requests == (int(out.preemptions[fin].sum()) if caching else 0)
+    assert out.preempted_prefix_cache_hits <= out.preempted_prefix_cache_queries
+    if not caching:
+        assert out.preempted_prefix_cache_queries == 0
         assert out.prefix_cache_hits == 0 and np.all(cached == 0)
         assert np.all(out.cache_event[fin] == CacheEvent.MISS_FULL)
     if cfg.num_gpu_blocks < 0:

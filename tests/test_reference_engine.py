@@ -96,19 +96,19 @@ def test_allocation_evicts_hashed_block():
     b1, b2 = pool.allocate(2)
     # H <-> 3 <-> 4 <-> T
     assert_free_list(pool, [3, 4])
-    assert pool.cache_block(b1, 11, session_label=0)
-    assert pool.cache_block(b2, 22, session_label=0)
+    pool.cache_block(b1, 11, session_label=0)
+    pool.cache_block(b2, 22, session_label=0)
     pool.free_blocks(reversed([b1, b2]))  # a request's last block is freed (evicted) first
     # H <-> 3 <-> 4 <-> 2 <-> 1 <-> T     (2 and 1 keep hashes 22 and 11)
     assert_free_list(pool, [3, 4, 2, 1])
-    assert pool.cached_block_hash_to_block == {11: b1, 22: b2}
+    assert mapped(pool) == {11: [1], 22: [2]}
     got = pool.allocate(3)
     # popped 3, 4 (fresh) and 2 (hash 22 evicted from the map)
     # H <-> 1 <-> T
     assert [b.block_id for b in got] == [3, 4, 2]
     assert_free_list(pool, [1])
     assert b2.block_hash is None and b2.session_label is None
-    assert pool.cached_block_hash_to_block == {11: b1}
+    assert mapped(pool) == {11: [1]}
     assert b1.block_hash == 11 and b1.ref_cnt == 0
     pool.check_invariants({2: 1, 3: 1, 4: 1})
 
@@ -148,34 +148,64 @@ def test_free_in_reverse_order_with_shared_block():
     assert_free_list(pool, [5])
     assert [blk.ref_cnt for blk in pool.blocks] == [0, 2, 1, 1, 1, 0]
     pool.free_blocks(reversed(a))
-    # 2 reaches 0 and goes to the tail; 1 is still held by B
-    # H <-> 5 <-> 2 <-> T
-    assert_free_list(pool, [5, 2])
+    # 2 reaches 0; it carries no hash, so it goes to the head (reused first); 1 is still
+    # held by B
+    # H <-> 2 <-> 5 <-> T
+    assert_free_list(pool, [2, 5])
     assert pool.blocks[1].ref_cnt == 1
     pool.free_blocks(reversed(b))
-    # B's table walked from the last block: 4, 3, 1
-    # H <-> 5 <-> 2 <-> 4 <-> 3 <-> 1 <-> T
-    assert_free_list(pool, [5, 2, 4, 3, 1])
+    # B's table walked from the last block: 4, 3, 1, all unhashed: prepended in that order
+    # H <-> 4 <-> 3 <-> 1 <-> 2 <-> 5 <-> T
+    assert_free_list(pool, [4, 3, 1, 2, 5])
     pool.check_invariants({})
     with pytest.raises(ValueError):
         pool.free_blocks([pool.blocks[2]])  # ref_cnt would go below 0
 
 
-def test_duplicate_hash_left_unhashed():
+def test_free_puts_unhashed_blocks_first_and_hashed_blocks_last():
+    # vLLM BlockPool.free_blocks: of the blocks reaching ref 0 (given in eviction order,
+    # i.e. a block table reversed), unhashed ones are prepended, hashed ones appended.
+    pool = BlockPool(7)
+    t = pool.allocate(4)                 # a request: [1, 2, 3, 4], blocks 1 and 2 full
+    pool.cache_block(t[0], 101, session_label=-2)
+    pool.cache_block(t[1], 102, session_label=-2)
+    # H <-> 5 <-> 6 <-> T
+    pool.free_blocks(reversed(t))        # 4, 3 (unhashed) to the head; 2, 1 to the tail
+    # H <-> 4 <-> 3 <-> 5 <-> 6 <-> 2 <-> 1 <-> T
+    assert_free_list(pool, [4, 3, 5, 6, 2, 1])
+    assert [b.block_id for b in pool.allocate(2)] == [4, 3]  # the partial blocks are reused first
+    assert mapped(pool) == {101: [1], 102: [2]}
+    pool.check_invariants({3: 1, 4: 1})
+
+
+def test_duplicate_hashes_all_mapped():
+    # vLLM BlockHashToBlockMap keeps every block registered under a hash; a lookup returns
+    # the earliest registered one still mapped; evicting one leaves the others hittable.
+    pool = BlockPool(5)
+    b1, b2 = pool.allocate(2)
+    pool.cache_block(b1, 7, session_label=3)
+    pool.cache_block(b2, 7, session_label=4)  # same content computed twice
+    assert b2.block_hash == 7 and b2.session_label == 4
+    assert mapped(pool) == {7: [1, 2]} and pool.num_cached == 2
+    assert [b.block_id for b in pool.lookup([7], max_blocks=1)] == [1]
+    pool.free_blocks([b2, b1])
+    # H <-> 3 <-> 4 <-> 2 <-> 1 <-> T
+    assert_free_list(pool, [3, 4, 2, 1])
+    pool.allocate(3)  # 3, 4 and 2: 2's entry goes, 7 -> 1 stays
+    assert mapped(pool) == {7: [1]}
+    pool.allocate(1)  # 1: hash 7 evicted
+    assert mapped(pool) == {}
+    assert pool.num_cached == 0
+    # The earliest registered block evicted first: the later one answers lookups.
     pool = BlockPool(4)
     b1, b2 = pool.allocate(2)
-    assert pool.cache_block(b1, 7, session_label=3)
-    assert not pool.cache_block(b2, 7, session_label=4)  # same content computed twice
-    assert b2.block_hash is None and b2.session_label is None
-    assert pool.cached_block_hash_to_block == {7: b1} and b1.session_label == 3
-    pool.free_blocks([b2, b1])
-    # H <-> 3 <-> 2 <-> 1 <-> T
-    assert_free_list(pool, [3, 2, 1])
-    pool.allocate(2)  # 3 and 2: neither hashed, the map keeps 7 -> 1
-    assert pool.cached_block_hash_to_block == {7: b1}
-    pool.allocate(1)  # 1: hash 7 evicted
-    assert pool.cached_block_hash_to_block == {}
-    assert pool.num_cached == 0
+    pool.cache_block(b1, 7, session_label=3)
+    pool.cache_block(b2, 7, session_label=4)
+    pool.free_blocks([b1])               # H <-> 3 <-> 1 <-> T
+    pool.allocate(2)                      # 3, then 1: 1's entry evicted
+    assert mapped(pool) == {7: [2]}
+    assert [b.block_id for b in pool.lookup([7], max_blocks=1)] == [2]
+    pool.check_invariants({1: 1, 2: 1, 3: 1})
 
 
 # =============================================================================== engine
@@ -201,6 +231,11 @@ def run_case(name: str, dt: float = 1.0, **config_overrides):
     return out, cost.calls, eng
 
 
+def mapped(pool: BlockPool) -> dict[int, list[int]]:
+    """The hash map as hash -> block ids in registration order."""
+    return {h: list(blocks) for h, blocks in pool.cached_block_hash_to_block.items()}
+
+
 def assert_times(actual, expected):
     np.testing.assert_allclose(np.asarray(actual, float), np.asarray(expected, float), rtol=0,
                                atol=1e-12, equal_nan=True)
@@ -216,14 +251,15 @@ def hist_of(gaps: dict[float, int]) -> np.ndarray:
 def test_worked_example_design_11():
     # bs 4, unlimited (N = 3 + 3 + 4 + 1 = 11), step time 1 s.
     # A [1..10]+[11,12] at 0: step 0->1 prefills 10 (attn units 10*(0+5.5) = 55), emits 11;
-    #   blocks h1 [1-4], h2 [5-8] cached (cacheable = 11 tokens -> 2 blocks);
-    #   step 1->2 decodes (ctx 11), emits 12, caches h3 [9-12] (cacheable 12 -> 3 blocks),
-    #   finishes; table [1,2,3] freed last first: queue 4..10, 3, 2, 1.
+    #   blocks h1 [1-4], h2 [5-8] are cached when the step is scheduled (10 tokens -> 2 full);
+    #   step 1->2 decodes token 11 (ctx 11), emits 12 and finishes: token 12 is never
+    #   computed, so its block [9-12] is never hashed. Table [1,2,3] freed last first: 3
+    #   (unhashed) to the head, 2 and 1 to the tail: queue 3, 4..10, 2, 1.
     # B [1..9]+[100] at 5: hit capped at floor(8/4) = 2 blocks = 8 tokens (FULL_HIT: that is
-    #   every block but the last); computes 1 token, which counts as a decode (c = 1, p0 = 8,
-    #   p0 + 1 == num_tokens): ctx 9; done at 6.
-    # C [1..12]+[101] at 10: cap floor(11/4) = 2 blocks, h3 not used though cached; computes
-    #   4 tokens (units 4*(8+2.5) = 42, prefill ctx 8); its block 2 duplicates h3: unhashed.
+    #   every block but the last); takes block 3; computes 1 token, which counts as a decode
+    #   (c = 1, p0 = 8, p0 + 1 == num_tokens): ctx 9; done at 6; 3 back to the head.
+    # C [1..12]+[101] at 10: cap floor(11/4) = 2 blocks; computes 4 tokens (units 4*(8+2.5)
+    #   = 42, prefill ctx 8) in block 3, which it fills: 3 gets h3 at scheduling.
     out, calls, eng = run_case("worked_example")
     assert calls == [(10, 1, 0, 0, 55.0, 0), (1, 1, 1, 11, 0.0, 0), (1, 1, 1, 9, 0.0, 0),
                      (4, 1, 0, 0, 42.0, 8)]
@@ -244,14 +280,12 @@ def test_worked_example_design_11():
     assert out.num_steps == 4
     pool = eng.replicas[0].pool
     assert pool.num_gpu_blocks == 11
-    # A's blocks 1, 2, 3 hold h1, h2, h3; B took block 4 (unhashed), C block 5 (duplicate h3)
+    # A's blocks 1, 2 hold h1, h2; block 3 (A's, then B's partial block) got h3 from C
     h = eng.requests[0].hashes
-    assert {k: v.block_id for k, v in pool.cached_block_hash_to_block.items()} == \
-        {h[0]: 1, h[1]: 2, h[2]: 3}
-    # H <-> 6..10 <-> 3 <-> 4 <-> 5 <-> 2 <-> 1 <-> T
-    #   after A: 4..10, 3, 2, 1; B touched 1, 2 and took 4, freed 4, 2, 1; C touched 1, 2,
-    #   took 5, freed 5, 2, 1.
-    assert_free_list(pool, [6, 7, 8, 9, 10, 3, 4, 5, 2, 1])
+    assert mapped(pool) == {h[0]: [1], h[1]: [2], h[2]: [3]}
+    # H <-> 4..10 <-> 3 <-> 2 <-> 1 <-> T
+    #   after B: 3, 4..10, 2, 1; C touched 1, 2, took 3, freed 3, 2, 1 (all hashed: tail).
+    assert_free_list(pool, [4, 5, 6, 7, 8, 9, 10, 3, 2, 1])
     # Steps table (state after each step).
     s = out.steps
     assert s["replica"].tolist() == [0, 0, 0, 0]
@@ -262,7 +296,7 @@ def test_worked_example_design_11():
     assert s["num_running"].tolist() == [1, 0, 0, 0]
     assert s["num_waiting"].tolist() == [0, 0, 0, 0]
     assert s["kv_blocks_used"].tolist() == [3, 0, 0, 0]
-    assert s["kv_blocks_cached"].tolist() == [2, 3, 3, 3]
+    assert s["kv_blocks_cached"].tolist() == [2, 2, 2, 3]
 
 
 def test_single_request_ttft_tpot():
@@ -301,28 +335,38 @@ def test_chunked_prefill_splits_long_prompt():
 
 def test_preemption_victim_is_last_running_and_admission_skipped():
     # bs 2, N 5 (4 usable), budget 3, caching off. A: p 2, o 5; B: p 3, o 3.
-    # t0: A 2 tokens (1 block), B 1 token (1 block); free 2. units 3 + 1 = 4.
+    # t0: A 2 tokens (1 block), B 1 token (1 block; its whole prompt needs 2 <= 3 free);
+    #     free 2. units 3 + 1 = 4.
     # t1: A decode (ctx 3) takes a block (free 1); B 2 tokens (p0 1: units 5, ctx 1) takes the
     #     last block and emits. free 0.
     # t2: both decode (ctx 4 + 4), no new blocks.
     # t3: A (5 tokens, 2 blocks) needs a 3rd block, none free -> the *last* running request B
     #     is preempted (its 2 blocks freed, computed 4 -> 0, front of waiting); A takes one,
-    #     free 1. B would now fit (nt 5, budget 2 -> 2 tokens, 1 block) but this step admits
-    #     nobody.
-    # t4: A decodes (ctx 6) and finishes at 5; B re-admitted: 2 of its 5 tokens (units 3).
-    # t5: B 3 tokens (p0 2: units 3*(2+2) = 12, ctx 2), emits its 3rd token at 6.
-    # B computed 1 + 2 + 1 + 2 + 3 = 9 = (p + o - 1) + 4 recomputed; tokens at 2, 3, 6.
+    #     free 1. This step admits nobody.
+    # t4: A decodes (ctx 6) and finishes at 5. B (5 known tokens) is not re-admitted: its whole
+    #     sequence needs 3 blocks and 1 is free (scheduler_reserve_full_isl; its first chunk
+    #     would fit in 1).
+    # t5: B re-admitted: 3 of its 5 tokens (units 3*2 = 6). t6: B 2 tokens (p0 3: units
+    #     2*(3+1.5) = 9, ctx 3), emits its 3rd token at 7.
+    # B computed 1 + 2 + 1 + 3 + 2 = 9 = (p + o - 1) + 4 recomputed; tokens at 2, 3, 7.
     out, calls, _ = run_case("preempt_last_running")
     assert calls == [(3, 1, 0, 0, 4.0, 0), (3, 2, 1, 3, 5.0, 1), (2, 2, 2, 8, 0.0, 0),
-                     (1, 1, 1, 5, 0.0, 0), (3, 1, 1, 6, 3.0, 0), (3, 1, 0, 0, 12.0, 2)]
+                     (1, 1, 1, 5, 0.0, 0), (1, 1, 1, 6, 0.0, 0), (3, 0, 0, 0, 6.0, 0),
+                     (2, 1, 0, 0, 9.0, 3)]
     assert out.preemptions.tolist() == [0, 1]
     assert out.computed_tokens.tolist() == [6, 9]
     assert_times(out.admitted_s, [0, 0])  # re-admission does not move admitted_s
     assert_times(out.first_token_s, [1, 2])
-    assert_times(out.completion_s, [5, 6])
-    assert_times(out.max_itl_s, [1, 3])
-    np.testing.assert_array_equal(out.itl_hist, hist_of({1.0: 5, 3.0: 1}))
+    assert_times(out.completion_s, [5, 7])
+    assert_times(out.max_itl_s, [1, 4])
+    np.testing.assert_array_equal(out.itl_hist, hist_of({1.0: 5, 4.0: 1}))
     assert out.cache_event.tolist() == [MISS, MISS]
+    # Without the whole-sequence check B is re-admitted at t4 with its first 2 tokens (1
+    # block, units 3) and does its last 3 at t5 (p0 2: units 3*(2+2) = 12, ctx 2): done at 6.
+    out, calls, _ = run_case("preempt_last_running", scheduler_reserve_full_isl=False)
+    assert calls[4:] == [(3, 1, 1, 6, 3.0, 0), (3, 1, 0, 0, 12.0, 2)]
+    assert_times(out.completion_s, [5, 6])
+    assert out.computed_tokens.tolist() == [6, 9]
 
 
 def test_preemption_of_the_request_itself():
@@ -393,20 +437,21 @@ def test_rejection_and_round_robin():
 
 
 def test_followup_released_after_think_time_hits_its_history():
-    # bs 4. P (session 7): [1..6] + [7, 8] at 0: prefill ends 1 (h1 cached), decode ends 2
-    # (h2 = [5-8] cached, label session 7). F (turn 1, think 3) arrives 2 + 3 = 5 with prompt
-    # [1..8, 9, 10, 11]: cap floor(10/4) = 2, hits h1 h2, last hit block from session 7:
-    # CONVERSATIONAL_HIT. Q (no session) [1..8, 50..54] at 10: hits 2 of a cap of 3 (its
-    # block 2 differs): CROSS_REQUEST_HIT.
+    # bs 4. P (session 7): [1..6] + [7, 8] at 0: the prefill (h1 cached when scheduled) ends
+    # at 1, the decode of token 7 at 2; token 8 is sampled but never computed, so [5-8] (h2)
+    # is not cached. F (turn 1, think 3) arrives 2 + 3 = 5 with prompt [1..8, 9, 10, 11]:
+    # cap floor(10/4) = 2, hits h1 only (label session 7): CONVERSATIONAL_HIT; it computes
+    # 7 tokens and caches h2 (session 7). Q (no session) [1..8, 50..54] at 10: hits 2 of a cap
+    # of 3 (its block 2 differs): CROSS_REQUEST_HIT.
     out, _, _ = run_case("conversation")
     assert_times(out.arrival_s, [0, 5, 10])
     assert_times(out.admitted_s, [0, 5, 10])
     assert_times(out.completion_s, [2, 6, 11])
-    assert out.cached_tokens.tolist() == [0, 8, 8]
-    assert out.computed_tokens.tolist() == [7, 3, 5]
+    assert out.cached_tokens.tolist() == [0, 4, 8]
+    assert out.computed_tokens.tolist() == [7, 7, 5]
     assert out.cache_event.tolist() == [MISS, CONV, CROSS]
     assert out.prefix_cache_queries == 6 + 11 + 13
-    assert out.prefix_cache_hits == 16
+    assert out.prefix_cache_hits == 12
     # On another replica (round robin over 2) the history is not there.
     out2, _, _ = run_case("conversation_other_replica")
     assert out2.replica.tolist() == [0, 1]
@@ -416,6 +461,7 @@ def test_followup_released_after_think_time_hits_its_history():
     out3, _, _ = run_case("conversation", enable_prefix_caching=False)
     assert out3.cache_event.tolist() == [MISS, MISS, MISS]
     assert out3.prefix_cache_hits == 0 and out3.cached_tokens.tolist() == [0, 0, 0]
+    assert out3.prefix_cache_queries == 0  # vLLM records no lookup with caching off
 
 
 # ------------------------------------------------------------------------------- routers

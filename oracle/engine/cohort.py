@@ -7,7 +7,8 @@ Its per-token state is therefore a function of the replica's step counter ``J``:
     num_computed = base + J        generated and computed_total advance with J as well
 
 so a step does not touch it, except when its block state changes: it needs a new block when
-``(base + J) % bs == 0`` and fills (caches) one when ``(base + J + 2) % bs == 0``. Members are
+``(base + J) % bs == 0`` and fills (registers, when the step is scheduled) one when
+``(base + J + 1) % bs == 0``. Members are
 kept in ``bs`` buckets by ``base % bs`` (each bucket a doubly linked list in running order),
 and in a calendar ring by the step counter at which they complete. A step costs
 O(1 + batch / block_size) instead of O(batch). Inter-token gaps of the replica's steps are

@@ -80,6 +80,7 @@ class EngineConfig:
     max_model_len: int = 131072
     enable_chunked_prefill: bool = True
     enable_prefix_caching: bool = True
+    scheduler_reserve_full_isl: bool = True  # vLLM: admit only if the whole known sequence fits
     record_steps: bool = False
     warm_up_s: float = 0.0  # ITL gaps of requests arriving before this are not histogrammed
 
@@ -137,8 +138,14 @@ class EngineOutputs:
     cache_event: np.ndarray      # i1, CacheEvent
     max_itl_s: np.ndarray        # f8, NaN with < 2 tokens
     status: np.ndarray           # i1, Status
+    # vLLM PrefixCacheStats, summed over the run: admissions of never-preempted requests
+    # (queries = their known tokens, hits = prefix-hit tokens) and, apart, re-admissions after
+    # a preemption; all zero with prefix caching off (vLLM records no lookup then).
     prefix_cache_queries: int = 0
     prefix_cache_hits: int = 0
+    preempted_requests: int = 0
+    preempted_prefix_cache_queries: int = 0
+    preempted_prefix_cache_hits: int = 0
     itl_hist: np.ndarray = field(default_factory=lambda: np.zeros(ITL_NUM_BINS, np.int64))
     num_steps: int = 0
     kv_used_integral: np.ndarray | None = None  # f8[R]: ∫ blocks in use dt, per replica (block·s)

@@ -38,23 +38,24 @@ STEP_COLUMNS = ("replica", "start_s", "duration_s", "num_decode", "num_prefill_t
 
 # Engine counters reported in EngineOutputs.diagnostics (index in the counters array -> name).
 DIAGNOSTICS = ("", "", "steps", "cohort_materializations", "cohort_request_steps", "admission_attempts",
-               "admission_hit_blocks", "active_request_steps", "router_probes", "failed_admissions")
+               "admission_hit_blocks", "active_request_steps", "router_probes", "failed_admissions", "", "", "")
 
 
 @jit
 def _simulate(arrival_s, prompt, output, session, turn, parent, think_s, static_order, child_off, child_ids, sess_idx,
               num_sessions, hash_off, hashes, num_replicas, router, bs, n, s_max, m, budget_max, max_model_len,
-              chunked, caching, record_steps, cost_params, itl_min_s, itl_per_decade, itl_from_s, w,
+              chunked, full_isl, caching, record_steps, cost_params, itl_min_s, itl_per_decade, itl_from_s, w,
               o_replica, o_arrival, o_admitted, o_first, o_completion, o_cached, o_computed, o_preempt, o_event,
-              o_max_itl, o_status, itl_hist, counters, kv_integral, kv_max, ref_cnt, blk_hash, blk_sess, fq_prev,
-              fq_next, hm, table):
+              o_max_itl, o_status, itl_hist, counters, kv_integral, kv_max, ref_cnt, blk_hash, blk_sess, dup_next,
+              fq_prev, fq_next, hm, table):
     """Run the whole simulation; per-request outputs are written into the ``o_*`` arrays.
 
     Returns the steps matrix (num_steps x len(STEP_COLUMNS), empty unless record_steps) and
     the number of steps. ``counters``: i8[16] = (prefix_cache_queries, prefix_cache_hits, then
     the diagnostics named in DIAGNOSTICS: steps, cohort materializations, cohort request-steps,
     admission attempts, hit blocks found at admission, active request-steps, router probes,
-    failed admissions);
+    failed admissions; then preempted_requests, preempted_prefix_cache_queries,
+    preempted_prefix_cache_hits);
     ``kv_integral`` f8[R] / ``kv_max`` i8[R]: time integral and peak of blocks in use.
     ``w``: a power of two larger than any request's output tokens (the cohort's rings).
     The block pool and the block tables come from the caller (see ``_pool_arrays``).
@@ -68,7 +69,7 @@ def _simulate(arrival_s, prompt, output, session, turn, parent, think_s, static_
     if caching:  # without prefix caching only the number of free blocks is kept
         for r in range(R):
             fq_init(r * (n + 2), n, fq_prev, fq_next)
-    pool = (ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped)
+    pool = (ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped, dup_next)
     hit_blocks = np.empty(m, np.int32)  # scratch: block ids of a prefix hit
     # per-request state
     num_computed = np.zeros(num_req, np.int32)
@@ -95,7 +96,7 @@ def _simulate(arrival_s, prompt, output, session, turn, parent, think_s, static_
     coh = new_cohort(R, s_max, bs, w)
     sl, bk, cl, dtlog, rp = coh
     outs = (o_first, o_completion, o_max_itl, o_status)
-    adm_outs = (o_admitted, o_cached, o_event)
+    adm_outs = (o_admitted, o_cached, o_event, o_preempt)
     busy_until = np.zeros(R, np.float64)
     hp_t = np.empty(num_req + 1, np.float64)
     hp_id = np.empty(num_req + 1, np.int64)
@@ -173,19 +174,23 @@ def _simulate(arrival_s, prompt, output, session, turn, parent, think_s, static_
                 nb = 0
         if nb > 0:
             if caching:
-                _schedule_cohort(r, n, m, kb, ref_cnt, blk_hash, fq_prev, fq_next, hm, num_free, num_mapped,
-                                 num_blocks, table, sl, bk)
+                _schedule_cohort(r, n, m, kb, ref_cnt, blk_hash, dup_next, fq_prev, fq_next, hm, num_free,
+                                 num_mapped, num_blocks, table, sl, bk)
             else:
                 num_free[r] -= bk[kb, CNT]
         nsch = 0
         budget = budget_max - nb
         preempted = False
         if act_len[r] > 0:
-            nsch, budget, preempted = _schedule_active(r, n, s_max, m, bs, budget, caching, pool, rq, queues,
-                                                       sch_req, sch_new, prompt, o_preempt)
+            nsch, budget, preempted = _schedule_active(r, n, s_max, m, bs, budget, caching, pool, rq, queues, coh,
+                                                       sch_req, sch_new, prompt, o_preempt, session, hash_off, hashes)
+        elif caching and nb > 0 and bk[r * bs + (-rp[r, J] - 1) % bs, HEAD] >= 0:
+            # the members that fill a block register it now (at scheduling, before admissions)
+            _cache_cohort(r, rp[r, J], n, m, bs, blk_hash, blk_sess, dup_next, hm, num_mapped, num_blocks,
+                          num_cached, table, sl, bk, session, hash_off, hashes)
         if not preempted and wq_len[r] > 0:
-            nsch = _schedule_waiting(r, t, n, s_max, m, bs, budget, nsch, chunked, caching, pool, rq, queues, coh,
-                                     sch_req, sch_new, prompt, turn, session, hash_off, hashes,
+            nsch = _schedule_waiting(r, t, n, s_max, m, bs, budget, nsch, chunked, full_isl, caching, pool, rq,
+                                     queues, coh, sch_req, sch_new, prompt, turn, session, hash_off, hashes,
                                      adm_outs, counters, hit_blocks)
         if nsch == 0 and nb == 0:
             continue
@@ -227,11 +232,7 @@ def _simulate(arrival_s, prompt, output, session, turn, parent, think_s, static_
         if nb > 0 and rp[r, NPOST] > 0:
             itl_hist[_itl_bin(gap, itl_min_s, itl_per_decade, itl_hist.shape[0])] += rp[r, NPOST]
         if nsch > 0:
-            _finish_active(r, t_end, jpre, nb, n, s_max, m, bs, nsch, caching, pool, rq, coh, sch_req, sch_new,
-                           prompt, session, hash_off, hashes, outs, itl)
-        elif caching and nb > 0 and bk[r * bs + (-jpre - 2) % bs, HEAD] >= 0:
-            _cache_cohort(r, jpre, n, m, bs, blk_hash, blk_sess, hm, num_mapped, num_blocks, num_cached, table, sl, bk,
-                          session, hash_off, hashes)
+            _finish_active(r, t_end, s_max, nsch, rq, coh, sch_req, sch_new, prompt, outs, itl)
         if nsch > 0 or cl[r * w + ((jpre + 1) & (w - 1))] >= 0:
             _finish_completions(r, t_end, n, s_max, m, bs, nsch, caching, pool, rq, coh, sch_req, output, child_off,
                                 child_ids, think_s, heap, outs, comp)
@@ -269,7 +270,8 @@ def _children_csr(parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _pool_arrays(num_replicas: int, n: int, s_max: int, m: int) -> tuple[np.ndarray, ...]:
-    """Block pool (ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hash map) and block tables.
+    """Block pool (ref_cnt, blk_hash, blk_sess, dup_next, fq_prev, fq_next, hash map) and block
+    tables.
 
     Allocated here rather than in the jitted loop: NumPy's zeros and empty map fresh pages
     lazily, so a run pays only for the memory it touches (the pool is sized for the whole
@@ -281,7 +283,8 @@ def _pool_arrays(num_replicas: int, n: int, s_max: int, m: int) -> tuple[np.ndar
     while cap < 2 * n:
         cap *= 2
     return (np.zeros(num_replicas * n, np.int32), np.zeros(num_replicas * n, np.uint64),
-            np.empty(num_replicas * n, np.int64), np.empty(num_replicas * (n + 2), np.int32),
+            np.empty(num_replicas * n, np.int64), np.empty(num_replicas * n, np.int32),
+            np.empty(num_replicas * (n + 2), np.int32),
             np.empty(num_replicas * (n + 2), np.int32), np.zeros(2 * num_replicas * cap, np.uint64),
             np.empty(num_replicas * s_max * m, np.int32))
 
@@ -331,7 +334,8 @@ def run_engine(inputs: EngineInputs) -> EngineOutputs:
         np.ascontiguousarray(inputs.think_s, np.float64), static, child_off, child_ids, sess_idx, num_sessions,
         np.ascontiguousarray(inputs.hash_offsets, np.int64), np.ascontiguousarray(inputs.hashes, np.uint64),
         int(cfg.num_replicas), int(cfg.router), bs, n, s_max, m, int(cfg.max_num_batched_tokens),
-        int(cfg.max_model_len), bool(cfg.enable_chunked_prefill), bool(cfg.enable_prefix_caching),
+        int(cfg.max_model_len), bool(cfg.enable_chunked_prefill), bool(cfg.scheduler_reserve_full_isl),
+        bool(cfg.enable_prefix_caching),
         bool(cfg.record_steps), np.ascontiguousarray(inputs.cost_params, np.float64),
         float(ITL_MIN_S), float(ITL_BINS_PER_DECADE), float(cfg.warm_up_s), w,
         o_replica, o_arrival, o_admitted, o_first, o_completion, o_cached, o_computed, o_preempt, o_event,
@@ -349,6 +353,8 @@ def run_engine(inputs: EngineInputs) -> EngineOutputs:
                          arrival_s=o_arrival, cached_tokens=o_cached, computed_tokens=o_computed,
                          preemptions=o_preempt, cache_event=o_event, max_itl_s=o_max_itl, status=o_status,
                          prefix_cache_queries=int(counters[0]), prefix_cache_hits=int(counters[1]),
+                         preempted_requests=int(counters[10]), preempted_prefix_cache_queries=int(counters[11]),
+                         preempted_prefix_cache_hits=int(counters[12]),
                          itl_hist=itl_hist, num_steps=int(num_steps), steps=step_table,
                          diagnostics={name: int(counters[k]) for k, name in enumerate(DIAGNOSTICS) if name},
                          kv_used_integral=kv_integral, kv_used_max=kv_max,

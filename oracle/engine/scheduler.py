@@ -13,7 +13,7 @@ back into the active list and the step runs the exact per-request loop.
 
 State groups (tuples of arrays, built once in ``oracle.engine.loop._simulate``):
 
-* ``pool``  = (ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped)
+* ``pool``  = (ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped, dup_next)
 * ``rq``    = per-request state: (num_computed, generated, num_blocks, num_cached, slot,
   last_token_s, computed_total, table, slot_free, slot_top)
 * ``queues``= (wq, wq_head, wq_len, act, act_len): waiting rings; active lists
@@ -41,12 +41,12 @@ _MISS_FULL, _CROSS, _CONV_HIT, _FULL_HIT, _CONV_MISS = 0, 1, 2, 3, 4
 def _free_request(q, r, n, s_max, m, caching, pool, rq):
     """Free all blocks of running request q (reverse order) and give its slot back. Without
     prefix caching blocks are interchangeable: only their number is kept."""
-    ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped = pool
+    ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped, dup_next = pool
     num_computed, generated, num_blocks, num_cached, slot, last_token_s, computed_total, table, slot_free, \
         slot_top = rq
     if caching:
-        free_blocks(table, (r * s_max + slot[q]) * m, num_blocks[q], r, n, r * n, r * (n + 2), ref_cnt, fq_prev,
-                    fq_next, num_free)
+        free_blocks(table, (r * s_max + slot[q]) * m, num_blocks[q], r, n, r * n, r * (n + 2), ref_cnt, blk_hash,
+                    fq_prev, fq_next, num_free)
     else:
         num_free[r] += num_blocks[q]
     num_blocks[q] = 0
@@ -142,8 +142,8 @@ def _materialize_cohort(r, t_last, bs, s_max, rq, queues, coh, o_max_itl, scratc
 
 
 @kernel
-def _schedule_cohort(r, n, m, kb, ref_cnt, blk_hash, fq_prev, fq_next, hm, num_free, num_mapped, num_blocks, table,
-                     sl, bk):
+def _schedule_cohort(r, n, m, kb, ref_cnt, blk_hash, dup_next, fq_prev, fq_next, hm, num_free, num_mapped, num_blocks,
+                     table, sl, bk):
     """With prefix caching: every member takes one token; those at a block boundary (bucket
     row ``kb``) get a new block. (Without caching only the number of free blocks changes, in
     the loop; members' block counts are brought up to date when they leave the cohort.)
@@ -152,23 +152,34 @@ def _schedule_cohort(r, n, m, kb, ref_cnt, blk_hash, fq_prev, fq_next, hm, num_f
     g = bk[kb, HEAD]
     while g >= 0:
         q = sl[g, REQ]
-        allocate(1, r, n, r * n, r * (n + 2), r * (cmask + 1), cmask, ref_cnt, blk_hash, fq_prev, fq_next,
+        allocate(1, r, n, r * n, r * (n + 2), r * (cmask + 1), cmask, ref_cnt, blk_hash, dup_next, fq_prev, fq_next,
                  hm, num_free, num_mapped, table, g * m + num_blocks[q])
         num_blocks[q] += 1
         g = sl[g, BKN]
 
 
 @kernel
-def _schedule_active(r, n, s_max, m, bs, budget, caching, pool, rq, queues, sch_req, sch_new, prompt, out_preempt):
+def _schedule_active(r, n, s_max, m, bs, budget, caching, pool, rq, queues, coh, sch_req, sch_new, prompt,
+                     out_preempt, session, hash_off, hashes):
     """vLLM v1 pass over the active running requests; returns (num_scheduled, budget_left,
     preempted). Preemption (victim: the last running request) only happens with an empty
-    cohort, when the active list is the whole running list."""
-    ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped = pool
+    cohort, when the active list is the whole running list.
+
+    With prefix caching, each scheduled request registers the blocks it fills in this step
+    right after its allocation (vLLM ``allocate_slots`` -> ``cache_blocks``); the cohort
+    members that fill a block this step register theirs in between, by running order (the
+    order decides which of two equal blocks a later lookup finds)."""
+    ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped, dup_next = pool
     num_computed, generated, num_blocks, num_cached, slot, last_token_s, computed_total, table, slot_free, \
         slot_top = rq
     wq, wq_head, wq_len, act, act_len = queues
     wcap = wq.shape[0] // wq_len.shape[0]
     cmask = hm.shape[0] // (2 * wq_len.shape[0]) - 1
+    sl, bk, rp = coh[0], coh[1], coh[4]
+    jc = rp[r, J]
+    x = -1  # the next cohort member (running order) that fills a block this step
+    if caching and rp[r, NUM] > 0:
+        x = bk[r * bs + (-jc - 1) % bs, HEAD]
     abase = r * s_max
     nsch = 0
     preempted = False
@@ -192,18 +203,30 @@ def _schedule_active(r, n, s_max, m, bs, budget, caching, pool, rq, queues, sch_
                 break
         if not can_schedule:
             break
+        gs = abase + slot[q]
         if need > 0:
             if caching:
-                allocate(need, r, n, r * n, r * (n + 2), r * (cmask + 1), cmask, ref_cnt, blk_hash, fq_prev,
-                         fq_next, hm, num_free, num_mapped, table, (r * s_max + slot[q]) * m + num_blocks[q])
+                allocate(need, r, n, r * n, r * (n + 2), r * (cmask + 1), cmask, ref_cnt, blk_hash, dup_next, fq_prev,
+                         fq_next, hm, num_free, num_mapped, table, gs * m + num_blocks[q])
             else:
                 num_free[r] -= need
             num_blocks[q] += need
+        if caching:
+            while x >= 0 and sl[x, SEQ] < sl[gs, SEQ]:
+                _cache_member(x, jc, r, n, m, bs, cmask, blk_hash, blk_sess, dup_next, hm, num_mapped, num_blocks,
+                              num_cached, table, sl, session, hash_off, hashes)
+                x = sl[x, BKN]
+            _cache_upto(q, gs, (num_computed[q] + num_new) // bs, r, n, m, cmask, blk_hash, blk_sess, dup_next, hm,
+                        num_mapped, num_cached, table, session, hash_off, hashes)
         sch_req[nsch] = q
         sch_new[nsch] = num_new
         nsch += 1
         budget -= num_new
         i += 1
+    while x >= 0:
+        _cache_member(x, jc, r, n, m, bs, cmask, blk_hash, blk_sess, dup_next, hm, num_mapped, num_blocks, num_cached,
+                      table, sl, session, hash_off, hashes)
+        x = sl[x, BKN]
     return nsch, budget, preempted
 
 
@@ -222,16 +245,17 @@ def _classify(q, hit, max_hit, caching, turn, session, row, r, n, table, blk_ses
 
 
 @kernel
-def _schedule_waiting(r, t, n, s_max, m, bs, budget, nsch, chunked, caching, pool, rq, queues, coh, sch_req,
-                      sch_new, prompt, turn, session, hash_off, hashes, out, counters, hit_blocks):
+def _schedule_waiting(r, t, n, s_max, m, bs, budget, nsch, chunked, full_isl, caching, pool, rq, queues, coh,
+                      sch_req, sch_new, prompt, turn, session, hash_off, hashes, out, counters, hit_blocks):
     """Admit waiting requests FCFS until one does not fit (they join the active list);
-    returns num_scheduled."""
-    ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped = pool
+    returns num_scheduled. ``full_isl``: vLLM ``scheduler_reserve_full_isl`` (the free blocks
+    must cover the request's whole known sequence, not just this step's chunk)."""
+    ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped, dup_next = pool
     num_computed, generated, num_blocks, num_cached, slot, last_token_s, computed_total, table, slot_free, \
         slot_top = rq
     wq, wq_head, wq_len, act, act_len = queues
     sl, rp = coh[0], coh[4]
-    o_admitted, o_cached, o_event = out
+    o_admitted, o_cached, o_event, o_preempt = out
     wcap = wq.shape[0] // wq_len.shape[0]
     cmask = hm.shape[0] // (2 * wq_len.shape[0]) - 1
     hbase = r * (cmask + 1)
@@ -249,10 +273,13 @@ def _schedule_waiting(r, t, n, s_max, m, bs, budget, nsch, chunked, caching, poo
         if not chunked and num_new > budget:
             break
         num_new = min(num_new, budget)
-        need = cdiv(hit_tokens + num_new, bs) - hit
         evictable = 0
         if hit > 0:
             evictable = count_evictable_hits(hit_blocks, hit, r * n, ref_cnt)
+        if full_isl and cdiv(num_tokens, bs) - hit + evictable > num_free[r]:
+            counters[9] += 1
+            break
+        need = cdiv(hit_tokens + num_new, bs) - hit
         if need + evictable > num_free[r]:
             counters[9] += 1
             break
@@ -261,13 +288,23 @@ def _schedule_waiting(r, t, n, s_max, m, bs, budget, nsch, chunked, caching, poo
         row = (r * s_max + slot[q]) * m
         if caching:
             touch_hits(hit_blocks, hit, r, r * n, r * (n + 2), ref_cnt, fq_prev, fq_next, num_free, table, row)
-            allocate(need, r, n, r * n, r * (n + 2), hbase, cmask, ref_cnt, blk_hash, fq_prev, fq_next,
+            allocate(need, r, n, r * n, r * (n + 2), hbase, cmask, ref_cnt, blk_hash, dup_next, fq_prev, fq_next,
                      hm, num_free, num_mapped, table, row + hit)
         else:
             num_free[r] -= need
         num_blocks[q] = hit + need
         num_computed[q] = hit_tokens
         num_cached[q] = hit
+        if caching:
+            _cache_upto(q, r * s_max + slot[q], (hit_tokens + num_new) // bs, r, n, m, cmask, blk_hash, blk_sess,
+                        dup_next, hm, num_mapped, num_cached, table, session, hash_off, hashes)
+            if o_preempt[q] > 0:  # vLLM PrefixCacheStats: re-admissions counted apart
+                counters[10] += 1
+                counters[11] += num_tokens
+                counters[12] += hit_tokens
+            else:
+                counters[0] += num_tokens
+                counters[1] += hit_tokens
         _wq_pop_front(r, wcap, wq_head, wq_len)
         act[r * s_max + act_len[r]] = q
         act_len[r] += 1
@@ -280,8 +317,6 @@ def _schedule_waiting(r, t, n, s_max, m, bs, budget, nsch, chunked, caching, poo
         if math.isnan(o_admitted[q]):
             o_admitted[q] = t
             o_cached[q] = hit_tokens
-            counters[0] += prompt[q]
-            counters[1] += hit_tokens
             o_event[q] = _classify(q, hit, (prompt[q] - 1) // bs, caching, turn, session, row, r, n, table, blk_sess)
         sch_req[nsch] = q
         sch_new[nsch] = num_new
@@ -299,16 +334,16 @@ def _itl_bin(gap, itl_min_s, itl_per_decade, num_bins):
 
 
 @jit(inline="always")
-def _cache_upto(q, gs, upto, r, n, m, cmask, blk_hash, blk_sess, hm, num_mapped, num_cached, table, session, hash_off,
-                hashes):
-    """Register the full blocks of request q (in slot gs) up to ``upto`` (README step end,
-    rule 3)."""
+def _cache_upto(q, gs, upto, r, n, m, cmask, blk_hash, blk_sess, dup_next, hm, num_mapped, num_cached, table, session,
+                hash_off, hashes):
+    """Register the full blocks of request q (in slot gs) below block ``upto`` (README "One
+    step", caching)."""
     if upto > num_cached[q]:
         row = gs * m
         label = session[q] if session[q] >= 0 else -2 - q
         for b in range(num_cached[q], upto):
             cache_block(table[row + b], hashes[hash_off[q] + b], label, r, r * n, r * (cmask + 1), cmask,
-                        blk_hash, blk_sess, hm, num_mapped)
+                        blk_hash, blk_sess, dup_next, hm, num_mapped)
         num_cached[q] = upto
 
 
@@ -324,52 +359,43 @@ def _complete(q, r, t_end, n, s_max, m, caching, pool, rq, child_off, child_ids,
 
 
 @jit(inline="always")
-def _cache_member(x, jpre, r, n, m, bs, cmask, blk_hash, blk_sess, hm, num_mapped, num_blocks, num_cached, table, sl,
-                  session, hash_off, hashes):
-    """Cohort member in slot x fills a block in the step numbered jpre: register it."""
+def _cache_member(x, jc, r, n, m, bs, cmask, blk_hash, blk_sess, dup_next, hm, num_mapped, num_blocks, num_cached,
+                  table, sl, session, hash_off, hashes):
+    """Cohort member in slot x fills a block in the step numbered jc (it computes token
+    ``base + jc``): register it."""
     q = sl[x, REQ]
-    _cache_upto(q, x, min((sl[x, BASE] + jpre + 2) // bs, num_blocks[q]), r, n, m, cmask, blk_hash, blk_sess, hm,
-                num_mapped, num_cached, table, session, hash_off, hashes)
+    _cache_upto(q, x, (sl[x, BASE] + jc + 1) // bs, r, n, m, cmask, blk_hash, blk_sess, dup_next, hm, num_mapped,
+                num_cached, table, session, hash_off, hashes)
 
 
 @kernel
-def _cache_cohort(r, jpre, n, m, bs, blk_hash, blk_sess, hm, num_mapped, num_blocks, num_cached, table, sl, bk,
+def _cache_cohort(r, jc, n, m, bs, blk_hash, blk_sess, dup_next, hm, num_mapped, num_blocks, num_cached, table, sl, bk,
                   session, hash_off, hashes):
-    """Register the blocks the cohort filled in step jpre (a step with no active request)."""
-    x = bk[r * bs + (-jpre - 2) % bs, HEAD]
+    """Register the blocks the cohort fills in step jc (a step with no active request; at
+    scheduling time, before admissions)."""
+    x = bk[r * bs + (-jc - 1) % bs, HEAD]
     cmask = hm.shape[0] // (2 * num_mapped.shape[0]) - 1
     while x >= 0:
-        _cache_member(x, jpre, r, n, m, bs, cmask, blk_hash, blk_sess, hm, num_mapped, num_blocks, num_cached, table,
-                      sl, session, hash_off, hashes)
+        _cache_member(x, jc, r, n, m, bs, cmask, blk_hash, blk_sess, dup_next, hm, num_mapped, num_blocks, num_cached,
+                      table, sl, session, hash_off, hashes)
         x = sl[x, BKN]
 
 
 @kernel
-def _finish_active(r, t_end, jpre, nb, n, s_max, m, bs, nsch, caching, pool, rq, coh, sch_req, sch_new, prompt,
-                   session, hash_off, hashes, out, itl):
-    """Tokens, ITL and caching of the step's active requests, in schedule order; cohort
-    members that filled a block are registered in between, by running order (the order
-    decides which of two equal blocks gets the hash)."""
-    num_computed, generated, num_blocks, num_cached, slot, last_token_s, computed_total, table, slot_free, \
-        slot_top = rq
-    sl, bk = coh[0], coh[1]
+def _finish_active(r, t_end, s_max, nsch, rq, coh, sch_req, sch_new, prompt, out, itl):
+    """Tokens and ITL of the step's active requests, in schedule order (their blocks were
+    registered when they were scheduled)."""
+    num_computed, generated, slot, last_token_s, computed_total = rq[0], rq[1], rq[4], rq[5], rq[6]
+    sl = coh[0]
     o_first, o_max_itl = out[0], out[2]
     itl_hist, itl_min_s, itl_per_decade, itl_from_s, o_arrival = itl
-    cmask = pool[5].shape[0] // (2 * coh[4].shape[0]) - 1
     num_bins = itl_hist.shape[0]
-    x = -1
-    if caching and nb > 0:
-        x = bk[r * bs + (-jpre - 2) % bs, HEAD]
     memo_gap = -1.0
     memo_bin = 0
     for k in range(nsch):
         q = sch_req[k]
         c = sch_new[k]
         gs = r * s_max + slot[q]
-        while x >= 0 and sl[x, SEQ] < sl[gs, SEQ]:
-            _cache_member(x, jpre, r, n, m, bs, cmask, pool[1], pool[2], pool[5], pool[7], num_blocks, num_cached,
-                          table, sl, session, hash_off, hashes)
-            x = sl[x, BKN]
         num_computed[q] += c
         computed_total[q] += c
         emitted = num_computed[q] == prompt[q] + generated[q]
@@ -387,15 +413,7 @@ def _finish_active(r, t_end, jpre, nb, n, s_max, m, bs, nsch, caching, pool, rq,
                 if math.isnan(o_max_itl[q]) or gap > o_max_itl[q]:
                     o_max_itl[q] = gap
             last_token_s[q] = t_end
-        if caching:
-            cacheable = prompt[q] + generated[q] if emitted else num_computed[q]
-            _cache_upto(q, gs, min(cacheable // bs, num_blocks[q]), r, n, m, cmask, pool[1], pool[2], pool[5],
-                        pool[7], num_cached, table, session, hash_off, hashes)
         sl[gs, EMIT] = 1 if emitted else 0
-    while x >= 0:
-        _cache_member(x, jpre, r, n, m, bs, cmask, pool[1], pool[2], pool[5], pool[7], num_blocks, num_cached,
-                      table, sl, session, hash_off, hashes)
-        x = sl[x, BKN]
 
 
 @kernel

@@ -13,6 +13,9 @@ Free queue (doubly linked, per replica, ``base = r * (N + 2)``)::
 Hash map (per replica, open addressing, linear probing, capacity ``C`` a power of two,
 ``hbase = r * C``): one u8 array ``hm`` of ``2 * R * C`` words, key and value interleaved
 (key 0 = empty slot; value = local block id). Deletion shifts later entries back (no tombstones).
+The value is the *first* block registered under the hash; further blocks with the same hash
+(vLLM keeps duplicates) hang behind it in insertion order through ``dup_next`` (see
+``oracle.kernels.kvcache``).
 
 Every function here is a small pure kernel over these arrays: inputs first, then scalars,
 then the arrays it mutates (documented per function).
@@ -77,6 +80,17 @@ def fq_remove(base, b, fq_prev, fq_next):
 
 
 @jit(inline="always")
+def fq_push_front(base, n, b, fq_prev, fq_next):
+    """Put block ``b`` at the head (reused first)."""
+    head = n
+    first = fq_next[base + head]
+    fq_next[base + head] = b
+    fq_prev[base + b] = head
+    fq_next[base + b] = first
+    fq_prev[base + first] = b
+
+
+@jit(inline="always")
 def fq_push_back(base, n, b, fq_prev, fq_next):
     """Append block ``b`` at the tail (most recently freed, evicted last)."""
     tail = n + 1
@@ -113,26 +127,32 @@ def hm_find(hm, hbase, mask, h):
 
 
 @jit(inline="always")
-def hm_insert(hbase, mask, h, v, hm):
-    """Map ``h -> v`` unless ``h`` is already mapped; True if inserted. Mutates hm."""
+def hm_find_or_insert(hbase, mask, h, v, hm):
+    """The block mapped to ``h``; if none, map ``h -> v`` and return -1. Mutates hm."""
     i = hm_slot(h, mask)
     while True:
         k = hm[2 * (hbase + i)]
         if k == h:
-            return False
+            return np.int64(hm[2 * (hbase + i) + 1])
         if k == 0:
             hm[2 * (hbase + i)] = h
             hm[2 * (hbase + i) + 1] = np.uint64(v)
-            return True
+            return np.int64(-1)
         i = (i + 1) & mask
 
 
 @jit(inline="always")
-def hm_delete(hbase, mask, h, hm):
-    """Remove ``h`` (must be present) with backward-shift deletion. Mutates hm."""
+def hm_slot_of(hbase, mask, h, hm):
+    """Slot index (within the replica) of the present key ``h``."""
     i = hm_slot(h, mask)
     while hm[2 * (hbase + i)] != h:
         i = (i + 1) & mask
+    return i
+
+
+@jit(inline="always")
+def hm_delete_slot(hbase, mask, i, hm):
+    """Empty slot ``i`` with backward-shift deletion. Mutates hm."""
     j = i
     while True:
         j = (j + 1) & mask

@@ -201,6 +201,10 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
             "enabled": bool(fw.enable_prefix_caching),
             "prefix_cache_queries": int(out.prefix_cache_queries),
             "prefix_cache_hits": int(out.prefix_cache_hits),
+            # vLLM PrefixCacheStats: re-admissions after a preemption, counted apart
+            "preempted_requests": int(out.preempted_requests),
+            "preempted_prefix_cache_queries": int(out.preempted_prefix_cache_queries),
+            "preempted_prefix_cache_hits": int(out.preempted_prefix_cache_hits),
             "overall_hit_rate": rate(with_hit.height, n_adm),
             "conversational_hit_rate": rate(events["CONVERSATIONAL_HIT"], follow_ups),
             "cross_request_hit_rate": rate(events["CROSS_REQUEST_HIT"], n_adm),
@@ -216,5 +220,6 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
             "max_num_seqs": fw.max_num_seqs, "max_num_batched_tokens": fw.max_num_batched_tokens,
             "enable_chunked_prefill": fw.enable_chunked_prefill,
             "enable_prefix_caching": fw.enable_prefix_caching,
+            "scheduler_reserve_full_isl": fw.scheduler_reserve_full_isl,
         },
     }

@@ -1,14 +1,19 @@
 """Object-per-block KV block pool, modelled on vLLM's ``BlockPool`` (``vllm/v1/core/block_pool.py``)
 and ``FreeKVCacheBlockQueue`` (``vllm/v1/core/kv_cache_utils.py``). Written for clarity, not speed.
 
-Semantics are those of ``oracle/engine/README.md`` ("Block pool"):
+Semantics are those of ``oracle/engine/README.md`` ("Block pool"), as vLLM 0.33.0 has them:
 
 * blocks ``0..N-1``; block 0 is the null block and is never handed out (usable: N - 1);
 * the free queue starts as ``1, 2, ..., N-1`` (head first); ``allocate`` pops the head and
-  evicts the popped block's hash from the map if it has one;
-* hash -> one block; a full block whose hash is already mapped stays *unhashed*;
+  evicts the popped block's hash from the map if it has one (``get_new_blocks`` ->
+  ``_maybe_evict_cached_block``);
+* hash -> *every* block registered under it, in insertion order (``BlockHashToBlockMap``:
+  duplicates are kept); a lookup returns the earliest inserted one still mapped
+  (``get_one_block``); evicting one block leaves the others hittable (``pop(hash, block_id)``);
 * ``free_blocks`` takes blocks in eviction order (callers pass a block table reversed):
-  ``ref_cnt -= 1`` and blocks reaching 0 go to the tail, keeping their hash;
+  ``ref_cnt -= 1``; of the blocks reaching 0, those without a hash go to the *head* of the
+  queue (``prepend_n``, the first given ends up first: reused first) and hashed ones to the
+  tail (``append_n``), keeping their hash (``BlockPool.free_blocks``);
 * ``touch`` (prefix hit): ``ref_cnt += 1``, removing a free block from the middle of the queue.
 
 The free queue is a doubly linked list through ``KVCacheBlock.prev_free_block`` /
@@ -77,6 +82,18 @@ class FreeKVCacheBlockQueue:
         block.prev_free_block = block.next_free_block = None
         self.num_free_blocks -= 1
 
+    def prepend_n(self, blocks: Sequence[KVCacheBlock]) -> None:
+        """Put ``blocks`` at the head, in the given order (``blocks[0]`` becomes the head)."""
+        for block in reversed(blocks):
+            if block.prev_free_block is not None or block.next_free_block is not None:
+                raise ValueError(f"block {block.block_id} is already in the free queue")
+            first = self.fake_free_list_head.next_free_block
+            self.fake_free_list_head.next_free_block = block
+            block.prev_free_block = self.fake_free_list_head
+            block.next_free_block = first
+            first.prev_free_block = block
+            self.num_free_blocks += 1
+
     def append(self, block: KVCacheBlock) -> None:
         """Put ``block`` at the tail (evicted last)."""
         if block.prev_free_block is not None or block.next_free_block is not None:
@@ -98,7 +115,7 @@ class FreeKVCacheBlockQueue:
 
 
 class BlockPool:
-    """``num_gpu_blocks`` blocks (block 0 = null block), a free queue and a hash -> block map."""
+    """``num_gpu_blocks`` blocks (block 0 = null block), a free queue and a hash -> blocks map."""
 
     def __init__(self, num_gpu_blocks: int):
         if num_gpu_blocks < 1:
@@ -107,7 +124,8 @@ class BlockPool:
         self.blocks = [KVCacheBlock(i) for i in range(num_gpu_blocks)]
         self.null_block = self.blocks[0]
         self.free_block_queue = FreeKVCacheBlockQueue(self.blocks[1:])
-        self.cached_block_hash_to_block: dict[int, KVCacheBlock] = {}
+        # hash -> {block_id: block}, in insertion order (vLLM keeps duplicates)
+        self.cached_block_hash_to_block: dict[int, dict[int, KVCacheBlock]] = {}
 
     # -- queries -----------------------------------------------------------------------------
     @property
@@ -120,17 +138,18 @@ class BlockPool:
 
     @property
     def num_cached(self) -> int:
-        """Number of mapped hashes (README: ``kv_blocks_cached``)."""
-        return len(self.cached_block_hash_to_block)
+        """Number of blocks that carry a hash (README: ``kv_blocks_cached``)."""
+        return sum(len(blocks) for blocks in self.cached_block_hash_to_block.values())
 
     def lookup(self, hashes: Sequence[int], max_blocks: int) -> list[KVCacheBlock]:
         """Longest cached prefix of ``hashes``, at most ``max_blocks`` blocks; touches nothing."""
         hit: list[KVCacheBlock] = []
         for h in hashes[:max(max_blocks, 0)]:
-            blk = self.cached_block_hash_to_block.get(int(h))
-            if blk is None:
+            blocks = self.cached_block_hash_to_block.get(int(h))
+            if not blocks:
                 break
-            hit.append(blk)
+            hit.append(next(iter(blocks.values())))  # the earliest registered
+
         return hit
 
     # -- mutations ---------------------------------------------------------------------------
@@ -149,8 +168,11 @@ class BlockPool:
 
     def _maybe_evict(self, blk: KVCacheBlock) -> None:
         if blk.block_hash is not None:
-            assert self.cached_block_hash_to_block[blk.block_hash] is blk
-            del self.cached_block_hash_to_block[blk.block_hash]
+            blocks = self.cached_block_hash_to_block[blk.block_hash]
+            assert blocks[blk.block_id] is blk
+            del blocks[blk.block_id]
+            if not blocks:
+                del self.cached_block_hash_to_block[blk.block_hash]
             blk.block_hash = None
             blk.session_label = None
 
@@ -162,7 +184,10 @@ class BlockPool:
             blk.ref_cnt += 1
 
     def free_blocks(self, blocks_in_eviction_order: Iterable[KVCacheBlock]) -> None:
-        """ref_cnt -= 1; blocks reaching 0 go to the free-queue tail in the given order."""
+        """ref_cnt -= 1; of the blocks reaching 0, unhashed ones go to the free-queue head and
+        hashed ones to the tail, each group in the given order."""
+        first: list[KVCacheBlock] = []
+        last: list[KVCacheBlock] = []
         for blk in blocks_in_eviction_order:
             if blk is self.null_block:
                 raise ValueError("the null block is never freed")
@@ -170,20 +195,18 @@ class BlockPool:
             if blk.ref_cnt < 0:
                 raise ValueError(f"block {blk.block_id} freed more often than allocated")
             if blk.ref_cnt == 0:
-                self.free_block_queue.append(blk)
+                (first if blk.block_hash is None else last).append(blk)
+        self.free_block_queue.prepend_n(first)
+        for blk in last:
+            self.free_block_queue.append(blk)
 
-    def cache_block(self, blk: KVCacheBlock, block_hash: int, session_label: int) -> bool:
-        """Register a full block under ``block_hash``; a duplicate hash leaves it unhashed.
-
-        Returns True when the block was mapped.
-        """
+    def cache_block(self, blk: KVCacheBlock, block_hash: int, session_label: int) -> None:
+        """Register a full block under ``block_hash`` (after any blocks already registered
+        under it: vLLM does not de-duplicate)."""
         assert blk.block_hash is None, "a block is hashed once"
-        if int(block_hash) in self.cached_block_hash_to_block:
-            return False
         blk.block_hash = int(block_hash)
         blk.session_label = session_label
-        self.cached_block_hash_to_block[int(block_hash)] = blk
-        return True
+        self.cached_block_hash_to_block.setdefault(int(block_hash), {})[blk.block_id] = blk
 
     # -- debugging ---------------------------------------------------------------------------
     def check_invariants(self, owned: dict[int, int] | None = None) -> None:
@@ -207,9 +230,11 @@ class BlockPool:
             if owned is not None:
                 assert blk.ref_cnt == owned.get(blk.block_id, 0), (blk, owned.get(blk.block_id))
             if blk.block_hash is not None:
-                assert self.cached_block_hash_to_block.get(blk.block_hash) is blk
+                assert self.cached_block_hash_to_block[blk.block_hash].get(blk.block_id) is blk
         assert used + self.num_free == self.num_usable, "free + used != total"
-        for h, blk in self.cached_block_hash_to_block.items():
-            assert blk.block_hash == h and blk.block_id != 0
+        for h, blocks in self.cached_block_hash_to_block.items():
+            assert blocks, "an empty hash entry"
+            for bid, blk in blocks.items():
+                assert blk.block_hash == h and blk.block_id == bid != 0
         if owned is not None:
             assert 0 not in owned, "the null block is owned"

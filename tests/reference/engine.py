@@ -154,6 +154,9 @@ class ReferenceEngine:
         self.session_to_replica: dict[int, int] = {}
         self.prefix_cache_queries = 0
         self.prefix_cache_hits = 0
+        self.preempted_requests = 0
+        self.preempted_prefix_cache_queries = 0
+        self.preempted_prefix_cache_hits = 0
         self.itl_hist = np.zeros(ITL_NUM_BINS, np.int64)
         self.num_steps = 0
         self.step_rows: list[tuple] = []
@@ -254,6 +257,17 @@ class ReferenceEngine:
         return CacheEvent.CROSS_REQUEST_HIT
 
     # ---------------------------------------------------------------- one step
+    def _cache_blocks(self, rep: Replica, req: Request, num_tokens: int) -> None:
+        """Register the request's full blocks up to ``num_tokens`` (computed + scheduled this
+        step), at scheduling time as vLLM's ``allocate_slots`` -> ``cache_blocks`` does: a
+        request scheduled later in the same step can already hit them."""
+        if not self.caching:
+            return
+        stop = min(num_tokens, req.num_tokens) // self.bs
+        for b in range(req.num_cached_blocks, stop):
+            rep.pool.cache_block(req.block_table[b], req.hashes[b], req.session_label)
+        req.num_cached_blocks = max(req.num_cached_blocks, stop)
+
     def _preempt(self, rep: Replica, victim: Request) -> None:
         rep.pool.free_blocks(reversed(victim.block_table))
         victim.block_table = []
@@ -281,6 +295,7 @@ class ReferenceEngine:
             if self_preempted:
                 break
             req.block_table.extend(rep.pool.allocate(need))
+            self._cache_blocks(rep, req, req.num_computed + num_new)
             sched.append(Scheduled(req, num_new, req.num_computed))
             budget -= num_new
             i += 1
@@ -297,24 +312,35 @@ class ReferenceEngine:
                     break
             else:
                 num_new = min(num_new, budget)
-            need = cdiv(hit_tokens + num_new, self.bs) - len(hit)
             evictable = sum(1 for blk in hit if blk.ref_cnt == 0)
+            if self.cfg.scheduler_reserve_full_isl:
+                # the whole known sequence must fit (vLLM allocate_slots, full_sequence_must_fit)
+                if cdiv(req.num_tokens, self.bs) - len(hit) + evictable > rep.pool.num_free:
+                    break
+            need = cdiv(hit_tokens + num_new, self.bs) - len(hit)
             if need + evictable > rep.pool.num_free:
                 break
             rep.pool.touch(hit)
             req.block_table = list(hit) + rep.pool.allocate(need)
+            req.num_cached_blocks = len(hit)
+            self._cache_blocks(rep, req, hit_tokens + num_new)
             rep.waiting.popleft()
             rep.running.append(req)
             req.num_computed = hit_tokens
-            req.num_cached_blocks = len(hit)
             sched.append(Scheduled(req, num_new, req.num_computed))
             budget -= num_new
+            if self.caching:  # vLLM record_prefix_cache_stats, at every admission
+                if req.preemptions > 0:
+                    self.preempted_requests += 1
+                    self.preempted_prefix_cache_queries += req.num_tokens
+                    self.preempted_prefix_cache_hits += hit_tokens
+                else:
+                    self.prefix_cache_queries += req.num_tokens
+                    self.prefix_cache_hits += hit_tokens
             if not req.ever_admitted:
                 req.ever_admitted = True
                 req.admitted_s = t
                 req.cached_tokens = hit_tokens
-                self.prefix_cache_queries += req.prompt
-                self.prefix_cache_hits += hit_tokens
                 req.cache_event = int(self._classify(req, hit))
         return budget
 
@@ -377,12 +403,6 @@ class ReferenceEngine:
                     self.itl_hist[itl_bin(gap)] += 1
                 req.max_itl_s = gap if math.isnan(req.max_itl_s) else max(req.max_itl_s, gap)
             req.last_token_s = t_end
-        if self.caching:
-            cacheable = req.num_tokens if emits else req.num_computed
-            stop = min(cacheable // self.bs, len(req.block_table))
-            for b in range(req.num_cached_blocks, stop):
-                rep.pool.cache_block(req.block_table[b], req.hashes[b], req.session_label)
-            req.num_cached_blocks = max(req.num_cached_blocks, stop)
         if req.generated == req.output:
             req.completion_s = t_end
             req.status = int(Status.FINISHED)
@@ -427,6 +447,9 @@ class ReferenceEngine:
             status=np.array([r.status for r in reqs], np.int8),
             prefix_cache_queries=self.prefix_cache_queries,
             prefix_cache_hits=self.prefix_cache_hits,
+            preempted_requests=self.preempted_requests,
+            preempted_prefix_cache_queries=self.preempted_prefix_cache_queries,
+            preempted_prefix_cache_hits=self.preempted_prefix_cache_hits,
             itl_hist=self.itl_hist,
             num_steps=self.num_steps,
         )
