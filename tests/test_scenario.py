@@ -44,6 +44,7 @@ BAD_CASES = {
     "zero_replicas": ("frameworks.0.replicas", "must be >= 1"),
     "bool_as_int": ("frameworks.0.max_num_seqs", "must be an integer"),
     "negative_warm_up": ("simulation.warm_up_s", "must be >= 0"),
+    "unmodelled_vllm_option": ("frameworks.0.long_prefill_token_threshold", "not modelled"),
 }
 
 
@@ -89,6 +90,7 @@ def test_defaults_follow_vllm():
     assert (fw.block_size, fw.max_num_seqs, fw.max_num_batched_tokens) == (16, 256, 8192)
     assert fw.gpu_memory_utilization == 0.9
     assert fw.enable_chunked_prefill and fw.enable_prefix_caching
+    assert fw.scheduler_reserve_full_isl  # vLLM 0.33 SchedulerConfig default
     assert sc.frameworks[0].max_model_len == sc.model.max_context
 
 
@@ -126,3 +128,12 @@ def test_framework_dtypes_follow_vllm_auto(overrides, expected):
     assert framework_dtypes(sc, sc.frameworks[0]) == expected
     blocks = resolve_num_gpu_blocks(sc, sc.frameworks[0])
     assert blocks > 1000 and (expected[1] != "fp8" or blocks > 50_000)  # an fp8 cache holds twice the blocks
+
+
+def test_scheduler_reserve_full_isl_reaches_the_engine():
+    from oracle.api import engine_config
+    base = load_scenario(ROOT / "scenarios" / "quickstart.toml").raw
+    for value in (True, False):
+        sc = scenario_from_dict(apply_overrides(base, {"frameworks.0.scheduler_reserve_full_isl": value}))
+        assert sc.frameworks[0].scheduler_reserve_full_isl is value
+        assert engine_config(sc, sc.frameworks[0]).scheduler_reserve_full_isl is value
