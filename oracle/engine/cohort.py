@@ -14,7 +14,8 @@ and in a calendar ring by the step counter at which they complete. A step costs
 O(1 + batch / block_size) instead of O(batch). Inter-token gaps of the replica's steps are
 kept in a ring (``dtlog``) so a member's largest gap is found when it leaves.
 
-Arrays (all indexed by the *global slot* ``gs = r * s_max + slot``, so they stay small):
+Arrays (a ``state.Cohort`` record; indexed by the *global slot* ``gs = r * s_max + slot``, so
+they stay small):
 
 * ``sl`` i8[R * s_max, NUM_SLOT_FIELDS]: per slot, columns REQ .. EMIT below.
 * ``bk`` i8[R * bs, 3]: per (replica, bucket) HEAD, TAIL, CNT.
@@ -42,9 +43,8 @@ J, NUM, SUM, NPOST, MAXSEQ, NEXTSEQ = range(6)
 NUM_REPLICA_FIELDS = 6
 
 
-@jit(inline="always")
-def new_cohort(num_replicas, s_max, bs, w):
-    """Fresh, empty cohort state (see the module docstring)."""
+def new_cohort(num_replicas: int, s_max: int, bs: int, w: int):
+    """Fresh, empty cohort arrays ``(sl, bk, cl, dtlog, rp)`` (see the module docstring)."""
     sl = np.full((num_replicas * s_max, NUM_SLOT_FIELDS), -1, np.int64)
     bk = np.full((num_replicas * bs, 3), -1, np.int64)
     bk[:, CNT] = 0
@@ -56,9 +56,10 @@ def new_cohort(num_replicas, s_max, bs, w):
 
 
 @jit(inline="always")
-def coh_join(r, gs, nc, gen, out_q, post, bs, sl, bk, cl, rp):
+def coh_join(coh, r, gs, nc, gen, out_q, post, bs):
     """Make the request in slot ``gs`` (num_computed ``nc``, ``gen`` of ``out_q`` tokens
     generated, ``post``: counted in the ITL histogram) a member, after the replica's step."""
+    sl, bk, cl, rp = coh.sl, coh.bk, coh.cl, coh.rp
     w = cl.shape[0] // rp.shape[0]
     j = rp[r, J]
     base = nc - j
@@ -100,8 +101,9 @@ def coh_join(r, gs, nc, gen, out_q, post, bs, sl, bk, cl, rp):
 
 
 @jit(inline="always")
-def coh_unlink(r, gs, bs, sl, bk, cl, rp):
+def coh_unlink(coh, r, gs, bs):
     """Take slot ``gs`` out of its bucket and calendar list (state not materialized)."""
+    sl, bk, cl, rp = coh.sl, coh.bk, coh.cl, coh.rp
     w = cl.shape[0] // rp.shape[0]
     base = sl[gs, BASE]
     kb = r * bs + base % bs
@@ -132,11 +134,14 @@ def coh_unlink(r, gs, bs, sl, bk, cl, rp):
 
 
 @jit(inline="always")
-def coh_materialize(r, gs, t_last, bs, num_computed, generated, computed_total, num_blocks, last_token_s, o_max_itl,
-                    sl, dtlog, rp):
-    """Bring the per-token state of member ``gs`` up to the replica's step counter (its last
-    token came at ``t_last``, the end of the replica's last step). ``num_blocks`` is only
-    kept up to date by the steps when prefix caching is on; it is restored here."""
+def coh_materialize(coh, r, gs, t_last, bs, rs, out):
+    """Bring the per-token state of member ``gs`` (``rs``: the RequestState, ``out``: the
+    Outputs) up to the replica's step counter (its last token came at ``t_last``, the end of
+    the replica's last step). ``num_blocks`` is only kept up to date by the steps when prefix
+    caching is on; it is restored here."""
+    sl, dtlog, rp = coh.sl, coh.dtlog, coh.rp
+    num_computed, generated, num_blocks, last_token_s = rs.num_computed, rs.generated, rs.num_blocks, rs.last_token_s
+    computed_total, o_max_itl = out.computed_tokens, out.max_itl_s
     w = dtlog.shape[0] // rp.shape[0]
     q = sl[gs, REQ]
     j0 = sl[gs, JJOIN]

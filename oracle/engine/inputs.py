@@ -40,6 +40,10 @@ class Status(IntEnum):
     REJECTED = 2
 
 
+# The steps table's columns, in order (one row per engine step; README "Outputs per request").
+STEP_COLUMNS = ("replica", "start_s", "duration_s", "num_decode", "num_prefill_tokens", "num_running",
+                "num_waiting", "kv_blocks_used", "kv_blocks_cached")
+
 # ITL histogram: log-spaced bins, ITL_BINS_PER_DECADE per decade from ITL_MIN_S; bin 0 holds
 # everything below ITL_MIN_S and the last bin everything above the top edge.
 ITL_MIN_S = 1e-6

@@ -1,4 +1,5 @@
-"""Waiting queues (ring buffers with push-front), the follow-up heap and its release, for the engine loop."""
+"""Waiting queues (ring buffers with push-front) and the follow-up heap, over a
+``state.Queues`` record ``qs``."""
 
 from __future__ import annotations
 
@@ -6,34 +7,43 @@ from oracle.kernels._jit import jit
 
 
 @jit(inline="always")
-def _wq_push_back(r, q, wcap, wq, wq_head, wq_len):
-    wq[r * wcap + (wq_head[r] + wq_len[r]) % wcap] = q
-    wq_len[r] += 1
+def _wcap(qs):
+    """Capacity of one replica's waiting ring."""
+    return qs.wq.shape[0] // qs.wq_len.shape[0]
 
 
 @jit(inline="always")
-def _wq_push_front(r, q, wcap, wq, wq_head, wq_len):
-    wq_head[r] = (wq_head[r] - 1 + wcap) % wcap
-    wq[r * wcap + wq_head[r]] = q
-    wq_len[r] += 1
+def wq_push_back(qs, r, q):
+    wcap = _wcap(qs)
+    qs.wq[r * wcap + (qs.wq_head[r] + qs.wq_len[r]) % wcap] = q
+    qs.wq_len[r] += 1
 
 
 @jit(inline="always")
-def _wq_front(r, wcap, wq, wq_head):
-    return wq[r * wcap + wq_head[r]]
+def wq_push_front(qs, r, q):
+    wcap = _wcap(qs)
+    qs.wq_head[r] = (qs.wq_head[r] - 1 + wcap) % wcap
+    qs.wq[r * wcap + qs.wq_head[r]] = q
+    qs.wq_len[r] += 1
 
 
 @jit(inline="always")
-def _wq_pop_front(r, wcap, wq_head, wq_len):
-    wq_head[r] = (wq_head[r] + 1) % wcap
-    wq_len[r] -= 1
+def wq_front(qs, r):
+    return qs.wq[r * _wcap(qs) + qs.wq_head[r]]
 
 
 @jit(inline="always")
-def _heap_push(t, q, hp_t, hp_id, hp_n):
-    """Binary min-heap on (t, id); hp_n is a 1-element array holding the size."""
-    i = hp_n[0]
-    hp_n[0] += 1
+def wq_pop_front(qs, r):
+    qs.wq_head[r] = (qs.wq_head[r] + 1) % _wcap(qs)
+    qs.wq_len[r] -= 1
+
+
+@jit(inline="always")
+def heap_push(qs, t, q):
+    """Binary min-heap on (t, id); ``qs.hp_n[0]`` is its size."""
+    hp_t, hp_id = qs.hp_t, qs.hp_id
+    i = qs.hp_n[0]
+    qs.hp_n[0] += 1
     while i > 0:
         p = (i - 1) >> 1
         if hp_t[p] < t or (hp_t[p] == t and hp_id[p] < q):
@@ -46,9 +56,10 @@ def _heap_push(t, q, hp_t, hp_id, hp_n):
 
 
 @jit(inline="always")
-def _heap_pop(hp_t, hp_id, hp_n):
-    n = hp_n[0] - 1
-    hp_n[0] = n
+def heap_pop(qs):
+    hp_t, hp_id = qs.hp_t, qs.hp_id
+    n = qs.hp_n[0] - 1
+    qs.hp_n[0] = n
     t = hp_t[n]
     q = hp_id[n]
     i = 0
@@ -68,8 +79,8 @@ def _heap_pop(hp_t, hp_id, hp_n):
 
 
 @jit(inline="always")
-def _release_children(q, t, child_off, child_ids, think_s, hp_t, hp_id, hp_n):
+def release_followups(qs, req, q, t):
     """Follow-ups of ``q`` arrive ``think_s`` after ``q`` ends at time ``t``."""
-    for k in range(child_off[q], child_off[q + 1]):
-        c = child_ids[k]
-        _heap_push(t + think_s[c], c, hp_t, hp_id, hp_n)
+    for k in range(req.child_off[q], req.child_off[q + 1]):
+        c = req.child_ids[k]
+        heap_push(qs, t + req.think_s[c], c)

@@ -1,7 +1,7 @@
 """One vLLM v1 scheduler step on one replica: running requests first (with preemption), then
-FCFS admission with prefix-cache lookups, and the step's end (tokens, ITL, caching, completions).
-See README "One step on replica r at time t"; the block pool is only touched through
-``oracle.kernels.kvcache``.
+FCFS admission with prefix-cache lookups, and the step's end (tokens, ITL, completions).
+See README "One step on replica r at time t"; blocks are reached only through
+``oracle.kernels.kvcache`` (the scheduler never touches the pool's arrays).
 
 A replica's running requests are split in two: the *decode cohort* (``cohort.py``: requests
 that emitted a token in the replica's last step, kept lazily) and the *active list* (every
@@ -11,96 +11,85 @@ cohort could not simply take one token each (the token budget or the free blocks
 out, so a preemption or a starved request could follow), the cohort is first materialized
 back into the active list and the step runs the exact per-request loop.
 
-State groups (tuples of arrays, built once in ``oracle.engine.loop._simulate``):
-
-* ``pool``  = (ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped, dup_next)
-* ``rq``    = per-request state: (num_computed, generated, num_blocks, num_cached, slot,
-  last_token_s, computed_total, table, slot_free, slot_top)
-* ``queues``= (wq, wq_head, wq_len, act, act_len): waiting rings; active lists
-  (``act[r * s_max + i]``, running order). A replica's running requests (cohort + active)
-  are ``s_max - slot_top[r]``: each holds one slot.
-* ``coh``   = (sl, bk, cl, dtlog, rp), see ``cohort.py``.
+Kernels take the records of ``oracle.engine.state``: ``cfg`` (Config), ``req`` (Requests)
+and ``st`` (State: out, pool, rs, qs, coh, sc).
 """
 
 from __future__ import annotations
 
 import math
 
-from oracle.engine.cohort import (BASE, BKN, CLN, CNT, EMIT, HEAD, TAIL, JDONE, JJOIN, MAXSEQ, NEXTSEQ, NPOST, NUM, REQ,
-                                  SEQ, SUM, J, coh_join, coh_materialize, coh_unlink, sort_slots_by_seq)
-from oracle.engine.queues import _release_children, _wq_front, _wq_pop_front, _wq_push_front
+from oracle.engine.cohort import (BASE, BKN, CLN, CNT, EMIT, HEAD, JDONE, JJOIN, MAXSEQ, NEXTSEQ, NPOST, NUM, REQ, SEQ,
+                                  SUM, TAIL, J, coh_join, coh_materialize, coh_unlink, sort_slots_by_seq)
+from oracle.engine.inputs import CacheEvent, Status
+from oracle.engine.queues import release_followups, wq_front, wq_pop_front, wq_push_front
+from oracle.engine.state import Counter
 from oracle.kernels._jit import jit, kernel
 from oracle.kernels.blockpool import cdiv
-from oracle.kernels.kvcache import allocate, cache_block, count_evictable_hits, free_blocks, match_prefix, touch_hits
-
-# Cache events (see oracle.engine.inputs.CacheEvent); literals inside the kernels.
-_MISS_FULL, _CROSS, _CONV_HIT, _FULL_HIT, _CONV_MISS = 0, 1, 2, 3, 4
+from oracle.kernels.kvcache import (allocate, cache_block, count_evictable_hits, free_blocks, match_prefix, num_free,
+                                    producing_session, touch_hits)
 
 
 @jit(inline="always")
-def _free_request(q, r, n, s_max, m, caching, pool, rq):
-    """Free all blocks of running request q (reverse order) and give its slot back. Without
-    prefix caching blocks are interchangeable: only their number is kept."""
-    ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped, dup_next = pool
-    num_computed, generated, num_blocks, num_cached, slot, last_token_s, computed_total, table, slot_free, \
-        slot_top = rq
-    if caching:
-        free_blocks(table, (r * s_max + slot[q]) * m, num_blocks[q], r, n, r * n, r * (n + 2), ref_cnt, blk_hash,
-                    fq_prev, fq_next, num_free)
-    else:
-        num_free[r] += num_blocks[q]
-    num_blocks[q] = 0
-    slot_free[r * s_max + slot_top[r]] = slot[q]
-    slot_top[r] += 1
-    slot[q] = -1
+def _row(cfg, r, slot):
+    """Start of the block-table row of a slot of replica r."""
+    return (r * cfg.max_num_seqs + slot) * cfg.max_blocks_per_request
 
 
+@jit(inline="always")
+def _free_request(q, r, cfg, pool, rs):
+    """Free all blocks of running request q (reverse order) and give its slot back."""
+    free_blocks(pool, r, rs.table, _row(cfg, r, rs.slot[q]), rs.num_blocks[q])
+    rs.num_blocks[q] = 0
+    rs.slot_free[r * cfg.max_num_seqs + rs.slot_top[r]] = rs.slot[q]
+    rs.slot_top[r] += 1
+    rs.slot[q] = -1
+
+
+# ------------------------------------------------------------------------------- cohort
 @kernel
-def _cohort_fits(r, kb, bs, s_max, budget_max, pool, rq, queues, coh, prompt):
+def cohort_fits(r, kb, cfg, req, st):
     """Can the cohort take one token each this step, with no preemption and no request
     starved by the budget? (Then its members need not be visited.) ``kb``: the bucket row of
     the members that need a block this step."""
-    num_free = pool[6]
-    num_computed, generated, num_blocks = rq[0], rq[1], rq[2]
-    slot = rq[4]
-    act, act_len = queues[3], queues[4]
-    sl, bk, rp = coh[0], coh[1], coh[4]
-    nb = rp[r, NUM]
+    rs, qs, coh = st.rs, st.qs, st.coh
+    bs, s_max, budget_max = cfg.block_size, cfg.max_num_seqs, cfg.max_num_batched_tokens
+    nb = coh.rp[r, NUM]
     if nb > budget_max:
         return False
-    need = bk[kb, CNT]
-    al = act_len[r]
+    need = coh.bk[kb, CNT]
+    al = qs.act_len[r]
     if al > 0:
         abase = r * s_max
-        if sl[abase + slot[act[abase]], SEQ] < rp[r, MAXSEQ]:
+        if coh.sl[abase + rs.slot[qs.act[abase]], SEQ] < coh.rp[r, MAXSEQ]:
             # an active request may precede a member in running order: only safe if the
             # budget covers everybody (then the order does not matter)
             tot = nb
             for i in range(al):
-                q = act[abase + i]
-                tot += prompt[q] + generated[q] - num_computed[q]
+                q = qs.act[abase + i]
+                tot += req.prompt[q] + rs.generated[q] - rs.num_computed[q]
             if tot > budget_max:
                 return False
         b = budget_max - nb
         for i in range(al):
             if b <= 0:
                 break
-            q = act[abase + i]
-            num_new = min(prompt[q] + generated[q] - num_computed[q], b)
-            need += cdiv(num_computed[q] + num_new, bs) - num_blocks[q]
+            q = qs.act[abase + i]
+            num_new = min(req.prompt[q] + rs.generated[q] - rs.num_computed[q], b)
+            need += cdiv(rs.num_computed[q] + num_new, bs) - rs.num_blocks[q]
             b -= num_new
-    return need <= num_free[r]
+    return need <= num_free(st.pool, r)
 
 
 @kernel
-def _materialize_cohort(r, t_last, bs, s_max, rq, queues, coh, o_max_itl, scratch):
+def materialize_cohort(r, t_last, cfg, st):
     """Dissolve the cohort: bring every member up to date and merge them into the active
     list in running order (before an exact step)."""
-    num_computed, generated, last_token_s, computed_total = rq[0], rq[1], rq[5], rq[6]
-    act, act_len = queues[3], queues[4]
-    sl, bk, cl, dtlog, rp = coh
+    rs, qs, coh, sc = st.rs, st.qs, st.coh, st.sc
+    sl, bk, cl, rp = coh.sl, coh.bk, coh.cl, coh.rp
+    bs = cfg.block_size
     w = cl.shape[0] // rp.shape[0]
-    members, merged = scratch
+    members, merged = sc.members, sc.merged
     cnt = 0
     for k in range(bs):
         kb = r * bs + k
@@ -113,54 +102,92 @@ def _materialize_cohort(r, t_last, bs, s_max, rq, queues, coh, o_max_itl, scratc
         bk[kb, TAIL] = -1
         bk[kb, CNT] = 0
     sort_slots_by_seq(members, cnt, sl)
-    abase = r * s_max
-    al = act_len[r]
+    abase = r * cfg.max_num_seqs
+    al = qs.act_len[r]
     a = 0
     out = 0
     for i in range(cnt):
         g = members[i]
-        coh_materialize(r, g, t_last, bs, num_computed, generated, computed_total, rq[2], last_token_s, o_max_itl,
-                        sl, dtlog, rp)
+        coh_materialize(coh, r, g, t_last, bs, rs, st.out)
         cl[r * w + (sl[g, JDONE] & (w - 1))] = -1
         sl[g, JJOIN] = -1
-        while a < al and sl[abase + rq[4][act[abase + a]], SEQ] < sl[g, SEQ]:
-            merged[out] = act[abase + a]
+        while a < al and sl[abase + rs.slot[qs.act[abase + a]], SEQ] < sl[g, SEQ]:
+            merged[out] = qs.act[abase + a]
             out += 1
             a += 1
         merged[out] = sl[g, REQ]
         out += 1
     while a < al:
-        merged[out] = act[abase + a]
+        merged[out] = qs.act[abase + a]
         out += 1
         a += 1
     for i in range(out):
-        act[abase + i] = merged[i]
-    act_len[r] = out
+        qs.act[abase + i] = merged[i]
+    qs.act_len[r] = out
     rp[r, NUM] = 0
     rp[r, SUM] = 0
     rp[r, NPOST] = 0
 
 
 @kernel
-def _schedule_cohort(r, n, m, kb, ref_cnt, blk_hash, dup_next, fq_prev, fq_next, hm, num_free, num_mapped, num_blocks,
-                     table, sl, bk):
-    """With prefix caching: every member takes one token; those at a block boundary (bucket
-    row ``kb``) get a new block. (Without caching only the number of free blocks changes, in
-    the loop; members' block counts are brought up to date when they leave the cohort.)
-    Arrays are passed one by one: this runs every step."""
-    cmask = hm.shape[0] // (2 * num_free.shape[0]) - 1
-    g = bk[kb, HEAD]
+def schedule_cohort(r, kb, cfg, st):
+    """Every member takes one token; those at a block boundary (bucket row ``kb``) get a
+    new block. Without caching only the number of free blocks changes; members' block
+    counts are brought up to date when they leave the cohort."""
+    pool, rs, coh = st.pool, st.rs, st.coh
+    if not pool.caching:
+        allocate(pool, r, coh.bk[kb, CNT], rs.table, 0)
+        return
+    m = cfg.max_blocks_per_request
+    g = coh.bk[kb, HEAD]
     while g >= 0:
-        q = sl[g, REQ]
-        allocate(1, r, n, r * n, r * (n + 2), r * (cmask + 1), cmask, ref_cnt, blk_hash, dup_next, fq_prev, fq_next,
-                 hm, num_free, num_mapped, table, g * m + num_blocks[q])
-        num_blocks[q] += 1
-        g = sl[g, BKN]
+        q = coh.sl[g, REQ]
+        allocate(pool, r, 1, rs.table, g * m + rs.num_blocks[q])
+        rs.num_blocks[q] += 1
+        g = coh.sl[g, BKN]
+
+
+# ------------------------------------------------------------------------------ caching
+@jit(inline="always")
+def _cache_upto(q, gs, upto, r, cfg, req, pool, rs):
+    """Register the full blocks of request q (in global slot gs) below block ``upto``
+    (README "Caching": at scheduling, vLLM ``allocate_slots`` -> ``cache_blocks``)."""
+    if upto > rs.num_cached[q]:
+        row = gs * cfg.max_blocks_per_request
+        label = req.session[q] if req.session[q] >= 0 else -2 - q
+        for b in range(rs.num_cached[q], upto):
+            cache_block(pool, r, rs.table[row + b], req.hashes[req.hash_off[q] + b], label)
+        rs.num_cached[q] = upto
+
+
+@jit(inline="always")
+def _cache_member(x, jc, r, cfg, req, st):
+    """Cohort member in slot x fills a block in the step numbered jc (it computes token
+    ``base + jc``): register it."""
+    q = st.coh.sl[x, REQ]
+    _cache_upto(q, x, (st.coh.sl[x, BASE] + jc + 1) // cfg.block_size, r, cfg, req, st.pool, st.rs)
+
+
+@jit(inline="always")
+def fill_bucket(cfg, coh, r):
+    """First member (running order) of the bucket that fills a block in the coming step."""
+    return coh.bk[r * cfg.block_size + (-coh.rp[r, J] - 1) % cfg.block_size, HEAD]
 
 
 @kernel
-def _schedule_active(r, n, s_max, m, bs, budget, caching, pool, rq, queues, coh, sch_req, sch_new, prompt,
-                     out_preempt, session, hash_off, hashes):
+def cache_cohort(r, cfg, req, st):
+    """Register the blocks the cohort fills in the coming step (a step with no active
+    request; at scheduling, before admissions)."""
+    jc = st.coh.rp[r, J]
+    x = fill_bucket(cfg, st.coh, r)
+    while x >= 0:
+        _cache_member(x, jc, r, cfg, req, st)
+        x = st.coh.sl[x, BKN]
+
+
+# ---------------------------------------------------------------------- running requests
+@kernel
+def schedule_active(r, budget, cfg, req, st):
     """vLLM v1 pass over the active running requests; returns (num_scheduled, budget_left,
     preempted). Preemption (victim: the last running request) only happens with an empty
     cohort, when the active list is the whole running list.
@@ -169,263 +196,197 @@ def _schedule_active(r, n, s_max, m, bs, budget, caching, pool, rq, queues, coh,
     right after its allocation (vLLM ``allocate_slots`` -> ``cache_blocks``); the cohort
     members that fill a block this step register theirs in between, by running order (the
     order decides which of two equal blocks a later lookup finds)."""
-    ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped, dup_next = pool
-    num_computed, generated, num_blocks, num_cached, slot, last_token_s, computed_total, table, slot_free, \
-        slot_top = rq
-    wq, wq_head, wq_len, act, act_len = queues
-    wcap = wq.shape[0] // wq_len.shape[0]
-    cmask = hm.shape[0] // (2 * wq_len.shape[0]) - 1
-    sl, bk, rp = coh[0], coh[1], coh[4]
-    jc = rp[r, J]
+    pool, rs, qs, coh, sc, out = st.pool, st.rs, st.qs, st.coh, st.sc, st.out
+    bs = cfg.block_size
+    jc = coh.rp[r, J]
     x = -1  # the next cohort member (running order) that fills a block this step
-    if caching and rp[r, NUM] > 0:
-        x = bk[r * bs + (-jc - 1) % bs, HEAD]
-    abase = r * s_max
+    if pool.caching and coh.rp[r, NUM] > 0:
+        x = fill_bucket(cfg, coh, r)
+    abase = r * cfg.max_num_seqs
     nsch = 0
     preempted = False
     i = 0
-    while i < act_len[r] and budget > 0:
-        q = act[abase + i]
-        num_new = min(prompt[q] + generated[q] - num_computed[q], budget)
-        need = cdiv(num_computed[q] + num_new, bs) - num_blocks[q]
+    while i < qs.act_len[r] and budget > 0:
+        q = qs.act[abase + i]
+        num_new = min(req.prompt[q] + rs.generated[q] - rs.num_computed[q], budget)
+        need = cdiv(rs.num_computed[q] + num_new, bs) - rs.num_blocks[q]
         can_schedule = True
-        while need > num_free[r]:
-            act_len[r] -= 1
-            v = act[abase + act_len[r]]
-            _free_request(v, r, n, s_max, m, caching, pool, rq)
-            num_computed[v] = 0
-            num_cached[v] = 0
-            out_preempt[v] += 1
-            _wq_push_front(r, v, wcap, wq, wq_head, wq_len)
+        while need > num_free(pool, r):
+            qs.act_len[r] -= 1
+            v = qs.act[abase + qs.act_len[r]]
+            _free_request(v, r, cfg, pool, rs)
+            rs.num_computed[v] = 0
+            rs.num_cached[v] = 0
+            out.preemptions[v] += 1
+            wq_push_front(qs, r, v)
             preempted = True
             if v == q:
                 can_schedule = False
                 break
         if not can_schedule:
             break
-        gs = abase + slot[q]
+        gs = abase + rs.slot[q]
         if need > 0:
-            if caching:
-                allocate(need, r, n, r * n, r * (n + 2), r * (cmask + 1), cmask, ref_cnt, blk_hash, dup_next, fq_prev,
-                         fq_next, hm, num_free, num_mapped, table, gs * m + num_blocks[q])
-            else:
-                num_free[r] -= need
-            num_blocks[q] += need
-        if caching:
-            while x >= 0 and sl[x, SEQ] < sl[gs, SEQ]:
-                _cache_member(x, jc, r, n, m, bs, cmask, blk_hash, blk_sess, dup_next, hm, num_mapped, num_blocks,
-                              num_cached, table, sl, session, hash_off, hashes)
-                x = sl[x, BKN]
-            _cache_upto(q, gs, (num_computed[q] + num_new) // bs, r, n, m, cmask, blk_hash, blk_sess, dup_next, hm,
-                        num_mapped, num_cached, table, session, hash_off, hashes)
-        sch_req[nsch] = q
-        sch_new[nsch] = num_new
+            allocate(pool, r, need, rs.table, gs * cfg.max_blocks_per_request + rs.num_blocks[q])
+            rs.num_blocks[q] += need
+        if pool.caching:
+            while x >= 0 and coh.sl[x, SEQ] < coh.sl[gs, SEQ]:
+                _cache_member(x, jc, r, cfg, req, st)
+                x = coh.sl[x, BKN]
+            _cache_upto(q, gs, (rs.num_computed[q] + num_new) // bs, r, cfg, req, pool, rs)
+        sc.sch_req[nsch] = q
+        sc.sch_new[nsch] = num_new
         nsch += 1
         budget -= num_new
         i += 1
     while x >= 0:
-        _cache_member(x, jc, r, n, m, bs, cmask, blk_hash, blk_sess, dup_next, hm, num_mapped, num_blocks, num_cached,
-                      table, sl, session, hash_off, hashes)
-        x = sl[x, BKN]
+        _cache_member(x, jc, r, cfg, req, st)
+        x = coh.sl[x, BKN]
     return nsch, budget, preempted
 
 
+# ----------------------------------------------------------------------------- admission
 @jit(inline="always")
-def _classify(q, hit, max_hit, caching, turn, session, row, r, n, table, blk_sess):
+def _classify(q, hit, row, r, cfg, req, pool, rs):
     """Cache event of a request at its first admission (README "Cache event")."""
-    if not caching:
-        return _MISS_FULL
+    if not pool.caching:
+        return CacheEvent.MISS_FULL
     if hit == 0:
-        return _CONV_MISS if turn[q] >= 1 else _MISS_FULL
-    if turn[q] >= 1 and session[q] >= 0 and blk_sess[r * n + table[row + hit - 1]] == session[q]:
-        return _CONV_HIT
-    if hit == max_hit:
-        return _FULL_HIT
-    return _CROSS
+        return CacheEvent.CONVERSATIONAL_MISS_EVICTED if req.turn[q] >= 1 else CacheEvent.MISS_FULL
+    if req.turn[q] >= 1 and req.session[q] >= 0 and \
+            producing_session(pool, r, rs.table[row + hit - 1]) == req.session[q]:
+        return CacheEvent.CONVERSATIONAL_HIT
+    if hit == (req.prompt[q] - 1) // cfg.block_size:
+        return CacheEvent.FULL_HIT_NO_PREFILL_NEEDED
+    return CacheEvent.CROSS_REQUEST_HIT
 
 
 @kernel
-def _schedule_waiting(r, t, n, s_max, m, bs, budget, nsch, chunked, full_isl, caching, pool, rq, queues, coh,
-                      sch_req, sch_new, prompt, turn, session, hash_off, hashes, out, counters, hit_blocks):
+def schedule_waiting(r, t, budget, nsch, cfg, req, st):
     """Admit waiting requests FCFS until one does not fit (they join the active list);
-    returns num_scheduled. ``full_isl``: vLLM ``scheduler_reserve_full_isl`` (the free blocks
-    must cover the request's whole known sequence, not just this step's chunk)."""
-    ref_cnt, blk_hash, blk_sess, fq_prev, fq_next, hm, num_free, num_mapped, dup_next = pool
-    num_computed, generated, num_blocks, num_cached, slot, last_token_s, computed_total, table, slot_free, \
-        slot_top = rq
-    wq, wq_head, wq_len, act, act_len = queues
-    sl, rp = coh[0], coh[4]
-    o_admitted, o_cached, o_event, o_preempt = out
-    wcap = wq.shape[0] // wq_len.shape[0]
-    cmask = hm.shape[0] // (2 * wq_len.shape[0]) - 1
-    hbase = r * (cmask + 1)
-    while wq_len[r] > 0 and budget > 0 and slot_top[r] > 0:
-        q = _wq_front(r, wcap, wq, wq_head)
-        num_tokens = prompt[q] + generated[q]
-        max_hit = (num_tokens - 1) // bs
+    returns num_scheduled. With ``scheduler_reserve_full_isl`` the free blocks must cover
+    the request's whole known sequence, not just this step's chunk (vLLM
+    ``allocate_slots(full_sequence_must_fit=True)``)."""
+    pool, rs, qs, coh, sc, out = st.pool, st.rs, st.qs, st.coh, st.sc, st.out
+    sl, rp = coh.sl, coh.rp
+    bs, s_max = cfg.block_size, cfg.max_num_seqs
+    counters = out.counters
+    while qs.wq_len[r] > 0 and budget > 0 and rs.slot_top[r] > 0:
+        q = wq_front(qs, r)
+        num_tokens = req.prompt[q] + rs.generated[q]
         hit = 0
-        counters[5] += 1
-        if caching:
-            hit = match_prefix(hashes, hash_off[q], max_hit, hbase, cmask, hm, hit_blocks)
-            counters[6] += hit
+        counters[Counter.ADMISSION_ATTEMPTS] += 1
+        if pool.caching:
+            hit = match_prefix(pool, r, req.hashes, req.hash_off[q], (num_tokens - 1) // bs, sc.hit_blocks)
+            counters[Counter.ADMISSION_HIT_BLOCKS] += hit
         hit_tokens = hit * bs
         num_new = num_tokens - hit_tokens
-        if not chunked and num_new > budget:
+        if not cfg.enable_chunked_prefill and num_new > budget:
             break
         num_new = min(num_new, budget)
         evictable = 0
         if hit > 0:
-            evictable = count_evictable_hits(hit_blocks, hit, r * n, ref_cnt)
-        if full_isl and cdiv(num_tokens, bs) - hit + evictable > num_free[r]:
-            counters[9] += 1
+            evictable = count_evictable_hits(pool, r, sc.hit_blocks, hit)
+        if cfg.scheduler_reserve_full_isl and cdiv(num_tokens, bs) - hit + evictable > num_free(pool, r):
+            counters[Counter.FAILED_ADMISSIONS] += 1
             break
         need = cdiv(hit_tokens + num_new, bs) - hit
-        if need + evictable > num_free[r]:
-            counters[9] += 1
+        if need + evictable > num_free(pool, r):
+            counters[Counter.FAILED_ADMISSIONS] += 1
             break
-        slot_top[r] -= 1
-        slot[q] = slot_free[r * s_max + slot_top[r]]
-        row = (r * s_max + slot[q]) * m
-        if caching:
-            touch_hits(hit_blocks, hit, r, r * n, r * (n + 2), ref_cnt, fq_prev, fq_next, num_free, table, row)
-            allocate(need, r, n, r * n, r * (n + 2), hbase, cmask, ref_cnt, blk_hash, dup_next, fq_prev, fq_next,
-                     hm, num_free, num_mapped, table, row + hit)
-        else:
-            num_free[r] -= need
-        num_blocks[q] = hit + need
-        num_computed[q] = hit_tokens
-        num_cached[q] = hit
-        if caching:
-            _cache_upto(q, r * s_max + slot[q], (hit_tokens + num_new) // bs, r, n, m, cmask, blk_hash, blk_sess,
-                        dup_next, hm, num_mapped, num_cached, table, session, hash_off, hashes)
-            if o_preempt[q] > 0:  # vLLM PrefixCacheStats: re-admissions counted apart
-                counters[10] += 1
-                counters[11] += num_tokens
-                counters[12] += hit_tokens
+        rs.slot_top[r] -= 1
+        rs.slot[q] = rs.slot_free[r * s_max + rs.slot_top[r]]
+        gs = r * s_max + rs.slot[q]
+        row = gs * cfg.max_blocks_per_request
+        if pool.caching:
+            touch_hits(pool, r, sc.hit_blocks, hit, rs.table, row)
+        allocate(pool, r, need, rs.table, row + hit)
+        rs.num_blocks[q] = hit + need
+        rs.num_computed[q] = hit_tokens
+        rs.num_cached[q] = hit
+        if pool.caching:
+            _cache_upto(q, gs, (hit_tokens + num_new) // bs, r, cfg, req, pool, rs)
+            if out.preemptions[q] > 0:  # vLLM PrefixCacheStats: re-admissions counted apart
+                counters[Counter.PREEMPTED_REQUESTS] += 1
+                counters[Counter.PREEMPTED_PREFIX_CACHE_QUERIES] += num_tokens
+                counters[Counter.PREEMPTED_PREFIX_CACHE_HITS] += hit_tokens
             else:
-                counters[0] += num_tokens
-                counters[1] += hit_tokens
-        _wq_pop_front(r, wcap, wq_head, wq_len)
-        act[r * s_max + act_len[r]] = q
-        act_len[r] += 1
-        gs = r * s_max + slot[q]
+                counters[Counter.PREFIX_CACHE_QUERIES] += num_tokens
+                counters[Counter.PREFIX_CACHE_HITS] += hit_tokens
+        wq_pop_front(qs, r)
+        qs.act[r * s_max + qs.act_len[r]] = q
+        qs.act_len[r] += 1
         sl[gs, REQ] = q
         sl[gs, SEQ] = rp[r, NEXTSEQ]
         rp[r, NEXTSEQ] += 1
         sl[gs, JJOIN] = -1
         sl[gs, EMIT] = 0
-        if math.isnan(o_admitted[q]):
-            o_admitted[q] = t
-            o_cached[q] = hit_tokens
-            o_event[q] = _classify(q, hit, (prompt[q] - 1) // bs, caching, turn, session, row, r, n, table, blk_sess)
-        sch_req[nsch] = q
-        sch_new[nsch] = num_new
+        if math.isnan(out.admitted_s[q]):
+            out.admitted_s[q] = t
+            out.cached_tokens[q] = hit_tokens
+            out.cache_event[q] = _classify(q, hit, row, r, cfg, req, pool, rs)
+        sc.sch_req[nsch] = q
+        sc.sch_new[nsch] = num_new
         nsch += 1
         budget -= num_new
     return nsch
 
 
+# ------------------------------------------------------------------------------ step end
 @jit(inline="always")
-def _itl_bin(gap, itl_min_s, itl_per_decade, num_bins):
-    """Histogram bin of an inter-token gap (see oracle.engine.inputs.itl_bin)."""
-    if gap < itl_min_s:
+def itl_bin(gap, cfg, num_bins):
+    """Histogram bin of an inter-token gap (the formula of oracle.engine.inputs.itl_bin)."""
+    if gap < cfg.itl_min_s:
         return 0
-    return min(int(math.floor(math.log10(gap / itl_min_s) * itl_per_decade)) + 1, num_bins - 1)
-
-
-@jit(inline="always")
-def _cache_upto(q, gs, upto, r, n, m, cmask, blk_hash, blk_sess, dup_next, hm, num_mapped, num_cached, table, session,
-                hash_off, hashes):
-    """Register the full blocks of request q (in slot gs) below block ``upto`` (README "One
-    step", caching)."""
-    if upto > num_cached[q]:
-        row = gs * m
-        label = session[q] if session[q] >= 0 else -2 - q
-        for b in range(num_cached[q], upto):
-            cache_block(table[row + b], hashes[hash_off[q] + b], label, r, r * n, r * (cmask + 1), cmask,
-                        blk_hash, blk_sess, dup_next, hm, num_mapped)
-        num_cached[q] = upto
-
-
-@jit(inline="always")
-def _complete(q, r, t_end, n, s_max, m, caching, pool, rq, child_off, child_ids, think_s, heap, out):
-    """Request q generated its last token at t_end: record it, free it, release follow-ups."""
-    hp_t, hp_id, hp_n = heap
-    o_completion, o_status = out[1], out[3]
-    o_completion[q] = t_end
-    o_status[q] = 1
-    _free_request(q, r, n, s_max, m, caching, pool, rq)
-    _release_children(q, t_end, child_off, child_ids, think_s, hp_t, hp_id, hp_n)
-
-
-@jit(inline="always")
-def _cache_member(x, jc, r, n, m, bs, cmask, blk_hash, blk_sess, dup_next, hm, num_mapped, num_blocks, num_cached,
-                  table, sl, session, hash_off, hashes):
-    """Cohort member in slot x fills a block in the step numbered jc (it computes token
-    ``base + jc``): register it."""
-    q = sl[x, REQ]
-    _cache_upto(q, x, (sl[x, BASE] + jc + 1) // bs, r, n, m, cmask, blk_hash, blk_sess, dup_next, hm, num_mapped,
-                num_cached, table, session, hash_off, hashes)
+    return min(int(math.floor(math.log10(gap / cfg.itl_min_s) * cfg.itl_bins_per_decade)) + 1, num_bins - 1)
 
 
 @kernel
-def _cache_cohort(r, jc, n, m, bs, blk_hash, blk_sess, dup_next, hm, num_mapped, num_blocks, num_cached, table, sl, bk,
-                  session, hash_off, hashes):
-    """Register the blocks the cohort fills in step jc (a step with no active request; at
-    scheduling time, before admissions)."""
-    x = bk[r * bs + (-jc - 1) % bs, HEAD]
-    cmask = hm.shape[0] // (2 * num_mapped.shape[0]) - 1
-    while x >= 0:
-        _cache_member(x, jc, r, n, m, bs, cmask, blk_hash, blk_sess, dup_next, hm, num_mapped, num_blocks, num_cached,
-                      table, sl, session, hash_off, hashes)
-        x = sl[x, BKN]
-
-
-@kernel
-def _finish_active(r, t_end, s_max, nsch, rq, coh, sch_req, sch_new, prompt, out, itl):
+def finish_active(r, t_end, nsch, cfg, req, st):
     """Tokens and ITL of the step's active requests, in schedule order (their blocks were
     registered when they were scheduled)."""
-    num_computed, generated, slot, last_token_s, computed_total = rq[0], rq[1], rq[4], rq[5], rq[6]
-    sl = coh[0]
-    o_first, o_max_itl = out[0], out[2]
-    itl_hist, itl_min_s, itl_per_decade, itl_from_s, o_arrival = itl
-    num_bins = itl_hist.shape[0]
+    rs, sl, sc, out = st.rs, st.coh.sl, st.sc, st.out
+    num_bins = out.itl_hist.shape[0]
     memo_gap = -1.0
     memo_bin = 0
     for k in range(nsch):
-        q = sch_req[k]
-        c = sch_new[k]
-        gs = r * s_max + slot[q]
-        num_computed[q] += c
-        computed_total[q] += c
-        emitted = num_computed[q] == prompt[q] + generated[q]
+        q = sc.sch_req[k]
+        rs.num_computed[q] += sc.sch_new[k]
+        out.computed_tokens[q] += sc.sch_new[k]
+        emitted = rs.num_computed[q] == req.prompt[q] + rs.generated[q]
         if emitted:
-            generated[q] += 1
-            if generated[q] == 1:
-                o_first[q] = t_end
+            rs.generated[q] += 1
+            if rs.generated[q] == 1:
+                out.first_token_s[q] = t_end
             else:
-                gap = t_end - last_token_s[q]
-                if o_arrival[q] >= itl_from_s:
+                gap = t_end - rs.last_token_s[q]
+                if out.arrival_s[q] >= cfg.itl_from_s:
                     if gap != memo_gap:  # most requests in a step share their gap: one log10 per step
                         memo_gap = gap
-                        memo_bin = _itl_bin(gap, itl_min_s, itl_per_decade, num_bins)
-                    itl_hist[memo_bin] += 1
-                if math.isnan(o_max_itl[q]) or gap > o_max_itl[q]:
-                    o_max_itl[q] = gap
-            last_token_s[q] = t_end
-        sl[gs, EMIT] = 1 if emitted else 0
+                        memo_bin = itl_bin(gap, cfg, num_bins)
+                    out.itl_hist[memo_bin] += 1
+                if math.isnan(out.max_itl_s[q]) or gap > out.max_itl_s[q]:
+                    out.max_itl_s[q] = gap
+            rs.last_token_s[q] = t_end
+        sl[r * cfg.max_num_seqs + rs.slot[q], EMIT] = 1 if emitted else 0
+
+
+@jit(inline="always")
+def _complete(q, r, t_end, cfg, req, st):
+    """Request q generated its last token at t_end: record it, free it, release follow-ups."""
+    st.out.completion_s[q] = t_end
+    st.out.status[q] = Status.FINISHED
+    _free_request(q, r, cfg, st.pool, st.rs)
+    release_followups(st.qs, req, q, t_end)
 
 
 @kernel
-def _finish_completions(r, t_end, n, s_max, m, bs, nsch, caching, pool, rq, coh, sch_req, output, child_off, child_ids,
-                        think_s, heap, out, comp):
+def finish_completions(r, t_end, nsch, cfg, req, st):
     """Completions at the end of a step, in running order: cohort members whose last token
-    this was (the calendar list of the new step counter) and active requests that finished.
-    ``comp``: scratch i8[>= s_max]."""
-    num_computed, generated, num_blocks, num_cached, slot, last_token_s, computed_total, table, slot_free, \
-        slot_top = rq
-    sl, bk, cl, dtlog, rp = coh
-    o_max_itl = out[2]
+    this was (the calendar list of the new step counter) and active requests that finished."""
+    rs, coh, comp = st.rs, st.coh, st.sc.comp
+    sl, cl, rp = coh.sl, coh.cl, coh.rp
+    bs = cfg.block_size
     w = cl.shape[0] // rp.shape[0]
     ncomp = 0
     g = cl[r * w + (rp[r, J] & (w - 1))]
@@ -439,41 +400,37 @@ def _finish_completions(r, t_end, n, s_max, m, bs, nsch, caching, pool, rq, coh,
         seq_q = -1
         q = -1
         if k < nsch:
-            q = sch_req[k]
-            if generated[q] != output[q]:
+            q = st.sc.sch_req[k]
+            if rs.generated[q] != req.output[q]:
                 continue
-            seq_q = sl[r * s_max + slot[q], SEQ]
+            seq_q = sl[r * cfg.max_num_seqs + rs.slot[q], SEQ]
         while i < ncomp and (q < 0 or sl[comp[i], SEQ] < seq_q):
             g = comp[i]
-            coh_materialize(r, g, t_end, bs, num_computed, generated, computed_total, num_blocks, last_token_s,
-                            o_max_itl, sl, dtlog, rp)
-            coh_unlink(r, g, bs, sl, bk, cl, rp)
-            _complete(sl[g, REQ], r, t_end, n, s_max, m, caching, pool, rq, child_off, child_ids, think_s,
-                      heap, out)
+            coh_materialize(coh, r, g, t_end, bs, rs, st.out)
+            coh_unlink(coh, r, g, bs)
+            _complete(sl[g, REQ], r, t_end, cfg, req, st)
             i += 1
         if q >= 0:
-            _complete(q, r, t_end, n, s_max, m, caching, pool, rq, child_off, child_ids, think_s, heap, out)
+            _complete(q, r, t_end, cfg, req, st)
 
 
 @kernel
-def _join_active(r, s_max, bs, rq, queues, coh, output, o_status, o_arrival, itl_from_s):
+def join_active(r, cfg, req, st):
     """Active requests that emitted in the step (and go on) join the cohort; the others stay
     in the active list, in order."""
-    num_computed, generated, slot = rq[0], rq[1], rq[4]
-    act, act_len = queues[3], queues[4]
-    sl, bk, cl, dtlog, rp = coh
-    abase = r * s_max
+    rs, qs, coh, out = st.rs, st.qs, st.coh, st.out
+    abase = r * cfg.max_num_seqs
     j = 0
-    for i in range(act_len[r]):
-        q = act[abase + i]
-        if o_status[q] == 1:
+    for i in range(qs.act_len[r]):
+        q = qs.act[abase + i]
+        if out.status[q] == Status.FINISHED:
             continue
-        gs = abase + slot[q]
-        if sl[gs, EMIT] == 1:
-            sl[gs, EMIT] = 0
-            coh_join(r, gs, num_computed[q], generated[q], output[q], 1 if o_arrival[q] >= itl_from_s else 0, bs,
-                     sl, bk, cl, rp)
+        gs = abase + rs.slot[q]
+        if coh.sl[gs, EMIT] == 1:
+            coh.sl[gs, EMIT] = 0
+            coh_join(coh, r, gs, rs.num_computed[q], rs.generated[q], req.output[q],
+                     1 if out.arrival_s[q] >= cfg.itl_from_s else 0, cfg.block_size)
         else:
-            act[abase + j] = q
+            qs.act[abase + j] = q
             j += 1
-    act_len[r] = j
+    qs.act_len[r] = j

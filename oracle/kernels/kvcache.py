@@ -1,17 +1,30 @@
-"""KV-cache manager over the block pool: the only API the scheduler touches.
+"""KV-cache manager over the block pool: the only door the scheduler, the router and the
+loop go through to blocks (vLLM's ``KVCacheManager`` hiding ``BlockPool``).
 
 ``match_prefix`` (lookup), ``count_evictable_hits``, ``touch_hits`` (take hit blocks),
-``allocate`` (new blocks, LRU eviction), ``free_blocks`` (reverse order) and
-``cache_block`` (register a full block's hash) — vLLM 0.33.0's ``KVCacheManager`` /
-``BlockPool`` semantics, see ``oracle/engine/README.md``.
+``allocate`` (new blocks, LRU eviction), ``free_blocks`` (reverse order), ``cache_block``
+(register a full block's hash), and the read-only ``num_free`` / ``num_used`` /
+``num_hashed`` / ``producing_session`` — vLLM 0.33.0's ``KVCacheManager`` / ``BlockPool``
+semantics, see ``oracle/engine/README.md``.
 
-Pool arrays (all replicas, flat; ``rbase = r * N``, ``fbase = r * (N + 2)``, ``hbase = r * C``):
-``ref_cnt`` i4[R*N], ``blk_hash`` u8[R*N] (0 = none), ``blk_sess`` i8[R*N] (producing
-session label), ``dup_next`` i4[R*N] (next block registered under the same hash, in
-insertion order; -1 = none; read only for hashed blocks), ``fq_prev``/``fq_next`` i4[R*(N+2)],
-``hm`` u8[2*R*C] (interleaved keys/values: hash -> first block of its duplicate chain),
-``num_free`` i4[R], ``num_mapped`` i8[R] (blocks that carry a hash). Block tables hold local
-block ids.
+A :data:`Pool` record holds all replicas' pools in flat arrays; replica ``r`` owns
+``[r*N, (r+1)*N)`` of the per-block arrays, ``[r*(N+2), (r+1)*(N+2))`` of the free-queue links
+(two sentinels) and ``[r*C, (r+1)*C)`` of the hash map's slots:
+
+    ref_cnt    i4[R*N]      references (block tables holding the block)
+    blk_hash   u8[R*N]      hash of a registered block (0 = none)
+    blk_sess   i8[R*N]      session label of the request that registered it
+    dup_next   i4[R*N]      next block registered under the same hash, in registration
+                            order (-1 = none; read only for hashed blocks)
+    fq_prev    i4[R*(N+2)]  free-queue links (see ``oracle.kernels.blockpool``)
+    fq_next    i4[R*(N+2)]
+    hm         u8[2*R*C]    hash map: hash -> first block of its duplicate chain
+    num_free   i4[R]        blocks in the free queue
+    num_mapped i8[R]        blocks that carry a hash
+    n          N, blocks per replica including the null block 0
+    cmask      C - 1 (C a power of two >= 2N)
+    caching    prefix caching on; off, blocks are interchangeable and only ``num_free``
+               is kept (no free queue, no block tables, no hashes)
 
 Duplicates (vLLM ``BlockHashToBlockMap``): every full block is registered, also when another
 block already carries its hash; a lookup returns the earliest registered block still mapped
@@ -22,38 +35,97 @@ them is cheap.
 
 from __future__ import annotations
 
+from collections import namedtuple
+
 import numpy as np
 
 from oracle.kernels._jit import jit
-from oracle.kernels.blockpool import (fq_pop_front, fq_push_back, fq_push_front, fq_remove, hm_delete_slot, hm_find,
-                                      hm_find_or_insert, hm_slot, hm_slot_of)
+from oracle.kernels.blockpool import (fq_init, fq_pop_front, fq_push_back, fq_push_front, fq_remove,
+                                      hm_delete_slot, hm_find, hm_find_or_insert, hm_slot, hm_slot_of)
 from oracle.kernels.prefetch import prefetch
 
 # How far ahead block walks issue their memory reads (see oracle.kernels.prefetch).
 AHEAD = 8
 
+Pool = namedtuple("Pool", ["ref_cnt", "blk_hash", "blk_sess", "dup_next", "fq_prev", "fq_next", "hm", "num_free",
+                           "num_mapped", "n", "cmask", "caching"])
+
+
+def new_pool(num_replicas: int, n: int, caching: bool) -> Pool:
+    """A pool of ``n`` blocks per replica (block 0 = null block), every usable block free.
+
+    Arrays that are read before written are zeroed; ``np.zeros``/``np.empty`` map pages
+    lazily, so a run touching few blocks pays for few pages.
+    """
+    cap = 8
+    while cap < 2 * n:
+        cap *= 2
+    R = num_replicas
+    pool = Pool(ref_cnt=np.zeros(R * n, np.int32), blk_hash=np.zeros(R * n, np.uint64),
+                blk_sess=np.empty(R * n, np.int64), dup_next=np.empty(R * n, np.int32),
+                fq_prev=np.empty(R * (n + 2), np.int32), fq_next=np.empty(R * (n + 2), np.int32),
+                hm=np.zeros(2 * R * cap, np.uint64), num_free=np.full(R, n - 1, np.int32),
+                num_mapped=np.zeros(R, np.int64), n=np.int64(n), cmask=np.int64(cap - 1), caching=bool(caching))
+    if caching:
+        _init_queues(pool)
+    return pool
+
+
+@jit
+def _init_queues(pool):
+    for r in range(pool.num_free.shape[0]):
+        fq_init(r * (pool.n + 2), pool.n, pool.fq_prev, pool.fq_next)
+
+
+# ----------------------------------------------------------------------------------- reads
+@jit(inline="always")
+def num_free(pool, r):
+    """Free blocks of replica ``r`` (cached ones included: they can be evicted)."""
+    return pool.num_free[r]
+
 
 @jit(inline="always")
-def _home(h, hbase, mask):
+def num_used(pool, r):
+    """Blocks held by requests on replica ``r``."""
+    return pool.n - 1 - pool.num_free[r]
+
+
+@jit(inline="always")
+def num_hashed(pool, r):
+    """Blocks of replica ``r`` that carry a hash."""
+    return pool.num_mapped[r]
+
+
+@jit(inline="always")
+def producing_session(pool, r, b):
+    """Session label of the request that registered block ``b`` of replica ``r``."""
+    return pool.blk_sess[r * pool.n + b]
+
+
+@jit(inline="always")
+def _home(pool, r, h):
     """Index in ``hm`` of the key of hash ``h``'s home slot."""
-    return 2 * (hbase + hm_slot(h, mask))
+    return 2 * (r * (pool.cmask + 1) + hm_slot(h, pool.cmask))
 
 
+# ------------------------------------------------------------------------------- lookups
 @jit(inline="always")
-def match_prefix(hashes, h_start, max_blocks, hbase, mask, hm, out_blocks):
-    """Leading blocks whose hashes are mapped, stopping at the first miss (<= max_blocks).
+def match_prefix(pool, r, hashes, h_start, max_blocks, out_blocks):
+    """Leading blocks whose hashes are mapped on replica ``r``, stopping at the first miss
+    (at most ``max_blocks``). Touches nothing.
 
     in: hashes u8[] (all requests), h_start (this request's first hash), max_blocks.
     out: out_blocks i4[>= max_blocks] gets the hit blocks' local ids (if its size allows).
     """
+    hbase = r * (pool.cmask + 1)
     k = 0
     record = out_blocks.shape[0] >= max_blocks
     for j in range(min(max_blocks, AHEAD)):
-        prefetch(hm, _home(hashes[h_start + j], hbase, mask))
+        prefetch(pool.hm, _home(pool, r, hashes[h_start + j]))
     while k < max_blocks:
         if k + AHEAD < max_blocks:
-            prefetch(hm, _home(hashes[h_start + k + AHEAD], hbase, mask))
-        b = hm_find(hm, hbase, mask, hashes[h_start + k])
+            prefetch(pool.hm, _home(pool, r, hashes[h_start + k + AHEAD]))
+        b = hm_find(pool.hm, hbase, pool.cmask, hashes[h_start + k])
         if b < 0:
             break
         if record:
@@ -63,117 +135,135 @@ def match_prefix(hashes, h_start, max_blocks, hbase, mask, hm, out_blocks):
 
 
 @jit(inline="always")
-def count_evictable_hits(hit_blocks, num_hit, rbase, ref_cnt):
+def count_evictable_hits(pool, r, hit_blocks, num_hit):
     """How many of the ``num_hit`` hit blocks sit in the free queue (ref_cnt == 0)."""
-    n = 0
+    rbase = r * pool.n
+    cnt = 0
     for k in range(min(num_hit, AHEAD)):
-        prefetch(ref_cnt, rbase + hit_blocks[k])
+        prefetch(pool.ref_cnt, rbase + hit_blocks[k])
     for k in range(num_hit):
         if k + AHEAD < num_hit:
-            prefetch(ref_cnt, rbase + hit_blocks[k + AHEAD])
-        if ref_cnt[rbase + hit_blocks[k]] == 0:
-            n += 1
-    return n
+            prefetch(pool.ref_cnt, rbase + hit_blocks[k + AHEAD])
+        if pool.ref_cnt[rbase + hit_blocks[k]] == 0:
+            cnt += 1
+    return cnt
 
 
+# ------------------------------------------------------------------------------ mutations
 @jit(inline="always")
-def touch_hits(hit_blocks, num_hit, r, rbase, fbase, ref_cnt, fq_prev, fq_next, num_free, table, t_start):
+def touch_hits(pool, r, hit_blocks, num_hit, table, t_start):
     """Take the hit blocks: ref_cnt += 1, out of the free queue if free; write them to the
-    block table at ``table[t_start : t_start + num_hit]``. Mutates ref_cnt, fq_*, num_free, table."""
+    block table at ``table[t_start : t_start + num_hit]``."""
+    rbase = r * pool.n
+    fbase = r * (pool.n + 2)
     for k in range(num_hit):
         if k + AHEAD < num_hit:
             nb = hit_blocks[k + AHEAD]
-            prefetch(fq_prev, fbase + nb)
-            prefetch(fq_next, fbase + nb)
+            prefetch(pool.fq_prev, fbase + nb)
+            prefetch(pool.fq_next, fbase + nb)
         b = hit_blocks[k]
-        if ref_cnt[rbase + b] == 0:
-            fq_remove(fbase, b, fq_prev, fq_next)
-            num_free[r] -= 1
-        ref_cnt[rbase + b] += 1
+        if pool.ref_cnt[rbase + b] == 0:
+            fq_remove(fbase, b, pool.fq_prev, pool.fq_next)
+            pool.num_free[r] -= 1
+        pool.ref_cnt[rbase + b] += 1
         table[t_start + k] = b
 
 
 @jit(inline="always")
-def _evict(b, r, rbase, hbase, mask, blk_hash, dup_next, hm, num_mapped):
+def _evict(pool, r, b):
     """Block ``b`` (about to be reused) leaves the hash map if it carries a hash; blocks
     registered under the same hash stay mapped."""
-    h = blk_hash[rbase + b]
+    rbase = r * pool.n
+    h = pool.blk_hash[rbase + b]
     if h == 0:
         return
-    i = hm_slot_of(hbase, mask, h, hm)
-    first = np.int64(hm[2 * (hbase + i) + 1])
+    hbase = r * (pool.cmask + 1)
+    i = hm_slot_of(hbase, pool.cmask, h, pool.hm)
+    first = np.int64(pool.hm[2 * (hbase + i) + 1])
     if first == b:
-        nx = dup_next[rbase + b]
+        nx = pool.dup_next[rbase + b]
         if nx < 0:
-            hm_delete_slot(hbase, mask, i, hm)
+            hm_delete_slot(hbase, pool.cmask, i, pool.hm)
         else:
-            hm[2 * (hbase + i) + 1] = np.uint64(nx)
+            pool.hm[2 * (hbase + i) + 1] = np.uint64(nx)
     else:
         p = first
-        while dup_next[rbase + p] != b:
-            p = dup_next[rbase + p]
-        dup_next[rbase + p] = dup_next[rbase + b]
-    blk_hash[rbase + b] = 0
-    num_mapped[r] -= 1
+        while pool.dup_next[rbase + p] != b:
+            p = pool.dup_next[rbase + p]
+        pool.dup_next[rbase + p] = pool.dup_next[rbase + b]
+    pool.blk_hash[rbase + b] = 0
+    pool.num_mapped[r] -= 1
 
 
 @jit(inline="always")
-def allocate(num_blocks, r, n, rbase, fbase, hbase, mask, ref_cnt, blk_hash, dup_next, fq_prev, fq_next,
-             hm, num_free, num_mapped, table, t_start):
+def allocate(pool, r, num_blocks, table, t_start):
     """Pop ``num_blocks`` blocks from the free-queue head (evicting their hashes) into
-    ``table[t_start:]`` with ref_cnt 1. The caller checked ``num_free[r] >= num_blocks``."""
-    for k in range(num_blocks):
-        b = fq_pop_front(fbase, n, fq_prev, fq_next)
-        nx = fq_next[fbase + n]  # the next block to be taken: start reading its state
-        if nx < n:
-            prefetch(blk_hash, rbase + nx)
-            prefetch(fq_next, fbase + nx)
-            prefetch(ref_cnt, rbase + nx)
-        _evict(b, r, rbase, hbase, mask, blk_hash, dup_next, hm, num_mapped)
-        ref_cnt[rbase + b] = 1
-        table[t_start + k] = b
-    num_free[r] -= num_blocks
+    ``table[t_start:]`` with ref_cnt 1. The caller checked ``num_free >= num_blocks``.
+    Without caching only the count changes."""
+    if pool.caching:
+        n = pool.n
+        rbase = r * n
+        fbase = r * (n + 2)
+        for k in range(num_blocks):
+            b = fq_pop_front(fbase, n, pool.fq_prev, pool.fq_next)
+            nx = pool.fq_next[fbase + n]  # the next block to be taken: start reading its state
+            if nx < n:
+                prefetch(pool.blk_hash, rbase + nx)
+                prefetch(pool.fq_next, fbase + nx)
+                prefetch(pool.ref_cnt, rbase + nx)
+            _evict(pool, r, b)
+            pool.ref_cnt[rbase + b] = 1
+            table[t_start + k] = b
+    pool.num_free[r] -= num_blocks
 
 
 @jit(inline="always")
-def free_blocks(table, t_start, num_blocks, r, n, rbase, fbase, ref_cnt, blk_hash, fq_prev, fq_next, num_free):
-    """Release a request's blocks, last block first (vLLM ``BlockPool.free_blocks`` over the
-    reversed block table). Of the blocks reaching ref_cnt 0, hashed ones go to the free-queue
-    tail in that order (the end of a prefix chain is evicted first; they keep their hash) and
-    unhashed ones to the head, the last block first in line (reused before any cached block).
+def free_blocks(pool, r, table, t_start, num_blocks):
+    """Release a request's ``num_blocks`` blocks at ``table[t_start:]``, last block first
+    (vLLM ``BlockPool.free_blocks`` over the reversed block table). Of the blocks reaching
+    ref_cnt 0, hashed ones go to the free-queue tail in that order (the end of a prefix chain
+    is evicted first; they keep their hash) and unhashed ones to the head, the last block
+    first in line (reused before any cached block). Without caching only the count changes.
     """
+    if not pool.caching:
+        pool.num_free[r] += num_blocks
+        return
+    n = pool.n
+    rbase = r * n
+    fbase = r * (n + 2)
     low = num_blocks  # the lowest table index of an unhashed block that reached 0
     for k in range(num_blocks - 1, -1, -1):
         if k >= AHEAD:
             pb = table[t_start + k - AHEAD]
-            prefetch(ref_cnt, rbase + pb)
-            prefetch(fq_prev, fbase + pb)
+            prefetch(pool.ref_cnt, rbase + pb)
+            prefetch(pool.fq_prev, fbase + pb)
         b = table[t_start + k]
-        ref_cnt[rbase + b] -= 1
-        if ref_cnt[rbase + b] == 0:
-            num_free[r] += 1
-            if blk_hash[rbase + b] != 0:
-                fq_push_back(fbase, n, b, fq_prev, fq_next)
+        pool.ref_cnt[rbase + b] -= 1
+        if pool.ref_cnt[rbase + b] == 0:
+            pool.num_free[r] += 1
+            if pool.blk_hash[rbase + b] != 0:
+                fq_push_back(fbase, n, b, pool.fq_prev, pool.fq_next)
             else:
                 low = k
     # prepend_n([last, ..., first]) == push_front(first), ..., push_front(last)
     for k in range(low, num_blocks):
         b = table[t_start + k]
-        if ref_cnt[rbase + b] == 0 and blk_hash[rbase + b] == 0:
-            fq_push_front(fbase, n, b, fq_prev, fq_next)
+        if pool.ref_cnt[rbase + b] == 0 and pool.blk_hash[rbase + b] == 0:
+            fq_push_front(fbase, n, b, pool.fq_prev, pool.fq_next)
 
 
 @jit(inline="always")
-def cache_block(b, h, label, r, rbase, hbase, mask, blk_hash, blk_sess, dup_next, hm, num_mapped):
-    """Register full block ``b`` under hash ``h``, behind any blocks already registered
-    under it (vLLM does not de-duplicate)."""
-    first = hm_find_or_insert(hbase, mask, h, b, hm)
+def cache_block(pool, r, b, h, label):
+    """Register full block ``b`` of replica ``r`` under hash ``h``, behind any blocks already
+    registered under it (vLLM does not de-duplicate); ``label``: the producing session."""
+    rbase = r * pool.n
+    first = hm_find_or_insert(r * (pool.cmask + 1), pool.cmask, h, b, pool.hm)
     if first >= 0:
         p = first
-        while dup_next[rbase + p] >= 0:
-            p = dup_next[rbase + p]
-        dup_next[rbase + p] = b
-    dup_next[rbase + b] = -1
-    blk_hash[rbase + b] = h
-    blk_sess[rbase + b] = label
-    num_mapped[r] += 1
+        while pool.dup_next[rbase + p] >= 0:
+            p = pool.dup_next[rbase + p]
+        pool.dup_next[rbase + p] = b
+    pool.dup_next[rbase + b] = -1
+    pool.blk_hash[rbase + b] = h
+    pool.blk_sess[rbase + b] = label
+    pool.num_mapped[r] += 1

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from oracle.engine.inputs import CacheEvent, Status
+from oracle.engine.inputs import STEP_COLUMNS, CacheEvent, Status  # noqa: F401 (re-exported)
 
 REQUEST_COLUMNS = (
     "request_id", "client", "session", "turn", "replica", "arrival_s", "admitted_s", "first_token_s",
@@ -10,8 +10,6 @@ REQUEST_COLUMNS = (
     "ttft_ms", "tpot_ms", "e2e_ms", "max_itl_ms", "status", "computed_tokens", "prefilled_tokens", "warm_up",
 )
 
-STEP_COLUMNS = ("replica", "start_s", "duration_s", "num_decode", "num_prefill_tokens", "num_running",
-                "num_waiting", "kv_blocks_used", "kv_blocks_cached")
 
 # The original LLMPerfOracle's requests CSV, in its column order; extra columns follow.
 LEGACY_CSV_COLUMNS = (

@@ -24,6 +24,7 @@ import numpy as np
 
 from oracle.engine.inputs import (
     ITL_NUM_BINS,
+    STEP_COLUMNS,
     CacheEvent,
     EngineInputs,
     EngineOutputs,
@@ -37,8 +38,6 @@ from .blockpool import BlockPool, KVCacheBlock
 
 StepTimeFn = Callable[[int, int, int, int, float, int], float]
 
-STEP_COLUMNS = ("replica", "start_s", "duration_s", "num_decode", "num_prefill_tokens",
-                "num_running", "num_waiting", "kv_blocks_used", "kv_blocks_cached")
 NAN = float("nan")
 
 

@@ -1,0 +1,164 @@
+"""The engine's state as named records, built once per run (``new_state``).
+
+Numba compiles a ``namedtuple`` of arrays and scalars into a plain struct: fields are read by
+name at no cost, nothing is allocated per step, and a kernel takes a handful of records
+instead of dozens of loose arrays (as pynndescent's heap tuple or vLLM's
+``SchedulerOutput``). Every record is created here; the kernels only read fields and write
+into the arrays.
+
+    Requests      per request, read only: the workload as the engine sees it
+    Config        scalars of one framework configuration (+ the cost parameters)
+    Outputs       per-request results, the ITL histogram, counters, KV use per replica
+    Pool          the KV block pool of all replicas (``oracle.kernels.kvcache.Pool``)
+    RequestState  per-request scheduler state and the block tables
+    Queues        waiting rings, active lists, replica clocks, the follow-up heap, routers
+    Cohort        the decode cohort (``cohort.py``)
+    Scratch       per-step buffers (scheduled requests, hit blocks, sort space)
+    State         the six mutable records above, passed to the kernels as one argument
+
+Sizes: ``R`` replicas, ``N`` blocks per replica (with the null block), ``s_max`` slots per
+replica (max_num_seqs), ``m`` blocks in the longest block table, ``W`` a power of two above
+the longest output (the cohort's rings).
+"""
+
+from __future__ import annotations
+
+from collections import namedtuple
+from enum import IntEnum
+
+import numpy as np
+
+from oracle.engine.cohort import new_cohort
+from oracle.engine.inputs import ITL_NUM_BINS
+from oracle.kernels.kvcache import Pool, new_pool
+
+Requests = namedtuple("Requests", [
+    "arrival_s",     # f8[n] seconds (NaN for a follow-up)
+    "prompt",        # i4[n] prompt tokens p
+    "output",        # i4[n] output tokens o
+    "session",       # i8[n] session id (-1 none)
+    "turn",          # i4[n] turn within the session (0 first)
+    "parent",        # i8[n] previous turn (-1 none)
+    "think_s",       # f8[n] think time after the parent ends
+    "static_order",  # i8[k] requests without a parent, by (arrival, id)
+    "child_off",     # i8[n+1] CSR of follow-ups: child_ids[child_off[q]:child_off[q+1]]
+    "child_ids",     # i8[...]
+    "sess_idx",      # i4[n] dense session index (-1 none), for session affinity
+    "hash_off",      # i8[n] first block hash of request q in ``hashes``
+    "hashes",        # u8[...] chained block hashes (full blocks of p + o tokens)
+])
+
+Config = namedtuple("Config", [
+    "num_replicas", "router", "block_size", "max_num_seqs", "max_blocks_per_request",
+    "max_num_batched_tokens", "max_model_len", "enable_chunked_prefill",
+    "scheduler_reserve_full_isl", "enable_prefix_caching", "record_steps",
+    "ring",            # W: a power of two above the longest output (cohort rings)
+    "itl_min_s", "itl_bins_per_decade",
+    "itl_from_s",      # gaps of requests arriving before this stay out of the histogram
+    "cost_params",     # f8[:] for oracle.kernels.cost.step_time_s
+])
+
+Outputs = namedtuple("Outputs", [
+    "replica", "arrival_s", "admitted_s", "first_token_s", "completion_s", "cached_tokens",
+    "computed_tokens", "preemptions", "cache_event", "max_itl_s", "status",
+    "itl_hist",      # i8[ITL_NUM_BINS]
+    "counters",      # i8[len(Counter)], indexed by Counter
+    "kv_integral",   # f8[R] time integral of blocks in use
+    "kv_max",        # i8[R] peak blocks in use
+])
+
+RequestState = namedtuple("RequestState", [
+    "num_computed",  # i4[n] tokens whose KV is computed
+    "generated",     # i4[n] output tokens produced
+    "num_blocks",    # i4[n] blocks in the request's table
+    "num_cached",    # i4[n] leading blocks registered in the hash map
+    "slot",          # i4[n] slot of a running request (-1 none); its table row is r*s_max+slot
+    "last_token_s",  # f8[n]
+    "table",         # i4[R*s_max*m] block tables, one row of m per slot
+    "slot_free",     # i4[R*s_max] stack of free slots per replica
+    "slot_top",      # i4[R] free slots per replica (running = s_max - slot_top)
+])
+
+Queues = namedtuple("Queues", [
+    "wq", "wq_head", "wq_len",   # waiting rings: i4[R*wcap], i8[R], i8[R]
+    "act", "act_len",            # active running lists (running order): i4[R*s_max], i8[R]
+    "busy_until",                # f8[R] replica clocks
+    "hp_t", "hp_id", "hp_n",     # follow-up heap on (arrival, id); hp_n i8[1] its size
+    "rr_counter",                # i8[1] requests routed round robin so far
+    "sess_rep",                  # i4[sessions] replica a session is pinned to (-1 none)
+])
+
+Cohort = namedtuple("Cohort", ["sl", "bk", "cl", "dtlog", "rp"])
+
+Scratch = namedtuple("Scratch", [
+    "sch_req", "sch_new",   # i4[s_max] the step's scheduled active requests and their tokens
+    "hit_blocks",           # i4[m] block ids of a prefix hit
+    "members", "merged",    # i8[s_max], i4[s_max] cohort materialization
+    "comp",                 # i8[s_max] completing cohort members
+])
+
+
+State = namedtuple("State", ["out", "pool", "rs", "qs", "coh", "sc"])
+
+
+class Counter(IntEnum):
+    """Run counters (``Outputs.counters``): vLLM's prefix-cache stats, then engine work."""
+
+    PREFIX_CACHE_QUERIES = 0
+    PREFIX_CACHE_HITS = 1
+    PREEMPTED_REQUESTS = 2
+    PREEMPTED_PREFIX_CACHE_QUERIES = 3
+    PREEMPTED_PREFIX_CACHE_HITS = 4
+    STEPS = 5
+    COHORT_MATERIALIZATIONS = 6
+    COHORT_REQUEST_STEPS = 7
+    ADMISSION_ATTEMPTS = 8
+    ADMISSION_HIT_BLOCKS = 9
+    ACTIVE_REQUEST_STEPS = 10
+    ROUTER_PROBES = 11
+    FAILED_ADMISSIONS = 12
+
+
+# Counters reported as EngineOutputs.diagnostics (engine work, for benchmarks).
+DIAGNOSTICS = tuple(c for c in Counter if c >= Counter.STEPS)
+
+
+def new_state(req: Requests, cfg: Config, num_blocks: int, num_sessions: int) -> State:
+    """A fresh :data:`State` (Outputs, Pool, RequestState, Queues, Cohort, Scratch) for one run.
+
+    Large arrays come from ``np.zeros`` / ``np.empty``, which map pages lazily: a run pays
+    only for the memory it touches (the pool is sized for the whole GPU). Arrays read before
+    being written are zeroed (reference counts, block hashes, hash-map keys).
+    """
+    n_req = req.prompt.shape[0]
+    R, s_max, m = cfg.num_replicas, cfg.max_num_seqs, cfg.max_blocks_per_request
+    out = Outputs(
+        replica=np.full(n_req, -1, np.int32), arrival_s=np.full(n_req, np.nan),
+        admitted_s=np.full(n_req, np.nan), first_token_s=np.full(n_req, np.nan),
+        completion_s=np.full(n_req, np.nan), cached_tokens=np.zeros(n_req, np.int32),
+        computed_tokens=np.zeros(n_req, np.int64), preemptions=np.zeros(n_req, np.int32),
+        cache_event=np.full(n_req, -1, np.int8), max_itl_s=np.full(n_req, np.nan),
+        status=np.zeros(n_req, np.int8), itl_hist=np.zeros(ITL_NUM_BINS, np.int64),
+        counters=np.zeros(len(Counter), np.int64), kv_integral=np.zeros(R, np.float64),
+        kv_max=np.zeros(R, np.int64))
+    pool: Pool = new_pool(R, num_blocks, bool(cfg.enable_prefix_caching))
+    slot_free = np.empty(R * s_max, np.int32)
+    slot_free.reshape(R, s_max)[:] = np.arange(s_max - 1, -1, -1, dtype=np.int32)
+    rs = RequestState(
+        num_computed=np.zeros(n_req, np.int32), generated=np.zeros(n_req, np.int32),
+        num_blocks=np.zeros(n_req, np.int32), num_cached=np.zeros(n_req, np.int32),
+        slot=np.full(n_req, -1, np.int32), last_token_s=np.zeros(n_req, np.float64),
+        table=np.empty(R * s_max * m, np.int32), slot_free=slot_free,
+        slot_top=np.full(R, s_max, np.int32))
+    wcap = n_req + 1
+    qs = Queues(
+        wq=np.empty(R * wcap, np.int32), wq_head=np.zeros(R, np.int64), wq_len=np.zeros(R, np.int64),
+        act=np.empty(R * s_max, np.int32), act_len=np.zeros(R, np.int64),
+        busy_until=np.zeros(R, np.float64), hp_t=np.empty(n_req + 1, np.float64),
+        hp_id=np.empty(n_req + 1, np.int64), hp_n=np.zeros(1, np.int64),
+        rr_counter=np.zeros(1, np.int64), sess_rep=np.full(max(num_sessions, 1), -1, np.int32))
+    coh = Cohort(*new_cohort(R, s_max, int(cfg.block_size), int(cfg.ring)))
+    sc = Scratch(sch_req=np.empty(s_max, np.int32), sch_new=np.empty(s_max, np.int32),
+                 hit_blocks=np.empty(m, np.int32), members=np.empty(s_max, np.int64),
+                 merged=np.empty(s_max, np.int32), comp=np.empty(s_max, np.int64))
+    return State(out=out, pool=pool, rs=rs, qs=qs, coh=coh, sc=sc)
