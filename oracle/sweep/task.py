@@ -63,12 +63,12 @@ _stats = {"tasks": 0, "workloads_built": 0}
 def worker_env(num_threads: int = 1) -> dict[str, str]:
     """Environment a sweep worker needs (only variables the user has not set).
 
-    ``NUMBA_CACHE_DIR`` is passed on when set. When it is unset, workers keep numba's default
-    on-disk cache, which every process on the machine shares: the package's own
-    ``__pycache__`` folders (or numba's user-wide cache folder when those are read-only) --
-    the same cache ``oracle simulate`` fills, so a sweep after a simulation compiles nothing.
-    (A separate sweep-only folder would cost one full compile of the engine per machine,
-    about a minute on 2 cores.) ``ORACLE_CACHE_DIR`` selects a dedicated shared folder.
+    ``NUMBA_CACHE_DIR`` is passed on when set. When it is unset, workers keep the package's
+    default kernel cache (``oracle.kernels._jit``: ``$ORACLE_CACHE_DIR/numba`` or
+    ``~/.cache/llmperforacle/numba``, one folder per package state), which every process on the
+    machine shares -- the same cache ``oracle simulate`` fills, so a sweep after a simulation
+    compiles nothing. (A separate sweep-only folder would cost one full compile of the engine
+    per machine, about a minute on 2 cores.)
     Each worker runs single-threaded (polars, numba, BLAS), so N workers use N cores.
     """
     env = {}
