@@ -1,4 +1,11 @@
-"""Calibration: the fit runs on a slice of the Vidur data, and the catalog reproduces RESULTS.md."""
+"""Calibration: the fit runs on a slice of the Vidur data, and the catalog reproduces RESULTS.md.
+
+Data (tests/data/README.md): the slice is the bundled ``calibration_slice`` sample, which holds
+every row the slice tests read (so the full files would give the same results; the
+sample-provenance test checks the cut). The report is reproduced exactly on the full Vidur
+files (shared-data layer) and approximately on the bundled ``calibration`` sample, a systematic
+1-in-N cut of every profile.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose
 
+from data_sources import SAMPLES, SOURCES, root
 from oracle import calibrate as cal
 from oracle.catalog import gpu_defaults, load_gpus
 
@@ -16,9 +24,17 @@ RESULTS = cal.REPO_ROOT / "benchmarks" / "RESULTS.md"
 SLICE = ["meta-llama/Llama-2-7b-hf"]
 
 
+#: How far a median error (percentage points) may be from RESULTS.md: the full files give the
+#: reported figures to their rounding; the bundled sample (every 32nd (TP, tokens) point of
+#: each GEMM profile, every 40th attention shape, every 20th all-reduce size) gives them within
+#: 1.1 pp (largest: defaults -> A40 gate+up, 5.65 % vs 6.72 %), so 1.5 pp is its sampling margin.
+REPORT_TOLERANCE_PP = {"shared": 0.01, "bundled": 1.5}
+
+
 @pytest.fixture(scope="module")
-def data(shared_data):
-    return shared_data / "calibration"
+def data():
+    """Llama-2-7B's A100 and A40 profiles up to 512 tokens (all rows of the full files there)."""
+    return SAMPLES / "calibration_slice"
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +112,9 @@ def test_catalog_factors_match_the_report(reported):
         assert defaults[key] == pytest.approx(np.mean([reported["fits"][d][key] for d in profiled]), rel=1e-3)
 
 
-def test_catalog_reproduces_reported_gemm_errors(data, reported):
+@pytest.mark.parametrize("source", SOURCES)
+def test_catalog_reproduces_reported_gemm_errors(source, reported):
+    data, tol = root(source) / "calibration", REPORT_TOLERANCE_PP[source]
     gpus = load_gpus()
     sets = {dev: (cal.gemm_data(cal.load_mlp(data, dev)), gpus[gpu]) for dev, gpu in cal.DEVICES.items()}
     factors = {"a100": gpus["a100-80g"], "a40": gpus["a40"], "defaults": None}
@@ -108,26 +126,28 @@ def test_catalog_reproduces_reported_gemm_errors(data, reported):
             for op, want in reported["gemm_median_pct"][f"{fit}->{dev}"].items():
                 m = slice(None) if op == "all" else gd.op == op
                 got = cal.error_stats(pred[m], gd.measured_s[m])["median_pct"]
-                assert got == pytest.approx(want, abs=0.01), (fit, dev, op)
+                assert got == pytest.approx(want, abs=tol), (fit, dev, op)
     # held out across GPUs: within the issue's 10 % target up to the reported 0.1 pp miss
     held_out = [v for k in ("a100->a40", "a40->a100") for op, v in reported["gemm_median_pct"][k].items()]
     assert max(held_out) < 10.5
 
 
-def test_catalog_reproduces_attention_network_and_small_op_errors(data, reported):
+@pytest.mark.parametrize("source", SOURCES)
+def test_catalog_reproduces_attention_network_and_small_op_errors(source, reported):
+    data, tol = root(source) / "calibration", REPORT_TOLERANCE_PP[source]
     a100 = load_gpus()["a100-80g"]
     att = cal.load_attention(data)
     pred, meas = cal.predict_attention(att, a100), att["measured_s"].to_numpy()
     pre = att["is_prefill"].to_numpy()
     for name, m in (("prefill", pre), ("decode", ~pre)):
         got = cal.error_stats(pred[m], meas[m])["median_pct"]
-        assert got == pytest.approx(reported["attention_median_pct"][name], abs=0.01)
+        assert got == pytest.approx(reported["attention_median_pct"][name], abs=tol), name
     net = cal.load_network(data)
     pred, n = cal.predict_network(net, a100), net["num_workers"].to_numpy()
     for k in (2, 4, 8):
         got = cal.error_stats(pred[n == k], net["measured_s"].to_numpy()[n == k])["median_pct"]
-        assert got == pytest.approx(reported["network_median_pct"][f"all_reduce_{k}gpu"], abs=0.01)
+        assert got == pytest.approx(reported["network_median_pct"][f"all_reduce_{k}gpu"], abs=tol), k
     for dev, gpu in cal.DEVICES.items():
         rows, meas = cal.small_op_data(cal.load_mlp(data, dev, models=None))
         got = cal.error_stats(cal.predict_small_ops(rows, load_gpus()[gpu]), meas)["median_pct"]
-        assert got == pytest.approx(reported["small_ops_median_pct"][dev], abs=0.01)
+        assert got == pytest.approx(reported["small_ops_median_pct"][dev], abs=tol), dev

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from data_sources import SOURCES, trace_file
 from oracle._config import Table
 from oracle.errors import ScenarioError
 from oracle.workload.dists import interarrival_gaps, sample
@@ -130,15 +131,16 @@ def test_errors_name_key_and_reason(text, key, message):
     assert message in info.value.reason
 
 
-def test_empirical_from_file(shared_data, tmp_path):
+@pytest.mark.parametrize("source", SOURCES)
+def test_empirical_from_file(source, tmp_path):
+    path, facts = trace_file(source, "AzureLLMInferenceTrace_code.csv")
     text = DESIGN_EXAMPLE.replace('dist = "lognormal", mean = 600, sigma = 0.9, max = 8192',
-                                  'dist = "empirical", path = "AzureLLMInferenceTrace_code.csv", '
-                                  'column = "ContextTokens"')
-    spec = parse(text, shared_data / "traces")
+                                  f'dist = "empirical", path = "{path.name}", column = "ContextTokens"')
+    spec = parse(text, path.parent)
     d = spec.clients[0].prompt_tokens
-    assert d.data.shape == (8819,) and d.upper_bound() == 7437
+    assert d.data.shape == (facts["n"],) and d.upper_bound() == facts["max_prompt"]
     with pytest.raises(ScenarioError, match="did you mean 'ContextTokens'") as info:
-        parse(text.replace('"ContextTokens"', '"ContextToken"'), shared_data / "traces")
+        parse(text.replace('"ContextTokens"', '"ContextToken"'), path.parent)
     assert info.value.key == "workload.clients.0.prompt_tokens.path"
 
 
