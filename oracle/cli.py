@@ -1,7 +1,7 @@
 """The ``oracle`` command line: a thin typer app over the library functions.
 
 Each command group lives in ``oracle/commands/<name>.py`` and exposes ``register(app)``;
-this module builds the app, maps user errors to one line + exit code 1 (``ORACLE_DEBUG=1``
+this module builds the app, maps user errors to one line per problem + exit code 1 (``ORACLE_DEBUG=1``
 shows tracebacks) and runs it.
 """
 
@@ -64,12 +64,19 @@ def debug_enabled() -> bool:
     return os.environ.get("ORACLE_DEBUG", "") not in ("", "0", "false", "no")
 
 
+def error_lines(exc: BaseException) -> list[str]:
+    """``error: <file>: <key path>: <reason>``, one line per problem of a user error."""
+    problems = exc.problems if isinstance(exc, OracleError) else [exc]
+    return [f"error: {p}" for p in problems]
+
+
 def fail(exc: BaseException) -> "typer.Exit":
-    """Print one line for a user error and return the Exit(1) to raise."""
+    """Print one line per problem of a user error and return the Exit(1) to raise."""
     if debug_enabled():
         import traceback
         traceback.print_exception(exc)
-    typer.echo(f"error: {exc}", err=True)
+    for line in error_lines(exc):
+        typer.echo(line, err=True)
     return typer.Exit(code=1)
 
 
@@ -121,7 +128,8 @@ def _exit_for(exc: BaseException) -> int:
     if debug_enabled():
         import traceback
         traceback.print_exception(exc)
-    print(f"error: {exc}", file=sys.stderr)
+    for line in error_lines(exc):
+        print(line, file=sys.stderr)
     return 1
 
 

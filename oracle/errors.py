@@ -2,11 +2,18 @@
 
 Every error a user can cause is an :class:`OracleError`: it carries the file, the key path
 (or line number) and the reason, and the CLI prints it as one line and exits with code 1.
+
+Parsers report every problem of a file in one go: they record each one in a :class:`Problems`
+collector, keep checking what can still be checked, and finally raise them together. One
+problem is raised as itself; several as an :class:`ErrorList`. Either way
+``exc.problems`` lists them (in file order) and the CLI prints one line per problem.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Callable, Iterable, Iterator
 
 
 class OracleWarning(UserWarning):
@@ -50,9 +57,100 @@ class OracleError(Exception):
             key = f"{key_prefix}.{key}" if key else key_prefix
         return type(self)(self.reason, file=self.file or file, key=key, line=self.line)
 
+    @property
+    def problems(self) -> list["OracleError"]:
+        """The problems this error reports, one line each: ``[self]``, or an ErrorList's list."""
+        return [self]
+
+    def each(self, fn: Callable[["OracleError"], "OracleError"]) -> "OracleError":
+        """Apply ``fn`` to every problem and combine the results (see :func:`combine`)."""
+        return combine(fn(p) for p in self.problems)
+
 
 class ScenarioError(OracleError):
     """A scenario (or sweep / legacy config) file is invalid."""
+
+
+class ErrorList(ScenarioError):
+    """Several problems of a scenario (sweep, legacy config) found in one pass (each an
+    :class:`OracleError`).
+
+    ``reason``, ``file``, ``key`` and ``line`` are those of the first problem; ``str()`` is
+    one line per problem; ``problems`` is the list, in the order they were found.
+    """
+
+    def __init__(self, problems: Iterable[OracleError]) -> None:
+        self._problems = [p for exc in problems for p in exc.problems]
+        if not self._problems:
+            raise ValueError("an ErrorList needs at least one problem")
+        first = self._problems[0]
+        super().__init__(first.reason, file=first.file, key=first.key, line=first.line)
+
+    @property
+    def message(self) -> str:
+        return "\n".join(p.message for p in self._problems)
+
+    @property
+    def problems(self) -> list[OracleError]:
+        return list(self._problems)
+
+    def with_context(self, *, file: str | Path | None = None, key_prefix: str | None = None) -> "OracleError":
+        return combine(p.with_context(file=file, key_prefix=key_prefix) for p in self._problems)
+
+
+def combine(problems: Iterable[OracleError]) -> OracleError:
+    """One error for a non-empty sequence: the problem itself if there is one, else an ErrorList."""
+    flat = [p for exc in problems for p in exc.problems]
+    if len(flat) == 1:
+        return flat[0]
+    return ErrorList(flat)
+
+
+class Skip(Exception):
+    """Internal: a problem was recorded in a :class:`Problems` collector and the rest of the
+    current part cannot be checked; :meth:`Problems.guard` swallows it. Never reaches users."""
+
+
+class Problems:
+    """Collects the problems of one file while parsing goes on.
+
+        problems = Problems()
+        with problems.guard():        # an OracleError inside is recorded, then parsing moves on
+            ...
+        problems.raise_if_any()       # all of them at once (file order)
+
+    ``len(problems)`` counts them; a part of the file is clean if the count did not change
+    while it was parsed (``mark = len(problems)`` ... ``problems.clean_since(mark)``).
+    """
+
+    def __init__(self) -> None:
+        self.items: list[OracleError] = []
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def add(self, exc: OracleError) -> None:
+        self.items.extend(exc.problems)
+
+    def clean_since(self, mark: int) -> bool:
+        return len(self.items) == mark
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Record an OracleError raised inside (and swallow a :class:`Skip`), then carry on."""
+        try:
+            yield
+        except Skip:
+            pass
+        except OracleError as exc:
+            self.add(exc)
+
+    def raise_if_any(self, *, file: str | Path | None = None) -> None:
+        """Raise every recorded problem at once (``file`` filled in where none is named)."""
+        if self.items:
+            unique = {p.message: p for p in self.items}   # the same line twice says nothing new
+            exc = combine(unique.values())
+            raise (exc.with_context(file=file) if file is not None else exc)
 
 
 class TraceError(OracleError):

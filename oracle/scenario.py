@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from oracle._config import Table
-from oracle.errors import OracleError, ScenarioError
+from oracle._config import Table, key_position
+from oracle.errors import OracleError, Problems, ScenarioError, Skip
 
 DTYPES = ("bf16", "fp16", "fp8")
 KV_DTYPES = ("auto", "bf16", "fp16", "fp8")
@@ -176,101 +176,141 @@ def _index(part: str, node: list, dotted: str, file) -> int:
 
 
 def scenario_from_dict(raw: dict, *, base_dir: Path | None = None, file: str | Path | None = None) -> Scenario:
-    """Validate a scenario given as a dict with the TOML structure."""
-    try:
-        return _parse(raw, base_dir=Path(base_dir) if base_dir else Path.cwd(), file=file)
-    except OracleError as exc:
-        raise exc.with_context(file=file) from None
+    """Validate a scenario given as a dict with the TOML structure.
+
+    Every problem is reported: one is raised as a ScenarioError, several as an
+    :class:`~oracle.errors.ErrorList` (``exc.problems``), in file order.
+    """
+    problems = Problems()
+    sc = None
+    with problems.guard():
+        sc = _parse(raw, base_dir=Path(base_dir) if base_dir else Path.cwd(), file=file, problems=problems)
+    problems.items.sort(key=lambda exc: key_position(raw, exc.key))
+    problems.raise_if_any(file=file)
+    return sc
 
 
-def _parse(raw: dict, *, base_dir: Path, file) -> Scenario:
+def _parse(raw: dict, *, base_dir: Path, file, problems: Problems) -> Scenario:
+    """Parse every section; a problem is recorded (``problems``) and the parse goes on with
+    whatever can still be checked. Checks across sections run only on sections without problems."""
     from oracle.catalog import get_gpu, get_model, gpu_from_table, model_from_table
     from oracle.workload.spec import max_prompt_tokens, parse_workload
 
-    top = Table(raw)
+    guard = problems.guard
+    top = Table(raw, problems=problems)
     name = top.str("name", Path(file).stem if file else "scenario")
-    if not name.strip():
-        raise top.error("name", "must not be empty")
+    if top.ok("name") and not name.strip():
+        top.report("name", "must not be empty")
     seed = top.int("seed", 0, lo=0, hi=2**63 - 1)
     top.str("description", "")
 
-    sim_t = top.table("simulation", {})
-    sim = SimulationConfig(
-        duration_s=sim_t.float("duration_s", None, lo=0.0, lo_open=True),
-        num_requests=sim_t.int("num_requests", None, lo=1),
-        warm_up_s=sim_t.float("warm_up_s", 0.0, lo=0.0),
-    )
-    sim_t.done()
+    sim = sim_t = None
+    with guard():
+        sim_t = top.table("simulation", {})
+        sim = SimulationConfig(
+            duration_s=sim_t.float("duration_s", None, lo=0.0, lo_open=True),
+            num_requests=sim_t.int("num_requests", None, lo=1),
+            warm_up_s=sim_t.float("warm_up_s", 0.0, lo=0.0),
+        )
+        sim_t.done()
 
-    model_t = top.table("model")
-    if model_t.has("architecture"):
-        model = model_from_table(model_t.table("architecture"))
-        model_t.str("name", model.name)
-    else:
-        model = get_model(model_t.str("name"), key=model_t.key("name"))
-    dtype = model_t.str("dtype", "bf16", choices=DTYPES)
-    kv_dtype = model_t.str("kv_cache_dtype", "auto", choices=KV_DTYPES)
-    model_t.done()
+    model, dtype, kv_dtype, model_ok = None, "bf16", "auto", False
+    with guard():
+        mark = len(problems)
+        model_t = top.table("model")
+        with guard():
+            if model_t.has("architecture"):
+                model_t.str("name", "")
+                model = model_from_table(model_t.table("architecture"))
+            else:
+                model = get_model(model_t.str("name"), key=model_t.key("name"))
+        dtype = model_t.str("dtype", "bf16", choices=DTYPES)
+        kv_dtype = model_t.str("kv_cache_dtype", "auto", choices=KV_DTYPES)
+        model_ok = model is not None and problems.clean_since(mark)
+        model_t.done()
 
-    hw_t = top.table("hardware")
-    if hw_t.has("gpu") and isinstance(hw_t.raw["gpu"], dict):
-        gpu = gpu_from_table(hw_t.table("gpu"))
-    else:
-        gpu = get_gpu(hw_t.str("gpu"), key=hw_t.key("gpu"))
-    overrides = {k: hw_t.float(k, None, lo=0.0, hi=1.0, lo_open=True) for k in ("eff_compute", "eff_memory")}
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if overrides:
-        import dataclasses
-        gpu = dataclasses.replace(gpu, **overrides)
-    hw_t.done()
+    gpu, gpu_ok = None, False
+    with guard():
+        mark = len(problems)
+        hw_t = top.table("hardware")
+        with guard():
+            if hw_t.has("gpu") and isinstance(hw_t.raw["gpu"], dict):
+                gpu = gpu_from_table(hw_t.table("gpu"))
+            else:
+                gpu = get_gpu(hw_t.str("gpu"), key=hw_t.key("gpu"))
+        overrides = {k: hw_t.float(k, None, lo=0.0, hi=1.0, lo_open=True) for k in ("eff_compute", "eff_memory")}
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if overrides and gpu is not None:
+            import dataclasses
+            gpu = dataclasses.replace(gpu, **overrides)
+        gpu_ok = gpu is not None and problems.clean_since(mark)
+        hw_t.done()
 
-    wl_t = top.table("workload")
-    workload = parse_workload(wl_t, base_dir=base_dir)
-    is_trace = getattr(workload, "trace", None) is not None
-    if not is_trace and sim.duration_s is None and sim.num_requests is None:
-        raise sim_t.error(None, "set duration_s and/or num_requests so the generated workload ends")
+    workload, wl_t, workload_ok = None, None, False
+    with guard():
+        mark = len(problems)
+        wl_t = top.table("workload")
+        workload = parse_workload(wl_t, base_dir=base_dir)
+        workload_ok = problems.clean_since(mark)
+    if wl_t is not None and sim_t is not None and sim_t.ok("duration_s", "num_requests"):
+        is_trace = wl_t.has("trace")
+        if not is_trace and sim.duration_s is None and sim.num_requests is None:
+            sim_t.report(None, "set duration_s and/or num_requests so the generated workload ends")
 
-    fw_tables = top.tables("frameworks", [{}])
-    if not fw_tables:
-        raise top.error("frameworks", "needs at least one [[frameworks]] entry")
-    frameworks = tuple(_parse_framework(t, i, model=model, gpu=gpu, dtype=dtype, kv_dtype=kv_dtype)
-                       for i, t in enumerate(fw_tables))
-    names = [f.name for f in frameworks]
-    for i, n in enumerate(names):
-        if n in names[:i]:
-            raise ScenarioError(f"duplicate framework name {n!r}", key=f"frameworks.{i}.name")
+    frameworks: list[FrameworkConfig] = []
+    with guard():
+        fw_tables = top.tables("frameworks", [{}])
+        if not fw_tables:
+            top.report("frameworks", "needs at least one [[frameworks]] entry", required=True)
+        parsed = []   # (framework, its table)
+        for i, t in enumerate(fw_tables):
+            with guard():
+                parsed.append(_parse_framework(t, i, model=model if model_ok else None,
+                                               gpu=gpu if gpu_ok else None, dtype=dtype, kv_dtype=kv_dtype))
+        named = [(i, fw.name) for i, (fw, t) in enumerate(parsed) if t.ok("name")]
+        for j, (i, n) in enumerate(named):
+            if n in [m for _, m in named[:j]]:
+                problems.add(ScenarioError(f"duplicate framework name {n!r}", key=f"frameworks.{i}.name"))
+        frameworks = [fw for fw, _ in parsed]
+        longest = max_prompt_tokens(workload) if workload_ok else None
+        if longest is not None:
+            for fw, t in parsed:
+                if t.ok("max_model_len") and fw.max_model_len is not None and longest > fw.max_model_len:
+                    problems.add(ScenarioError(
+                        f"prompts can be {longest} tokens, longer than max_model_len = {fw.max_model_len} "
+                        f"of framework {fw.name!r}; lower the prompt max or raise max_model_len",
+                        key="workload.clients"))
 
-    longest = max_prompt_tokens(workload)
-    if longest is not None:
-        for i, fw in enumerate(frameworks):
-            if longest > fw.max_model_len:
-                raise ScenarioError(
-                    f"prompts can be {longest} tokens, longer than max_model_len = {fw.max_model_len} "
-                    f"of framework {fw.name!r}; lower the prompt max or raise max_model_len",
-                    key="workload.clients")
+    slo = None
+    with guard():
+        slo_t = top.table("slo", {})
+        slo = SloConfig(ttft_ms=slo_t.float("ttft_ms", None, lo=0.0, lo_open=True),
+                        tpot_ms=slo_t.float("tpot_ms", None, lo=0.0, lo_open=True),
+                        e2e_ms=slo_t.float("e2e_ms", None, lo=0.0, lo_open=True))
+        slo_t.done()
 
-    slo_t = top.table("slo", {})
-    slo = SloConfig(ttft_ms=slo_t.float("ttft_ms", None, lo=0.0, lo_open=True),
-                    tpot_ms=slo_t.float("tpot_ms", None, lo=0.0, lo_open=True),
-                    e2e_ms=slo_t.float("e2e_ms", None, lo=0.0, lo_open=True))
-    slo_t.done()
-
-    out_t = top.table("output", {})
-    pcts = out_t.any("percentiles", None)
-    if pcts is not None:
-        if not isinstance(pcts, list) or not all(isinstance(p, (int, float)) and not isinstance(p, bool)
-                                                 and 0 < p <= 100 for p in pcts):
-            raise out_t.error("percentiles", f"must be a list of numbers in (0, 100], got {pcts!r}")
-        pcts = tuple(float(p) for p in pcts)
-    output = OutputConfig(dir=out_t.str("dir", None), steps=out_t.bool("steps", False),
-                          format=out_t.str("format", "parquet", choices=OUTPUT_FORMATS),
-                          summary_json=out_t.str("summary_json", None), requests_csv=out_t.str("requests_csv", None),
-                          percentiles=pcts)
-    out_t.done()
+    output = None
+    with guard():
+        out_t = top.table("output", {})
+        pcts = out_t.any("percentiles", None)
+        if pcts is not None:
+            if not isinstance(pcts, list) or not all(isinstance(p, (int, float)) and not isinstance(p, bool)
+                                                     and 0 < p <= 100 for p in pcts):
+                out_t.report("percentiles", f"must be a list of numbers in (0, 100], got {pcts!r}")
+                pcts = None
+            else:
+                pcts = tuple(float(p) for p in pcts)
+        output = OutputConfig(dir=out_t.str("dir", None), steps=out_t.bool("steps", False),
+                              format=out_t.str("format", "parquet", choices=OUTPUT_FORMATS),
+                              summary_json=out_t.str("summary_json", None),
+                              requests_csv=out_t.str("requests_csv", None), percentiles=pcts)
+        out_t.done()
     top.done()
+    if problems:
+        raise Skip()
     return Scenario(name=name, seed=seed, simulation=sim, model=model, dtype=dtype,
                     kv_cache_dtype=kv_dtype, gpu=gpu,
-                    workload=workload, frameworks=frameworks, slo=slo, output=output,
+                    workload=workload, frameworks=tuple(frameworks), slo=slo, output=output,
                     path=Path(file) if file else None, raw=raw)
 
 
@@ -291,9 +331,13 @@ UNMODELLED_VLLM_KEYS = {
 }
 
 
-def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str) -> FrameworkConfig:
+def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str) -> tuple[FrameworkConfig, Table]:
+    """One ``[[frameworks]]`` entry -> (config, its table: ``t.ok(key)`` says which values were valid).
+
+    ``model`` / ``gpu`` are None when their sections have problems: the checks that need them
+    are skipped (``max_model_len`` is then only checked to be >= 1)."""
     fw_type = t.str("type", "vllm", choices=("vllm",))
-    max_ctx = int(model.max_context)
+    max_ctx = int(model.max_context) if model is not None else None
     f = dict(
         name=t.str("name", "vllm" if i == 0 else f"vllm-{i}"),
         type=fw_type,
@@ -313,34 +357,36 @@ def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str)
         kv_cache_dtype=t.str("kv_cache_dtype", None, choices=KV_DTYPES),
         scheduler_overhead_s=t.float("scheduler_overhead_s", None, lo=0.0, hi=10.0),
     )
-    if not f["name"].strip() or "/" in f["name"] or f["name"] in (".", ".."):
-        raise t.error("name", f"must be a non-empty name usable as a folder, got {f['name']!r}")
+    if t.ok("name") and (not f["name"].strip() or "/" in f["name"] or f["name"] in (".", "..")):
+        t.report("name", f"must be a non-empty name usable as a folder, got {f['name']!r}")
     if t.has("num_gpu_blocks"):
         v = t.any("num_gpu_blocks")
         if v == "unlimited":
             f["num_gpu_blocks"] = "unlimited"
         elif isinstance(v, int) and not isinstance(v, bool):
-            f["num_gpu_blocks"] = t.int("num_gpu_blocks", lo=2)
+            f["num_gpu_blocks"] = t.int("num_gpu_blocks", None, lo=2)
         else:
-            raise t.error("num_gpu_blocks", f"must be an integer >= 2 or \"unlimited\", got {v!r}")
-    if not f["enable_chunked_prefill"] and f["max_num_batched_tokens"] < f["max_model_len"]:
-        raise t.error("max_num_batched_tokens",
-                      f"must be >= max_model_len ({f['max_model_len']}) when enable_chunked_prefill = false "
-                      f"(got {f['max_num_batched_tokens']}); lower max_model_len or turn chunked prefill on")
-    if model.num_kv_heads and f["tp"] > model.num_heads:
-        raise t.error("tp", f"tensor parallel size {f['tp']} exceeds the model's {model.num_heads} attention heads")
+            t.report("num_gpu_blocks", f"must be an integer >= 2 or \"unlimited\", got {v!r}")
+    if (t.ok("enable_chunked_prefill", "max_num_batched_tokens", "max_model_len") and f["max_model_len"] is not None
+            and not f["enable_chunked_prefill"] and f["max_num_batched_tokens"] < f["max_model_len"]):
+        t.report("max_num_batched_tokens",
+                 f"must be >= max_model_len ({f['max_model_len']}) when enable_chunked_prefill = false "
+                 f"(got {f['max_num_batched_tokens']}); lower max_model_len or turn chunked prefill on")
+    if model is not None and t.ok("tp") and model.num_kv_heads and f["tp"] > model.num_heads:
+        t.report("tp", f"tensor parallel size {f['tp']} exceeds the model's {model.num_heads} attention heads")
     for key, default in UNMODELLED_VLLM_KEYS.items():
         if t.has(key):
-            raise t.error(key, f"is a vLLM scheduler option that changes which tokens are scheduled and is not "
-                               f"modelled; the engine follows vLLM 0.33.0's default ({default})")
+            t.report(key, f"is a vLLM scheduler option that changes which tokens are scheduled and is not "
+                          f"modelled; the engine follows vLLM 0.33.0's default ({default})")
+    ok = t.ok()
     t.done()
     fw = FrameworkConfig(**f)
-    if fw.num_gpu_blocks is None:  # the model must leave room for KV blocks on these GPUs
-        try:
+    if ok and model is not None and gpu is not None and fw.num_gpu_blocks is None:
+        try:  # the model must leave room for KV blocks on these GPUs
             _memory_num_gpu_blocks(model, gpu, fw, *_dtypes(fw, dtype, kv_dtype))
         except OracleError as exc:
-            raise ScenarioError(exc.reason, key=f"frameworks.{i}") from None
-    return fw
+            t.report(None, exc.reason)
+    return fw, t
 
 
 def _dtypes(fw: FrameworkConfig, dtype: str, kv_cache_dtype: str) -> tuple[str, str]:

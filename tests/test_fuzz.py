@@ -251,8 +251,10 @@ def run_one(raw: dict, outcomes: Counter) -> None:
     try:
         sc = scenario_from_dict(raw)
     except OracleError as exc:
-        msg = str(exc)
-        assert msg and "\n" not in msg, repr(msg)
+        assert exc.problems and str(exc) == "\n".join(str(p) for p in exc.problems)
+        for p in exc.problems:   # every problem is one line
+            msg = str(p)
+            assert msg and "\n" not in msg, repr(msg)
         _note(outcomes, "refused by validation")
         return
     n = sc.simulation.num_requests

@@ -37,7 +37,7 @@ MORE_SCENARIOS = {
     "binary_garbage": (None, None, "not a text (UTF-8) TOML file"),
     "block_size_string": (None, "frameworks.0.block_size", "must be an integer, got string '16'"),
     "duration_zero": (None, "simulation.duration_s", "must be > 0, got 0"),
-    "empty": (None, "model", "is required"),
+    "empty": (None, "model", "is required"),   # and hardware, workload: see SEVERAL
     "max_model_len_over_context": (None, "frameworks.0.max_model_len", "must be <= 131072, got 10000000"),
     "model_is_string": (None, "model", "must be a table, got string"),
     "num_requests_zero": (None, "simulation.num_requests", "must be >= 1, got 0"),
@@ -58,6 +58,11 @@ MORE_SCENARIOS = {
     "turns_over_cap": (None, "workload.clients.0.conversation.turns", "max must be <= 4096"),
     "unknown_client_key": (None, "workload.clients.0.system_prompt_token", "did you mean 'system_prompt_tokens'"),
     "unknown_dtype": (None, "model.dtype", "unknown value 'fp4'"),
+}
+
+# files with more than one problem: stem -> every line expected after "error: <file>: " (all in one run)
+SEVERAL = {
+    "empty": ["model: is required", "hardware: is required", "workload: is required"],
 }
 
 # tests/data/bad_inputs/traces: name -> (1-based line or None, reason fragment)
@@ -169,6 +174,11 @@ def test_bad_scenario_file(work, path, named, key, reason):
     before = listing(work)
     # ORACLE_MAX_MEMORY_GB pins the limit so the memory refusals do not depend on this machine
     result = cli("simulate", path, "--out", work / "out", "--quiet", env={"ORACLE_MAX_MEMORY_GB": "16"})
+    if path.stem in SEVERAL and path.parent.name == "scenarios":
+        assert result.exit_code == 1 and result.stdout == "" and "Traceback" not in result.output
+        assert result.stderr.splitlines() == [f"error: {path}: {line}" for line in SEVERAL[path.stem]]
+        nothing_written(work, before)
+        return
     line = assert_one_line_error(result, named or path, reason)
     if key is not None:
         assert f": {key}" in line or f"{key}:" in line, line

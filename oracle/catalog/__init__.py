@@ -215,11 +215,11 @@ def model_from_table(t: Table, *, name: str | None = None) -> ModelSpec:
     hidden = t.int("hidden_size", lo=1)
     num_heads = t.int("num_heads", lo=1)
     num_kv_heads = t.int("num_kv_heads", num_heads, lo=1)
-    if num_kv_heads > num_heads or num_heads % num_kv_heads:
-        raise t.error("num_kv_heads", f"must divide num_heads ({num_heads}), got {num_kv_heads}")
+    if t.ok("num_kv_heads") and (num_kv_heads > num_heads or num_heads % num_kv_heads):
+        t.report("num_kv_heads", f"must divide num_heads ({num_heads}), got {num_kv_heads}")
     if not t.has("head_dim") and hidden % num_heads:
-        raise t.error("head_dim", f"is required when hidden_size ({hidden}) is not a multiple of "
-                                  f"num_heads ({num_heads})")
+        t.report("head_dim", f"is required when hidden_size ({hidden}) is not a multiple of "
+                             f"num_heads ({num_heads})")
     head_dim = t.int("head_dim", hidden // num_heads, lo=1)
     intermediate = t.int("intermediate_size", lo=1)
     vocab = t.int("vocab_size", lo=1)

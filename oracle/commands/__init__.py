@@ -10,7 +10,7 @@ from oracle.errors import OracleError, interrupted
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn user errors into one line on stderr and exit code 1 (tracebacks with ORACLE_DEBUG=1).
+    """Turn user errors into one line per problem on stderr and exit code 1 (tracebacks with ORACLE_DEBUG=1).
 
     Also maps ``KeyboardInterrupt`` to exit 130 with a one-line message, and a numba error or
     any other unexpected exception to one line plus a hint to rerun with ORACLE_DEBUG=1.

@@ -27,14 +27,17 @@ def register(app: typer.Typer) -> None:
         Sweep files (a TOML with a top-level ``base``) are expanded and every point is checked;
         YAML/JSON configs of the original LLMPerfOracle are converted and checked.
 
-        Prints one line per file; exits 1 if any file is invalid.
+        Prints one line per valid file and, for an invalid one, one line per problem: every
+        problem of the file is reported in one run (unknown keys with a "did you mean", wrong
+        types, out-of-range values, missing sections, settings that contradict each other).
+        Exits 1 if any file is invalid.
 
         Examples:
           oracle validate scenarios/quickstart.toml
           oracle validate scenarios/*.toml
         """
         from oracle.api import as_scenario
-        from oracle.cli import debug_enabled
+        from oracle.cli import debug_enabled, error_lines
         from oracle.errors import OracleError
         bad = 0
         for f in files:
@@ -51,7 +54,8 @@ def register(app: typer.Typer) -> None:
                 if debug_enabled():
                     raise
                 bad += 1
-                typer.echo(f"error: {exc}", err=True)
+                for line in error_lines(exc):
+                    typer.echo(line, err=True)
                 continue
             fws = ", ".join(f"{fw.name} ({fw.replicas}x tp{fw.tp} pp{fw.pp})" for fw in sc.frameworks)
             typer.echo(f"ok: {f}: {sc.name}: {sc.model.name} on {sc.gpu.name}; frameworks: {fws}")

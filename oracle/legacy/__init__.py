@@ -33,12 +33,11 @@ def scenario_from_conversion(conv: Conversion):
     try:
         return scenario_from_dict(conv.raw, base_dir=conv.source.parent, file=conv.source)
     except OracleError as exc:
-        orig = conv.original_key(exc.key)
-        if exc.key and orig and orig != exc.key:
-            key = f"{orig} (converted to {exc.key})"
-        else:
-            key = exc.key
-        raise type(exc)(exc.reason, file=conv.source, key=key, line=exc.line) from None
+        def original(p: OracleError) -> OracleError:
+            orig = conv.original_key(p.key)
+            key = f"{orig} (converted to {p.key})" if p.key and orig and orig != p.key else p.key
+            return type(p)(p.reason, file=conv.source, key=key, line=p.line)
+        raise exc.each(original) from None
 
 
 def load_legacy_scenario(path: str | Path, *, notice: bool = True):

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from oracle.errors import OracleError, ScenarioError
+from oracle.errors import OracleError, Problems, ScenarioError
 from oracle.legacy import toml_writer
 from oracle.legacy.common import (APPROXIMATED, DROPPED, NOTE, Context, Note, fmt, integer, join, mapping,
                                   number, string)
@@ -158,60 +158,86 @@ def convert_file(path: str | Path) -> Conversion:
 
 
 def _convert(data: dict, source: Path) -> Conversion:
+    """Convert section by section; every problem found is raised at the end, together."""
     ctx = Context()
+    problems = Problems()
+    guard = problems.guard
     ctx.unknown_keys(data, TOP_KEYS, "", None)
     if "frameworks_to_test" not in data:
-        raise ScenarioError("is required: the frameworks to simulate", key="frameworks_to_test")
+        problems.add(ScenarioError("is required: the frameworks to simulate", key="frameworks_to_test"))
     if "workload" not in data:
-        raise ScenarioError("is required: the client profiles that generate requests", key="workload")
-    sim_raw = mapping(data.get("simulation", {}), "simulation")
-    ctx.unknown_keys(sim_raw, SIMULATION_KEYS, "simulation", "simulation")
+        problems.add(ScenarioError("is required: the client profiles that generate requests", key="workload"))
+    sim_raw: dict = {}
+    with guard():
+        sim_raw = mapping(data.get("simulation", {}), "simulation")
+        ctx.unknown_keys(sim_raw, SIMULATION_KEYS, "simulation", "simulation")
     name = re.sub(r"\s+", "_", source.stem) or "legacy"
     raw: dict = {"name": name, "seed": 0, "description": f"converted from {source.name} (original LLMPerfOracle)"}
-    seed = integer(sim_raw, "random_seed", "simulation", lo=0)
-    if seed is None:
-        ctx.note(NOTE, "no simulation.random_seed: seed 0", toml_key="seed")
-    else:
-        raw["seed"] = seed
-        ctx.origin("seed", "simulation.random_seed")
+    with guard():
+        seed = integer(sim_raw, "random_seed", "simulation", lo=0)
+        if seed is None:
+            ctx.note(NOTE, "no simulation.random_seed: seed 0", toml_key="seed")
+        else:
+            raw["seed"] = seed
+            ctx.origin("seed", "simulation.random_seed")
     if "lod" in sim_raw:
         ctx.note(DROPPED, f"lod = {sim_raw['lod']!r} has no meaning here: every engine step is simulated",
                  toml_key="simulation", origin="simulation.lod")
 
-    workload, sim = convert_workload(data["workload"], ctx)
-    max_time = number(sim_raw, "max_simulation_time", "simulation", lo=0.0, lo_open=True)
-    _durations(sim, max_time, ctx)
-    metrics = mapping(data.get("metrics_config", {}), "metrics_config")
-    ctx.unknown_keys(metrics, METRICS_KEYS, "metrics_config", "output")
-    warm = number(metrics, "warm_up_duration_s", "metrics_config", lo=0.0)
-    if warm is not None:
-        sim["warm_up_s"] = warm
-        ctx.origin("simulation.warm_up_s", "metrics_config.warm_up_duration_s")
+    workload = sim = None
+    if "workload" in data:
+        with guard():
+            workload, sim = convert_workload(data["workload"], ctx)
+    with guard():
+        max_time = number(sim_raw, "max_simulation_time", "simulation", lo=0.0, lo_open=True)
+        if sim is not None:
+            _durations(sim, max_time, ctx)
+    metrics: dict = {}
+    with guard():
+        metrics = mapping(data.get("metrics_config", {}), "metrics_config")
+        ctx.unknown_keys(metrics, METRICS_KEYS, "metrics_config", "output")
+    with guard():
+        warm = number(metrics, "warm_up_duration_s", "metrics_config", lo=0.0)
+        if warm is not None and sim is not None:
+            sim["warm_up_s"] = warm
+            ctx.origin("simulation.warm_up_s", "metrics_config.warm_up_duration_s")
     raw["simulation"] = sim
 
-    fws = convert_frameworks(data["frameworks_to_test"], ctx, workload=data["workload"])
-    from oracle.catalog import get_model
-    model = get_model(fws[0]["model"], key=fws[0]["model_key"])
-    raw["model"] = {"name": model.name, "dtype": "fp16"}
-    ctx.origin("model", fws[0]["model_key"])
-    ctx.note(NOTE, f"model_profile_id {fws[0]['model']!r} = catalog model {model.name!r}; FP16 weights and KV "
-                   "cache, as the original's profiles assume", toml_key="model", origin=fws[0]["model_key"])
+    fws = model = None
+    if "frameworks_to_test" in data:
+        with guard():
+            fws = convert_frameworks(data["frameworks_to_test"], ctx, workload=data.get("workload"))
+    if fws is not None:
+        with guard():
+            from oracle.catalog import get_model
+            model = get_model(fws[0]["model"], key=fws[0]["model_key"])
+            raw["model"] = {"name": model.name, "dtype": "fp16"}
+            ctx.origin("model", fws[0]["model_key"])
+            ctx.note(NOTE, f"model_profile_id {fws[0]['model']!r} = catalog model {model.name!r}; FP16 weights "
+                           "and KV cache, as the original's profiles assume", toml_key="model",
+                     origin=fws[0]["model_key"])
     if "model_characteristics_db_path" in data:
         ctx.note(DROPPED, "model_characteristics_db_path: model shapes come from the catalog "
                           "(`oracle catalog models`); per-token FLOPs and bytes are derived from them",
                  toml_key="model", origin="model_characteristics_db_path")
-    fw = fws[0]["toml"]
-    num_gpus = fw.get("tp", 1) * fw.get("pp", 1) * fw.get("replicas", 1)
     if "hardware_profile" not in data:
-        raise ScenarioError("is required: the compute devices", key="hardware_profile")
-    raw["hardware"] = convert_hardware(data["hardware_profile"], ctx, gpu_ids=fws[0]["gpu_ids"], num_gpus=num_gpus)
-    ctx.origin("hardware", "hardware_profile.compute_devices")
+        problems.add(ScenarioError("is required: the compute devices", key="hardware_profile"))
+    elif fws is not None:
+        fw = fws[0]["toml"]
+        num_gpus = fw.get("tp", 1) * fw.get("pp", 1) * fw.get("replicas", 1)
+        with guard():
+            raw["hardware"] = convert_hardware(data["hardware_profile"], ctx, gpu_ids=fws[0]["gpu_ids"],
+                                               num_gpus=num_gpus)
+            ctx.origin("hardware", "hardware_profile.compute_devices")
     raw["workload"] = workload
-    _chunked_prefill(fw, model, ctx)
-    raw["frameworks"] = [f["toml"] for f in fws]
-    output = _output(metrics, ctx)
-    if output:
-        raw["output"] = output
+    if fws is not None and model is not None:
+        _chunked_prefill(fws[0]["toml"], model, ctx)
+        raw["frameworks"] = [f["toml"] for f in fws]
+    with guard():
+        output = _output(metrics, ctx)
+        if output:
+            raw["output"] = output
+    problems.raise_if_any()
     return Conversion(source=source, raw=raw, notes=ctx.notes, origins=ctx.origins)
 
 

@@ -154,7 +154,10 @@ def _check_params(canon: str, p: dict, key: str) -> dict:
     if canon == "Normal":
         return {"mean": need("mean"), "std": need("std", nonneg=True)}
     if canon == "LogNormal":
-        return {"mu": need("mu"), "sigma": need("sigma", nonneg=True)}
+        mu = need("mu")
+        if mu > 700:   # exp(mu), the median, must be a finite number
+            raise ScenarioError(f"must be <= 700 (mu of ln X), got {mu:g}", key=_param_key(canon, "mu", key))
+        return {"mu": mu, "sigma": need("sigma", nonneg=True)}
     if canon == "Gamma":
         shape = need("shape", positive=True)
         if "rate" in p and "scale" not in p:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 
-from oracle.errors import ScenarioError
+from oracle.errors import Problems, ScenarioError
 from oracle.legacy.common import (APPROXIMATED, DROPPED, NOTE, Context, boolean, first_key, fmt, integer,
                                   join, mapping, number, string)
 
@@ -70,20 +70,23 @@ def convert_frameworks(raw_list, ctx: Context, *, workload: dict, path: str = "f
         raise ScenarioError("is required: a non-empty list of frameworks", key=path)
     lb_workload = string(workload, "load_balancing_strategy", "workload") if isinstance(workload, dict) else None
     targets = []
+    problems = Problems()   # every framework is checked; their problems are raised together
     for i, fw in enumerate(raw_list):
-        kp = join(path, i)
-        fw = mapping(fw, kp)
-        name = string(fw, "name", kp, default=f"framework{i}")
-        ftype = string(fw, "type", kp, default=...)
-        if ftype.lower().replace("_", "").replace("-", "") not in FRAMEWORK_TYPES:
-            raise ScenarioError(f"unknown framework type {ftype!r}; the original format knows: "
-                                + ", ".join(FRAMEWORK_TYPES.values()), key=join(kp, "type"))
-        target = boolean(fw, "is_target_for_workload", kp, default=True)
-        if not target:
-            ctx.note(DROPPED, f"framework {name!r} has is_target_for_workload: false, so it gets no requests in "
-                              "the original; it is left out", origin=kp)
-            continue
-        targets.append(_one(fw, kp, name, ctx, lb_workload))
+        with problems.guard():
+            kp = join(path, i)
+            fw = mapping(fw, kp)
+            name = string(fw, "name", kp, default=f"framework{i}")
+            ftype = string(fw, "type", kp, default=...)
+            if ftype.lower().replace("_", "").replace("-", "") not in FRAMEWORK_TYPES:
+                raise ScenarioError(f"unknown framework type {ftype!r}; the original format knows: "
+                                    + ", ".join(FRAMEWORK_TYPES.values()), key=join(kp, "type"))
+            target = boolean(fw, "is_target_for_workload", kp, default=True)
+            if not target:
+                ctx.note(DROPPED, f"framework {name!r} has is_target_for_workload: false, so it gets no requests "
+                                  "in the original; it is left out", origin=kp)
+                continue
+            targets.append(_one(fw, kp, name, ctx, lb_workload))
+    problems.raise_if_any()
     if not targets:
         raise ScenarioError("no framework has is_target_for_workload: true, so no framework gets requests",
                             key=path)
@@ -98,21 +101,27 @@ def _one(fw: dict, kp: str, name: str, ctx: Context, lb_workload: str | None) ->
     par_p = join(cp, "parallelism")
     par = mapping(cfg.get("parallelism"), par_p, required=False)
     ctx.unknown_keys(par, _PAR_KEYS, par_p, FW)
-    model = string(cfg, "model_profile_id", cp, default=...)
+    problems = Problems()   # every setting is checked; the problems are raised together
+    model = None
+    with problems.guard():
+        model = string(cfg, "model_profile_id", cp, default=...)
     out: dict = {"name": _folder_name(name)}
     origins: dict[str, str] = {"name": join(kp, "name")}
     for src, (dst, kind) in _PLAIN.items():
-        if src not in cfg:
+        if cfg.get(src) is None:   # absent, or an empty YAML value: not given
             continue
-        if kind == "int":
-            out[dst] = integer(cfg, src, cp, lo=1)
-        elif kind == "bool":
-            out[dst] = boolean(cfg, src, cp)
-        else:
-            out[dst] = number(cfg, src, cp, lo=0.0)
-        origins[dst] = join(cp, src)
-    if "prefill_chunk_size" in cfg:
+        with problems.guard():
+            if kind == "int":
+                out[dst] = integer(cfg, src, cp, lo=1)
+            elif kind == "bool":
+                out[dst] = boolean(cfg, src, cp)
+            else:
+                out[dst] = number(cfg, src, cp, lo=0.0)
+            origins[dst] = join(cp, src)
+    chunk = None
+    with problems.guard():
         chunk = integer(cfg, "prefill_chunk_size", cp, lo=1)
+    if chunk is not None:
         if "max_num_batched_tokens" not in out:
             out["max_num_batched_tokens"] = chunk
             origins["max_num_batched_tokens"] = join(cp, "prefill_chunk_size")
@@ -125,10 +134,12 @@ def _one(fw: dict, kp: str, name: str, ctx: Context, lb_workload: str | None) ->
     for keys, dst in ((TP_KEYS, "tp"), (PP_KEYS, "pp"), (DP_KEYS, "replicas")):
         for where, wp in ((cfg, cp), (par, par_p)):
             k = first_key(where, keys)
-            if k is not None:
-                out[dst] = integer(where, k, wp, lo=1)
-                origins[dst] = join(wp, k)
+            if k is not None and where[k] is not None:
+                with problems.guard():
+                    out[dst] = integer(where, k, wp, lo=1)
+                    origins[dst] = join(wp, k)
                 break
+    problems.raise_if_any()
     strategy = string(par, "strategy", par_p)
     if strategy is not None:
         s = strategy.upper().replace("-", "_").replace("+", "_")

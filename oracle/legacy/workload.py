@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 
-from oracle.errors import ScenarioError
+from oracle.errors import Problems, ScenarioError
 from oracle.legacy import dists as D
 from oracle.legacy.common import (APPROXIMATED, DROPPED, NOTE, Context, fmt, integer, join, mapping, number,
                                   string)
@@ -53,42 +53,54 @@ def convert_workload(raw: dict, ctx: Context, *, path: str = "workload") -> tupl
     """Return ``([workload] table, {"duration_s": ..., "num_requests": ...})``."""
     wl = mapping(raw, path)
     ctx.unknown_keys(wl, WORKLOAD_KEYS, path, "workload")
+    problems = Problems()   # every problem of the workload, raised together
     sim = {}
-    total = number(wl, "total_duration", path, lo=0.0, lo_open=True)
-    if total is not None:
-        sim["duration_s"] = total
-        ctx.origin("simulation.duration_s", join(path, "total_duration"))
-    n = integer(wl, "total_requests_to_generate", path, lo=1)
-    if n is not None:
-        sim["num_requests"] = n
-        ctx.origin("simulation.num_requests", join(path, "total_requests_to_generate"))
+    with problems.guard():
+        total = number(wl, "total_duration", path, lo=0.0, lo_open=True)
+        if total is not None:
+            sim["duration_s"] = total
+            ctx.origin("simulation.duration_s", join(path, "total_duration"))
+    with problems.guard():
+        n = integer(wl, "total_requests_to_generate", path, lo=1)
+        if n is not None:
+            sim["num_requests"] = n
+            ctx.origin("simulation.num_requests", join(path, "total_requests_to_generate"))
     profiles = wl.get("client_profiles")
     ppath = join(path, "client_profiles")
     if not isinstance(profiles, list) or not profiles:
-        raise ScenarioError("is required: a non-empty list of client profiles", key=ppath)
+        problems.add(ScenarioError("is required: a non-empty list of client profiles", key=ppath))
+        problems.raise_if_any()
 
     clients, gap_laws, shares = [], [], []
     names: set[str] = set()
     for i, prof in enumerate(profiles):
-        kp = join(ppath, i)
-        prof = mapping(prof, kp)
-        weight = number(prof, "weight", kp, default=1.0, lo=0.0)
-        law = D.parse_law(prof.get("inter_arrival_time_dist_config"), join(kp, "inter_arrival_time_dist_config")) \
-            if "inter_arrival_time_dist_config" in prof else None
-        if law is None:
-            raise ScenarioError("is required: the gap between arrivals of this profile",
-                                key=join(kp, "inter_arrival_time_dist_config"))
-        if weight == 0:
-            ctx.note(DROPPED, f"client profile {prof.get('profile_name', i)!r} has weight 0: it never gets "
-                              "a request, so it is left out", origin=join(kp, "weight"))
-            continue
-        tk = f"workload.clients.{len(clients)}"
-        client = _convert_profile(prof, kp, tk, ctx, names)
-        clients.append(client)
-        ctx.origin(f"{tk}.share", join(kp, "weight"))
-        ctx.origin(tk, kp)
-        gap_laws.append(law)
-        shares.append(weight)
+        with problems.guard():
+            kp = join(ppath, i)
+            prof = mapping(prof, kp)
+            weight = law = None
+            with problems.guard():
+                weight = number(prof, "weight", kp, default=1.0, lo=0.0)
+            with problems.guard():
+                law = D.parse_law(prof.get("inter_arrival_time_dist_config"),
+                                  join(kp, "inter_arrival_time_dist_config")) \
+                    if "inter_arrival_time_dist_config" in prof else None
+                if law is None:
+                    raise ScenarioError("is required: the gap between arrivals of this profile",
+                                        key=join(kp, "inter_arrival_time_dist_config"))
+            if weight == 0:
+                ctx.note(DROPPED, f"client profile {prof.get('profile_name', i)!r} has weight 0: it never gets "
+                                  "a request, so it is left out", origin=join(kp, "weight"))
+                continue
+            tk = f"workload.clients.{len(clients)}"
+            client = _convert_profile(prof, kp, tk, ctx, names)
+            if weight is None or law is None:
+                continue
+            clients.append(client)
+            ctx.origin(f"{tk}.share", join(kp, "weight"))
+            ctx.origin(tk, kp)
+            gap_laws.append(law)
+            shares.append(weight)
+    problems.raise_if_any()
     if not clients:
         raise ScenarioError("every client profile has weight 0; at least one must get requests", key=ppath)
     total_w = sum(shares)
@@ -112,41 +124,47 @@ def _convert_profile(prof: dict, kp: str, tk: str, ctx: Context, names: set[str]
                  origin=join(kp, "profile_name"))
     names.add(name)
     client: dict = {"name": name, "share": 1.0}   # share: set by the caller
+    problems = Problems()
     for src, dst in (("prompt_tokens_dist_config", "prompt_tokens"),
                      ("max_output_tokens_dist_config", "output_tokens")):
-        if src not in prof:
-            raise ScenarioError("is required", key=join(kp, src))
-        client[dst] = to_dist(prof[src], join(kp, src), f"{tk}.{dst}", ctx, integer=True)
-        ctx.origin(f"{tk}.{dst}", join(kp, src))
-    c = number(prof, "conversational_probability", kp, default=0.0, lo=0.0, hi=1.0)
-    follow = prof.get("follow_up_inter_arrival_time_dist_config")
-    if c > 0:
-        conv: dict = {"turns": {"dist": "empirical", "values": list(range(1, MAX_TURNS + 1)),
-                                "weights": [float(f"{w:.12g}") for w in turns_weights(c)]}}
-        ctx.note(NOTE, f"conversational_probability = {fmt(c)}: turns per session is the original's "
-                       f"'continue with probability {CONTINUE_PROB} after each turn, at most {MAX_TURNS} turns', "
-                       f"mixed with one-turn requests (weights of 1..{MAX_TURNS} turns below, exact); "
-                       "follow-ups are sent after the previous answer plus the think time",
-                 toml_key=f"{tk}.conversation", origin=join(kp, "conversational_probability"))
-        ctx.note(NOTE, "follow-up prompts here carry the whole history (system prompt, earlier prompts and "
-                       "answers) plus a new user message drawn from prompt_tokens, so they are longer than the "
-                       "original's and hit the prefix cache for real", toml_key=f"{tk}.conversation")
-        if follow is not None:
-            conv["think_time_s"] = to_dist(follow, join(kp, "follow_up_inter_arrival_time_dist_config"),
-                                           f"{tk}.conversation", ctx, integer=False)
-            ctx.origin(f"{tk}.conversation.think_time_s", join(kp, "follow_up_inter_arrival_time_dist_config"))
-        else:
-            ctx.note(NOTE, "no follow_up_inter_arrival_time_dist_config: this project's default think time "
-                           "(5 s) is used", toml_key=f"{tk}.conversation")
-        client["conversation"] = conv
-        ctx.origin(f"{tk}.conversation", join(kp, "conversational_probability"))
-    elif follow is not None:
-        ctx.note(DROPPED, "follow_up_inter_arrival_time_dist_config is unused: conversational_probability is 0",
-                 toml_key=tk, origin=join(kp, "follow_up_inter_arrival_time_dist_config"))
-    if "streaming_response_probability" in prof:
-        ctx.note(DROPPED, "streaming_response_probability: every request is measured as streamed here "
-                          "(TTFT, TPOT and ITL exist for all requests)", toml_key=tk,
-                 origin=join(kp, "streaming_response_probability"))
+        with problems.guard():
+            if src not in prof:
+                raise ScenarioError("is required", key=join(kp, src))
+            client[dst] = to_dist(prof[src], join(kp, src), f"{tk}.{dst}", ctx, integer=True)
+            ctx.origin(f"{tk}.{dst}", join(kp, src))
+    c = 0.0
+    with problems.guard():
+        c = number(prof, "conversational_probability", kp, default=0.0, lo=0.0, hi=1.0)
+    with problems.guard():
+        follow = prof.get("follow_up_inter_arrival_time_dist_config")
+        if c > 0:
+            conv: dict = {"turns": {"dist": "empirical", "values": list(range(1, MAX_TURNS + 1)),
+                                    "weights": [float(f"{w:.12g}") for w in turns_weights(c)]}}
+            ctx.note(NOTE, f"conversational_probability = {fmt(c)}: turns per session is the original's "
+                           f"'continue with probability {CONTINUE_PROB} after each turn, at most {MAX_TURNS} turns', "
+                           f"mixed with one-turn requests (weights of 1..{MAX_TURNS} turns below, exact); "
+                           "follow-ups are sent after the previous answer plus the think time",
+                     toml_key=f"{tk}.conversation", origin=join(kp, "conversational_probability"))
+            ctx.note(NOTE, "follow-up prompts here carry the whole history (system prompt, earlier prompts and "
+                           "answers) plus a new user message drawn from prompt_tokens, so they are longer than the "
+                           "original's and hit the prefix cache for real", toml_key=f"{tk}.conversation")
+            if follow is not None:
+                conv["think_time_s"] = to_dist(follow, join(kp, "follow_up_inter_arrival_time_dist_config"),
+                                               f"{tk}.conversation", ctx, integer=False)
+                ctx.origin(f"{tk}.conversation.think_time_s", join(kp, "follow_up_inter_arrival_time_dist_config"))
+            else:
+                ctx.note(NOTE, "no follow_up_inter_arrival_time_dist_config: this project's default think time "
+                               "(5 s) is used", toml_key=f"{tk}.conversation")
+            client["conversation"] = conv
+            ctx.origin(f"{tk}.conversation", join(kp, "conversational_probability"))
+        elif follow is not None:
+            ctx.note(DROPPED, "follow_up_inter_arrival_time_dist_config is unused: conversational_probability is 0",
+                     toml_key=tk, origin=join(kp, "follow_up_inter_arrival_time_dist_config"))
+        if "streaming_response_probability" in prof:
+            ctx.note(DROPPED, "streaming_response_probability: every request is measured as streamed here "
+                              "(TTFT, TPOT and ITL exist for all requests)", toml_key=tk,
+                     origin=join(kp, "streaming_response_probability"))
+    problems.raise_if_any()
     return client
 
 

@@ -128,7 +128,7 @@ class _Evaluator:
             return scenario_from_dict(raw, base_dir=self.base_dir, file=self.file)
         except OracleError as exc:
             what = f"rate multiplier {value:g}" if self.vary == "rate" else f"{value} replicas"
-            raise ScenarioError(f"at {what}: {exc.reason}", file=exc.file, key=exc.key) from None
+            raise exc.each(lambda p: ScenarioError(f"at {what}: {p.reason}", file=p.file, key=p.key)) from None
 
     def __call__(self, value) -> bool:
         if value in self.points:

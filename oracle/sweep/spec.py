@@ -28,8 +28,9 @@ written without quotes) are walked down to their leaves. With both ``[grid]`` an
 With neither, the sweep has one point: the base scenario.
 
 Point ``i`` (0-based, in expansion order) with repeat ``r`` runs with seed
-``(seed of the point's scenario) + r``. Every point is validated before anything runs; an
-error names the sweep file, the point, the key and the reason.
+``(seed of the point's scenario) + r``. Every point is validated before anything runs; every
+problem is reported (once, for the first point that has it), naming the sweep file, the point,
+the key and the reason.
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from oracle._config import Table, _type_name
-from oracle.errors import OracleError, ScenarioError
+from oracle._config import Table, _type_name, key_position
+from oracle.errors import OracleError, Problems, ScenarioError, Skip
 from oracle.scenario import Scenario, apply_overrides, read_toml, scenario_from_dict
 
 MAX_POINTS = 1_000_000
@@ -110,38 +112,55 @@ def load_sweep(path: str | Path) -> SweepSpec:
 
 
 def sweep_from_dict(raw: dict, *, base_dir: Path | None = None, file: str | Path | None = None) -> SweepSpec:
-    base_dir = Path(base_dir) if base_dir is not None else Path.cwd()
-    top = Table(raw)
+    """Validate a sweep file's dict; every problem is reported (see :func:`oracle.errors.combine`)."""
+    problems = Problems()
+    spec = None
+    with problems.guard():
+        spec = _parse_sweep(raw, Path(base_dir) if base_dir is not None else Path.cwd(), file, problems)
+    problems.items.sort(key=lambda exc: key_position(raw, exc.key))
+    problems.raise_if_any()
+    return spec
+
+
+def _parse_sweep(raw: dict, base_dir: Path, file, problems: Problems) -> SweepSpec:
+    top = Table(raw, problems=problems)
     name = top.str("name", Path(file).stem if file else "sweep")
-    if not name.strip() or "/" in name:
-        raise top.error("name", f"must be a non-empty name usable as a folder, got {name!r}")
+    if top.ok("name") and (not name.strip() or "/" in name):
+        top.report("name", f"must be a non-empty name usable as a folder, got {name!r}")
     top.str("description", "")
-    base_rel = top.str("base")
-    base = Path(base_rel) if Path(base_rel).is_absolute() else base_dir / base_rel
+    base = None
+    with problems.guard():
+        base_rel = top.str("base")
+        base = Path(base_rel) if Path(base_rel).is_absolute() else base_dir / base_rel
     repeats = top.int("repeats", 1, lo=1, hi=100_000)
 
     grid: list[tuple[str, tuple[Any, ...]]] = []
     top.any("grid", None)   # mark as known (for "did you mean" on typos)
     if top.has("grid"):
-        g = top.table("grid")
-        for key, values in _flatten(g.raw, ""):
-            if not isinstance(values, list):
-                raise ScenarioError(f"must be an array of values to sweep, got {_type_name(values)} {values!r}",
-                                    key=f"grid.{key}")
-            if not values:
-                raise ScenarioError("must list at least one value", key=f"grid.{key}")
-            grid.append((key, tuple(values)))
+        with problems.guard():
+            g = top.table("grid")
+            for key, values in _flatten(g.raw, ""):
+                if not isinstance(values, list):
+                    problems.add(ScenarioError(f"must be an array of values to sweep, got {_type_name(values)} "
+                                               f"{values!r}", key=f"grid.{key}"))
+                elif not values:
+                    problems.add(ScenarioError("must list at least one value", key=f"grid.{key}"))
+                else:
+                    grid.append((key, tuple(values)))
 
     points: list[dict[str, Any]] = []
-    for i, t in enumerate(top.tables("points", [])):
-        point = dict(_flatten(t.raw, ""))
-        if not point:
-            raise ScenarioError("is empty; give at least one key = value", key=f"points.{i}")
-        points.append(point)
+    with problems.guard():
+        for i, t in enumerate(top.tables("points", [])):
+            point = dict(_flatten(t.raw, ""))
+            if not point:
+                problems.add(ScenarioError("is empty; give at least one key = value", key=f"points.{i}"))
+            points.append(point)
 
-    out_t = top.table("output", {})
-    out_dir = out_t.str("dir", None)
-    out_t.done()
+    out_dir = None
+    with problems.guard():
+        out_t = top.table("output", {})
+        out_dir = out_t.str("dir", None)
+        out_t.done()
     top.done()
 
     keys: list[str] = []
@@ -151,18 +170,27 @@ def sweep_from_dict(raw: dict, *, base_dir: Path | None = None, file: str | Path
                 keys.append(k)
     for k, _ in grid:
         if k in keys:
-            raise ScenarioError("is set both in [grid] and in [[points]]; set it in one place", key=f"grid.{k}")
+            problems.add(ScenarioError("is set both in [grid] and in [[points]]; set it in one place",
+                                       key=f"grid.{k}"))
+            continue
         keys.append(k)
     for k in keys:
-        _check_key(k)
+        with problems.guard():
+            _check_key(k)
 
-    spec = SweepSpec(name=name, base=base, base_raw=read_toml(base), keys=tuple(keys), grid=tuple(grid),
+    base_raw = None
+    if base is not None:
+        with problems.guard():
+            base_raw = read_toml(base)
+    num_points = max(len(points), 1) * math.prod(len(v) for _, v in grid)
+    if num_points > MAX_POINTS:
+        problems.add(ScenarioError(f"expands to {num_points:,} points, more than the limit of {MAX_POINTS:,}",
+                                   key="grid"))
+    if problems:
+        raise Skip()
+    return SweepSpec(name=name, base=base, base_raw=base_raw, keys=tuple(keys), grid=tuple(grid),
                      points=tuple(points), repeats=repeats, out_dir=out_dir,
                      path=Path(file) if file else None)
-    if spec.num_points > MAX_POINTS:
-        raise ScenarioError(f"expands to {spec.num_points:,} points, more than the limit of {MAX_POINTS:,}",
-                            key="grid")
-    return spec
 
 
 def _flatten(raw: dict, prefix: str):
@@ -199,34 +227,58 @@ def iter_overrides(spec: SweepSpec):
 
 
 def expand_points(spec: SweepSpec, *, progress=None) -> list[SweepPoint]:
-    """Expand and validate every point; the first bad one raises (point index, key, reason)."""
+    """Expand and validate every point. Every problem is reported once, naming the first point
+    that has it (``point 3: frameworks.0.replicas: ...``); a problem all points share (a bad
+    base) is one line."""
     base_dir = spec.base.parent
     out = []
-    seen: dict[str, Scenario] = {}
+    seen: dict[str, Scenario | OracleError] = {}
+    problems = Problems()
+    reported: set[tuple] = set()
+
+    def report(index: int, exc: OracleError) -> None:
+        for p in exc.problems:
+            sig = (p.file, p.line, p.key, p.reason)
+            if sig not in reported:
+                reported.add(sig)
+                problems.add(point_error(spec, index, p))
+
     for i, ov in enumerate(iter_overrides(spec)):
-        raw = apply_point(spec, ov, i)
-        h = _hash(raw)
-        sc = seen.get(h)
-        if sc is None:
-            try:
-                sc = scenario_from_dict(raw, base_dir=base_dir, file=spec.base)
-            except OracleError as exc:
-                raise point_error(spec, i, exc) from None
-            seen[h] = sc
-        if sc.seed + spec.repeats - 1 > MAX_SEED:
-            raise ScenarioError(f"seed {sc.seed} + {spec.repeats - 1} repeats exceeds {MAX_SEED}",
-                                file=spec.path, key=f"point {i}: seed")
-        out.append(SweepPoint(index=i, overrides=ov, scenario=sc))
+        try:
+            raw = _apply(spec, ov)
+            h = _hash(raw)
+            sc = seen.get(h)
+            if sc is None:
+                try:
+                    sc = scenario_from_dict(raw, base_dir=base_dir, file=spec.base)
+                except OracleError as exc:
+                    sc = exc
+                seen[h] = sc
+            if isinstance(sc, OracleError):
+                raise sc
+            if sc.seed + spec.repeats - 1 > MAX_SEED:
+                raise ScenarioError(f"seed {sc.seed} + {spec.repeats - 1} repeats exceeds {MAX_SEED}",
+                                    file=spec.path, key="seed")
+            out.append(SweepPoint(index=i, overrides=ov, scenario=sc))
+        except OracleError as exc:
+            report(i, exc)
         if progress is not None:
             progress(i + 1)
+    problems.raise_if_any()
     return out
 
 
 def apply_point(spec: SweepSpec, overrides: dict[str, Any], index: int) -> dict:
+    """The base scenario's dict with one point's overrides applied (errors name the point)."""
+    try:
+        return _apply(spec, overrides)
+    except OracleError as exc:
+        raise exc.each(lambda p: point_error(spec, index, p)) from None
+
+
+def _apply(spec: SweepSpec, overrides: dict[str, Any]) -> dict:
     try:
         return apply_overrides(spec.base_raw, overrides, file=spec.base)
-    except OracleError as exc:
-        raise point_error(spec, index, exc) from None
     except (TypeError, AttributeError, KeyError):
         bad = next(iter(overrides), "")
         for k in overrides:   # find the key that cannot be applied (a path through a scalar)
@@ -236,11 +288,13 @@ def apply_point(spec: SweepSpec, overrides: dict[str, Any], index: int) -> dict:
                 bad = k
                 break
         raise ScenarioError("cannot be set: the path runs through a value that is not a table or array",
-                            file=spec.path, key=f"point {index}: {bad}") from None
+                            file=spec.path, key=bad) from None
 
 
 def point_error(spec: SweepSpec, index: int, exc: OracleError) -> ScenarioError:
     """``sweep.toml: point 3: frameworks.0.replicas: must be >= 1, got 0 (base: base.toml)``."""
+    if len(exc.problems) > 1:
+        return exc.each(lambda p: point_error(spec, index, p))  # type: ignore[return-value]
     key = f"point {index}: {exc.key}" if exc.key else f"point {index}"
     reason = exc.reason
     if exc.file and spec.path and Path(exc.file) != Path(spec.path):

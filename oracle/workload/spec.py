@@ -195,46 +195,62 @@ class WorkloadSpec:
 # -- parsing --------------------------------------------------------------------------------
 
 def parse_workload(t: Table, *, base_dir: Path) -> WorkloadSpec:
-    """Validate the ``[workload]`` table; paths are relative to ``base_dir`` (the scenario's dir)."""
+    """Validate the ``[workload]`` table; paths are relative to ``base_dir`` (the scenario's dir).
+
+    With a problem collector on ``t`` (see :mod:`oracle._config`) every problem is recorded and
+    the parts that can still be checked are; the spec returned then may hold ``None`` parts."""
     base_dir = Path(base_dir)
     if t.has("trace"):
         if t.has("clients"):
-            raise t.error("trace", "give either [workload.trace] or [[workload.clients]], not both")
+            t.report("trace", "give either [workload.trace] or [[workload.clients]], not both", required=True)
         trace = parse_trace(t.table("trace"), base_dir=base_dir)
         t.done()
         return WorkloadSpec(trace=trace)
-    shared = _parse_arrival(t.table("arrival")) if t.has("arrival") else None
+    shared = None
+    if t.has("arrival"):
+        with t.guard():
+            shared = _parse_arrival(t.table("arrival"))
     tables = t.tables("clients", None)
     if not tables:
-        raise t.error("clients", "is required: at least one [[workload.clients]] entry (or a [workload.trace])")
-    clients = tuple(_parse_client(ct, i, shared is not None, base_dir) for i, ct in enumerate(tables))
-    names = [c.name for c in clients]
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            raise ScenarioError(f"duplicate client name {name!r}", key=f"{tables[i].key('name')}")
-    if shared is not None and all(c.arrival is not None for c in clients):
-        raise t.error("arrival", "is unused: every client has its own arrival")
+        t.report("clients", "is required: at least one [[workload.clients]] entry (or a [workload.trace])",
+                 required=True)
+    clients: list[ClientSpec | None] = [None] * len(tables)
+    for i, ct in enumerate(tables):
+        with t.guard():
+            clients[i] = _parse_client(ct, i, t.has("arrival"), base_dir)
+    seen_names: list[str] = []
+    for i, c in enumerate(clients):
+        if c is None or not tables[i].ok("name"):
+            continue
+        if c.name in seen_names:
+            tables[i].report("name", f"duplicate client name {c.name!r}")
+        seen_names.append(c.name)
+    if t.has("arrival") and all(ct.has("arrival") for ct in tables):
+        t.report("arrival", "is unused: every client has its own arrival")
     t.done()
-    return WorkloadSpec(clients=clients, arrival=shared)
+    return WorkloadSpec(clients=tuple(clients), arrival=shared)
 
 
 def parse_trace(t: Table, *, base_dir: Path) -> TraceSpec:
-    raw_path = t.str("path")
-    path = Path(raw_path)
-    if not path.is_absolute():
-        path = base_dir / path
+    path = None
+    with t.guard():
+        raw_path = t.str("path")
+        path = Path(raw_path)
+        if not path.is_absolute():
+            path = base_dir / path
     fmt = t.str("format", None, choices=TRACE_FORMATS)
-    if fmt is None:
-        from oracle.workload.traces import infer_format
-        from oracle.errors import TraceError
-        try:
-            fmt = infer_format(path)
-        except TraceError as exc:
-            hint = (f"; set format = one of {', '.join(TRACE_FORMATS)}"
-                    if exc.reason.startswith("cannot tell the trace format") else "")
-            raise t.error("path", f"{exc.message}{hint}") from None
-    elif not path.is_file():
-        raise t.error("path", f"trace file not found: {path}")
+    if path is not None and t.ok("format"):
+        if fmt is None:
+            from oracle.workload.traces import infer_format
+            from oracle.errors import TraceError
+            try:
+                fmt = infer_format(path)
+            except TraceError as exc:
+                hint = (f"; set format = one of {', '.join(TRACE_FORMATS)}"
+                        if exc.reason.startswith("cannot tell the trace format") else "")
+                t.report("path", f"{exc.message}{hint}")
+        elif not path.is_file():
+            t.report("path", f"trace file not found: {path}")
     spec = TraceSpec(path=path, format=fmt,
                      time_scale=t.float("time_scale", 1.0, lo=0.0, lo_open=True),
                      limit=t.int("limit", None, lo=1),
@@ -245,35 +261,47 @@ def parse_trace(t: Table, *, base_dir: Path) -> TraceSpec:
 
 def _parse_arrival(t: Table) -> ArrivalSpec:
     process = t.str("process", "poisson", choices=PROCESSES)
-    rate = t.float("rate", lo=0.0, lo_open=True)
-    cv = None
-    if process == "gamma":
-        cv = t.float("cv", lo=0.0, lo_open=True)
+    rate = cv = None
+    with t.guard():
+        rate = t.float("rate", lo=0.0, lo_open=True)
+    if not t.ok("process"):
+        t.skip("cv")          # whether cv belongs here depends on the process
+    elif process == "gamma":
+        with t.guard():
+            cv = t.float("cv", lo=0.0, lo_open=True)
     elif t.has("cv"):
-        raise t.error("cv", f"only applies to process = 'gamma', not {process!r}")
+        t.report("cv", f"only applies to process = 'gamma', not {process!r}")
     t.done()
     return ArrivalSpec(process=process, rate=rate, cv=cv)
 
 
 def _parse_client(t: Table, i: int, have_shared: bool, base_dir: Path) -> ClientSpec:
     name = t.str("name", f"client{i}")
-    if not name.strip():
-        raise t.error("name", "must not be empty")
-    arrival = _parse_arrival(t.table("arrival")) if t.has("arrival") else None
-    if arrival is None and not have_shared:
-        raise t.error("arrival", "is required (or give [workload].arrival and a share per client)")
-    if arrival is not None and t.has("share"):
-        raise t.error("share", "only applies to clients that split [workload].arrival; this client has its own")
+    if t.ok("name") and not name.strip():
+        t.report("name", "must not be empty")
+    arrival = None
+    if t.has("arrival"):
+        with t.guard():
+            arrival = _parse_arrival(t.table("arrival"))
+    elif not have_shared:
+        t.report("arrival", "is required (or give [workload].arrival and a share per client)")
+    if t.has("arrival") and t.has("share"):
+        t.report("share", "only applies to clients that split [workload].arrival; this client has its own")
     share = t.float("share", 1.0, lo=0.0, lo_open=True)
-    prompt = parse_dist(t, "prompt_tokens", integer=True, base_dir=base_dir)
-    output = parse_dist(t, "output_tokens", integer=True, base_dir=base_dir)
-    conv = _parse_conversation(t.table("conversation"), base_dir) if t.has("conversation") else None
+    prompt = output = conv = None
+    with t.guard():
+        prompt = parse_dist(t, "prompt_tokens", integer=True, base_dir=base_dir)
+    with t.guard():
+        output = parse_dist(t, "output_tokens", integer=True, base_dir=base_dir)
+    if t.has("conversation"):
+        with t.guard():
+            conv = _parse_conversation(t.table("conversation"), base_dir)
     sys_tokens = t.int("system_prompt_tokens", 0, lo=0)
     num_sys = t.int("num_system_prompts", 1, lo=1, hi=1 << 20)
     popularity = t.str("system_prompt_popularity", "uniform", choices=POPULARITY)
     zipf_s = t.float("system_prompt_zipf_exponent", 1.0, lo=0.0, lo_open=True)
-    if t.has("system_prompt_zipf_exponent") and popularity != "zipf":
-        raise t.error("system_prompt_zipf_exponent", "only applies with system_prompt_popularity = 'zipf'")
+    if t.has("system_prompt_zipf_exponent") and t.ok("system_prompt_popularity") and popularity != "zipf":
+        t.report("system_prompt_zipf_exponent", "only applies with system_prompt_popularity = 'zipf'")
     pool = t.str("system_prompt_pool", name)
     t.done()
     return ClientSpec(name=name, prompt_tokens=prompt, output_tokens=output, arrival=arrival, share=share,
@@ -291,28 +319,32 @@ _PATTERN_DEFAULTS = {
 
 def _parse_conversation(t: Table, base_dir: Path) -> ConversationSpec:
     pattern = t.str("pattern", "chat", choices=PATTERNS)
-    if pattern == "agent":
+    known = t.ok("pattern")   # a bad pattern: check the keys that are given, skip what depends on it
+    if pattern == "agent" or not known:
         turns_default = DistSpec(dist="uniform", min=4, max=16)
     else:
         turns_default = None  # required
-    turns = parse_dist(t, "turns", integer=True, base_dir=base_dir, default=turns_default)
-    if turns.max is not None and turns.max > MAX_TURNS:
-        raise t.error("turns", f"max must be <= {MAX_TURNS}, got {turns.max:g}")
-    if turns.max is None:
-        turns = _replace(turns, max=float(MAX_TURNS))
-    think = parse_dist(t, "think_time_s", integer=False, base_dir=base_dir,
-                       default=constant(_PATTERN_DEFAULTS[pattern]["think"], integer=False))
+    turns = think = tool = None
+    with t.guard():
+        turns = parse_dist(t, "turns", integer=True, base_dir=base_dir, default=turns_default)
+        if turns.max is not None and turns.max > MAX_TURNS:
+            t.report("turns", f"max must be <= {MAX_TURNS}, got {turns.max:g}")
+        if turns.max is None:
+            turns = _replace(turns, max=float(MAX_TURNS))
+    with t.guard():
+        think = parse_dist(t, "think_time_s", integer=False, base_dir=base_dir,
+                           default=constant(_PATTERN_DEFAULTS[pattern]["think"], integer=False))
     branch_prob = 0.0
-    if pattern == "branch":
+    if pattern == "branch" or not known:
         branch_prob = t.float("branch_prob", 0.3, lo=0.0, hi=1.0)
     elif t.has("branch_prob"):
-        raise t.error("branch_prob", f"only applies to pattern = 'branch', not {pattern!r}")
-    tool = None
-    if pattern == "agent":
-        tool = parse_dist(t, "tool_output_tokens", integer=True, base_dir=base_dir,
-                          default=DistSpec(dist="lognormal", mean=300.0, sigma=1.0, max=8192.0))
+        t.report("branch_prob", f"only applies to pattern = 'branch', not {pattern!r}")
+    if pattern == "agent" or (not known and t.has("tool_output_tokens")):
+        with t.guard():
+            tool = parse_dist(t, "tool_output_tokens", integer=True, base_dir=base_dir,
+                              default=DistSpec(dist="lognormal", mean=300.0, sigma=1.0, max=8192.0))
     elif t.has("tool_output_tokens"):
-        raise t.error("tool_output_tokens", f"only applies to pattern = 'agent', not {pattern!r}")
+        t.report("tool_output_tokens", f"only applies to pattern = 'agent', not {pattern!r}")
     t.done()
     return ConversationSpec(pattern=pattern, turns=turns, think_time_s=think, branch_prob=branch_prob,
                             tool_output_tokens=tool)
@@ -335,38 +367,47 @@ def parse_dist(parent: Table, name: str, *, integer: bool, base_dir: Path,
         v = parent.float(name, lo=1.0 if integer else 0.0)
         return DistSpec(dist="constant", integer=integer, value=v)
     t = parent.table(name)
-    kind = t.str("dist", choices=DISTS)
+    kind = t.str("dist", choices=DISTS)   # a bad kind: the other keys cannot be checked
     floor = 1.0 if integer else 0.0
-    num = (lambda k, *default, **kw: t.float(k, *default, **kw))   # no default: required
+
+    def num(k, *default, **kw):   # no default: required; a bad required value: reported, None
+        with t.guard():
+            return t.float(k, *default, **kw)
+        return None
+
     lo = num("min", None, lo=floor)
     hi = num("max", None, lo=floor)
     if lo is not None and hi is not None and lo > hi:
-        raise t.error("min", f"must be <= max, got min = {lo:g} > max = {hi:g}")
+        t.report("min", f"must be <= max, got min = {lo:g} > max = {hi:g}")
     if integer and hi is not None and hi >= 2**31:
-        raise t.error("max", f"must be < 2**31 tokens, got {hi:g}")
+        t.report("max", f"must be < 2**31 tokens, got {hi:g}")
     d: dict = dict(dist=kind, integer=integer, min=lo, max=hi)
     if kind == "constant":
         d["value"] = num("value", lo=floor)
     elif kind == "uniform":
-        if lo is None or hi is None:
-            raise t.error("min" if lo is None else "max", "is required for dist = 'uniform'")
+        for k, v in (("min", lo), ("max", hi)):
+            if v is None and t.ok(k):
+                t.report(k, "is required for dist = 'uniform'")
     elif kind == "normal":
         d["mean"] = num("mean")
         d["std"] = num("std", lo=0.0)
     elif kind == "lognormal":
         if t.has("mean") == t.has("median"):
-            raise t.error("mean", "give exactly one of mean (of X) or median (= exp(mu)) for dist = 'lognormal'")
-        key = "mean" if t.has("mean") else "median"
-        d[key] = num(key, lo=0.0, lo_open=True)
+            t.report("mean", "give exactly one of mean (of X) or median (= exp(mu)) for dist = 'lognormal'")
+            t.skip("median")
+        else:
+            key = "mean" if t.has("mean") else "median"
+            d[key] = num(key, lo=0.0, lo_open=True)
         d["sigma"] = num("sigma", lo=0.0)
     elif kind == "exponential":
         d["mean"] = num("mean", lo=0.0, lo_open=True)
     elif kind == "zipf":
         d["exponent"] = num("exponent", 1.0, lo=0.0, lo_open=True)
         if hi is None:
-            raise t.error("max", "is required for dist = 'zipf' (support min..max)")
-        if hi - max(lo or 1.0, 1.0) >= MAX_ZIPF_SUPPORT:
-            raise t.error("max", f"zipf support min..max must have < {MAX_ZIPF_SUPPORT} values")
+            if t.ok("max"):
+                t.report("max", "is required for dist = 'zipf' (support min..max)")
+        elif hi - max(lo or 1.0, 1.0) >= MAX_ZIPF_SUPPORT:
+            t.report("max", f"zipf support min..max must have < {MAX_ZIPF_SUPPORT} values")
     elif kind == "empirical":
         d.update(_parse_empirical(t, base_dir))
     t.done()
@@ -375,26 +416,36 @@ def parse_dist(parent: Table, name: str, *, integer: bool, base_dir: Path,
 
 def _parse_empirical(t: Table, base_dir: Path) -> dict:
     if t.has("values") == t.has("path"):
-        raise t.error("values", "give either values = [...] or path + column for dist = 'empirical'")
+        t.report("values", "give either values = [...] or path + column for dist = 'empirical'")
+        t.skip("path", "column", "weights")
+        return {}
     if t.has("values"):
         values = t.any("values")
         if (not isinstance(values, list) or not values
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
-            raise t.error("values", "must be a non-empty array of numbers")
+            t.report("values", "must be a non-empty array of numbers")
+            t.skip("weights")
+            return {}
         data = np.asarray(values, dtype=np.float64)
         if not np.isfinite(data).all():
-            raise t.error("values", "must be finite numbers")
+            t.report("values", "must be finite numbers")
         weights = None
         if t.has("weights"):
             w = t.any("weights")
             if (not isinstance(w, list) or len(w) != len(values)
                     or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in w)
                     or sum(w) <= 0):
-                raise t.error("weights", f"must be {len(values)} non-negative numbers with a positive sum")
-            weights = tuple(float(x) for x in w)
+                t.report("weights", f"must be {len(values)} non-negative numbers with a positive sum")
+            else:
+                weights = tuple(float(x) for x in w)
         return dict(data=data, weights=weights)
-    raw_path = t.str("path")
-    column = t.str("column")
+    raw_path = column = None
+    with t.guard():
+        raw_path = t.str("path")
+    with t.guard():
+        column = t.str("column")
+    if raw_path is None or column is None:
+        return {}
     path = Path(raw_path)
     if not path.is_absolute():
         path = base_dir / path
@@ -403,7 +454,8 @@ def _parse_empirical(t: Table, base_dir: Path) -> dict:
     try:
         data = read_column(path, column)
     except OracleError as exc:
-        raise t.error("path", exc.message) from None
+        t.report("path", exc.message)
+        return {}
     return dict(data=data, path=str(path), column=column)
 
 
