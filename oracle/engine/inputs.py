@@ -7,11 +7,13 @@ Both the jitted engine (``oracle.engine.loop``) and the plain-Python reference
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from enum import IntEnum
 
 import numpy as np
+
+from oracle.kernels.arith import cdiv as _cdiv
+from oracle.kernels.arith import log_bin, plain
 
 
 class Router(IntEnum):
@@ -53,11 +55,8 @@ ITL_NUM_BINS = ITL_BINS_PER_DECADE * ITL_DECADES + 2
 
 
 def itl_bin(gap_s: float) -> int:
-    """Histogram bin of one inter-token gap in seconds (same formula as the jitted engine)."""
-    if gap_s < ITL_MIN_S:
-        return 0
-    b = int(math.floor(math.log10(gap_s / ITL_MIN_S) * ITL_BINS_PER_DECADE)) + 1
-    return min(b, ITL_NUM_BINS - 1)
+    """Histogram bin of one inter-token gap in seconds (the jitted engine's formula)."""
+    return plain(log_bin)(gap_s, ITL_MIN_S, ITL_BINS_PER_DECADE, ITL_NUM_BINS)
 
 
 def itl_bin_edges_s() -> np.ndarray:
@@ -66,9 +65,7 @@ def itl_bin_edges_s() -> np.ndarray:
     return np.concatenate([[0.0], ITL_MIN_S * 10.0 ** (k / ITL_BINS_PER_DECADE)])
 
 
-def cdiv(a: int, b: int) -> int:
-    """Ceiling division for non-negative integers."""
-    return -(-a // b)
+cdiv = plain(_cdiv)  # ceiling division of non-negative integers (the kernels' own)
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from oracle.engine.inputs import CacheEvent, Status
 from oracle.engine.queues import release_followups, wq_front, wq_pop_front, wq_push_front
 from oracle.engine.state import Counter
 from oracle.kernels._jit import jit, kernel
-from oracle.kernels.blockpool import cdiv
+from oracle.kernels.arith import cdiv, log_bin
 from oracle.kernels.kvcache import (allocate, cache_block, count_evictable_hits, free_blocks, match_prefix, num_free,
                                     producing_session, touch_hits)
 
@@ -335,10 +335,8 @@ def schedule_waiting(r, t, budget, nsch, cfg, req, st):
 # ------------------------------------------------------------------------------ step end
 @jit(inline="always")
 def itl_bin(gap, cfg, num_bins):
-    """Histogram bin of an inter-token gap (the formula of oracle.engine.inputs.itl_bin)."""
-    if gap < cfg.itl_min_s:
-        return 0
-    return min(int(math.floor(math.log10(gap / cfg.itl_min_s) * cfg.itl_bins_per_decade)) + 1, num_bins - 1)
+    """Histogram bin of an inter-token gap (oracle.engine.inputs.itl_bin)."""
+    return log_bin(gap, cfg.itl_min_s, cfg.itl_bins_per_decade, num_bins)
 
 
 @kernel

@@ -29,12 +29,6 @@ from oracle.kernels._jit import jit
 
 
 @jit(inline="always")
-def cdiv(a, b):
-    """Ceiling division of non-negative integers."""
-    return -(-a // b)
-
-
-@jit(inline="always")
 def fq_init(base, n, fq_prev, fq_next):
     """Put blocks 1..n-1 in the free queue in id order (block 0 is the null block).
 

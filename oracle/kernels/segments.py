@@ -8,8 +8,6 @@ base is always complete before a request copies it: one pass, no per-turn-index 
 
 from __future__ import annotations
 
-import numpy as np
-
 from oracle.kernels._jit import jit
 
 
