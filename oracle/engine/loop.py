@@ -144,7 +144,7 @@ def _step(r, t, cfg, req, st):
             fits = nb <= cfg.max_num_batched_tokens and coh.bk[kb, CNT] <= num_free(pool, r)
         if not fits:
             materialize_cohort(r, t, cfg, st)
-            out.counters[Counter.COHORT_MATERIALIZATIONS] += 1
+            out.counters[Counter.COHORT_MATERIALIZATIONS.value] += 1
             nb = 0
     if nb > 0:
         schedule_cohort(r, kb, cfg, st)
@@ -160,9 +160,9 @@ def _step(r, t, cfg, req, st):
         nsch = schedule_waiting(r, t, budget, nsch, cfg, req, st)
     if nsch == 0 and nb == 0:
         return -1.0, 0, 0
-    out.counters[Counter.STEPS] += 1
-    out.counters[Counter.COHORT_REQUEST_STEPS] += nb
-    out.counters[Counter.ACTIVE_REQUEST_STEPS] += nsch
+    out.counters[Counter.STEPS.value] += 1
+    out.counters[Counter.COHORT_REQUEST_STEPS.value] += nb
+    out.counters[Counter.ACTIVE_REQUEST_STEPS.value] += nsch
     dt, num_decode, num_tokens = _price(r, nb, nsch, cfg, req, st)
     t_end = t + dt
     qs.busy_until[r] = t_end
@@ -309,11 +309,11 @@ def run_engine(inputs: EngineInputs) -> EngineOutputs:
                          completion_s=out.completion_s, arrival_s=out.arrival_s, cached_tokens=out.cached_tokens,
                          computed_tokens=out.computed_tokens, preemptions=out.preemptions,
                          cache_event=out.cache_event, max_itl_s=out.max_itl_s, status=out.status,
-                         prefix_cache_queries=int(c[Counter.PREFIX_CACHE_QUERIES]),
-                         prefix_cache_hits=int(c[Counter.PREFIX_CACHE_HITS]),
-                         preempted_requests=int(c[Counter.PREEMPTED_REQUESTS]),
-                         preempted_prefix_cache_queries=int(c[Counter.PREEMPTED_PREFIX_CACHE_QUERIES]),
-                         preempted_prefix_cache_hits=int(c[Counter.PREEMPTED_PREFIX_CACHE_HITS]),
+                         prefix_cache_queries=int(c[Counter.PREFIX_CACHE_QUERIES.value]),
+                         prefix_cache_hits=int(c[Counter.PREFIX_CACHE_HITS.value]),
+                         preempted_requests=int(c[Counter.PREEMPTED_REQUESTS.value]),
+                         preempted_prefix_cache_queries=int(c[Counter.PREEMPTED_PREFIX_CACHE_QUERIES.value]),
+                         preempted_prefix_cache_hits=int(c[Counter.PREEMPTED_PREFIX_CACHE_HITS.value]),
                          itl_hist=out.itl_hist, num_steps=int(num_steps), steps=step_table,
                          diagnostics={k.name.lower(): int(c[k]) for k in DIAGNOSTICS},
                          kv_used_integral=out.kv_integral, kv_used_max=out.kv_max,

@@ -67,7 +67,7 @@ def route(q, cfg, req, st):
         hit = 0
         if cfg.enable_prefix_caching:
             hit = match_prefix(pool, r, req.hashes, req.hash_off[q], max_hit, sc.hit_blocks)
-            out.counters[Counter.ROUTER_PROBES] += hit + (hit < max_hit)
+            out.counters[Counter.ROUTER_PROBES.value] += hit + (hit < max_hit)
         cost = (cdiv(p, bs) - hit) + used
         if best < 0 or cost < best_cost or (cost == best_cost and (load < best_load
                                                                     or (load == best_load and r < best))):

@@ -275,10 +275,10 @@ def schedule_waiting(r, t, budget, nsch, cfg, req, st):
         q = wq_front(qs, r)
         num_tokens = req.prompt[q] + rs.generated[q]
         hit = 0
-        counters[Counter.ADMISSION_ATTEMPTS] += 1
+        counters[Counter.ADMISSION_ATTEMPTS.value] += 1
         if pool.caching:
             hit = match_prefix(pool, r, req.hashes, req.hash_off[q], (num_tokens - 1) // bs, sc.hit_blocks)
-            counters[Counter.ADMISSION_HIT_BLOCKS] += hit
+            counters[Counter.ADMISSION_HIT_BLOCKS.value] += hit
         hit_tokens = hit * bs
         num_new = num_tokens - hit_tokens
         if not cfg.enable_chunked_prefill and num_new > budget:
@@ -288,11 +288,11 @@ def schedule_waiting(r, t, budget, nsch, cfg, req, st):
         if hit > 0:
             evictable = count_evictable_hits(pool, r, sc.hit_blocks, hit)
         if cfg.scheduler_reserve_full_isl and cdiv(num_tokens, bs) - hit + evictable > num_free(pool, r):
-            counters[Counter.FAILED_ADMISSIONS] += 1
+            counters[Counter.FAILED_ADMISSIONS.value] += 1
             break
         need = cdiv(hit_tokens + num_new, bs) - hit
         if need + evictable > num_free(pool, r):
-            counters[Counter.FAILED_ADMISSIONS] += 1
+            counters[Counter.FAILED_ADMISSIONS.value] += 1
             break
         rs.slot_top[r] -= 1
         rs.slot[q] = rs.slot_free[r * s_max + rs.slot_top[r]]
@@ -307,12 +307,12 @@ def schedule_waiting(r, t, budget, nsch, cfg, req, st):
         if pool.caching:
             _cache_upto(q, gs, (hit_tokens + num_new) // bs, r, cfg, req, pool, rs)
             if out.preemptions[q] > 0:  # vLLM PrefixCacheStats: re-admissions counted apart
-                counters[Counter.PREEMPTED_REQUESTS] += 1
-                counters[Counter.PREEMPTED_PREFIX_CACHE_QUERIES] += num_tokens
-                counters[Counter.PREEMPTED_PREFIX_CACHE_HITS] += hit_tokens
+                counters[Counter.PREEMPTED_REQUESTS.value] += 1
+                counters[Counter.PREEMPTED_PREFIX_CACHE_QUERIES.value] += num_tokens
+                counters[Counter.PREEMPTED_PREFIX_CACHE_HITS.value] += hit_tokens
             else:
-                counters[Counter.PREFIX_CACHE_QUERIES] += num_tokens
-                counters[Counter.PREFIX_CACHE_HITS] += hit_tokens
+                counters[Counter.PREFIX_CACHE_QUERIES.value] += num_tokens
+                counters[Counter.PREFIX_CACHE_HITS.value] += hit_tokens
         wq_pop_front(qs, r)
         qs.act[r * s_max + qs.act_len[r]] = q
         qs.act_len[r] += 1

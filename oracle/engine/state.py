@@ -102,7 +102,9 @@ State = namedtuple("State", ["out", "pool", "rs", "qs", "coh", "sc"])
 
 
 class Counter(IntEnum):
-    """Run counters (``Outputs.counters``): vLLM's prefix-cache stats, then engine work."""
+    """Run counters (``Outputs.counters``): vLLM's prefix-cache stats, then engine work.
+    Kernels index with ``Counter.X.value`` (numba 0.65, which vLLM pins, takes no IntEnum as
+    an array index)."""
 
     PREFIX_CACHE_QUERIES = 0
     PREFIX_CACHE_HITS = 1
