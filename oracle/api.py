@@ -126,7 +126,9 @@ def engine_inputs(scenario: Scenario, fw: FrameworkConfig, workload, *, hashes=N
         config=cfg, arrival_s=workload.arrival_s, prompt_tokens=workload.prompt_tokens,
         output_tokens=workload.output_tokens, session=workload.session, turn=workload.turn,
         parent=workload.parent, think_s=workload.think_s, hash_offsets=hash_offsets, hashes=block_hashes,
-        cost_params=cost_params(scenario, fw))
+        cost_params=cost_params(scenario, fw),
+        timeout_s=None if scenario.workload.timeout_s is None
+        else np.full(len(workload), scenario.workload.timeout_s, np.float64))
 
 
 def engine_block_hashes(workload, fw: FrameworkConfig) -> tuple[np.ndarray, np.ndarray]:

@@ -57,6 +57,7 @@ class ReqSpec:
     turn: int = 0
     parent: int = -1
     think_s: float = 0.0
+    timeout_s: float = math.inf  # the client gives up this long after arrival
 
     @property
     def tokens(self) -> list[int]:
@@ -88,6 +89,8 @@ def build_inputs(specs: Sequence[ReqSpec], config: EngineConfig,
         hash_offsets=np.array(offsets, np.int64).reshape(n + 1),
         hashes=np.array(hashes, np.uint64),
         cost_params=np.asarray(cost_params, np.float64),
+        timeout_s=np.array([float(s.timeout_s) for s in specs], np.float64)
+        if any(math.isfinite(s.timeout_s) for s in specs) else None,
     )
 
 
@@ -171,10 +174,13 @@ def _tokens(rng: random.Random, n: int, vocab: int) -> list[int]:
 @st.composite
 def scenarios(draw, max_requests: int = 40, router: Router | None = None,
               pool_kinds: Sequence[str] = ("tight", "loose", "unlimited"),
-              caching: bool | None = None, record_steps: bool | None = None) -> Scenario:
+              caching: bool | None = None, record_steps: bool | None = None,
+              timeouts: bool = False) -> Scenario:
     """A small random scenario: 1-3 replicas, any router, block size 1-16, tight / loose /
     unlimited pools, chunked prefill on/off, caching on/off, sessions with follow-ups,
-    shared system prompts, arrival ties, and a few requests over ``max_model_len``."""
+    shared system prompts, arrival ties, and a few requests over ``max_model_len``; with
+    ``timeouts``, some clients give up after a few step times (waiting, running, or done
+    too late)."""
     rng = random.Random(draw(st.integers(0, 2**32 - 1)))
     unit = time_unit_s()
     num_replicas = draw(st.integers(1, 3))
@@ -222,6 +228,9 @@ def scenarios(draw, max_requests: int = 40, router: Router | None = None,
         specs = [replace(specs[old], parent=inv[specs[old].parent] if specs[old].parent >= 0 else -1)
                  for old in perm]
 
+    if timeouts and draw(st.booleans()):
+        specs = [replace(s, timeout_s=draw(st.sampled_from([math.inf, 0.0, 0.5, 1.0, 2.0, 4.0, 9.5])) * unit)
+                 if draw(st.booleans()) else s for s in specs]
     totals = sorted(len(s.prompt) + len(s.output) for s in specs)
     num_too_long = draw(st.sampled_from([0, 0, 1, 2]))
     num_too_long = min(num_too_long, len(totals) - 1)
@@ -317,5 +326,12 @@ def hand_cases() -> dict[str, Scenario]:
             ReqSpec(_r(1, 6), [7, 8], arrival_s=0.0, session=7),
             ReqSpec(_r(1, 8) + [9, 10, 11], [12], session=7, turn=1, parent=0, think_s=3.0),
         ], C(num_replicas=2, router=Router.ROUND_ROBIN, block_size=4), "unlimited"),
+        "client_timeouts": Scenario([
+            ReqSpec(_r(1, 4), _r(5, 10), arrival_s=0.0, session=1, timeout_s=3.5),
+            ReqSpec(_r(11, 14), [15, 16], arrival_s=0.0),
+            ReqSpec(_r(21, 23), [24], arrival_s=0.5, timeout_s=0.2),
+            ReqSpec([31, 32], [33], session=1, turn=1, parent=0, think_s=1.0),
+            ReqSpec([41, 42], [43, 44], arrival_s=10.0, timeout_s=1.5),
+        ], C(block_size=4, record_steps=True), "unlimited"),
     }
     return cases

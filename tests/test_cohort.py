@@ -48,6 +48,9 @@ def long_decodes(draw):
                        max_model_len=max(len(s.tokens) for s in specs) + 8,
                        enable_prefix_caching=draw(st.booleans()), record_steps=True,
                        warm_up_s=draw(st.sampled_from([0.0, 0.1])))
+    if draw(st.booleans()):  # clients that give up while their request waits or decodes
+        specs = [ReqSpec(**{**s.__dict__, "timeout_s": draw(st.sampled_from([0.02, 0.1, 0.25, 1.0]))})
+                 if draw(st.booleans()) else s for s in specs]
     return build_inputs(specs, cfg)
 
 

@@ -82,10 +82,10 @@ def test_hand_cases_variants(name):
 @pytest.mark.parametrize("router", list(Router), ids=[r.name.lower() for r in Router])
 @given(data=st.data())
 def test_random_scenarios(router, data):
-    sc: Scenario = data.draw(scenarios(max_requests=40, router=router), label="scenario")
+    sc: Scenario = data.draw(scenarios(max_requests=40, router=router, timeouts=True), label="scenario")
     compare(sc.inputs())
 
 
-@given(sc=scenarios(max_requests=25, pool_kinds=("tight",), record_steps=True))
+@given(sc=scenarios(max_requests=25, pool_kinds=("tight",), record_steps=True, timeouts=True))
 def test_random_tight_pools_with_steps(sc: Scenario):
     compare(sc.inputs())

@@ -189,3 +189,35 @@ def test_reference_debug_mode_runs_every_step():
     out = eng.run()
     assert len(calls) == out.num_steps == 2
     assert out.completion_s[0] == 2.0
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@given(sc=scenarios(max_requests=25, timeouts=True))
+def test_client_timeout_invariants(engine, sc: Scenario):
+    """With clients that give up (README "Client timeouts"): every request ends FINISHED (by
+    its deadline), REJECTED or TIMED_OUT (aborted, or finished too late); follow-ups leave at
+    the parent's end or its deadline, whichever is first; nothing is computed for a request
+    aborted before admission. (The reference's debug mode checks the pool after every step.)"""
+    inp = sc.inputs()
+    out = engine(inp)
+    n = len(inp)
+    timeout = inp.timeout_s if inp.timeout_s is not None else np.full(n, np.inf)
+    status = out.status.astype(int)
+    fin, rej, late = (status == Status.FINISHED), (status == Status.REJECTED), (status == Status.TIMED_OUT)
+    assert np.all(fin | rej | late), status
+    deadline = out.arrival_s + timeout
+    assert np.all(out.completion_s[fin] <= deadline[fin])
+    assert np.all(~(out.completion_s[late] <= deadline[late]))  # NaN (aborted) or after it
+    assert not np.any(late & np.isinf(timeout))
+    never = late & np.isnan(out.admitted_s)
+    assert np.all(out.computed_tokens[never] == 0) and np.all(np.isnan(out.first_token_s[never]))
+    for i in range(n):
+        par = int(inp.parent[i])
+        if par >= 0:
+            if rej[par]:
+                end = out.arrival_s[par]
+            elif fin[par]:
+                end = out.completion_s[par]
+            else:
+                end = deadline[par]
+            assert out.arrival_s[i] == end + inp.think_s[i], i

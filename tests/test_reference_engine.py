@@ -553,3 +553,26 @@ def test_empty_input():
 def test_zero_output_tokens_refused():
     with pytest.raises(ValueError):
         ReferenceEngine(build_inputs([ReqSpec([1], [])], EngineConfig()), lambda *a: 1.0)
+
+
+def test_client_timeouts():
+    # bs 4, unlimited, every step 1 s. A (p 4, o 6, timeout 3.5) and B (p 4, o 2) at 0; C (p 3,
+    # o 1, timeout 0.2) at 0.5; D follows A (think 1); E (p 2, o 2, timeout 1.5) at 10.
+    # t0: A and B prefill; t1..: A decodes, B decodes and finishes at 2. C waits behind the
+    #   step 0->1 and its client gives up at 0.7: out of the waiting queue, never admitted.
+    # The step 3->4 starts before A's deadline 3.5, so A gets its 4th token at 4; the abort is
+    #   taken before the next step (vLLM handles aborts between steps): A's blocks are freed, and
+    #   D is released at 3.5 + 1 = 4.5, admitted at once, done at 5.5.
+    # E finishes at 12, after its deadline 11.5: TIMED_OUT, with its timestamps kept.
+    out, _, eng = run_case("client_timeouts")
+    T, F = Status.TIMED_OUT, Status.FINISHED
+    assert out.status.tolist() == [T, F, T, F, T]
+    assert_times(out.arrival_s, [0, 0, 0.5, 4.5, 10])
+    assert_times(out.admitted_s, [0, 0, NAN, 4.5, 10])
+    assert_times(out.first_token_s, [1, 1, NAN, 5.5, 11])
+    assert_times(out.completion_s, [NAN, 2, NAN, 5.5, 12])
+    assert out.computed_tokens.tolist() == [7, 5, 0, 2, 3]
+    assert_times(out.max_itl_s, [1, 1, NAN, NAN, 1])
+    # blocks in use after each step: A 1 + B 1; A 2 (B done); A 2; A 2 (its 4th token's slot)
+    assert out.steps["kv_blocks_used"].tolist()[:4] == [2, 2, 2, 2]
+    assert eng.replicas[0].pool.num_free == eng.replicas[0].pool.num_usable  # every block back

@@ -40,6 +40,7 @@ class Status(IntEnum):
     PENDING = 0
     FINISHED = 1
     REJECTED = 2
+    TIMED_OUT = 3  # the client gave up (README "Client timeouts"): aborted, or finished too late
 
 
 # The steps table's columns, in order (one row per engine step; README "Outputs per request").
@@ -97,7 +98,9 @@ class EngineInputs:
     ``hashes[hash_offsets[i] + b]`` for every full block of its prompt + output (chained).
     The engine reads the hashes only with prefix caching on; with it off they may be empty
     (``oracle.simulate`` does not compute them; tests/test_no_hashes.py holds this);
-    cost_params: f8[:] for ``oracle.kernels.cost.step_time_s``.
+    cost_params: f8[:] for ``oracle.kernels.cost.step_time_s``;
+    timeout_s: f8[n] seconds after its arrival at which a request's client gives up (None or
+    inf: never; README "Client timeouts").
     """
 
     config: EngineConfig
@@ -111,6 +114,7 @@ class EngineInputs:
     hash_offsets: np.ndarray
     hashes: np.ndarray
     cost_params: np.ndarray
+    timeout_s: np.ndarray | None = None  # f8[n]: the client gives up this long after arrival (inf: never)
 
     def __len__(self) -> int:
         return int(self.prompt_tokens.shape[0])

@@ -25,9 +25,10 @@ import numpy as np
 
 from oracle.engine.cohort import CNT, NPOST, NUM, SUM, J
 from oracle.engine.inputs import ITL_BINS_PER_DECADE, ITL_MIN_S, STEP_COLUMNS, EngineInputs, EngineOutputs, Status
-from oracle.engine.queues import heap_pop, release_followups, wq_push_back
+from oracle.engine.queues import heap_pop, heap_push, release_followups, wq_push_back, wq_remove
 from oracle.engine.router import route
-from oracle.engine.scheduler import (cache_cohort, cohort_fits, fill_bucket, finish_active, finish_completions,
+from oracle.engine.scheduler import (abort_running, cache_cohort, cohort_fits, fill_bucket, finish_active,
+                                     finish_completions,
                                      itl_bin, join_active, materialize_cohort, schedule_active, schedule_cohort,
                                      schedule_waiting)
 from oracle.engine.state import DIAGNOSTICS, Config, Counter, Requests, new_state
@@ -44,20 +45,27 @@ def _simulate(req, cfg, st):
     """Run the whole simulation; results go into ``st.out``. Returns the steps matrix
     (num_steps x len(STEP_COLUMNS), empty unless ``cfg.record_steps``) and the number of steps.
 
-    Arrivals and steps are taken strictly in time order (ties: the arrival first, then the
-    lowest replica), so the steps table comes out in (start time, replica) order.
+    Aborts, arrivals and steps are taken strictly in time order (ties: aborts, then
+    arrivals, then the lowest replica's step), so the steps table comes out in (start time,
+    replica) order.
     """
+    qs = st.qs
     steps = np.empty((1024 if cfg.record_steps else 0, NUM_STEP_COLUMNS), np.float64)
     num_steps = 0
     si = 0  # next request without a parent, in arrival order
     while True:
-        q, ta, from_heap = _next_arrival(req, st.qs, si)
+        q, ta, from_heap = _next_arrival(req, qs, si)
         r, ts = _next_step(cfg, st)
+        if qs.ab_n[0] > 0 and (q < 0 or qs.ab_t[0] <= ta) and (r < 0 or qs.ab_t[0] <= ts):
+            qa, t_abort = qs.ab_id[0], qs.ab_t[0]
+            heap_pop(qs.ab_t, qs.ab_id, qs.ab_n)
+            _abort(qa, t_abort, cfg, req, st)
+            continue
         if q < 0 and r < 0:
             break
         if q >= 0 and (r < 0 or ta <= ts):
             if from_heap:
-                heap_pop(st.qs)
+                heap_pop(qs.hp_t, qs.hp_id, qs.hp_n)
             else:
                 si += 1
             _arrive(q, ta, cfg, req, st)
@@ -126,6 +134,24 @@ def _arrive(q, ta, cfg, req, st):
     if not _has_work(cfg, st, r) and qs.busy_until[r] < ta:
         qs.busy_until[r] = ta
     wq_push_back(qs, r, q)
+    if req.timeout_s[q] < np.inf:
+        heap_push(qs.ab_t, qs.ab_id, qs.ab_n, ta + req.timeout_s[q], q)
+
+
+@kernel
+def _abort(q, a, cfg, req, st):
+    """The client of request q gives up at a (README "Client timeouts"): a request still
+    waiting or running is aborted (out of its queue, blocks freed) and its follow-ups go."""
+    out = st.out
+    if out.status[q] != Status.PENDING:  # already done (in time, or too late: TIMED_OUT then)
+        return
+    r = out.replica[q]
+    if st.rs.slot[q] >= 0:
+        abort_running(q, r, cfg, st)
+    else:
+        wq_remove(st.qs, r, q)
+    out.status[q] = Status.TIMED_OUT
+    release_followups(st.qs, req, q, a)
 
 
 @kernel
@@ -266,7 +292,9 @@ def _requests(inputs: EngineInputs) -> tuple[Requests, int]:
                    think_s=np.ascontiguousarray(inputs.think_s, np.float64), static_order=static,
                    child_off=child_off, child_ids=child_ids, sess_idx=sess_idx,
                    hash_off=np.ascontiguousarray(inputs.hash_offsets, np.int64),
-                   hashes=np.ascontiguousarray(inputs.hashes, np.uint64))
+                   hashes=np.ascontiguousarray(inputs.hashes, np.uint64),
+                   timeout_s=np.full(len(inputs), np.inf) if inputs.timeout_s is None
+                   else np.ascontiguousarray(inputs.timeout_s, np.float64))
     return req, int(np.count_nonzero(uniq >= 0))
 
 

@@ -1,5 +1,5 @@
-"""Waiting queues (ring buffers with push-front) and the follow-up heap, over a
-``state.Queues`` record ``qs``."""
+"""Waiting queues (ring buffers with push-front and removal) and the event heaps (follow-up
+arrivals, client aborts), over a ``state.Queues`` record ``qs``."""
 
 from __future__ import annotations
 
@@ -39,11 +39,25 @@ def wq_pop_front(qs, r):
 
 
 @jit(inline="always")
-def heap_push(qs, t, q):
-    """Binary min-heap on (t, id); ``qs.hp_n[0]`` is its size."""
-    hp_t, hp_id = qs.hp_t, qs.hp_id
-    i = qs.hp_n[0]
-    qs.hp_n[0] += 1
+def wq_remove(qs, r, q):
+    """Take request q out of replica r's waiting queue (the others keep their order).
+    O(queue length): only aborts use it."""
+    wcap = _wcap(qs)
+    base = r * wcap
+    n = qs.wq_len[r]
+    k = 0
+    while qs.wq[base + (qs.wq_head[r] + k) % wcap] != q:
+        k += 1
+    for j in range(k, n - 1):
+        qs.wq[base + (qs.wq_head[r] + j) % wcap] = qs.wq[base + (qs.wq_head[r] + j + 1) % wcap]
+    qs.wq_len[r] -= 1
+
+
+@jit(inline="always")
+def heap_push(hp_t, hp_id, hp_n, t, q):
+    """Binary min-heap on (t, id); ``hp_n[0]`` is its size."""
+    i = hp_n[0]
+    hp_n[0] += 1
     while i > 0:
         p = (i - 1) >> 1
         if hp_t[p] < t or (hp_t[p] == t and hp_id[p] < q):
@@ -56,10 +70,10 @@ def heap_push(qs, t, q):
 
 
 @jit(inline="always")
-def heap_pop(qs):
-    hp_t, hp_id = qs.hp_t, qs.hp_id
-    n = qs.hp_n[0] - 1
-    qs.hp_n[0] = n
+def heap_pop(hp_t, hp_id, hp_n):
+    """Remove the least (t, id) of the heap."""
+    n = hp_n[0] - 1
+    hp_n[0] = n
     t = hp_t[n]
     q = hp_id[n]
     i = 0
@@ -83,4 +97,4 @@ def release_followups(qs, req, q, t):
     """Follow-ups of ``q`` arrive ``think_s`` after ``q`` ends at time ``t``."""
     for k in range(req.child_off[q], req.child_off[q + 1]):
         c = req.child_ids[k]
-        heap_push(qs, t + req.think_s[c], c)
+        heap_push(qs.hp_t, qs.hp_id, qs.hp_n, t + req.think_s[c], c)

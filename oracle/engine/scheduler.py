@@ -371,11 +371,17 @@ def finish_active(r, t_end, nsch, cfg, req, st):
 
 @jit(inline="always")
 def _complete(q, r, t_end, cfg, req, st):
-    """Request q generated its last token at t_end: record it, free it, release follow-ups."""
+    """Request q generated its last token at t_end: record it, free it, release follow-ups.
+    Past its client's deadline it is TIMED_OUT, and its follow-ups go from the deadline."""
     st.out.completion_s[q] = t_end
-    st.out.status[q] = Status.FINISHED
+    deadline = st.out.arrival_s[q] + req.timeout_s[q]
+    if t_end <= deadline:
+        st.out.status[q] = Status.FINISHED
+        release_followups(st.qs, req, q, t_end)
+    else:
+        st.out.status[q] = Status.TIMED_OUT
+        release_followups(st.qs, req, q, deadline)
     _free_request(q, r, cfg, st.pool, st.rs)
-    release_followups(st.qs, req, q, t_end)
 
 
 @kernel
@@ -421,7 +427,7 @@ def join_active(r, cfg, req, st):
     j = 0
     for i in range(qs.act_len[r]):
         q = qs.act[abase + i]
-        if out.status[q] == Status.FINISHED:
+        if out.status[q] != Status.PENDING:  # completed in this step
             continue
         gs = abase + rs.slot[q]
         if coh.sl[gs, EMIT] == 1:
@@ -432,3 +438,24 @@ def join_active(r, cfg, req, st):
             qs.act[abase + j] = q
             j += 1
     qs.act_len[r] = j
+
+
+# ---------------------------------------------------------------------------------- aborts
+@kernel
+def abort_running(q, r, cfg, st):
+    """Running request q of replica r is aborted (its client gave up; vLLM
+    ``Scheduler.finish_requests(FINISHED_ABORTED)``): it leaves the running requests (the
+    cohort is materialized first if q is a member) and its blocks are freed."""
+    rs, qs, coh = st.rs, st.qs, st.coh
+    abase = r * cfg.max_num_seqs
+    if coh.sl[abase + rs.slot[q], JJOIN] >= 0:  # a cohort member: back to exact per-request state
+        materialize_cohort(r, qs.busy_until[r], cfg, st)  # the replica's last step ended then
+        st.out.counters[Counter.COHORT_MATERIALIZATIONS.value] += 1
+    j = 0
+    for i in range(qs.act_len[r]):
+        x = qs.act[abase + i]
+        if x != q:
+            qs.act[abase + j] = x
+            j += 1
+    qs.act_len[r] = j
+    _free_request(q, r, cfg, st.pool, rs)

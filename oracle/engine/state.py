@@ -46,6 +46,7 @@ Requests = namedtuple("Requests", [
     "sess_idx",      # i4[n] dense session index (-1 none), for session affinity
     "hash_off",      # i8[n] first block hash of request q in ``hashes``
     "hashes",        # u8[...] chained block hashes (full blocks of p + o tokens)
+    "timeout_s",     # f8[n] the client gives up this long after arrival (inf: never)
 ])
 
 Config = namedtuple("Config", [
@@ -84,6 +85,7 @@ Queues = namedtuple("Queues", [
     "act", "act_len",            # active running lists (running order): i4[R*s_max], i8[R]
     "busy_until",                # f8[R] replica clocks
     "hp_t", "hp_id", "hp_n",     # follow-up heap on (arrival, id); hp_n i8[1] its size
+    "ab_t", "ab_id", "ab_n",     # abort heap on (client deadline, id); ab_n i8[1] its size
     "rr_counter",                # i8[1] requests routed round robin so far
     "sess_rep",                  # i4[sessions] replica a session is pinned to (-1 none)
 ])
@@ -158,6 +160,7 @@ def new_state(req: Requests, cfg: Config, num_blocks: int, num_sessions: int) ->
         act=np.empty(R * s_max, np.int32), act_len=np.zeros(R, np.int64),
         busy_until=np.zeros(R, np.float64), hp_t=np.empty(n_req + 1, np.float64),
         hp_id=np.empty(n_req + 1, np.int64), hp_n=np.zeros(1, np.int64),
+        ab_t=np.empty(n_req + 1, np.float64), ab_id=np.empty(n_req + 1, np.int64), ab_n=np.zeros(1, np.int64),
         rr_counter=np.zeros(1, np.int64), sess_rep=np.full(max(num_sessions, 1), -1, np.int32))
     coh = Cohort(*new_cohort(R, s_max, int(cfg.block_size), int(cfg.ring)))
     sc = Scratch(sch_req=np.empty(s_max, np.int32), sch_new=np.empty(s_max, np.int32),

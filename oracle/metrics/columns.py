@@ -20,7 +20,6 @@ LEGACY_CSV_COLUMNS = (
 
 CACHE_EVENT_NAMES = {int(e): e.name for e in CacheEvent}
 CACHE_EVENT_NAMES[int(CacheEvent.NONE)] = "NONE"
-STATUS_NAMES = {int(Status.PENDING): "pending", int(Status.FINISHED): "finished",
-                int(Status.REJECTED): "rejected"}
+STATUS_NAMES = {int(s): s.name.lower() for s in Status}  # pending, finished, rejected, timed_out
 
 PERCENTILES = (50, 90, 95, 99)

@@ -51,7 +51,7 @@ def request_table(workload, out: EngineOutputs, *, warm_up_s: float) -> pl.DataF
         "tpot_ms": tpot_ms,
         "e2e_ms": e2e_ms,
         "max_itl_ms": out.max_itl_s * 1e3,
-        "status": pl.Series([STATUS_NAMES[k] for k in range(3)], dtype=pl.Utf8).gather(out.status.astype(np.int64)),
+        "status": pl.Series([STATUS_NAMES[k] for k in range(len(STATUS_NAMES))], dtype=pl.Utf8).gather(out.status.astype(np.int64)),
         "computed_tokens": out.computed_tokens.astype(np.int64),
         "prefilled_tokens": prefilled.astype(np.int64),
         "warm_up": out.arrival_s < warm_up_s,
@@ -164,6 +164,7 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
             "total": total,
             "successful": successful,
             "failed": total - successful,
+            "timed_out": int((df["status"] == "timed_out").sum()),  # clients that gave up
             "success_rate": rate(successful, total),
             "warm_up_excluded": requests.height - total,
         },

@@ -190,6 +190,7 @@ class WorkloadSpec:
     clients: tuple[ClientSpec, ...] = ()
     arrival: ArrivalSpec | None = None
     trace: TraceSpec | None = None
+    timeout_s: float | None = None   # a client gives up this long after sending (None: never)
 
 
 # -- parsing --------------------------------------------------------------------------------
@@ -200,12 +201,13 @@ def parse_workload(t: Table, *, base_dir: Path) -> WorkloadSpec:
     With a problem collector on ``t`` (see :mod:`oracle._config`) every problem is recorded and
     the parts that can still be checked are; the spec returned then may hold ``None`` parts."""
     base_dir = Path(base_dir)
+    timeout_s = t.float("timeout_s", None, lo=0.0, lo_open=True)
     if t.has("trace"):
         if t.has("clients"):
             t.report("trace", "give either [workload.trace] or [[workload.clients]], not both", required=True)
         trace = parse_trace(t.table("trace"), base_dir=base_dir)
         t.done()
-        return WorkloadSpec(trace=trace)
+        return WorkloadSpec(trace=trace, timeout_s=timeout_s)
     shared = None
     if t.has("arrival"):
         with t.guard():
@@ -228,7 +230,7 @@ def parse_workload(t: Table, *, base_dir: Path) -> WorkloadSpec:
     if t.has("arrival") and all(ct.has("arrival") for ct in tables):
         t.report("arrival", "is unused: every client has its own arrival")
     t.done()
-    return WorkloadSpec(clients=tuple(clients), arrival=shared)
+    return WorkloadSpec(clients=tuple(clients), arrival=shared, timeout_s=timeout_s)
 
 
 def parse_trace(t: Table, *, base_dir: Path) -> TraceSpec:

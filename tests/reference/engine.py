@@ -54,6 +54,7 @@ class Request:
     parent: int
     think_s: float
     hashes: list[int]         # chained hashes of the full blocks of the p + o tokens
+    timeout_s: float = math.inf  # the client gives up this long after arrival
     children: list[int] = field(default_factory=list)
 
     # scheduler state
@@ -138,7 +139,8 @@ class ReferenceEngine:
                     output=int(inputs.output_tokens[i]), session=int(inputs.session[i]),
                     turn=int(inputs.turn[i]), parent=int(inputs.parent[i]),
                     think_s=float(inputs.think_s[i]),
-                    hashes=[int(h) for h in inputs.hashes[int(off[i]):int(off[i + 1])]])
+                    hashes=[int(h) for h in inputs.hashes[int(off[i]):int(off[i + 1])]],
+                    timeout_s=math.inf if inputs.timeout_s is None else float(inputs.timeout_s[i]))
             for i in range(n)
         ]
         for req in self.requests:
@@ -149,6 +151,7 @@ class ReferenceEngine:
                                       if req.parent < 0)
         self.next_static = 0
         self.followup_heap: list[tuple[float, int]] = []
+        self.abort_heap: list[tuple[float, int]] = []  # (client deadline, request)
         self.num_routed = 0
         self.session_to_replica: dict[int, int] = {}
         self.prefix_cache_queries = 0
@@ -166,7 +169,12 @@ class ReferenceEngine:
             arrival = self._peek_arrival()
             with_work = [rep for rep in self.replicas if rep.has_work]
             stepper = min(with_work, key=lambda rep: (rep.busy_until, rep.index)) if with_work else None
-            if arrival is not None and (stepper is None or arrival[0] <= stepper.busy_until):
+            abort = self.abort_heap[0] if self.abort_heap else None
+            if abort is not None and (arrival is None or abort[0] <= arrival[0]) and \
+                    (stepper is None or abort[0] <= stepper.busy_until):
+                heapq.heappop(self.abort_heap)
+                self._abort(self.requests[abort[1]], abort[0])
+            elif arrival is not None and (stepper is None or arrival[0] <= stepper.busy_until):
                 self._pop_arrival()
                 self._arrive(self.requests[arrival[1]], arrival[0])
             elif stepper is not None:
@@ -207,6 +215,23 @@ class ReferenceEngine:
         rep.waiting.append(req)
         if not had_work:
             rep.busy_until = max(rep.busy_until, a)
+        if req.timeout_s < math.inf:
+            heapq.heappush(self.abort_heap, (a + req.timeout_s, req.rid))
+
+    def _abort(self, req: Request, a: float) -> None:
+        """The client gives up at ``a``: a waiting or running request is aborted (vLLM
+        ``finish_requests(FINISHED_ABORTED)``): out of its queue, blocks freed, follow-ups go."""
+        if req.status != Status.PENDING:
+            return
+        rep = self.replicas[req.replica]
+        if req in rep.running:
+            rep.running.remove(req)
+            rep.pool.free_blocks(reversed(req.block_table))
+            req.block_table = []
+        else:
+            rep.waiting.remove(req)
+        req.status = int(Status.TIMED_OUT)
+        self._release_followups(req, a)
 
     # ---------------------------------------------------------------- routers
     def route(self, req: Request) -> int:
@@ -404,11 +429,13 @@ class ReferenceEngine:
             req.last_token_s = t_end
         if req.generated == req.output:
             req.completion_s = t_end
-            req.status = int(Status.FINISHED)
+            deadline = req.arrival_s + req.timeout_s
+            # past the client's deadline: TIMED_OUT, follow-ups from the deadline
+            req.status = int(Status.FINISHED if t_end <= deadline else Status.TIMED_OUT)
             rep.pool.free_blocks(reversed(req.block_table))
             req.block_table = []
             rep.running.remove(req)
-            self._release_followups(req, t_end)
+            self._release_followups(req, min(t_end, deadline))
 
     # ---------------------------------------------------------------- debug
     def check_invariants(self) -> None:
