@@ -203,6 +203,9 @@ def get(obj: Any, dotted: str, *, file: Path, kind: type | tuple = (int, float),
     """``obj[a][b]...`` for ``dotted = "a.b"``, type- and range-checked; errors name the key."""
     node = obj
     for part in dotted.split("."):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+            continue
         if not isinstance(node, dict) or node.get(part) is None:
             if required:
                 raise ReplayError("missing key" if isinstance(node, dict) else "not a mapping", file=file,

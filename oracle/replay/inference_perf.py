@@ -105,11 +105,11 @@ def load_inference_perf(path: Path, *, server_file: Path | None = None, flags: d
     if sp.get("enable_multi_turn_chat"):
         raise ReplayError("multi-turn chat sessions are not supported by oracle replay yet", file=cfg_path,
                           key="data.shared_prefix.enable_multi_turn_chat")
-    num_groups = get(sp, "num_groups", file=cfg_path, kind=int, lo=1)
-    per_group = get(sp, "num_prompts_per_group", file=cfg_path, kind=int, lo=1)
-    sys_len = get(sp, "system_prompt_len", file=cfg_path, kind=int, lo=0)
-    q_len = get(sp, "question_len", file=cfg_path, kind=int, lo=1)
-    out_len = get(sp, "output_len", file=cfg_path, kind=int, lo=1)
+    num_groups = get(cfg, "data.shared_prefix.num_groups", file=cfg_path, kind=int, lo=1)
+    per_group = get(cfg, "data.shared_prefix.num_prompts_per_group", file=cfg_path, kind=int, lo=1)
+    sys_len = get(cfg, "data.shared_prefix.system_prompt_len", file=cfg_path, kind=int, lo=0)
+    q_len = get(cfg, "data.shared_prefix.question_len", file=cfg_path, kind=int, lo=1)
+    out_len = get(cfg, "data.shared_prefix.output_len", file=cfg_path, kind=int, lo=1)
     load_type = get(cfg, "load.type", file=cfg_path, kind=str)
     if load_type not in LOAD_TYPES:
         raise ReplayError(f"load type {load_type!r} is not supported by oracle replay yet "
@@ -138,8 +138,8 @@ def load_inference_perf(path: Path, *, server_file: Path | None = None, flags: d
         key = f"load.stages.{k}"
         if not isinstance(st, dict):
             raise ReplayError("must be a mapping with rate and duration", file=cfg_path, key=key)
-        rate = float(get(st, "rate", file=cfg_path, lo=0.0))
-        duration = float(get(st, "duration", file=cfg_path, lo=0.0))
+        rate = float(get(cfg, f"{key}.rate", file=cfg_path, lo=0.0))
+        duration = float(get(cfg, f"{key}.duration", file=cfg_path, lo=0.0))
         if not (math.isfinite(rate) and rate > 0 and math.isfinite(duration) and duration > 0):
             raise ReplayError(f"rate and duration must be finite and > 0, got {rate:g} and {duration:g}",
                               file=cfg_path, key=key)
