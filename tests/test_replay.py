@@ -18,7 +18,7 @@ import yaml
 from typer.testing import CliRunner
 
 from oracle.cli import build_app
-from oracle.replay import ReplayError, build_workload, load_plan, replay
+from oracle.replay import build_workload, load_plan, replay
 from oracle.replay.common import lengths_from_percentiles
 from oracle.replay.inference_perf import stage_gap_s
 
@@ -248,6 +248,13 @@ def test_predicted_timeouts_mark_a_stage_overloaded(run_dir):
     c = replay(run_dir, timeout_s=1e-3).comparison
     assert all(s["overloaded"] and s["predicted"]["timeouts"] == s["num_requests"] for s in c["stages"])
     assert c["medians"]["ttft_mean"]["median_error_pct"] is None
+
+
+def test_prompts_over_max_model_len_are_rejected_not_timed_out(tmp_path):
+    run = make_run(tmp_path, stages=((2.0, 10),))
+    st = replay(run, flags={"max_model_len": 50}).comparison["stages"][0]   # prompts are about 66 tokens
+    assert st["predicted"]["rejected"] == 20 and st["predicted"]["timeouts"] == 0 and not st["overloaded"]
+    assert st["metrics"]["ttft_ms"]["mean"]["predicted"] is None
 
 
 def test_flags_override_the_server_file(run_dir):

@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from oracle.commands import user_errors
-from oracle.commands._options import JsonOpt, QuietOpt, SeedOpt
+from oracle.commands._options import JsonOpt, QuietOpt
 
 
 def register(app: typer.Typer) -> None:
@@ -38,7 +38,9 @@ def replay(
         "--num-gpu-blocks", min=2, help="Pin the KV cache to this many blocks (as vLLM logs it); default: the "
                                         "memory model.")] = None,
     gpu: Annotated[str, typer.Option("--gpu", "-g", help="Catalog GPU the benchmark ran on.")] = "h100-sxm",
-    seed: SeedOpt = None,
+    seed: Annotated[Optional[int], typer.Option(
+        "--seed", help="Random seed of the rebuilt workload (prompt order and lengths, arrival gaps); default "
+                       "0.")] = None,
     timeout_s: Annotated[Optional[float], typer.Option(
         "--timeout-s", min=0.0, help="Client timeout in seconds (default: the load generator's: inference-perf's "
                                      "request_timeout or aiohttp's 300 s; vllm bench's 6 h).")] = None,
@@ -127,7 +129,8 @@ def print_replay(c: dict, *, out: Path | None = None, plot: Path | None = None) 
     for st in c["stages"]:
         conv = st["tpot_conversion"]
         title = (f"{st['label']}: {st['num_requests']:,} requests, measured {st['measured']['successes']:,} ok / "
-                 f"{st['measured']['failures']:,} failed, predicted {st['predicted']['timeouts']:,} over the timeout")
+                 f"{st['measured']['failures']:,} failed, predicted {st['predicted']['timeouts']:,} over the timeout"
+                 + (f" and {st['predicted']['rejected']:,} rejected" if st["predicted"].get("rejected") else ""))
         table = Table(title=escape(title) + (" [bold red]OVERLOADED[/]" if st["overloaded"] else ""))
         table.add_column("metric")
         table.add_column("recorded", justify="right")

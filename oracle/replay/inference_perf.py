@@ -54,7 +54,7 @@ from typing import Any
 
 import numpy as np
 
-from oracle.replay.common import (STATS, MeasuredStage, PromptTable, ReplayError, ReplayPlan, StagePlan, get,
+from oracle.replay.common import (MeasuredStage, PromptTable, ReplayError, ReplayPlan, StagePlan, get,
                                   lengths_from_percentiles, read_json, read_yaml)
 from oracle.replay.server import resolve_server
 
@@ -158,7 +158,7 @@ def load_inference_perf(path: Path, *, server_file: Path | None = None, flags: d
         arrival = _arrivals(load_type, rate, duration, rng)
         n = arrival.shape[0]
         if n == 0:
-            raise ReplayError(f"int(rate x duration) = 0 requests", file=cfg_path, key=f"load.stages.{k}")
+            raise ReplayError("int(rate x duration) = 0 requests", file=cfg_path, key=f"load.stages.{k}")
         pid = np.arange(n, dtype=np.int64) % num_prompts
         measured = measured_stage(doc, stage_path, output_len=out_len)
         stages.append(StagePlan(index=k, label=f"stage {k}: {rate:g} req/s x {duration:g} s", rate=rate,
@@ -320,4 +320,4 @@ def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
-__all__ = ["load_inference_perf", "is_inference_perf", "measured_stage", "stage_gap_s", "STATS"]
+__all__ = ["load_inference_perf", "is_inference_perf", "measured_stage", "stage_gap_s"]

@@ -174,8 +174,10 @@ def predicted_stage(plan: ReplayPlan, k: int, requests, steps, wl: Workload, ori
     for stat, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99)):
         itl[stat] = weighted_quantile(itl_vals, itl_w, q)
     out["itl"] = itl
+    rejected = status == "rejected"      # longer than max_model_len or the KV cache: vLLM refuses them too
     return {"latency_ms": out, "itl_samples": (itl_vals, itl_w), "successes": n_ok,
-            "timeouts": int((~ok).sum()), "requests_per_s": n_ok / span if span > 0 else None,
+            "timeouts": int((~ok & ~rejected).sum()), "rejected": int(rejected.sum()),
+            "requests_per_s": n_ok / span if span > 0 else None,
             "output_tokens_per_s": out_tok / span if span > 0 else None,
             "input_tokens_per_s": in_tok / span if span > 0 else None,
             "prefix_cache_token_hit_rate": cached / prompt_sum if prompt_sum else None,
@@ -234,7 +236,7 @@ def compare(plan: ReplayPlan, res, wl: Workload, origins: list[float], *, gpu: s
             "num_requests": st.num_requests, "origin_s": origins[k],
             "measured": {"successes": meas.count_ok, "failures": meas.count_failed,
                          "prompt_len_mean": meas.prompt_len_mean, "notes": meas.notes},
-            "predicted": {"successes": pred["successes"], "timeouts": pred["timeouts"],
+            "predicted": {"successes": pred["successes"], "timeouts": pred["timeouts"], "rejected": pred["rejected"],
                           "prompt_tokens_mean": float(st.prompt_tokens.mean()),
                           "prefix_cache_token_hit_rate": pred["prefix_cache_token_hit_rate"],
                           "first_arrival_s": pred["first_arrival_s"],
