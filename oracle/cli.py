@@ -26,6 +26,7 @@ COMMAND_MODULES = [
     "oracle.commands.workload",
     "oracle.commands.convert",
     "oracle.commands.sweep",
+    "oracle.commands.replay",
 ]
 
 
