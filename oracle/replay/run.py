@@ -15,10 +15,12 @@ deterministic and a later stage arrives after every earlier request finished, so
 stages come out the same each time; the last run holds every stage and is the one reported.
 
 Per stage, the predicted figures are those of the requests a client would have counted as
-successes: finished within the plan's ``timeout_s``. The simulator cannot abort requests:
-a request the real client abandoned (and vLLM aborted) keeps running in the simulation and
-delays the others, so a stage where requests timed out (measured or predicted) is marked
-*overloaded* and left out of the error medians.
+successes: finished within the plan's ``timeout_s``. The client's timeout is simulated
+(``[workload] timeout_s``): a request the client abandons is aborted and its KV blocks
+freed, as vLLM does, so the requests that do finish see the same load as on the real
+server. A stage where requests timed out (measured or predicted) is marked *overloaded*:
+its figures compare successes only and it is left out of the error medians (the issue's
+overloaded-run target is reported apart).
 
 Per-token ITL per stage comes from the steps table: every decoding request waits one step
 for its next token, so the stage's ITL samples are its step durations weighted by the
@@ -109,7 +111,7 @@ def scenario_dict(plan: ReplayPlan, *, gpu: str, seed: int, workload_path: str =
         "seed": int(seed),
         "model": {"name": plan.server.model},
         "hardware": {"gpu": gpu},
-        "workload": {"trace": {"path": workload_path, "format": "parquet"}},
+        "workload": {"trace": {"path": workload_path, "format": "parquet"}, "timeout_s": float(plan.timeout_s)},
         "frameworks": [plan.server.framework_table()],
         "output": {"steps": True},
     }
@@ -228,9 +230,8 @@ def compare(plan: ReplayPlan, res, wl: Workload, origins: list[float], *, gpu: s
         note = None
         if overloaded:
             note = (f"overloaded: {meas.count_failed} measured and {pred['timeouts']} predicted requests exceeded "
-                    f"the {plan.timeout_s:g} s client timeout. The simulator cannot abort requests, so the ones the "
-                    "real client abandoned keep running and slow the rest: figures compare successes only and are "
-                    "not comparable; left out of the medians")
+                    f"the {plan.timeout_s:g} s client timeout (simulated: abandoned requests are aborted and "
+                    "their blocks freed). Figures compare successes only; left out of the medians")
         stages.append({
             "index": k, "label": st.label, "rate": st.rate, "duration_s": st.duration_s,
             "num_requests": st.num_requests, "origin_s": origins[k],
