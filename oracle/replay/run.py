@@ -133,9 +133,13 @@ def simulate_plan(plan: ReplayPlan, *, gpu: str = "h100-sxm", seed: int = 0,
             if k == 0:
                 origins.append(-float(st.arrival_s[0]))   # the first request arrives at t = 0
             else:
-                prev = res.requests["completion_s"].to_numpy()[wl.client == k - 1]
-                end = float(np.nanmax(prev)) if np.isfinite(prev).any() else origins[-1]
-                origins.append(end + plan.stage_gap_s)
+                # the load generator moves on once every request of the stage ended for the
+                # client: completed, rejected, or abandoned at its timeout
+                sel = wl.client == k - 1
+                ends = client_ends(res.requests["arrival_s"].to_numpy()[sel],
+                                   res.requests["completion_s"].to_numpy()[sel],
+                                   res.requests["status"].to_numpy()[sel], plan.timeout_s)
+                origins.append(float(ends.max()) + plan.stage_gap_s)
             wl = build_workload(plan, origins)
             wl.to_parquet(Path(tmp) / "workload.parquet")
             sc = scenario_from_dict(raw, base_dir=Path(tmp))
@@ -150,6 +154,14 @@ def simulate_plan(plan: ReplayPlan, *, gpu: str = "h100-sxm", seed: int = 0,
 
 # -- predicted figures and the comparison ---------------------------------------------------------
 
+def client_ends(arrival_s: np.ndarray, completion_s: np.ndarray, status: np.ndarray, timeout_s: float) -> np.ndarray:
+    """When each request ended for its client: a rejected one at once, else its completion,
+    or its timeout if that came first or it never completed (aborted)."""
+    limit = arrival_s + timeout_s
+    ends = np.where(np.isfinite(completion_s), np.minimum(completion_s, limit), limit)
+    return np.where(status == "rejected", arrival_s, ends)
+
+
 def predicted_stage(plan: ReplayPlan, k: int, requests, steps, wl: Workload, origin_s: float) -> dict[str, Any]:
     """The simulation's figures for stage k, counted as the load generator counts them."""
     sel = wl.client == k
@@ -161,8 +173,7 @@ def predicted_stage(plan: ReplayPlan, k: int, requests, steps, wl: Workload, ori
     out = {}
     for metric, col in (("ttft", "ttft_ms"), ("tpot", "tpot_ms"), ("e2e", "e2e_ms")):
         out[metric] = stats_ms(requests[col].to_numpy()[sel][ok])
-    # the client stops waiting at the timeout; a request never finished ends there too
-    ends = np.where(np.isfinite(comp), np.minimum(comp, arr + plan.timeout_s), arr + plan.timeout_s)
+    ends = client_ends(arr, comp, status, plan.timeout_s)
     start = float(arr.min()) if plan.throughput_from == "first_request" else origin_s
     span = float(ends.max()) - start
     n_ok = int(ok.sum())
