@@ -1,0 +1,45 @@
+"""vLLM's scheduler against the engine on hypothesis-generated workloads.
+
+``test_generated[theme]`` splits the profile's ``max_examples`` over the themes of
+``conformance.workloads.workloads`` (``ci``: 50 -> 8 per theme); ``test_generated_nightly``
+(``--run-nightly``) draws 2,000 workloads of any theme. Every workload is compared with
+both the jitted engine and the reference; a failing workload is also written as JSON to
+``failures_dir`` (re-run it with ``python -m tests.conformance run FILE``).
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+pytest.importorskip("vllm", minversion="0.33.0",
+                    reason="vLLM not installed (pip install -e '.[conformance]')")
+
+from conformance.harness import check  # noqa: E402
+from conformance.workloads import THEMES, workloads  # noqa: E402
+
+PER_THEME = max(4, settings.default.max_examples // len(THEMES))
+SLOW = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
+
+
+def _run(case, failures_dir):
+    report = check(case)
+    if report is not None:
+        path = case.dump(failures_dir)
+        pytest.fail(f"{report}\n\n(workload saved to {path}; re-run: "
+                    f"python -m tests.conformance run {path})", pytrace=False)
+
+
+@pytest.mark.parametrize("theme", THEMES)
+@settings(max_examples=PER_THEME, deadline=None, suppress_health_check=SLOW)
+@given(data=st.data())
+def test_generated(vllm_session, failures_dir, theme, data):
+    _run(data.draw(workloads(theme), label="case"), failures_dir)
+
+
+@pytest.mark.nightly
+@settings(max_examples=2000, deadline=None, suppress_health_check=SLOW)
+@given(data=st.data())
+def test_generated_nightly(vllm_session, failures_dir, data):
+    _run(data.draw(workloads("mixed"), label="case"), failures_dir)
