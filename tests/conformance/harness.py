@@ -27,7 +27,7 @@ from engine_cases import build_inputs, cost_model  # noqa: E402
 
 from oracle.engine.inputs import EngineInputs, EngineOutputs  # noqa: E402
 
-from .trace import PREEMPTED_COUNTERS, ReqRow, StepRow, Trace, compare  # noqa: E402
+from .trace import KINDS, PREEMPTED_COUNTERS, ReqRow, StepRow, Trace, classify, compare  # noqa: E402
 
 __all__ = ["compare", "engine_inputs", "run_oracle", "run_reference", "run_vllm", "step_time_fn"]
 
@@ -67,7 +67,7 @@ def run_oracle(case) -> Trace:
 
 def run_reference(case) -> Trace:
     """The plain-Python reference (``tests/reference/engine.py``), with per-step detail."""
-    inputs = engine_inputs(case)
+    inputs = _csr_hashes(engine_inputs(case))
     eng = _detail_reference_engine()(inputs, step_time_fn(inputs))
     out = eng.run()
     trace = _from_outputs("reference", inputs, out)
@@ -77,6 +77,23 @@ def run_reference(case) -> Trace:
     else:
         trace.notes.append("per-step detail unavailable (reference engine internals changed)")
     return trace
+
+
+def _csr_hashes(inputs: EngineInputs) -> EngineInputs:
+    """The reference reads CSR hash offsets (n + 1); the project's workload path may give
+    start offsets (n, chains sharing storage, ``oracle.engine.hashes``): same values."""
+    n = len(inputs)
+    off = np.asarray(inputs.hash_offsets, np.int64)
+    if off.shape[0] == n + 1:
+        return inputs
+    if not inputs.config.enable_prefix_caching:
+        return replace(inputs, hash_offsets=np.zeros(n + 1, np.int64), hashes=np.zeros(0, np.uint64))
+    bs = int(inputs.config.block_size)
+    counts = (inputs.prompt_tokens.astype(np.int64) + inputs.output_tokens) // bs
+    csr = np.zeros(n + 1, np.int64)
+    np.cumsum(counts, out=csr[1:])
+    hashes = np.concatenate([inputs.hashes[off[i]:off[i] + counts[i]] for i in range(n)]) if n else inputs.hashes
+    return replace(inputs, hash_offsets=csr, hashes=np.asarray(hashes, np.uint64))
 
 
 def _from_outputs(source: str, inputs: EngineInputs, out: EngineOutputs) -> Trace:
@@ -146,21 +163,25 @@ def _detail_reference_engine():
 RUNNERS = {"oracle": run_oracle, "reference": run_reference}
 
 
-def check(case, sides=("oracle", "reference")) -> str | None:
-    """Run vLLM once and every side in ``sides``; ``None`` if all agree with vLLM, else one
-    report (a side that differs from vLLM exactly like the previous one is only named)."""
+def check(case, sides=("oracle", "reference")) -> tuple[str | None, str | None]:
+    """Run vLLM once and every side in ``sides``. Returns ``(report, kind)``: ``(None, None)``
+    if all agree with vLLM, else one report (a side that differs from vLLM exactly like the
+    previous one is only named) and the most telling kind of difference
+    (``conformance.trace.classify``)."""
     v = run_vllm(case)
-    reports, prev = [], None
+    reports, kinds, prev = [], [], None
     for side in sides:
         t = RUNNERS[side](case)
         diff = compare(v, t)
         if diff is None:
             continue
+        kinds.append(classify(v, t))
         if prev is not None and compare(prev, t) is None:
             reports.append(f"{t.source}: the same differences ({t.source} and {prev.source} agree)")
         else:
             reports.append(diff)
         prev = t
     if not reports:
-        return None
-    return f"workload {case.name}: {case.describe()}\n\n" + "\n\n".join(reports)
+        return None, None
+    kind = min(kinds, key=KINDS.index)
+    return f"workload {case.name}: {case.describe()}\n\n" + "\n\n".join(reports), kind

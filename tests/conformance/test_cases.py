@@ -19,6 +19,7 @@ from conformance.harness import compare, run_oracle, run_reference, run_vllm  # 
 from conformance.workloads import TRACE_CASES, hand_made, trace_case  # noqa: E402
 
 SIDES = {"oracle": run_oracle, "reference": run_reference}
+pytestmark = pytest.mark.usefixtures("vllm_session")
 
 
 @functools.lru_cache(maxsize=None)
@@ -46,13 +47,13 @@ def _assert_same(case, vllm_trace, side):
 
 @pytest.mark.parametrize("side", sorted(SIDES))
 @pytest.mark.parametrize("name", list(hand_made()))
-def test_hand_made(vllm_session, name, side):
+def test_hand_made(name, side):
     case, v = _hand(name)
     _assert_same(case, v, side)
 
 
 @pytest.mark.parametrize("side", sorted(SIDES))
 @pytest.mark.parametrize("name", TRACE_CASES)
-def test_trace_formats(vllm_session, trace_dir, name, side):
+def test_trace_formats(trace_dir, name, side):
     case, v = _trace(name, trace_dir)
     _assert_same(case, v, side)

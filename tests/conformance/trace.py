@@ -117,6 +117,31 @@ def counter_diff(a: Trace, b: Trace) -> list[str]:
     return out
 
 
+#: Kinds of difference, most telling first (see :func:`classify`).
+KINDS = ("schedule", "requests", "cached_blocks", "counters")
+
+
+def classify(a: Trace, b: Trace) -> str | None:
+    """The most telling kind of difference between two traces, ``None`` if they agree:
+
+    * ``schedule``: a step differs in what ran or when (tokens, queues, blocks used, times)
+      or the number of steps differs;
+    * ``requests``: some per-request result differs, with the same steps;
+    * ``cached_blocks``: only ``kv_blocks_cached`` (how many hashes are mapped) differs;
+    * ``counters``: only the prefix-cache counters differ.
+    """
+    diffs = {f for sa, sb in zip(a.steps, b.steps) for f in step_diff(sa, sb)}
+    if len(a.steps) != len(b.steps) or diffs - {"kv_blocks_cached"}:
+        return "schedule"
+    if len(a.requests) != len(b.requests) or any(req_diff(ra, rb) for ra, rb in zip(a.requests, b.requests)):
+        return "requests"
+    if diffs:
+        return "cached_blocks"
+    if counter_diff(a, b):
+        return "counters"
+    return None
+
+
 def compare(a: Trace, b: Trace, *, max_requests: int = 5) -> str | None:
     """``None`` if ``a`` and ``b`` agree, else a readable report of where they differ."""
     lines: list[str] = []

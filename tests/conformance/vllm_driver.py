@@ -50,13 +50,14 @@ from __future__ import annotations
 import copy
 import heapq
 import json
+import logging
 import math
 import os
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
 import torch  # noqa: E402
 import vllm  # noqa: E402
@@ -73,6 +74,7 @@ from vllm.v1.structured_output import StructuredOutputManager  # noqa: E402
 from .trace import FINISHED, REJECTED, ReqRow, StepRow, Trace  # noqa: E402
 
 VLLM_VERSION = vllm.__version__
+logging.getLogger("vllm").setLevel(logging.ERROR)  # e.g. "max_num_batched_tokens exceeds ..." per workload
 
 #: A tiny Llama: only read for the config objects, never instantiated.
 MODEL_CONFIG_JSON = {
@@ -163,7 +165,7 @@ def make_scheduler(cfg, num_gpu_blocks: int, **scheduler_overrides) -> Scheduler
 def _hashed_blocks(pool) -> int | None:
     """Blocks carrying a hash (duplicates counted), when the map is small enough to walk."""
     cache = pool.cached_block_hash_to_block._cache
-    if len(cache) > 4096:
+    if len(cache) > 256:
         return None
     return sum(1 if isinstance(v, KVCacheBlock) else len(v) for v in cache.values())
 

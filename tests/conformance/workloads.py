@@ -64,6 +64,9 @@ class Case:
                          f"turn={s.turn} prompt={_runs(s.prompt)} output={_runs(s.output)}")
         return "\n".join(lines)
 
+    def _repr_pretty_(self, printer, cycle) -> None:  # hypothesis/IPython pretty printer
+        printer.text(repr(self))
+
     # -- files (the command-line runner re-runs a dumped case) ------------------------------
     def to_json(self) -> str:
         cfg = asdict(self.config)
