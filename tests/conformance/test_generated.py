@@ -2,12 +2,15 @@
 
 ``test_generated[theme]`` splits the profile's ``max_examples`` over the themes of
 ``conformance.workloads.workloads`` (``ci``: 50 -> 8 per theme); ``test_generated_nightly``
-(``--run-nightly``) draws 2,000 workloads of any theme. Every workload is compared with
+(``--run-nightly``) draws 2,000 workloads of any theme (``CONFORMANCE_NIGHTLY_EXAMPLES``
+overrides the number). Every workload is compared with
 both the jitted engine and the reference; a failing workload is also written as JSON to
 ``failures_dir`` (re-run it with ``python -m tests.conformance run FILE``).
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -21,6 +24,7 @@ from conformance.workloads import THEMES, workloads  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("vllm_session")
 PER_THEME = max(4, settings.default.max_examples // len(THEMES))
+NIGHTLY = int(os.environ.get("CONFORMANCE_NIGHTLY_EXAMPLES", "2000"))
 SLOW = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
 
 
@@ -61,7 +65,7 @@ def test_generated(failures_dir, theme, data):
 
 
 @pytest.mark.nightly
-@settings(max_examples=2000, deadline=None, suppress_health_check=SLOW)
+@settings(max_examples=NIGHTLY, deadline=None, suppress_health_check=SLOW)
 @given(data=st.data())
 def test_generated_nightly(failures_dir, data):
     _run(data.draw(workloads("mixed"), label="case"), failures_dir)

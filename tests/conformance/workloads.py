@@ -169,7 +169,7 @@ def hand_made() -> dict[str, Case]:
         Case("reserve_full_isl", [
             ReqSpec(_r(1, 40), _r(5001, 4), arrival_s=0.0),
             ReqSpec(_r(101, 40), _r(6001, 4), arrival_s=0.0),
-        ], _cfg(num_gpu_blocks=6, max_num_batched_tokens=48, max_num_seqs=8, enable_prefix_caching=False),
+        ], _cfg(num_gpu_blocks=6, max_num_batched_tokens=48, max_num_seqs=8),
             "r1's first 8-token chunk fits but its whole prompt (3 blocks) does not: vLLM's "
             "scheduler_reserve_full_isl keeps it waiting"),
     ]
