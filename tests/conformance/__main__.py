@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .harness import compare, run_oracle, run_reference, run_vllm
+from .harness import RUNNERS, compare, run_vllm
 from .trace import steps_table, summary
 from .workloads import TRACE_CASES, Case, hand_made, trace_case
 
@@ -41,7 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="list the named workloads")
     run = sub.add_parser("run", help="run one workload (a name or a dumped .json)")
     run.add_argument("name")
-    run.add_argument("--side", choices=["oracle", "reference", "both"], default="both")
+    run.add_argument("--side", choices=["oracle", "reference", "both", "rules"], default="both",
+                     help="what to compare vLLM with (rules: the reference with vLLM's rules "
+                          "patched in, see rules_model.py)")
     run.add_argument("--steps", action="store_true", help="print every step of every side")
     run.add_argument("--vllm-option", action="append", default=[], metavar="K=V")
     args = ap.parse_args(argv)
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"workload {case.name}: {case.describe()}")
     v = run_vllm(case, **overrides)
     sides = ["oracle", "reference"] if args.side == "both" else [args.side]
-    traces = [v] + [{"oracle": run_oracle, "reference": run_reference}[s](case) for s in sides]
+    traces = [v] + [RUNNERS[s](case) for s in sides]
     for t in traces:
         print(summary(t))
     if args.steps:

@@ -121,6 +121,15 @@ def _from_outputs(source: str, inputs: EngineInputs, out: EngineOutputs) -> Trac
                  steps=steps, counters=counters)
 
 
+def run_rules(case, reserve_full_isl: bool = True) -> Trace:
+    """The reference engine with vLLM's six rules patched in (``rules_model``)."""
+    from .rules_model import VllmRulesEngine
+    inputs = _csr_hashes(engine_inputs(case))
+    out = VllmRulesEngine(inputs, step_time_fn(inputs), reserve_full_isl=reserve_full_isl).run()
+    trace = _from_outputs("rules", inputs, out)
+    return trace
+
+
 _DETAIL_CLS = None
 
 
@@ -160,7 +169,7 @@ def _detail_reference_engine():
 
 
 # ----------------------------------------------------------------------------- all at once
-RUNNERS = {"oracle": run_oracle, "reference": run_reference}
+RUNNERS = {"oracle": run_oracle, "reference": run_reference, "rules": run_rules}
 
 
 def check(case, sides=("oracle", "reference")) -> tuple[str | None, str | None]:
