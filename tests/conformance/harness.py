@@ -2,9 +2,12 @@
 and compare them (see ``tests/conformance/README.md``).
 
     from conformance.harness import run_vllm, run_oracle, run_reference, compare
-    case = workloads.hand_made()["burst_shared_prefix"]
+    from conformance.workloads import hand_made
+    case = hand_made()["burst_shared_prefix"]
     v, o = run_vllm(case), run_oracle(case)
     print(compare(v, o) or "same")
+
+    run_vllm(specs, config)     # also: engine_cases.ReqSpec rows + an EngineConfig
 
 A :class:`~conformance.workloads.Case` carries token lists (``engine_cases.ReqSpec``), an
 ``EngineConfig`` (one replica) and, for traces, the project's own ``EngineInputs``. All
@@ -29,7 +32,16 @@ from oracle.engine.inputs import EngineInputs, EngineOutputs  # noqa: E402
 
 from .trace import KINDS, PREEMPTED_COUNTERS, ReqRow, StepRow, Trace, classify, compare  # noqa: E402
 
-__all__ = ["compare", "engine_inputs", "run_oracle", "run_reference", "run_vllm", "step_time_fn"]
+__all__ = ["check", "compare", "engine_inputs", "run_oracle", "run_reference", "run_rules", "run_vllm",
+           "step_time_fn"]
+
+
+def as_case(case_or_specs, config=None):
+    """A ``Case`` as is, or ``(specs, config)`` wrapped into one."""
+    if config is None:
+        return case_or_specs
+    from .workloads import Case
+    return Case("adhoc", list(case_or_specs), config)
 
 
 def engine_inputs(case) -> EngineInputs:
@@ -50,23 +62,27 @@ def step_time_fn(inputs: EngineInputs):
 
 
 # ----------------------------------------------------------------------------- sides
-def run_vllm(case, **scheduler_overrides) -> Trace:
-    """vLLM's v1 scheduler over the case (see ``vllm_driver``)."""
+def run_vllm(case, config=None, **scheduler_overrides) -> Trace:
+    """vLLM's v1 scheduler over the case (see ``vllm_driver``); ``scheduler_overrides`` set
+    ``SchedulerConfig`` fields (e.g. ``scheduler_reserve_full_isl=False``)."""
     from . import vllm_driver  # imported here: vLLM is optional
+    case = as_case(case, config)
     inputs = engine_inputs(case)
     return vllm_driver.run_vllm(case.specs, inputs.config, step_time_fn(inputs),
                                 inputs.resolved_num_gpu_blocks(), **scheduler_overrides)
 
 
-def run_oracle(case) -> Trace:
+def run_oracle(case, config=None) -> Trace:
     """The jitted engine (``oracle.engine.loop.run_engine``)."""
     from oracle.engine.loop import run_engine
+    case = as_case(case, config)
     inputs = engine_inputs(case)
     return _from_outputs("oracle", inputs, run_engine(inputs))
 
 
-def run_reference(case) -> Trace:
+def run_reference(case, config=None) -> Trace:
     """The plain-Python reference (``tests/reference/engine.py``), with per-step detail."""
+    case = as_case(case, config)
     inputs = _csr_hashes(engine_inputs(case))
     eng = _detail_reference_engine()(inputs, step_time_fn(inputs))
     out = eng.run()
@@ -121,9 +137,10 @@ def _from_outputs(source: str, inputs: EngineInputs, out: EngineOutputs) -> Trac
                  steps=steps, counters=counters)
 
 
-def run_rules(case, reserve_full_isl: bool = True) -> Trace:
+def run_rules(case, config=None, reserve_full_isl: bool = True) -> Trace:
     """The reference engine with vLLM's six rules patched in (``rules_model``)."""
     from .rules_model import VllmRulesEngine
+    case = as_case(case, config)
     inputs = _csr_hashes(engine_inputs(case))
     out = VllmRulesEngine(inputs, step_time_fn(inputs), reserve_full_isl=reserve_full_isl).run()
     trace = _from_outputs("rules", inputs, out)
