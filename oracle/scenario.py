@@ -318,8 +318,10 @@ def _parse(raw: dict, *, base_dir: Path, file, problems: Problems) -> Scenario:
 # that the engine does not model (it follows their defaults): rejected by name, not ignored.
 UNMODELLED_VLLM_KEYS = {
     "long_prefill_token_threshold": "0: no cap on a prefill chunk",
-    "max_num_partial_prefills": "1",
-    "max_long_partial_prefills": "1",
+    "long_prefill_token_threshold_adaptive": "false",
+    "max_num_scheduled_tokens": "max_num_batched_tokens",
+    "max_num_active_seqs": "max_num_seqs",
+    "prefill_schedule_interval": "1: prefills may be scheduled every step",
     "watermark": "0.0: no free blocks held back at admission",
     "policy": "\"fcfs\"",
     "scheduling_policy": "\"fcfs\"",

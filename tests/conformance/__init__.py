@@ -1,0 +1,1 @@
+"""Conformance suite: vLLM's v1 scheduler against the engine (see README.md here)."""
