@@ -30,14 +30,14 @@ COUNTERS = ("queries", "hits")
 #: report them differs only if the other side's value is non-zero.
 PREEMPTED_COUNTERS = ("preempted_requests", "preempted_queries", "preempted_hits")
 
-FINISHED, REJECTED = 1, 2  # oracle.engine.inputs.Status
+FINISHED, REJECTED, TIMED_OUT = 1, 2, 3  # oracle.engine.inputs.Status
 
 
 @dataclass
 class ReqRow:
     """Per-request results (times in seconds of simulated time, NaN = never)."""
 
-    status: int = 0               # FINISHED 1 / REJECTED 2
+    status: int = 0               # FINISHED 1 / REJECTED 2 / TIMED_OUT 3
     admitted_s: float = math.nan  # start of the step that first scheduled it
     first_token_s: float = math.nan
     completion_s: float = math.nan

@@ -68,10 +68,10 @@ from vllm.v1.core.kv_cache_utils import KVCacheBlock, get_request_block_hasher, 
 from vllm.v1.core.sched.scheduler import Scheduler  # noqa: E402
 from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec  # noqa: E402
 from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, ModelRunnerOutput  # noqa: E402
-from vllm.v1.request import Request  # noqa: E402
+from vllm.v1.request import Request, RequestStatus  # noqa: E402
 from vllm.v1.structured_output import StructuredOutputManager  # noqa: E402
 
-from .trace import FINISHED, REJECTED, ReqRow, StepRow, Trace  # noqa: E402
+from .trace import FINISHED, REJECTED, TIMED_OUT, ReqRow, StepRow, Trace  # noqa: E402
 
 VLLM_VERSION = vllm.__version__
 logging.getLogger("vllm").setLevel(logging.ERROR)  # e.g. "max_num_batched_tokens exceeds ..." per workload
@@ -185,6 +185,7 @@ def run_vllm(specs: Sequence, cfg, step_time_fn: StepTimeFn, num_gpu_blocks: int
             children[s.parent].append(i)
     static = sorted((float(s.arrival_s), i) for i, s in enumerate(specs) if s.parent < 0)
     heap: list[tuple[float, int]] = []          # follow-ups: (arrival, id)
+    aborts: list[tuple[float, int]] = []        # clients giving up: (deadline, id)
     reqs: dict[str, Request] = {}
     ever_admitted = [False] * n
     last_token_s = [math.nan] * n
@@ -222,6 +223,17 @@ def run_vllm(specs: Sequence, cfg, step_time_fn: StepTimeFn, num_gpu_blocks: int
     while True:
         arr = peek()
         work = has_work()
+        if aborts and (arr is None or aborts[0][0] <= arr[0]) and (not work or aborts[0][0] <= busy_until):
+            # ---- a client gives up (engine README: "Client timeouts"): the API server
+            # aborts the request, which the engine core applies between steps
+            d, i = heapq.heappop(aborts)
+            req = reqs.get(str(i))
+            if req is not None and not req.is_finished():
+                sched.finish_requests(str(i), RequestStatus.FINISHED_ABORTED)
+                rows[i].status = TIMED_OUT
+                rows[i].preemptions = req.num_preemptions
+                release(i, d)
+            continue
         if arr is not None and (not work or arr[0] <= busy_until):
             # ---- an arrival (engine README: "Arrival at time a of request i")
             if heap and heap[0] == arr:
@@ -240,6 +252,8 @@ def run_vllm(specs: Sequence, cfg, step_time_fn: StepTimeFn, num_gpu_blocks: int
                           pooling_params=None, arrival_time=a, block_hasher=hasher)
             reqs[req.request_id] = req
             sched.add_request(req)
+            if math.isfinite(getattr(s, "timeout_s", math.inf)):
+                heapq.heappush(aborts, (a + float(s.timeout_s), i))
             if not work:
                 busy_until = max(busy_until, a)
             continue
@@ -312,9 +326,11 @@ def run_vllm(specs: Sequence, cfg, step_time_fn: StepTimeFn, num_gpu_blocks: int
             if req.is_finished():
                 assert req.num_output_tokens == len(specs[i].output), (rid, req.num_output_tokens)
                 r.completion_s = t_end
-                r.status = FINISHED
                 r.preemptions = req.num_preemptions
-                release(i, t_end)
+                deadline = float(req.arrival_time) + float(getattr(specs[i], "timeout_s", math.inf))
+                # past its client's deadline: the client already gave up (follow-ups go then)
+                r.status = FINISHED if t_end <= deadline else TIMED_OUT
+                release(i, min(t_end, deadline))
 
         free = pool.get_num_free_blocks()
         steps.append(StepRow(
@@ -325,6 +341,6 @@ def run_vllm(specs: Sequence, cfg, step_time_fn: StepTimeFn, num_gpu_blocks: int
             sched=tuple(sched_rows), preempted=preempted, distinct_hashes=len(pool.cached_block_hash_to_block)))
 
     for i, r in enumerate(rows):
-        assert r.status in (FINISHED, REJECTED), f"request {i} never ended"
+        assert r.status in (FINISHED, REJECTED, TIMED_OUT), f"request {i} never ended"
     return Trace(source=f"vllm {VLLM_VERSION}", num_gpu_blocks=num_gpu_blocks, requests=rows,
                  steps=steps, counters=counters, notes=[vllm_settings_note(sched.vllm_config)])

@@ -296,7 +296,7 @@ def trace_case(name: str, tmp_dir: str | Path) -> Case:
 
 
 # ============================================================================== generated
-THEMES = ("burst", "chat", "tight_kv", "long_prompts", "few_seqs", "mixed")
+THEMES = ("burst", "chat", "tight_kv", "long_prompts", "few_seqs", "timeouts", "mixed")
 
 
 def _toks(rng: random.Random, n: int) -> list[int]:
@@ -313,7 +313,9 @@ def workloads(draw, theme: str = "mixed") -> Case:
     * ``chat``: multi-turn sessions whose follow-ups carry the whole history;
     * ``tight_kv``: a pool barely larger than the biggest request: eviction, preemption;
     * ``long_prompts``: prompts many times the token budget (chunked prefill);
-    * ``few_seqs``: ``max_num_seqs`` of 1-3.
+    * ``few_seqs``: ``max_num_seqs`` of 1-3;
+    * ``timeouts``: a burst on a tight pool whose clients give up after a few steps (aborts
+      of waiting, running and preempted requests; ``mixed`` adds them now and then too).
 
     Block sizes 16-128, prefix caching on and off, chunked prefill on and off (where the
     theme allows), arrivals on a grid of one short decode step.
@@ -329,7 +331,7 @@ def workloads(draw, theme: str = "mixed") -> Case:
     big = bs * draw(st.integers(1, 4))   # typical prompt scale
 
     systems = [_toks(rng, draw(st.integers(1, 3 * bs))) for _ in range(draw(st.integers(0, 3)))]
-    if base == "burst":
+    if base in ("burst", "timeouts"):
         horizon = draw(st.sampled_from([0, 0, 2, 8]))
     elif base == "chat":
         horizon = draw(st.sampled_from([0, 10, 60]))
@@ -387,8 +389,11 @@ def workloads(draw, theme: str = "mixed") -> Case:
         max_num_seqs = draw(st.sampled_from([256, 256, 16, 8, 4, 2]))
     max_num_seqs = max(1, min(max_num_seqs, budget))   # vLLM: max_num_batched_tokens >= max_num_seqs
 
+    if base == "timeouts" or (theme == "mixed" and draw(st.integers(0, 3)) == 0):
+        patience = [math.inf, 0.5, 1, 2, 5, 12, 40]
+        specs = [replace(s, timeout_s=draw(st.sampled_from(patience)) * u) for s in specs]
     need_max = max(cdiv(t, bs) for t in totals)
-    if base == "tight_kv":
+    if base in ("tight_kv", "timeouts"):
         pool = "tight"
     else:
         pool = draw(st.sampled_from(["unlimited", "loose", "tight"]))
