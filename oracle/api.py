@@ -111,7 +111,7 @@ def engine_config(scenario: Scenario, fw: FrameworkConfig, *, record_steps: bool
 def cost_params(scenario: Scenario, fw: FrameworkConfig) -> np.ndarray:
     from oracle.cost import build_cost_params
     dtype, kv = framework_dtypes(scenario, fw)
-    return build_cost_params(scenario.model, scenario.gpu, tp=fw.tp, pp=fw.pp, dtype=dtype, kv_dtype=kv,
+    return build_cost_params(scenario.model_of(fw), scenario.gpu, tp=fw.tp, pp=fw.pp, dtype=dtype, kv_dtype=kv,
                              scheduler_overhead_s=fw.scheduler_overhead_s)
 
 
@@ -223,7 +223,7 @@ def _collect(sc: Scenario, fw: FrameworkConfig, workload, inputs: EngineInputs, 
     _, kv_dtype = framework_dtypes(sc, fw)
     summary = build_summary(sc, fw, requests, out, num_gpu_blocks=inputs.resolved_num_gpu_blocks()
                             if fw.num_gpu_blocks != "unlimited" else -1,
-                            kv_bytes_per_token=kv_bytes_per_token(sc.model, kv_dtype), wall_time_s=wall)
+                            kv_bytes_per_token=kv_bytes_per_token(sc.model_of(fw), kv_dtype), wall_time_s=wall)
     return FrameworkResult(name=fw.name, summary=summary, requests=requests, steps=step_table(out), outputs=out)
 
 
