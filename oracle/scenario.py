@@ -21,6 +21,7 @@ DTYPES = ("bf16", "fp16", "fp8")
 KV_DTYPES = ("auto", "bf16", "fp16", "fp8")
 ROUTERS = ("round_robin", "least_loaded", "session_affinity", "prefix_aware")
 OUTPUT_FORMATS = ("parquet", "csv")
+OUTPUT_STYLES = ("default", "original")
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ class OutputConfig:
     summary_json: str | None = None   # extra copy of the (first framework's) summary.json here
     requests_csv: str | None = None   # extra copy of requests.csv (original layout) here
     percentiles: tuple[float, ...] | None = None  # extra latency percentiles in those copies
+    style: str = "default"      # "original": requests.csv values and summary keys as the original tool wrote them
+    reported_duration_s: float | None = None  # style "original": simulation.total_duration_s of the summary
 
 
 @dataclass(frozen=True)
@@ -305,10 +308,15 @@ def _parse(raw: dict, *, base_dir: Path, file, problems: Problems) -> Scenario:
                 pcts = None
             else:
                 pcts = tuple(float(p) for p in pcts)
+        style = out_t.str("style", "default", choices=OUTPUT_STYLES)
+        reported = out_t.float("reported_duration_s", None, lo=0.0, lo_open=True)
+        if out_t.has("reported_duration_s") and out_t.ok("style") and style != "original":
+            out_t.report("reported_duration_s", "only applies with style = \"original\"")
         output = OutputConfig(dir=out_t.str("dir", None), steps=out_t.bool("steps", False),
                               format=out_t.str("format", "parquet", choices=OUTPUT_FORMATS),
                               summary_json=out_t.str("summary_json", None),
-                              requests_csv=out_t.str("requests_csv", None), percentiles=pcts)
+                              requests_csv=out_t.str("requests_csv", None), percentiles=pcts,
+                              style=style, reported_duration_s=reported)
         out_t.done()
     top.done()
     if problems:
