@@ -599,6 +599,8 @@ def test_original_parallel_experiment_one_model_per_framework():
     assert any("the original splits one request stream between all of them" in n for n in _notes(conv, "approximated"))
     res = oracle.simulate(scenario_from_conversion(conv))
     assert [s["config"]["model"] for s in res.summaries.values()] == ["llama-2-7b", "llama-2-13b", "llama-2-7b"]
+    out = invoke("validate", str(DATA / "parallel_experiment.yaml"))
+    assert out.exit_code == 0 and "llama13b_tp2 (1x tp2 pp1, llama-2-13b)" in out.stdout
 
 
 def test_output_reads_as_the_originals(gh200_run, tmp_path, monkeypatch):
