@@ -108,10 +108,10 @@ def resembles(model_id: str, shape: dict):
         pass
     if "num_layers" not in shape or "hidden_size" not in shape:
         return None
-    best = min(load_models().values(), key=lambda m: (abs(m.num_layers - shape["num_layers"]) / shape["num_layers"]
-                                                      + abs(m.hidden_size - shape["hidden_size"]) / shape["hidden_size"],
-                                                      m.name))
-    return best
+    def distance(m) -> tuple[float, str]:
+        return (abs(m.num_layers - shape["num_layers"]) / shape["num_layers"]
+                + abs(m.hidden_size - shape["hidden_size"]) / shape["hidden_size"], m.name)
+    return min(load_models().values(), key=distance)
 
 
 def _fit_intermediate(arch: dict, params: float) -> tuple[int, int] | None:
@@ -159,8 +159,12 @@ def profile_model(model_id: str, prof_key: str, prof: dict, db_path: Path, ctx: 
         else:
             raise ScenarioError(f"model profile {prof_key!r} in {db_path} gives no {_KEYS[k][0]}, and no catalog "
                                 "model resembles it to take it from", key=origin)
-    head_dim = int(shape.get("head_dim") or (base.head_dim if base is not None and "hidden_size" not in shape
-                                              and "num_heads" not in shape else arch["hidden_size"] // arch["num_heads"]))
+    if "head_dim" in shape:
+        head_dim = int(shape["head_dim"])
+    elif base is not None and "hidden_size" not in shape and "num_heads" not in shape:
+        head_dim = base.head_dim          # the whole attention shape is the catalog model's
+    else:
+        head_dim = arch["hidden_size"] // arch["num_heads"]
     if head_dim * arch["num_heads"] != arch["hidden_size"]:
         arch["head_dim"] = head_dim
     kv_note = None
