@@ -230,7 +230,7 @@ def _collect(sc: Scenario, fw: FrameworkConfig, workload, inputs: EngineInputs, 
                             kv_bytes_per_token=kv_bytes_per_token(sc.model_of(fw), kv_dtype), wall_time_s=wall)
     if sc.output.style == "original":
         from oracle.metrics.original import adjust_summary
-        adjust_summary(summary, sc, requests, out.steps, out.sim_end_s, fw.replicas)
+        adjust_summary(summary, sc, requests, out.steps, fw.replicas)
     steps = step_table(out) if keep_steps else None
     return FrameworkResult(name=fw.name, summary=summary, requests=requests, steps=steps, outputs=out)
 

@@ -115,8 +115,7 @@ def _stats(values: np.ndarray, base: dict) -> dict:
     return out
 
 
-def adjust_summary(summary: dict, scenario, requests: pl.DataFrame, steps: dict | None, sim_end_s: float,
-                   num_replicas: int) -> dict:
+def adjust_summary(summary: dict, scenario, requests: pl.DataFrame, steps: dict | None, num_replicas: int) -> dict:
     """Add and change the keys of a default summary as the original wrote them (in place)."""
     sim = summary["simulation"]
     until = sim["total_duration_s"]
