@@ -111,7 +111,7 @@ def engine_config(scenario: Scenario, fw: FrameworkConfig, *, record_steps: bool
 def cost_params(scenario: Scenario, fw: FrameworkConfig) -> np.ndarray:
     from oracle.cost import build_cost_params
     dtype, kv = framework_dtypes(scenario, fw)
-    return build_cost_params(scenario.model, scenario.gpu, tp=fw.tp, pp=fw.pp, dtype=dtype, kv_dtype=kv,
+    return build_cost_params(scenario.model_of(fw), scenario.gpu, tp=fw.tp, pp=fw.pp, dtype=dtype, kv_dtype=kv,
                              scheduler_overhead_s=fw.scheduler_overhead_s)
 
 
@@ -191,9 +191,13 @@ def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None,
         key = fw.block_size if fw.enable_prefix_caching else 0
         if key not in hash_cache:
             hash_cache[key] = engine_block_hashes(workload, fw)
-        inputs = engine_inputs(sc, fw, workload, hashes=hash_cache[key], record_steps=record_steps)
+        keep_steps = sc.output.steps if record_steps is None else record_steps
+        # style "original" reports the GPUs' busy time, which the steps give
+        inputs = engine_inputs(sc, fw, workload, hashes=hash_cache[key],
+                               record_steps=keep_steps or sc.output.style == "original")
         out = _run_engine(inputs)
-        results[fw.name] = _collect(sc, fw, workload, inputs, out, wall=time.perf_counter() - t1)
+        results[fw.name] = _collect(sc, fw, workload, inputs, out, wall=time.perf_counter() - t1,
+                                    keep_steps=keep_steps)
     res = SimulationResult(scenario=sc, workload=workload, frameworks=results,
                            wall_time_s=time.perf_counter() - t0)
     if write or out_dir is not None:
@@ -218,15 +222,19 @@ def _run_engine(inputs: EngineInputs) -> EngineOutputs:
 
 
 def _collect(sc: Scenario, fw: FrameworkConfig, workload, inputs: EngineInputs, out: EngineOutputs,
-             *, wall: float) -> FrameworkResult:
+             *, wall: float, keep_steps: bool = True) -> FrameworkResult:
     from oracle.memory import kv_bytes_per_token
     from oracle.metrics.summary import build_summary, request_table, step_table
     requests = request_table(workload, out, warm_up_s=sc.simulation.warm_up_s)
     _, kv_dtype = framework_dtypes(sc, fw)
     summary = build_summary(sc, fw, requests, out, num_gpu_blocks=inputs.resolved_num_gpu_blocks()
                             if fw.num_gpu_blocks != "unlimited" else -1,
-                            kv_bytes_per_token=kv_bytes_per_token(sc.model, kv_dtype), wall_time_s=wall)
-    return FrameworkResult(name=fw.name, summary=summary, requests=requests, steps=step_table(out), outputs=out)
+                            kv_bytes_per_token=kv_bytes_per_token(sc.model_of(fw), kv_dtype), wall_time_s=wall)
+    if sc.output.style == "original":
+        from oracle.metrics.original import adjust_summary
+        adjust_summary(summary, sc, requests, out.steps, fw.replicas)
+    steps = step_table(out) if keep_steps else None
+    return FrameworkResult(name=fw.name, summary=summary, requests=requests, steps=steps, outputs=out)
 
 
 def default_out_dir(sc: Scenario) -> Path:

@@ -21,6 +21,7 @@ DTYPES = ("bf16", "fp16", "fp8")
 KV_DTYPES = ("auto", "bf16", "fp16", "fp8")
 ROUTERS = ("round_robin", "least_loaded", "session_affinity", "prefix_aware")
 OUTPUT_FORMATS = ("parquet", "csv")
+OUTPUT_STYLES = ("default", "original")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class FrameworkConfig:
     dtype: str | None = None                    # weights dtype override (default: [model].dtype)
     kv_cache_dtype: str | None = None           # KV dtype override (default: [model].kv_cache_dtype)
     scheduler_overhead_s: float | None = None   # per-step CPU time (default: GPU calibration)
+    model: Any = None                           # its own ModelSpec (``model = ...``), else [model]
 
     @property
     def gpus_per_replica(self) -> int:
@@ -81,6 +83,8 @@ class OutputConfig:
     summary_json: str | None = None   # extra copy of the (first framework's) summary.json here
     requests_csv: str | None = None   # extra copy of requests.csv (original layout) here
     percentiles: tuple[float, ...] | None = None  # extra latency percentiles in those copies
+    style: str = "default"      # "original": requests.csv values and summary keys as the original tool wrote them
+    reported_duration_s: float | None = None  # style "original": simulation.total_duration_s of the summary
 
 
 @dataclass(frozen=True)
@@ -104,6 +108,10 @@ class Scenario:
     @property
     def base_dir(self) -> Path:
         return self.path.parent if self.path else Path.cwd()
+
+    def model_of(self, fw: FrameworkConfig):
+        """The model a framework serves: its own ``model``, else the scenario's ``[model]``."""
+        return fw.model if fw.model is not None else self.model
 
     def framework(self, name: str) -> FrameworkConfig:
         for fw in self.frameworks:
@@ -300,10 +308,15 @@ def _parse(raw: dict, *, base_dir: Path, file, problems: Problems) -> Scenario:
                 pcts = None
             else:
                 pcts = tuple(float(p) for p in pcts)
+        style = out_t.str("style", "default", choices=OUTPUT_STYLES)
+        reported = out_t.float("reported_duration_s", None, lo=0.0, lo_open=True)
+        if out_t.has("reported_duration_s") and out_t.ok("style") and style != "original":
+            out_t.report("reported_duration_s", "only applies with style = \"original\"")
         output = OutputConfig(dir=out_t.str("dir", None), steps=out_t.bool("steps", False),
                               format=out_t.str("format", "parquet", choices=OUTPUT_FORMATS),
                               summary_json=out_t.str("summary_json", None),
-                              requests_csv=out_t.str("requests_csv", None), percentiles=pcts)
+                              requests_csv=out_t.str("requests_csv", None), percentiles=pcts,
+                              style=style, reported_duration_s=reported)
         out_t.done()
     top.done()
     if problems:
@@ -337,8 +350,15 @@ def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str)
     """One ``[[frameworks]]`` entry -> (config, its table: ``t.ok(key)`` says which values were valid).
 
     ``model`` / ``gpu`` are None when their sections have problems: the checks that need them
-    are skipped (``max_model_len`` is then only checked to be >= 1)."""
+    are skipped (``max_model_len`` is then only checked to be >= 1). A framework's own
+    ``model`` (a catalog name, or a table like ``[model]``: ``name`` or ``architecture``)
+    replaces the scenario's for it."""
     fw_type = t.str("type", "vllm", choices=("vllm",))
+    own_model = None
+    if t.has("model"):
+        with t.guard():
+            own_model = _framework_model(t)
+        model = own_model   # None when it has a problem: the checks that need it are skipped
     max_ctx = int(model.max_context) if model is not None else None
     f = dict(
         name=t.str("name", "vllm" if i == 0 else f"vllm-{i}"),
@@ -358,6 +378,7 @@ def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str)
         dtype=t.str("dtype", None, choices=DTYPES),
         kv_cache_dtype=t.str("kv_cache_dtype", None, choices=KV_DTYPES),
         scheduler_overhead_s=t.float("scheduler_overhead_s", None, lo=0.0, hi=10.0),
+        model=own_model,
     )
     if t.ok("name") and (not f["name"].strip() or "/" in f["name"] or f["name"] in (".", "..")):
         t.report("name", f"must be a non-empty name usable as a folder, got {f['name']!r}")
@@ -391,6 +412,21 @@ def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str)
     return fw, t
 
 
+def _framework_model(t: Table):
+    """``model = "name"`` or ``[frameworks.model]`` with ``name`` or ``architecture``."""
+    from oracle.catalog import get_model, model_from_table
+    if isinstance(t.raw["model"], str):
+        return get_model(t.str("model"), key=t.key("model"))
+    mt = t.table("model")
+    if mt.has("architecture"):
+        mt.str("name", "")
+        model = model_from_table(mt.table("architecture"))
+    else:
+        model = get_model(mt.str("name"), key=mt.key("name"))
+    mt.done()
+    return model
+
+
 def _dtypes(fw: FrameworkConfig, dtype: str, kv_cache_dtype: str) -> tuple[str, str]:
     """(weights, KV) dtype names for a framework: its overrides, else the [model] ones. A
     framework that overrides the weights dtype alone gets ``"auto"`` KV for them."""
@@ -404,7 +440,7 @@ def framework_dtypes(scenario: Scenario, fw: FrameworkConfig) -> tuple[str, str]
     (the activation dtype; FP8 weights keep a 16-bit cache), see ``oracle.memory.resolve_kv_dtype``."""
     from oracle.memory import resolve_kv_dtype
     weights, kv = _dtypes(fw, scenario.dtype, scenario.kv_cache_dtype)
-    return weights, resolve_kv_dtype(kv, weights, scenario.model)
+    return weights, resolve_kv_dtype(kv, weights, scenario.model_of(fw))
 
 
 def _memory_num_gpu_blocks(model, gpu, fw: FrameworkConfig, dtype: str, kv_dtype: str) -> int:
@@ -421,4 +457,4 @@ def resolve_num_gpu_blocks(scenario: Scenario, fw: FrameworkConfig) -> int:
         return -1
     if isinstance(fw.num_gpu_blocks, int):
         return fw.num_gpu_blocks
-    return _memory_num_gpu_blocks(scenario.model, scenario.gpu, fw, *framework_dtypes(scenario, fw))
+    return _memory_num_gpu_blocks(scenario.model_of(fw), scenario.gpu, fw, *framework_dtypes(scenario, fw))

@@ -137,3 +137,30 @@ def test_scheduler_reserve_full_isl_reaches_the_engine():
         sc = scenario_from_dict(apply_overrides(base, {"frameworks.0.scheduler_reserve_full_isl": value}))
         assert sc.frameworks[0].scheduler_reserve_full_isl is value
         assert engine_config(sc, sc.frameworks[0]).scheduler_reserve_full_isl is value
+
+
+def test_a_framework_may_serve_its_own_model():
+    import copy
+
+    import oracle
+    from oracle.scenario import resolve_num_gpu_blocks
+    base = load_scenario(ROOT / "scenarios" / "quickstart.toml").raw
+    base = apply_overrides(base, {"simulation.duration_s": 5.0})
+    raw = copy.deepcopy(base)
+    raw["frameworks"] = [dict(raw["frameworks"][0], name="own-8b"),
+                         dict(raw["frameworks"][0], name="qwen", model="qwen3-8b"),
+                         dict(raw["frameworks"][0], name="inline", model={"architecture": {
+                             "name": "tiny", "num_layers": 4, "hidden_size": 1024, "num_heads": 8,
+                             "intermediate_size": 2048, "vocab_size": 32000, "max_context": 65536}})]
+    sc = scenario_from_dict(raw)
+    a, b, c = sc.frameworks
+    assert a.model is None and sc.model_of(a) is sc.model
+    assert sc.model_of(b).name == "qwen3-8b" and sc.model_of(c).name == "tiny"
+    assert resolve_num_gpu_blocks(sc, c) > resolve_num_gpu_blocks(sc, a)
+    res = oracle.simulate(sc)
+    assert [s["config"]["model"] for s in res.summaries.values()] == [sc.model.name, "qwen3-8b", "tiny"]
+    assert res.summaries["inline"]["latency"]["time_per_output_token_ms"]["p50"] < \
+        res.summaries["own-8b"]["latency"]["time_per_output_token_ms"]["p50"]
+    raw["frameworks"][1]["model"] = "qwen-9"
+    with pytest.raises(ScenarioError, match="frameworks.1.model"):
+        scenario_from_dict(raw)

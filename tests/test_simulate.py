@@ -160,3 +160,53 @@ def test_itl_histogram_agrees_with_the_request_table():
     assert itl["mean"] == pytest.approx(gaps_total_ms / num_gaps, rel=0.015)
     assert itl["max"] == pytest.approx(df["max_itl_ms"].max())
     assert itl["p50"] <= itl["p99"] <= itl["max"]
+
+
+def test_output_style_original(tmp_path):
+    """[output] style = "original": the original LLMPerfOracle's CSV values and summary keys."""
+    raw = small(SCENARIOS / "chat_prefix_cache.toml", **{"simulation.duration_s": 20.0, "simulation.warm_up_s": 1.0,
+                                                          "output.style": "original", "output.steps": False,
+                                                          "output.reported_duration_s": 25.0})
+    raw["frameworks"] = [dict(raw["frameworks"][0], replicas=2, router="round_robin")]
+    res = oracle.simulate(raw, out_dir=tmp_path / "run", format="csv")
+    plain = oracle.simulate(apply_overrides(raw, {"output.style": "default"}) | {
+        "output": {k: v for k, v in raw["output"].items() if k not in ("style", "reported_duration_s")}})
+    s, p = res.summary, plain.summary
+    assert s["simulation"]["total_duration_s"] == 25.0
+    assert s["simulation"]["simulated_until_s"] == p["simulation"]["total_duration_s"]
+    assert res.steps is None   # recorded for gpu_utilization, not kept
+    busy = res.first.outputs.steps["duration_s"].sum()
+    assert 0 < s["gpu_utilization"] <= 1 and np.isclose(s["gpu_utilization"], busy / (2 * s["simulation"]["simulated_until_s"]))
+    ok = res.requests.filter((pl.col("status") == "finished") & ~pl.col("warm_up"))
+    ttft = s["latency"]["time_to_first_token_ms"]
+    assert ttft["count"] == ok.height and np.isclose(ttft["std"], ok["ttft_ms"].std(ddof=0))
+    assert np.isclose(ttft["min"], ok["ttft_ms"].min()) and ttft["p50"] == p["latency"]["time_to_first_token_ms"]["p50"]
+    assert list(ttft)[:4] == ["count", "mean", "std", "min"]
+    pc = s["prefix_caching"]
+    assert pc["conversational_hits"] == pc["event_counts"]["CONVERSATIONAL_HIT"] > 0
+    assert pc["conversational_hit_rate"] == pc["conversational_hits"] / s["requests"]["total"]
+    assert pc["cross_request_hits"] == pc["event_counts"]["CROSS_REQUEST_HIT"]
+    assert pc["event_counts"]["CONVERSATIONAL_MISS_UNEXPECTED_PROMPT"] == 0
+    assert np.isclose(pc["average_tokens_prefilled"], ok["prefilled_tokens"].mean())
+    # round robin sends follow-ups to the other replica: a miss there is MISS_FULL, as in the original
+    assert p["prefix_caching"]["event_counts"]["CONVERSATIONAL_MISS_EVICTED"] > 0
+    assert pc["event_counts"]["CONVERSATIONAL_MISS_EVICTED"] < p["prefix_caching"]["event_counts"]["CONVERSATIONAL_MISS_EVICTED"]
+    assert sum(pc["event_counts"].values()) == sum(p["prefix_caching"]["event_counts"].values())
+
+    csv = pl.read_csv(tmp_path / "run" / res.first.name / "requests.csv")
+    assert tuple(csv.columns[:len(LEGACY_CSV_COLUMNS)]) == LEGACY_CSV_COLUMNS
+    req = res.requests
+    assert csv["request_id"].to_list() == [f"req_{i}" for i in range(req.height)]
+    assert set(csv["status"]) <= {"SUCCESS", "PENDING", "OOM_KV_BLOCK"}
+    first = req.filter(pl.col("turn") == 0)["request_id"].to_list()
+    assert csv["session_id"][first].to_list() == [f"sess_{n}" for n in range(len(first))]
+    assert all(c.startswith("client_chat_") for c in csv["client_id"].to_list()[:5])
+    sess = csv.filter(pl.col("session_id") == csv["session_id"][first[0]])
+    assert sess["client_id"].n_unique() == 1 and sess.height == req.filter(pl.col("session") == req["session"][first[0]]).height
+    adm = req["first_token_s"] - req["admitted_s"]
+    assert np.allclose(csv["ttft_ms"].to_numpy(), adm.to_numpy() * 1e3)
+    moved = (csv["prefix_cache_event"] == "MISS_FULL") & (req["cache_event"] == "CONVERSATIONAL_MISS_EVICTED")
+    assert moved.any() and (req.filter(moved)["turn"] >= 1).all()
+    from oracle.errors import ScenarioError
+    with pytest.raises(ScenarioError, match="output.reported_duration_s: only applies with style"):
+        scenario_from_dict(apply_overrides(raw, {"output.style": "default"}))

@@ -254,3 +254,62 @@ def test_ideal_reuse_matches_reference_on_sessions(pattern):
     for bs in (1, 16, 64):
         hit, prompt = ideal_prefix_reuse(wl, bs)
         assert hit / prompt == ideal_reuse_fraction(wl, bs)
+
+
+# -- options for the original LLMPerfOracle's semantics (first_arrival, think_from) --------------
+
+def test_first_arrival_after_one_gap():
+    c = ClientSpec(name="a", prompt_tokens=constant(10), output_tokens=constant(5),
+                   arrival=ArrivalSpec(process="constant", rate=0.5, first_arrival="gap"))
+    assert gen(c, duration=9.0).arrival_s.tolist() == [2.0, 4.0, 6.0, 8.0]
+    zero = gen(dataclasses.replace(c, arrival=ArrivalSpec(process="constant", rate=0.5)), duration=9.0)
+    assert zero.arrival_s.tolist() == [0.0, 2.0, 4.0, 6.0, 8.0]
+    # Poisson: the same draws, shifted by the first gap
+    p0 = gen(dataclasses.replace(c, arrival=ArrivalSpec(rate=3.0)), n=200, seed=4)
+    p1 = gen(dataclasses.replace(c, arrival=ArrivalSpec(rate=3.0, first_arrival="gap")), n=200, seed=4)
+    shift = p1.arrival_s[0]
+    assert shift > 0 and np.allclose(p1.arrival_s - shift, p0.arrival_s)
+
+
+def _timed_from_arrival(turns=6, think=None, **kw) -> ClientSpec:
+    conv = ConversationSpec(turns=constant(turns), think_from="arrival",
+                            think_time_s=think or DistSpec(dist="exponential", mean=3.0, integer=False))
+    return ClientSpec(name=kw.pop("name", "timed"), prompt_tokens=DistSpec(dist="uniform", min=20, max=80),
+                      output_tokens=DistSpec(dist="uniform", min=5, max=40), conversation=conv,
+                      arrival=kw.pop("arrival", ArrivalSpec(rate=1.0)), **kw)
+
+
+def test_follow_ups_timed_from_arrival_have_fixed_arrivals_and_stop_at_the_end():
+    wl = gen(_timed_from_arrival(), duration=30.0, seed=3)
+    assert (wl.parent == -1).all() and (wl.think_s == 0).all()        # no follow-up waits for a completion
+    assert np.all(np.diff(wl.arrival_s) >= 0) and wl.arrival_s.max() < 30.0
+    assert (wl.turn > 0).any()
+    # per session: turns in order, arrivals non-decreasing, the history carried (prompt_k = prompt_{k-1} + out + new)
+    for s in np.unique(wl.session)[:20]:
+        rows = np.flatnonzero(wl.session == s)
+        assert wl.turn[rows].tolist() == list(range(rows.size))
+        assert np.all(np.diff(wl.arrival_s[rows]) >= 0)
+        for a, b in zip(rows[:-1], rows[1:]):
+            new = wl.prompt_tokens[b] - wl.prompt_tokens[a] - wl.output_tokens[a]
+            assert 20 <= new <= 80 and segs(wl, b)[:len(segs(wl, a))] == segs(wl, a)
+    # same draws as completion-timed follow-ups: the same sessions, gaps and lengths, cut at the end
+    done = gen(dataclasses.replace(_timed_from_arrival(), conversation=dataclasses.replace(
+        _timed_from_arrival().conversation, think_from="completion")), duration=30.0, seed=3)
+    first = done.turn == 0
+    assert np.array_equal(np.sort(done.arrival_s[first]), np.sort(wl.arrival_s[wl.turn == 0]))
+    assert len(wl) < len(done)       # follow-ups that would arrive at or after 30 s are not sent
+
+
+def test_timed_and_released_sessions_mix():
+    wl = gen(_timed_from_arrival(name="timed"), chat(name="released", rate=0.5, sys_tokens=0), duration=40.0, seed=1)
+    follow = wl.parent >= 0
+    assert follow.any() and (wl.client[follow] == 1).all()
+    assert np.array_equal(wl.parent[follow], np.flatnonzero(follow) - 1)   # released turns stay together
+    fixed = wl.arrival_s[~follow]
+    assert np.all(np.diff(fixed) >= 0)
+    assert ((wl.client == 0) & (wl.turn > 0)).any()
+
+
+def test_timed_follow_ups_with_num_requests():
+    wl = gen(_timed_from_arrival(), n=300, seed=2)
+    assert len(wl) == 300 and np.all(np.diff(wl.arrival_s) >= 0)

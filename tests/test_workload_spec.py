@@ -46,6 +46,15 @@ def test_design_example_parses():
     assert max_total_tokens(spec) == max_prompt_tokens(spec) + 2048
 
 
+def test_first_arrival_and_think_from():
+    spec = parse(DESIGN_EXAMPLE.replace("rate = 4.0", 'rate = 4.0, first_arrival = "gap"')
+                 .replace("conversation = {", 'conversation = { think_from = "arrival",'))
+    (c,) = spec.clients
+    assert c.arrival.first_arrival == "gap" and c.conversation.think_from == "arrival"
+    (d,) = parse(DESIGN_EXAMPLE).clients
+    assert d.arrival.first_arrival == "zero" and d.conversation.think_from == "completion"
+
+
 def test_bounds_are_none_when_unbounded_or_trace(tmp_path):
     spec = parse(DESIGN_EXAMPLE.replace(", max = 8192", ""))
     assert max_prompt_tokens(spec) is None and max_total_tokens(spec) is None
@@ -117,6 +126,10 @@ BAD = [
      "workload.clients.0.output_tokens.max", "is required for dist = 'zipf'"),
     ("popularity typo", DESIGN_EXAMPLE + 'system_prompt_popularity = "zip"\n',
      "workload.clients.0.system_prompt_popularity", "did you mean 'zipf'"),
+    ("first_arrival typo", DESIGN_EXAMPLE.replace("rate = 4.0", 'rate = 4.0, first_arrival = "gaps"'),
+     "workload.clients.0.arrival.first_arrival", "did you mean 'gap'"),
+    ("think_from typo", DESIGN_EXAMPLE.replace("conversation = {", 'conversation = { think_from = "arival",'),
+     "workload.clients.0.conversation.think_from", "did you mean 'arrival'"),
     ("empirical weights", DESIGN_EXAMPLE.replace('dist = "lognormal", mean = 220, sigma = 0.7, max = 2048',
                                                  'dist = "empirical", values = [1, 2], weights = [1]'),
      "workload.clients.0.output_tokens.weights", "2 non-negative numbers"),

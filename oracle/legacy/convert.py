@@ -4,11 +4,11 @@ The top-level sections of the original and where they go:
 
 =================================  ==========================================================
 ``simulation``                     ``seed``, ``[simulation].duration_s`` (with ``workload``)
-``model_characteristics_db_path``  dropped: models come from the catalog (``[model].name``)
+``model_characteristics_db_path``  the model profiles: ``[model.architecture]`` (oracle.legacy.models)
 ``hardware_profile``               ``[hardware]`` (see :mod:`oracle.legacy.frameworks`)
 ``workload``                       ``[workload]`` (see :mod:`oracle.legacy.workload`)
 ``frameworks_to_test``             ``[[frameworks]]`` and ``[model]``
-``metrics_config``                 ``[simulation].warm_up_s`` and ``[output]``
+``metrics_config``                 ``[simulation].warm_up_s`` and ``[output]`` (``style = "original"``)
 =================================  ==========================================================
 
 Everything approximated or dropped becomes a :class:`~oracle.legacy.common.Note`, written as a
@@ -103,6 +103,8 @@ def _existing_key(raw: dict, key: str | None) -> str | None:
         else:
             break
         found.append(part)
+    if isinstance(node, list) and node and all(isinstance(x, dict) for x in node):
+        found.append("0")   # an array of tables: the comment goes above its first entry
     return ".".join(found) or None
 
 
@@ -184,13 +186,14 @@ def _convert(data: dict, source: Path) -> Conversion:
         ctx.note(DROPPED, f"lod = {sim_raw['lod']!r} has no meaning here: every engine step is simulated",
                  toml_key="simulation", origin="simulation.lod")
 
-    workload = sim = None
+    workload = sim = reported = max_time = None
     if "workload" in data:
         with guard():
             workload, sim = convert_workload(data["workload"], ctx)
     with guard():
         max_time = number(sim_raw, "max_simulation_time", "simulation", lo=0.0, lo_open=True)
         if sim is not None:
+            reported = max_time if max_time is not None else sim.get("duration_s")
             _durations(sim, max_time, ctx)
     metrics: dict = {}
     with guard():
@@ -203,40 +206,49 @@ def _convert(data: dict, source: Path) -> Conversion:
             ctx.origin("simulation.warm_up_s", "metrics_config.warm_up_duration_s")
     raw["simulation"] = sim
 
-    fws = model = None
+    fws = None
+    models: list = []
     if "frameworks_to_test" in data:
         with guard():
             fws = convert_frameworks(data["frameworks_to_test"], ctx, workload=data.get("workload"))
     if fws is not None:
         with guard():
-            from oracle.catalog import get_model
-            model = get_model(fws[0]["model"], key=fws[0]["model_key"])
-            raw["model"] = {"name": model.name, "dtype": "fp16"}
+            models = _models(data, fws, source, ctx)
+            raw["model"] = models[0][0]
+            for i, (table, _spec) in enumerate(models[1:], start=1):
+                if table != models[0][0]:   # dtype: [model]'s (FP16) for every framework
+                    fws[i]["toml"]["model"] = table["name"] if "name" in table else \
+                        {k: v for k, v in table.items() if k != "dtype"}
+                    ctx.origin(f"frameworks.{i}.model", fws[i]["model_key"])
             ctx.origin("model", fws[0]["model_key"])
-            ctx.note(NOTE, f"model_profile_id {fws[0]['model']!r} = catalog model {model.name!r}; FP16 weights "
-                           "and KV cache, as the original's profiles assume", toml_key="model",
-                     origin=fws[0]["model_key"])
-    if "model_characteristics_db_path" in data:
-        ctx.note(DROPPED, "model_characteristics_db_path: model shapes come from the catalog "
-                          "(`oracle catalog models`); per-token FLOPs and bytes are derived from them",
-                 toml_key="model", origin="model_characteristics_db_path")
     if "hardware_profile" not in data:
         problems.add(ScenarioError("is required: the compute devices", key="hardware_profile"))
     elif fws is not None:
-        fw = fws[0]["toml"]
-        num_gpus = fw.get("tp", 1) * fw.get("pp", 1) * fw.get("replicas", 1)
+        num_gpus = sum(f["toml"].get("tp", 1) * f["toml"].get("pp", 1) * f["toml"].get("replicas", 1) for f in fws)
         with guard():
-            raw["hardware"] = convert_hardware(data["hardware_profile"], ctx, gpu_ids=fws[0]["gpu_ids"],
-                                               num_gpus=num_gpus)
+            raw["hardware"] = convert_hardware(data["hardware_profile"], ctx,
+                                               gpu_ids=[g for f in fws for g in f["gpu_ids"]], num_gpus=num_gpus,
+                                               gpu_sets=[s for f in fws for s in f["gpu_sets"]])
             ctx.origin("hardware", "hardware_profile.compute_devices")
     raw["workload"] = workload
-    if fws is not None and model is not None:
-        _chunked_prefill(fws[0]["toml"], model, ctx)
+    if fws is not None and len(models) == len(fws):
+        for f, (_table, spec) in zip(fws, models):
+            _chunked_prefill(f["toml"], spec, ctx, fws.index(f))
         raw["frameworks"] = [f["toml"] for f in fws]
+    ctx.note(NOTE, "the original leaks KV blocks (it does not free all of a finished request's blocks) and so "
+                   "stalls after a few hundred requests, leaving the rest pending; that bug is not copied: blocks "
+                   "are freed and reused as vLLM does, so long runs finish requests the original left pending")
     with guard():
         output = _output(metrics, ctx)
-        if output:
-            raw["output"] = output
+        output["style"] = "original"
+        ctx.note(NOTE, "style = \"original\": requests.csv and summary.json read as the original's (req_<n> ids, "
+                       "SUCCESS / OOM_KV_BLOCK status, TTFT from the start of prefill in the CSV, count / std / min, "
+                       "gpu_utilization, ...; see oracle/metrics/original.py)", toml_key="output.style")
+        if reported is not None:
+            output["reported_duration_s"] = reported
+            ctx.origin("output.reported_duration_s", "simulation.max_simulation_time" if max_time is not None
+                       else "workload.total_duration")
+        raw["output"] = output
     problems.raise_if_any()
     return Conversion(source=source, raw=raw, notes=ctx.notes, origins=ctx.origins)
 
@@ -256,7 +268,47 @@ def _durations(sim: dict, max_time: float | None, ctx: Context) -> None:
                    "unfinished)", toml_key="simulation.duration_s", origin="simulation.max_simulation_time")
 
 
-def _chunked_prefill(fw: dict, model, ctx: Context) -> None:
+def _models(data: dict, fws: list[dict], source: Path, ctx: Context) -> list[tuple[dict, object]]:
+    """Per framework entry: (its TOML model table, the ModelSpec), from the profile file or the catalog."""
+    from oracle.catalog import get_model
+    from oracle.legacy import models as M
+    db = db_path = None
+    key = "model_characteristics_db_path"
+    if key in data:
+        raw_path = string(data, key, "")
+        db_path = M.find_db(raw_path, source) if raw_path else None
+        if db_path is None:
+            ctx.note(NOTE, f"{key} {raw_path!r} not found (looked beside the config, in the folders above it and in "
+                           "the working directory): model_profile_id is read as a catalog model",
+                     toml_key="model", origin=key)
+        else:
+            db = M.read_db(db_path, key)
+            ctx.origin("model.architecture", key)
+    out = []
+    problems = Problems()
+    for i, f in enumerate(fws):
+        with problems.guard():
+            tk = "model" if i == 0 else f"frameworks.{i}.model"
+            found = M.lookup(db, f["model"]) if db is not None else None
+            if found is not None:
+                table = M.profile_model(f["model"], found[0], found[1], db_path, ctx, tk, f["model_key"])
+                from oracle._config import Table
+                from oracle.catalog import model_from_table
+                spec = model_from_table(Table(dict(table["architecture"]), f"{tk}.architecture"))
+            else:
+                if db is not None:
+                    ctx.note(NOTE, f"model_profile_id {f['model']!r} is not in {db_path.name}: read as a catalog "
+                                   "model", toml_key=tk, origin=f["model_key"])
+                spec = get_model(f["model"], key=f["model_key"])
+                table = {"name": spec.name, "dtype": "fp16"}
+                ctx.note(NOTE, f"model_profile_id {f['model']!r} = catalog model {spec.name!r}; FP16 weights and KV "
+                               "cache, as the original's profiles assume", toml_key=tk, origin=f["model_key"])
+            out.append((table, spec))
+    problems.raise_if_any()
+    return out
+
+
+def _chunked_prefill(fw: dict, model, ctx: Context, i: int = 0) -> None:
     """vLLM without chunked prefill needs a token budget >= max_model_len; keep the file valid."""
     if fw.get("enable_chunked_prefill", True):
         return
@@ -266,7 +318,7 @@ def _chunked_prefill(fw: dict, model, ctx: Context) -> None:
         fw["max_model_len"] = budget
         ctx.note(APPROXIMATED, f"enable_chunked_prefill = false with max_num_batched_tokens = {budget}: vLLM needs "
                                f"max_model_len <= the budget, so max_model_len = {budget} (longer prompts are "
-                               "rejected)", toml_key="frameworks.0.max_model_len")
+                               "rejected)", toml_key=f"frameworks.{i}.max_model_len")
 
 
 def _output(metrics: dict, ctx: Context) -> dict:

@@ -263,6 +263,19 @@ def quantile(law: Law, u: float) -> float:
     raise ValueError(f"no quantile function for {t}")
 
 
+def median(law: Law) -> float:
+    """The exact law's median (a mixture: the median of its discretised quantiles), ignoring clipping."""
+    if law.type != "Mixture":
+        return quantile(law, 0.5)
+    pairs = sorted(discretize(law))
+    acc = 0.0
+    for v, w in pairs:
+        acc += w
+        if acc >= 0.5:
+            return v
+    return pairs[-1][0]
+
+
 def discretize(law: Law, n: int = NUM_QUANTILES) -> list[tuple[float, float]]:
     """(value, probability) pairs: ``n`` equal-probability quantiles (mixtures: per component)."""
     if law.type == "Constant":

@@ -10,17 +10,32 @@ with probability ``weight / sum(weights)`` and waits a gap drawn from that profi
 * anything else -> ``gamma`` with the mixture's mean and coefficient of variation
   (approximated: the first two moments match, the shape does not).
 
-Conversations: a profile's request starts a conversation with probability
-``conversational_probability``; a conversation then continues after each turn with
-probability :data:`CONTINUE_PROB`, up to :data:`MAX_TURNS` turns. So the number of turns T of
-a session is::
+All arrivals start one gap after t = 0 (``first_arrival = "gap"``), as in the original.
 
-    P(T = 1) = (1 - c) + c * (1 - q)
-    P(T = k) = c * q**(k-1) * (1 - q)        for 1 < k < MAX_TURNS
-    P(T = MAX_TURNS) = c * q**(MAX_TURNS-1)  (the cap)
+Conversations: a profile's request starts a conversation with probability
+``conversational_probability``; a conversation that starts always gets a second turn, and
+after each follow-up it continues with probability :data:`CONTINUE_PROB`, up to
+``workload.max_turns_per_session`` turns (M, default :data:`MAX_TURNS`). So the number of
+turns T of a session is::
+
+    P(T = 1) = 1 - c
+    P(T = k) = c * (1 - q) * q**(k-2)        for 2 <= k < M
+    P(T = M) = c * q**(M-2)                  (the cap)
 
 with c = conversational_probability and q = CONTINUE_PROB, written as an ``empirical`` turns
-distribution with exactly these weights.
+distribution with exactly these weights. A follow-up arrives ``follow_up_inter_arrival_time``
+after the previous turn's *arrival* (``think_from = "arrival"``), finished or not, and no
+arrival comes at or after the end of the workload. Its prompt is the previous prompt + the
+previous turn's output (``max_output``, always generated in full) + a new input drawn from the
+profile's ``prompt_tokens_dist_config``: this project's chat history, exactly.
+
+Shared prefixes (``prefix_patterns``, in ``workload`` or in a profile; see
+:func:`parse_prefix_patterns`): each pattern is a prompt prefix that a share of the profile's
+requests starts with. A profile with patterns becomes one client per pattern (``share`` =
+profile share x pattern probability, ``system_prompt_tokens`` = the prefix length,
+``system_prompt_pool`` = the pattern name, so profiles naming the same pattern share it) plus
+one without a prefix for the remaining probability. The prefix comes in front of the drawn
+prompt length.
 """
 
 from __future__ import annotations
@@ -29,24 +44,31 @@ import math
 
 from oracle.errors import Problems, ScenarioError
 from oracle.legacy import dists as D
-from oracle.legacy.common import (APPROXIMATED, DROPPED, NOTE, Context, fmt, integer, join, mapping, number,
-                                  string)
+from oracle.legacy.common import (APPROXIMATED, DROPPED, NOTE, Context, boolean, first_key, fmt, integer, join,
+                                  mapping, number, string, type_name)
 
-CONTINUE_PROB = 0.7     # the original's chance that a conversation goes on after a turn
-MAX_TURNS = 10          # the original's cap on turns per conversation
+CONTINUE_PROB = 0.7     # the original's chance that a conversation goes on after a follow-up
+MAX_TURNS = 10          # cap on turns per conversation when workload.max_turns_per_session is not given
 MAX_CV = 10.0           # gamma arrivals: cap on the coefficient of variation (infinite-variance gaps)
+ABSURD_TOKENS = 2**29   # a token law whose median is this big cannot be simulated (nor by the original)
 
 _PROFILE_KEYS = ("profile_name", "weight", "inter_arrival_time_dist_config", "prompt_tokens_dist_config",
                  "max_output_tokens_dist_config", "conversational_probability",
-                 "follow_up_inter_arrival_time_dist_config", "streaming_response_probability")
-WORKLOAD_KEYS = ("total_duration", "total_requests_to_generate", "client_profiles", "load_balancing_strategy")
+                 "follow_up_inter_arrival_time_dist_config", "streaming_response_probability", "prefix_patterns")
+WORKLOAD_KEYS = ("total_duration", "total_requests_to_generate", "client_profiles", "load_balancing_strategy",
+                 "max_turns_per_session", "generate_prompt_tokens", "prefix_patterns")
 
 
 def turns_weights(c: float, q: float = CONTINUE_PROB, cap: int = MAX_TURNS) -> list[float]:
     """P(T = 1..cap) of a session's turn count (see the module docstring)."""
-    w = [c * q ** (k - 1) * (1 - q) for k in range(1, cap)] + [c * q ** (cap - 1)]
-    w[0] += 1 - c
+    if cap == 1:
+        return [1.0]
+    w = [1 - c] + [c * (1 - q) * q ** (k - 2) for k in range(2, cap)] + [c * q ** (cap - 2)]
     return w
+
+
+def mean_turns(c: float, q: float = CONTINUE_PROB, cap: int = MAX_TURNS) -> float:
+    return sum((k + 1) * w for k, w in enumerate(turns_weights(c, q, cap)))
 
 
 def convert_workload(raw: dict, ctx: Context, *, path: str = "workload") -> tuple[dict, dict]:
@@ -65,13 +87,28 @@ def convert_workload(raw: dict, ctx: Context, *, path: str = "workload") -> tupl
         if n is not None:
             sim["num_requests"] = n
             ctx.origin("simulation.num_requests", join(path, "total_requests_to_generate"))
+    cap = MAX_TURNS
+    with problems.guard():
+        given = integer(wl, "max_turns_per_session", path, lo=1)
+        if given is None:
+            ctx.note(NOTE, f"no workload.max_turns_per_session: conversations are capped at {MAX_TURNS} turns",
+                     toml_key="workload.clients")
+        else:
+            cap = given
+    gen_tokens = None
+    with problems.guard():
+        gen_tokens = boolean(wl, "generate_prompt_tokens", path)
+    shared_patterns = None
+    if wl.get("prefix_patterns") is not None:
+        with problems.guard():
+            shared_patterns = parse_prefix_patterns(wl["prefix_patterns"], join(path, "prefix_patterns"))
     profiles = wl.get("client_profiles")
     ppath = join(path, "client_profiles")
     if not isinstance(profiles, list) or not profiles:
         problems.add(ScenarioError("is required: a non-empty list of client profiles", key=ppath))
         problems.raise_if_any()
 
-    clients, gap_laws, shares = [], [], []
+    clients, gap_laws, shares, patterns = [], [], [], []
     names: set[str] = set()
     for i, prof in enumerate(profiles):
         with problems.guard():
@@ -92,7 +129,11 @@ def convert_workload(raw: dict, ctx: Context, *, path: str = "workload") -> tupl
                                   "a request, so it is left out", origin=join(kp, "weight"))
                 continue
             tk = f"workload.clients.{len(clients)}"
-            client = _convert_profile(prof, kp, tk, ctx, names)
+            own = shared_patterns
+            if prof.get("prefix_patterns") is not None:
+                with problems.guard():
+                    own = parse_prefix_patterns(prof["prefix_patterns"], join(kp, "prefix_patterns"))
+            client = _convert_profile(prof, kp, tk, ctx, names, cap)
             if weight is None or law is None:
                 continue
             clients.append(client)
@@ -100,6 +141,8 @@ def convert_workload(raw: dict, ctx: Context, *, path: str = "workload") -> tupl
             ctx.origin(tk, kp)
             gap_laws.append(law)
             shares.append(weight)
+            patterns.append((own, join(kp, "prefix_patterns") if prof.get("prefix_patterns") is not None
+                             else join(path, "prefix_patterns")))
     problems.raise_if_any()
     if not clients:
         raise ScenarioError("every client profile has weight 0; at least one must get requests", key=ppath)
@@ -108,12 +151,114 @@ def convert_workload(raw: dict, ctx: Context, *, path: str = "workload") -> tupl
         client["share"] = w / total_w
     ctx.origin("workload.clients", ppath)
     ctx.origin("workload", path)
-    out = {"arrival": _shared_arrival(gap_laws, [w / total_w for w in shares], ctx, ppath), "clients": clients}
+    arrival = _shared_arrival(gap_laws, [w / total_w for w in shares], ctx, ppath)
+    arrival["first_arrival"] = "gap"
+    ctx.note(NOTE, "first_arrival = \"gap\": the first request arrives one inter-arrival gap after t = 0, as in "
+                   "the original (constant gaps of 2 s: 2, 4, 6, ... s)", toml_key="workload.arrival")
     ctx.origin("workload.arrival", join(ppath, "0.inter_arrival_time_dist_config"))
-    return out, sim
+    if any(p for p, _ in patterns):
+        clients = _split_by_patterns(clients, patterns, gen_tokens, ctx, path)
+    elif gen_tokens is not None:
+        ctx.note(NOTE, f"generate_prompt_tokens = {str(gen_tokens).lower()}: prompt contents are always modelled "
+                       "here (as token segments), so prefixes are shared exactly where they are in the original",
+                 toml_key="workload", origin=join(path, "generate_prompt_tokens"))
+    return {"arrival": arrival, "clients": clients}, sim
 
 
-def _convert_profile(prof: dict, kp: str, tk: str, ctx: Context, names: set[str]) -> dict:
+# -- shared prefixes ---------------------------------------------------------------------------------
+
+_PATTERN_NAME = ("name", "pattern_name", "prefix_id", "id")
+_PATTERN_LEN = ("prefix_length", "prefix_tokens", "length", "tokens", "num_tokens", "token_count", "prefix_len")
+_PATTERN_PROB = ("weight", "probability", "frequency", "share")
+_PATTERN_VARIANTS = ("num_variants", "variants", "num_prefixes", "count")
+_NO_PREFIX = ("random", "none", "unique", "no_prefix", "no-prefix")
+
+
+def parse_prefix_patterns(raw, path: str) -> list[dict]:
+    """The original's ``prefix_patterns``: a list of mappings (or a mapping name -> mapping), each
+    with a name (``name`` / ``prefix_id`` / ``type``), a prefix length in tokens (``prefix_length``
+    / ``prefix_tokens`` / ``length`` / ``tokens``), a probability (``weight`` / ``probability`` /
+    ``frequency``; weights summing to more than 1 are normalised, less than 1 leaves the rest
+    without a shared prefix) and optionally ``num_variants`` (distinct prefixes of that kind).
+    A pattern of type ``random`` / ``none`` / ``unique`` or of length 0 has no shared prefix.
+
+    Returns ``[{"name", "length", "prob", "variants", "path"}]``; probabilities sum to <= 1."""
+    if isinstance(raw, dict):
+        items = [(join(path, k), dict(v, name=v.get("name", k)) if isinstance(v, dict) else v) for k, v in raw.items()]
+    elif isinstance(raw, list):
+        items = [(join(path, i), v) for i, v in enumerate(raw)]
+    else:
+        raise ScenarioError(f"must be a list of prefix patterns, got {type_name(raw)}", key=path)
+    out = []
+    for kp, pat in items:
+        pat = mapping(pat, kp)
+        kind = string(pat, "type", kp, default="") or ""
+        name_key = first_key(pat, _PATTERN_NAME)
+        name = str(pat[name_key]) if name_key else (kind or f"pattern{len(out)}")
+        len_key = first_key(pat, _PATTERN_LEN)
+        length = integer(pat, len_key, kp, lo=0) if len_key else None
+        prob_key = first_key(pat, _PATTERN_PROB)
+        prob = number(pat, prob_key, kp, lo=0.0) if prob_key else 1.0
+        var_key = first_key(pat, _PATTERN_VARIANTS)
+        variants = integer(pat, var_key, kp, lo=1) if var_key else 1
+        if kind.strip().lower() in _NO_PREFIX or length == 0:
+            length = 0
+        elif length is None:
+            raise ScenarioError("is required: the shared prefix's length in tokens (prefix_length)",
+                                key=join(kp, "prefix_length"))
+        out.append({"name": name, "length": length, "prob": prob, "variants": variants, "path": kp})
+    total = sum(p["prob"] for p in out)
+    if total > 1.0 + 1e-9:
+        for p in out:
+            p["prob"] /= total
+    return out
+
+
+def _split_by_patterns(clients: list[dict], patterns: list, gen_tokens: bool | None, ctx: Context,
+                       path: str) -> list[dict]:
+    """One client per (profile, pattern) and one per profile for the rest (module docstring)."""
+    if gen_tokens is False:
+        ctx.note(DROPPED, "prefix_patterns: generate_prompt_tokens is false, so the original builds no prompt "
+                          "tokens and shares no prefix; the patterns are ignored", toml_key="workload",
+                 origin=join(path, "prefix_patterns"))
+        return clients
+    out: list[dict] = []
+    names = {c["name"] for c in clients}
+    for ci, (client, (pats, origin)) in enumerate(zip(clients, patterns)):
+        if not pats:
+            out.append(client)
+            continue
+        rest = max(0.0, 1.0 - sum(p["prob"] for p in pats if p["length"] > 0))
+        shared = [p for p in pats if p["length"] > 0 and p["prob"] > 0]
+        described = []
+        for p in shared:
+            c = dict(client, share=float(f"{client['share'] * p['prob']:.12g}"))
+            name, j = f"{client['name']}+{p['name']}", 2
+            while name in names:
+                name, j = f"{client['name']}+{p['name']}-{j}", j + 1
+            names.add(name)
+            c["name"] = name
+            c["system_prompt_tokens"] = p["length"]
+            if p["variants"] > 1:
+                c["num_system_prompts"] = p["variants"]
+            c["system_prompt_pool"] = p["name"]
+            out.append(c)
+            described.append(f"{p['name']!r} ({p['length']} tokens, p = {fmt(p['prob'])}"
+                             + (f", {p['variants']} variants" if p["variants"] > 1 else "") + ")")
+        if rest > 1e-12:
+            out.append(dict(client, share=float(f"{client['share'] * rest:.12g}")))
+        ctx.note(NOTE, f"prefix_patterns of profile {client['name']!r}: " + ", ".join(described)
+                       + (f", no shared prefix p = {fmt(rest)}" if rest > 1e-12 else "")
+                       + ": one client per pattern (system_prompt_tokens = the prefix, put in front of the drawn "
+                         "prompt; system_prompt_pool = the pattern name, shared by every profile using it)",
+                 toml_key="workload.clients", origin=origin)
+    if gen_tokens is None:
+        ctx.note(NOTE, "prefix_patterns without generate_prompt_tokens: the patterns are used (prompt contents "
+                       "are always modelled here)", toml_key="workload.clients")
+    return out
+
+
+def _convert_profile(prof: dict, kp: str, tk: str, ctx: Context, names: set[str], cap: int) -> dict:
     ctx.unknown_keys(prof, _PROFILE_KEYS, kp, tk)
     name = string(prof, "profile_name", kp, default=None) or f"profile{tk.rsplit('.', 1)[-1]}"
     base, j = name, 2
@@ -137,26 +282,33 @@ def _convert_profile(prof: dict, kp: str, tk: str, ctx: Context, names: set[str]
         c = number(prof, "conversational_probability", kp, default=0.0, lo=0.0, hi=1.0)
     with problems.guard():
         follow = prof.get("follow_up_inter_arrival_time_dist_config")
-        if c > 0:
-            conv: dict = {"turns": {"dist": "empirical", "values": list(range(1, MAX_TURNS + 1)),
-                                    "weights": [float(f"{w:.12g}") for w in turns_weights(c)]}}
-            ctx.note(NOTE, f"conversational_probability = {fmt(c)}: turns per session is the original's "
-                           f"'continue with probability {CONTINUE_PROB} after each turn, at most {MAX_TURNS} turns', "
-                           f"mixed with one-turn requests (weights of 1..{MAX_TURNS} turns below, exact); "
-                           "follow-ups are sent after the previous answer plus the think time",
+        if c > 0 and cap > 1:
+            conv: dict = {"turns": {"dist": "empirical", "values": list(range(1, cap + 1)),
+                                    "weights": [float(f"{w:.12g}") for w in turns_weights(c, cap=cap)]}}
+            ctx.note(NOTE, f"conversational_probability = {fmt(c)}: a conversation always gets a second turn, "
+                           f"then goes on with probability {CONTINUE_PROB} after each follow-up, at most {cap} "
+                           f"turns: P(1) = 1 - c, P(k) = c * 0.3 * 0.7^(k-2), P({cap}) = c * 0.7^{cap - 2} "
+                           f"(weights of 1..{cap} turns below, exact; mean {fmt(mean_turns(c, cap=cap))} turns)",
                      toml_key=f"{tk}.conversation", origin=join(kp, "conversational_probability"))
-            ctx.note(NOTE, "follow-up prompts here carry the whole history (system prompt, earlier prompts and "
-                           "answers) plus a new user message drawn from prompt_tokens, so they are longer than the "
-                           "original's and hit the prefix cache for real", toml_key=f"{tk}.conversation")
+            ctx.note(NOTE, "follow-up prompt = the previous prompt + the previous turn's output + a new input drawn "
+                           "from prompt_tokens, as in the original; here the history is real content, so it hits "
+                           "the prefix cache where it is still cached", toml_key=f"{tk}.conversation")
             if follow is not None:
                 conv["think_time_s"] = to_dist(follow, join(kp, "follow_up_inter_arrival_time_dist_config"),
                                                f"{tk}.conversation", ctx, integer=False)
                 ctx.origin(f"{tk}.conversation.think_time_s", join(kp, "follow_up_inter_arrival_time_dist_config"))
             else:
-                ctx.note(NOTE, "no follow_up_inter_arrival_time_dist_config: this project's default think time "
+                ctx.note(NOTE, "no follow_up_inter_arrival_time_dist_config: this project's default gap "
                                "(5 s) is used", toml_key=f"{tk}.conversation")
+            conv["think_from"] = "arrival"
+            ctx.note(NOTE, "think_from = \"arrival\": a follow-up arrives its gap after the previous turn's "
+                           "arrival, finished or not, as in the original; follow-ups that would arrive at or "
+                           "after the end of the workload are not sent", toml_key=f"{tk}.conversation")
             client["conversation"] = conv
             ctx.origin(f"{tk}.conversation", join(kp, "conversational_probability"))
+        elif c > 0:
+            ctx.note(NOTE, "conversational_probability is unused: workload.max_turns_per_session = 1",
+                     toml_key=tk, origin=join(kp, "conversational_probability"))
         elif follow is not None:
             ctx.note(DROPPED, "follow_up_inter_arrival_time_dist_config is unused: conversational_probability is 0",
                      toml_key=tk, origin=join(kp, "follow_up_inter_arrival_time_dist_config"))
@@ -171,6 +323,8 @@ def _convert_profile(prof: dict, kp: str, tk: str, ctx: Context, names: set[str]
 def to_dist(cfg, path: str, tk: str, ctx: Context, *, integer: bool) -> dict:
     """One original distribution config -> a ``{ dist = ... }`` table (notes go above ``tk``)."""
     law = D.parse_law(cfg, path)
+    if integer:
+        _check_sane_tokens(law, path)
     for k in law.unknown:
         ctx.note(DROPPED, f"unknown parameter {k!r} ignored", toml_key=tk, origin=join(path, k))
     if law.is_int is False and integer:
@@ -206,6 +360,25 @@ def to_dist(cfg, path: str, tk: str, ctx: Context, *, integer: bool) -> dict:
     if law.lo is not None or law.hi is not None:
         ctx.note(NOTE, "min/max applied as clipping bounds", toml_key=tk, origin=path)
     return out
+
+
+def _check_sane_tokens(law: D.Law, path: str) -> None:
+    """Token counts whose typical draw no request can hold: the original cannot run them either,
+    and here the workload could not be generated; say so now (convert, validate, simulate alike)."""
+    if law.hi is not None and law.hi < ABSURD_TOKENS:
+        return
+    median = D.median(law)
+    if not median >= ABSURD_TOKENS:
+        return
+    if law.type == "LogNormal":
+        mu = law.params["mu"]
+        hint = f" (for a median of {fmt(mu)} tokens write mean: {math.log(mu):.4g})" if mu > 1 else ""
+        raise ScenarioError(f"LogNormal mean = {fmt(mu)} is mu of ln X (the original passes it to numpy's "
+                            f"lognormal as the log-scale mean), so the median draw is e^{fmt(mu)} = {median:.3g} "
+                            "tokens: no request can be that long, and the original cannot run this either"
+                            + hint, key=join(path, "mean"))
+    raise ScenarioError(f"{D.describe(law)}: the median draw is {median:.3g} tokens: no request can be that long, "
+                        "and the original cannot run this either", key=path)
 
 
 def _tidy(v: float, integer: bool) -> float | int:

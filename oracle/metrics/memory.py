@@ -51,7 +51,8 @@ def estimate_bytes(scenario, frameworks, workload) -> int:
         pool = fw.replicas * blocks * PER_BLOCK_BYTES
         queues = fw.replicas * n * 4
         tables = fw.replicas * fw.max_num_seqs * (fw.max_model_len // bs + 1) * 4
-        steps = n * 8 * 9 * 4 if scenario.output.steps else 0
+        # style "original" records the steps for gpu_utilization even when they are not written
+        steps = n * 8 * 9 * 4 if scenario.output.steps or scenario.output.style == "original" else 0
         peak = max(peak, hashes + pool + queues + tables + steps + n * PER_REQUEST_BYTES)
     return peak
 

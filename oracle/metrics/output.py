@@ -10,8 +10,10 @@ from oracle.metrics.columns import LEGACY_CSV_COLUMNS
 from oracle.metrics.writers import atomic_write, atomic_write_text, dumps, make_staging_dir, publish, write_text
 
 
-def legacy_csv_frame(requests: pl.DataFrame) -> pl.DataFrame:
-    """The original LLMPerfOracle's per-request CSV columns, in order, then this project's extras."""
+def legacy_csv_frame(requests: pl.DataFrame, *, style: str = "default") -> pl.DataFrame:
+    """The original LLMPerfOracle's per-request CSV columns, in order, then this project's extras.
+
+    ``style = "original"``: the values as the original wrote them (``oracle.metrics.original``)."""
     legacy = requests.select(
         pl.col("request_id"),
         pl.col("client").alias("client_id"),
@@ -30,6 +32,9 @@ def legacy_csv_frame(requests: pl.DataFrame) -> pl.DataFrame:
         pl.col("cached_tokens").alias("cached_prefix_length"),
         pl.col("prefilled_tokens").alias("tokens_actually_prefilled"),
     )
+    if style == "original":
+        from oracle.metrics.original import csv_values
+        legacy = csv_values(legacy, requests)
     assert tuple(legacy.columns) == LEGACY_CSV_COLUMNS
     extras = requests.select(["turn", "replica", "admitted_s", "preemptions", "max_itl_ms", "computed_tokens",
                               "warm_up"])
@@ -41,13 +46,13 @@ def legacy_csv_frame(requests: pl.DataFrame) -> pl.DataFrame:
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1}
 
 
-def write_framework(fr, folder: Path, *, fmt: str, steps: bool) -> None:
+def write_framework(fr, folder: Path, *, fmt: str, steps: bool, style: str = "default") -> None:
     folder.mkdir(parents=True, exist_ok=True)
     fr.requests.write_parquet(folder / "requests.parquet", **PARQUET_OPTIONS)
     if steps and fr.steps is not None:
         fr.steps.write_parquet(folder / "steps.parquet", **PARQUET_OPTIONS)
     if fmt == "csv":
-        legacy_csv_frame(fr.requests).write_csv(folder / "requests.csv")
+        legacy_csv_frame(fr.requests, style=style).write_csv(folder / "requests.csv")
     write_text(folder / "summary.json", dumps(fr.summary))
 
 
@@ -62,7 +67,7 @@ def write_results(result, *, out_dir: str | Path | None = None, format: str | No
     names = []
     try:
         for name, fr in result.frameworks.items():
-            write_framework(fr, staging / name, fmt=fmt, steps=fr.steps is not None)
+            write_framework(fr, staging / name, fmt=fmt, steps=fr.steps is not None, style=sc.output.style)
             names.append(name)
         if len(result.frameworks) > 1:
             result.comparison().write_parquet(staging / "comparison.parquet")
@@ -87,4 +92,4 @@ def _write_extra_copies(result, fmt: str) -> None:
     if out.summary_json:
         atomic_write_text(Path(out.summary_json), dumps(fr.summary))
     if out.requests_csv:
-        atomic_write(Path(out.requests_csv), lambda p: legacy_csv_frame(fr.requests).write_csv(p))
+        atomic_write(Path(out.requests_csv), lambda p: legacy_csv_frame(fr.requests, style=out.style).write_csv(p))

@@ -216,7 +216,7 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
             "event_counts": events,
         },
         "config": {
-            "model": scenario.model.name, "gpu": scenario.gpu.name, "tp": fw.tp, "pp": fw.pp,
+            "model": scenario.model_of(fw).name, "gpu": scenario.gpu.name, "tp": fw.tp, "pp": fw.pp,
             "replicas": fw.replicas, "num_gpus": fw.num_gpus, "router": fw.router,
             "max_num_seqs": fw.max_num_seqs, "max_num_batched_tokens": fw.max_num_batched_tokens,
             "enable_chunked_prefill": fw.enable_chunked_prefill,

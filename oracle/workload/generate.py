@@ -8,7 +8,8 @@ are written by two jitted one-pass kernels, ``oracle.kernels.segments``):
    probability ``share``, so the aggregate keeps the process's burstiness). Every stream has
    its own generator, spawned from ``numpy.random.default_rng(seed)``.
 2. *Sessions in chunks.* A stream draws sessions in chunks of 1024, 2048, ... (at most
-   262144) sessions: inter-arrival gaps (the first session of a stream arrives at t = 0),
+   262144) sessions: inter-arrival gaps (the first session of a stream arrives at t = 0, or
+   after one gap with ``first_arrival = "gap"``),
    the client, then per client: the number of turns, the system-prompt group, and per turn
    the new input length, the output length, the think time and (branch) the fork point.
    The chunk sizes do not depend on the totals, so a smaller workload is a prefix of a
@@ -16,9 +17,13 @@ are written by two jitted one-pass kernels, ``oracle.kernels.segments``):
 3. *Totals.* Streams are extended until they cover ``duration_s`` or hold ``num_requests``
    requests (all turns counted) before the earliest stream end; sessions are merged by start
    time (ties: stream, then draw order); sessions starting at or after ``duration_s`` are
-   dropped, and the session that crosses ``num_requests`` is cut to hit it exactly.
+   dropped, and so are the turns of ``think_from = "arrival"`` sessions that arrive at or
+   after it; then the session that crosses ``num_requests`` is cut to hit it exactly.
 4. *Requests.* Request ids are session-contiguous in merged order (a session's turns are
    consecutive ids), so finite arrivals are sorted in id order and ``parent = id - 1``.
+   Follow-ups of ``think_from = "arrival"`` sessions get a fixed arrival (the previous turn's
+   arrival + think time) and no parent; when there are any, the requests are renumbered in
+   (arrival, id) order, a completion-released session staying together at its start time.
 5. *Segments.* Turn 0 = ``[system prompt] + [input] + [output]``; turn k = the full segment
    list of its fork base (turn k-1, or an earlier turn for a branch) + ``[input] + [output]``.
    So turn k's prompt starts with turn k-1's whole sequence (chat/agent). The segment count
@@ -110,7 +115,10 @@ def _extend(st: _Stream, clients: tuple[ClientSpec, ...]) -> None:
     m = min(FIRST_CHUNK << st.num_chunks, MAX_CHUNK)
     gaps = interarrival_gaps(st.arrival, rng, m)
     start = np.cumsum(gaps)
-    start = start - gaps[0] if st.num_chunks == 0 else st.last_s + start
+    if st.num_chunks > 0:
+        start = st.last_s + start
+    elif st.arrival.first_arrival == "zero":
+        start = start - gaps[0]
     local = rng.choice(len(st.clients), size=m, p=st.probs) if st.probs is not None else np.zeros(m, np.int64)
     turns = np.ones(m, np.int32)
     group = np.zeros(m, np.int64)
@@ -201,7 +209,7 @@ def generate(spec: WorkloadSpec, *, duration_s: float | None, num_requests: int 
             raise ScenarioError(f"the workload would have more than {MAX_REQUESTS:,} requests; "
                                 "lower the rate, duration_s or num_requests", key="simulation")
         _extend(min(streams, key=lambda s: s.last_s), clients)
-    sessions = _merge(streams, duration_s, num_requests)
+    sessions = _merge(streams, clients, duration_s, num_requests)
     wl = _build(spec, sessions)
     names = ", ".join(f"{c.name}" for c in clients)
     wl.source = (f"generated (clients: {names}; seed {seed}; duration_s {duration_s}; "
@@ -209,7 +217,8 @@ def generate(spec: WorkloadSpec, *, duration_s: float | None, num_requests: int 
     return wl
 
 
-def _merge(streams: list[_Stream], duration_s: float | None, num_requests: int | None) -> dict:
+def _merge(streams: list[_Stream], clients: tuple[ClientSpec, ...], duration_s: float | None,
+           num_requests: int | None) -> dict:
     """Sessions of all streams in start order, cut to the totals; per-turn arrays concatenated."""
     cols = {k: [] for k in ("start_s", "client", "turns", "group", "turn_ptr", "stream", "seq")}
     turn_cols = {k: [] for k in ("inp", "out", "think", "fork")}
@@ -235,6 +244,9 @@ def _merge(streams: list[_Stream], duration_s: float | None, num_requests: int |
     if duration_s is not None:
         keep = int(np.searchsorted(s["start_s"], duration_s, side="left"))
         s = {k: v[:keep] for k, v in s.items()}
+    turns = {k: _cat(v) for k, v in turn_cols.items()}
+    if duration_s is not None:
+        _cut_late_turns(s, turns["think"], clients, duration_s)
     if num_requests is not None:
         cum = np.cumsum(s["turns"])
         last = int(np.searchsorted(cum, num_requests, side="left"))
@@ -242,8 +254,39 @@ def _merge(streams: list[_Stream], duration_s: float | None, num_requests: int |
             s = {k: v[:last + 1] for k, v in s.items()}
             s["turns"] = s["turns"].copy()
             s["turns"][-1] -= int(cum[last]) - num_requests
-    s.update({k: _cat(v) for k, v in turn_cols.items()})
+    s.update(turns)
     return s
+
+
+def _from_arrival(clients: tuple[ClientSpec, ...]) -> np.ndarray:
+    """Per client: its follow-ups are timed from the previous turn's arrival (bool[clients])."""
+    return np.array([c.conversation is not None and c.conversation.think_from == "arrival" for c in clients],
+                    dtype=bool)
+
+
+def _cut_late_turns(s: dict, think: np.ndarray, clients: tuple[ClientSpec, ...], duration_s: float) -> None:
+    """Sessions timed from arrivals lose the turns arriving at or after ``duration_s`` (in place).
+
+    Turn k of such a session arrives at start + think_1 + ... + think_k, so the turns kept are
+    a prefix of the session."""
+    sel = np.flatnonzero(_from_arrival(clients)[s["client"]] & (s["turns"] > 1))
+    if sel.size == 0:
+        return
+    n = s["turns"][sel]
+    sess = np.repeat(np.arange(sel.size), n)
+    k = np.arange(int(n.sum()), dtype=np.int64) - np.repeat(np.cumsum(n) - n, n)
+    t = think[s["turn_ptr"][sel][sess] + k]
+    t[k == 0] = 0.0
+    arrival = s["start_s"][sel][sess] + _session_cumsum(t, np.cumsum(n) - n, sess)
+    s["turns"] = s["turns"].copy()
+    s["turns"][sel] = np.bincount(sess, weights=arrival < duration_s, minlength=sel.size).astype(np.int64)
+
+
+def _session_cumsum(x: np.ndarray, first: np.ndarray, sess: np.ndarray) -> np.ndarray:
+    """Running sums of ``x`` within each session (rows of a session are contiguous; ``first[j]``
+    is session j's first row, ``sess`` each row's session); the first row's value counts."""
+    cs = np.cumsum(x)
+    return cs - (cs[first] - x[first])[sess]
 
 
 def _cat(parts: list[np.ndarray]) -> np.ndarray:
@@ -276,6 +319,14 @@ def _build(spec: WorkloadSpec, s: dict) -> Workload:
     arrival = np.where(k == 0, s["start_s"][sess], np.nan)
     parent = np.where(k == 0, -1, np.arange(n, dtype=np.int64) - 1)
     think = np.where(k == 0, 0.0, s["think"][tidx])
+    # follow-ups timed from the previous turn's arrival: fixed arrival times, no parent
+    timed = _from_arrival(clients)[client] & (k > 0)
+    if timed.any():
+        fixed = _from_arrival(clients)[client]
+        offset = _session_cumsum(think, first_id, sess)
+        arrival = np.where(fixed, s["start_s"][sess] + offset, arrival)
+        parent = np.where(fixed, -1, parent)
+        think = np.where(fixed, 0.0, think)
 
     # segment counts and token totals, then the segments (kernels walk ids: a fork base comes first)
     from oracle.kernels.segments import fill_segments, segment_counts
@@ -304,6 +355,29 @@ def _build(spec: WorkloadSpec, s: dict) -> Workload:
                         | s["group"][sess[has_sys]].astype(np.uint64))
     fill_segments(k, fork_req, offsets, has_sys, sys_key, sys_len, in_key, inp, out_key, out, seg_key, seg_len)
 
-    return Workload(arrival_s=arrival, prompt_tokens=prompt, output_tokens=out, session=session_id[sess],
-                    turn=k, parent=parent, think_s=think, client=client, seg_offsets=offsets,
-                    seg_key=seg_key, seg_len=seg_len, client_names=[c.name for c in clients])
+    wl = Workload(arrival_s=arrival, prompt_tokens=prompt, output_tokens=out, session=session_id[sess],
+                  turn=k, parent=parent, think_s=think, client=client, seg_offsets=offsets,
+                  seg_key=seg_key, seg_len=seg_len, client_names=[c.name for c in clients])
+    if timed.any():
+        # requests with a fixed arrival must come in arrival order: sort by (arrival, id); a
+        # session released by completions keeps its turns together, at its start time
+        when = np.where(np.isnan(arrival), s["start_s"][sess], arrival)
+        wl = _permute(wl, np.lexsort((np.arange(n), when)))
+    return wl
+
+
+def _permute(wl: Workload, order: np.ndarray) -> Workload:
+    """The requests of ``wl`` renumbered: new id i is old id ``order[i]`` (parents remapped;
+    the order must keep every parent before its follow-ups)."""
+    new_id = np.empty_like(order)
+    new_id[order] = np.arange(order.shape[0])
+    cols = {c: getattr(wl, c)[order] for c in ("arrival_s", "prompt_tokens", "output_tokens", "session", "turn",
+                                               "think_s", "client")}
+    parent = wl.parent[order]
+    cols["parent"] = np.where(parent >= 0, new_id[np.maximum(parent, 0)], -1)
+    counts = np.diff(wl.seg_offsets)[order]
+    offsets = np.zeros(order.shape[0] + 1, np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    idx = np.repeat(wl.seg_offsets[:-1][order] - offsets[:-1], counts) + np.arange(int(offsets[-1]), dtype=np.int64)
+    return Workload(**cols, seg_offsets=offsets, seg_key=wl.seg_key[idx], seg_len=wl.seg_len[idx],
+                    client_names=list(wl.client_names), source=wl.source)

@@ -27,13 +27,21 @@ Keys and defaults:
   ``system_prompt_pool`` (the client's name; clients naming the same pool share prompts).
 * ``arrival``: ``process`` ("poisson" | "gamma" | "constant"; default "poisson"), ``rate``
   (required, > 0: **sessions** per second, i.e. first turns; follow-ups come on top),
-  ``cv`` (gamma only, required: coefficient of variation of the gaps).
+  ``cv`` (gamma only, required: coefficient of variation of the gaps), ``first_arrival``
+  ("zero": the first session arrives at t = 0, the default; "gap": it arrives after one
+  inter-arrival gap, as in the original LLMPerfOracle, so constant arrivals at rate 0.5 come
+  at 2, 4, 6, ... s).
 * ``conversation``: ``pattern`` ("chat" | "agent" | "branch"; default "chat"), ``turns``
   (required for chat/branch; agent: uniform 4..16; at most 4096), ``think_time_s`` (seconds
   after the previous turn completes; chat/branch: 5, agent: 0.5), ``branch_prob`` (branch
   only, 0.3: chance that turn k >= 2 forks from a uniformly chosen turn < k-1),
   ``tool_output_tokens`` (agent only; lognormal mean 300, sigma 1, max 8192: each follow-up
-  appends a tool output instead of a user message; ``output_tokens`` is the model's reply).
+  appends a tool output instead of a user message; ``output_tokens`` is the model's reply),
+  ``think_from`` ("completion", the default: a follow-up arrives ``think_time_s`` after the
+  previous turn *completes*; "arrival": ``think_time_s`` after the previous turn *arrived*,
+  whether or not it has finished, as in the original LLMPerfOracle. Such follow-ups have fixed
+  arrival times, so with ``duration_s`` the turns arriving at or after it are dropped, like
+  any arrival).
   The first turn's new input is drawn from ``prompt_tokens``; so is a chat/branch follow-up's
   new user message: a request's ``prompt_tokens`` (in the table) is system prompt + history
   + that new input.
@@ -78,6 +86,8 @@ from oracle.errors import ScenarioError
 DISTS = ("constant", "uniform", "normal", "lognormal", "exponential", "zipf", "empirical")
 PROCESSES = ("poisson", "gamma", "constant")
 PATTERNS = ("chat", "agent", "branch")
+FIRST_ARRIVAL = ("zero", "gap")
+THINK_FROM = ("completion", "arrival")
 POPULARITY = ("uniform", "zipf")
 TRACE_FORMATS = ("mooncake", "azure", "token_ids", "parquet")
 MAX_TURNS = 4096          # hard cap on turns per session (history is copied per turn)
@@ -142,17 +152,20 @@ class ArrivalSpec:
     process: str = "poisson"   # poisson | gamma | constant
     rate: float = 1.0          # sessions per second
     cv: float | None = None    # gamma only: coefficient of variation of the gaps (1 = Poisson)
+    first_arrival: str = "zero"  # zero: the first session at t = 0 | gap: after one gap
 
 
 @dataclass(frozen=True)
 class ConversationSpec:
-    """Multi-turn sessions: follow-ups are released by their parent's completion + think time."""
+    """Multi-turn sessions: follow-ups come think time after the previous turn's completion
+    (``think_from = "completion"``) or arrival (``"arrival"``)."""
 
     pattern: str = "chat"                     # chat | agent | branch
     turns: DistSpec = field(default_factory=lambda: constant(1))
     think_time_s: DistSpec = field(default_factory=lambda: constant(5.0, integer=False))
     branch_prob: float = 0.0                  # branch: chance a follow-up forks from an earlier turn
     tool_output_tokens: DistSpec | None = None  # agent: tokens each tool call appends
+    think_from: str = "completion"            # completion | arrival (of the previous turn)
 
 
 @dataclass(frozen=True)
@@ -273,8 +286,9 @@ def _parse_arrival(t: Table) -> ArrivalSpec:
             cv = t.float("cv", lo=0.0, lo_open=True)
     elif t.has("cv"):
         t.report("cv", f"only applies to process = 'gamma', not {process!r}")
+    first = t.str("first_arrival", "zero", choices=FIRST_ARRIVAL)
     t.done()
-    return ArrivalSpec(process=process, rate=rate, cv=cv)
+    return ArrivalSpec(process=process, rate=rate, cv=cv, first_arrival=first)
 
 
 def _parse_client(t: Table, i: int, have_shared: bool, base_dir: Path) -> ClientSpec:
@@ -347,9 +361,10 @@ def _parse_conversation(t: Table, base_dir: Path) -> ConversationSpec:
                               default=DistSpec(dist="lognormal", mean=300.0, sigma=1.0, max=8192.0))
     elif t.has("tool_output_tokens"):
         t.report("tool_output_tokens", f"only applies to pattern = 'agent', not {pattern!r}")
+    think_from = t.str("think_from", "completion", choices=THINK_FROM)
     t.done()
     return ConversationSpec(pattern=pattern, turns=turns, think_time_s=think, branch_prob=branch_prob,
-                            tool_output_tokens=tool)
+                            tool_output_tokens=tool, think_from=think_from)
 
 
 def _replace(d: DistSpec, **kw) -> DistSpec:
