@@ -144,7 +144,7 @@ def engine_block_hashes(workload, fw: FrameworkConfig) -> tuple[np.ndarray, np.n
 
 def load_workload(scenario: Scenario, *, max_memory_bytes: int | None = None):
     """Generate or import the scenario's workload (refusing, up front, one too big for memory)."""
-    from oracle.metrics.memory import check_workload_size
+    from oracle.host_memory import check_workload_size
     from oracle.workload import build_workload
     check_workload_size(scenario, max_memory_bytes=max_memory_bytes)
     try:
@@ -178,7 +178,7 @@ def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None,
     if workload is None:
         say("generating workload")
         workload = load_workload(sc, max_memory_bytes=max_memory_bytes)
-    from oracle.metrics.memory import check_memory
+    from oracle.host_memory import check_memory
     check_memory(sc, fws, workload, max_memory_bytes=max_memory_bytes)
     results: dict[str, FrameworkResult] = {}
     hash_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}   # block size (0: caching off) -> hashes

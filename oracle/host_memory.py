@@ -1,4 +1,7 @@
-"""Estimate a run's memory before allocating, and refuse runs that cannot fit."""
+"""Host RAM: estimate a run's memory before allocating, and refuse runs that cannot fit.
+
+(The GPU memory model -- weights, activations, KV blocks per GPU -- is ``oracle.memory``.)
+"""
 
 from __future__ import annotations
 
