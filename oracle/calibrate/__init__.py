@@ -33,7 +33,7 @@ by a deterministic grid + pattern search (NumPy only):
 
 ``--extra-profiles FOLDER=GPU`` adds GEMM profiles timed on other GPUs by
 ``benchmarks/calibrate.py`` (the committed catalog used H100 SXM and H200 runs on lent GPUs;
-their raw timings are not in the repository): they are fitted and cross-validated like the
+their raw timings are in ``benchmarks/data/``): they are fitted and cross-validated like the
 Vidur GPUs, and their GEMM factors go to the GPUs named.
 
 GPUs without measurements get ``[defaults]``: the mean of every profiled GPU's GEMM factors

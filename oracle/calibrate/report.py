@@ -68,8 +68,8 @@ def report_markdown(result: dict, command: str) -> str:
         for dev in extra:
             lines += ["", f"{dev}: GEMM profiles timed on a lent GPU by `python benchmarks/calibrate.py --out DIR` "
                       "(PyTorch bf16 `x @ W.T`, CUDA-graph replay, weights cycled past the L2 cache; same shapes, "
-                      "TP 1–8, 1–8192 tokens). The raw CSVs are not in the repository; rerun that script on a GPU "
-                      f"to reproduce. Per op: " + ", ".join(
+                      "TP 1–8, 1–8192 tokens). The raw CSVs are in `benchmarks/data/` (see its README). "
+                      f"Per op: " + ", ".join(
                           f"{op} {_fmt_err(g[f'{dev}->{dev}'][op])}" for op in GEMM_OPS.values()) + " (in-sample); "
                       "`[defaults]` on it: " + _fmt_err(g[f"defaults->{dev}"]["all"]) + "."]
     lines += ["", "Signed median error by tokens per GEMM (bias, %):", "",
