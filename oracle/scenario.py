@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from oracle._config import Table, key_position
+from oracle.engine.inputs import ROUTER_NAMES
 from oracle.errors import OracleError, Problems, ScenarioError, Skip
 
 DTYPES = ("bf16", "fp16", "fp8")
 KV_DTYPES = ("auto", "bf16", "fp16", "fp8")
-ROUTERS = ("round_robin", "least_loaded", "session_affinity", "prefix_aware")
+ROUTERS = tuple(ROUTER_NAMES)
 OUTPUT_FORMATS = ("parquet", "csv")
 
 

@@ -27,14 +27,14 @@ from __future__ import annotations
 
 import re
 
+from oracle.engine.inputs import ROUTER_NAMES
 from oracle.errors import Problems, ScenarioError
 from oracle.legacy.common import (APPROXIMATED, DROPPED, NOTE, Context, boolean, first_key, fmt, integer,
                                   join, mapping, number, string)
 
 FRAMEWORK_TYPES = {"vllm": "VLLM", "parallelvllm": "ParallelVLLM"}
-ROUTERS = {"round_robin": "round_robin", "roundrobin": "round_robin", "least_loaded": "least_loaded",
-           "leastloaded": "least_loaded", "session_affinity": "session_affinity",
-           "sessionaffinity": "session_affinity", "prefix_aware": "prefix_aware"}
+# the routers by name, also written without underscores ("roundrobin")
+ROUTERS = {spelling: name for name in ROUTER_NAMES for spelling in (name, name.replace("_", ""))}
 ROUTERS_APPROX = {"random": "round_robin", "weighted_random": "round_robin", "weighted_round_robin": "round_robin",
                   "least_requests": "least_loaded", "least_connections": "least_loaded",
                   "least_outstanding_requests": "least_loaded"}
@@ -189,8 +189,8 @@ def _router(lb: str | None, origin: str, ctx: Context) -> str | None:
         ctx.note(APPROXIMATED, f"load_balancing_strategy {lb!r} has no equivalent: {ROUTERS_APPROX[k]} is used",
                  toml_key="frameworks.0.router", origin=origin)
         return ROUTERS_APPROX[k]
-    raise ScenarioError(f"unknown load_balancing_strategy {lb!r}; known: round_robin, least_loaded, "
-                        "session_affinity (and approximately: " + ", ".join(ROUTERS_APPROX) + ")", key=origin)
+    raise ScenarioError(f"unknown load_balancing_strategy {lb!r}; known: {', '.join(ROUTER_NAMES)} "
+                        "(and approximately: " + ", ".join(ROUTERS_APPROX) + ")", key=origin)
 
 
 def _merge(targets: list[dict], ctx: Context, path: str) -> list[dict]:

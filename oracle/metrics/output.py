@@ -6,7 +6,7 @@ from pathlib import Path
 
 import polars as pl
 
-from oracle.metrics.columns import LEGACY_CSV_COLUMNS
+from oracle.metrics.columns import LEGACY_CSV_COLUMNS, STATUS_NAMES, Status
 from oracle.metrics.writers import atomic_write, atomic_write_text, dumps, make_staging_dir, publish, write_text
 
 
@@ -18,7 +18,7 @@ def legacy_csv_frame(requests: pl.DataFrame) -> pl.DataFrame:
         pl.col("session").alias("session_id"),
         pl.col("prompt_tokens"),
         pl.col("output_tokens").alias("max_output_tokens"),
-        pl.when(pl.col("status") == "finished").then(pl.col("output_tokens")).otherwise(0).alias("output_tokens"),
+        pl.when(pl.col("status") == STATUS_NAMES[Status.FINISHED]).then(pl.col("output_tokens")).otherwise(0).alias("output_tokens"),
         pl.col("arrival_s").alias("arrival_time"),
         pl.col("first_token_s").alias("first_token_time"),
         pl.col("completion_s").alias("completion_time"),

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from oracle.metrics.columns import STATUS_NAMES, Status
 from oracle.metrics.compare import lookup
 from oracle.report import series
 from oracle.report.load import FrameworkRun, RunFolder
@@ -93,7 +94,7 @@ def _framework_label(fr: FrameworkRun) -> str:
 
 def _finished_after_warm_up(df):
     import polars as pl
-    cond = pl.col("status") == "finished"
+    cond = pl.col("status") == STATUS_NAMES[Status.FINISHED]
     if "warm_up" in df.columns:
         cond = cond & ~pl.col("warm_up")
     return df.filter(cond)
@@ -234,7 +235,7 @@ def throughput_over_time(run: RunFolder, colors: dict[str, Any]) -> Plot | None:
                 lw=1.2, ls="--", label="arrivals (offered load)")
         for fr in frs:
             df = fr.requests()
-            done = df.filter(df["status"] == "finished")
+            done = df.filter(df["status"] == STATUS_NAMES[Status.FINISHED])
             completed = series.event_rate(done["completion_s"].to_numpy(), edges)
             tokens = series.spread_rate(done["first_token_s"].to_numpy(), done["completion_s"].to_numpy(),
                                         done["output_tokens"].to_numpy(), edges)
@@ -268,7 +269,7 @@ def _queue_series(fr: FrameworkRun, edges: np.ndarray) -> tuple[np.ndarray, np.n
     arrival = df["arrival_s"].to_numpy().astype(np.float64)
     admitted = df["admitted_s"].to_numpy().astype(np.float64)
     completion = df["completion_s"].to_numpy().astype(np.float64)
-    rejected = (df["status"] == "rejected").to_numpy()
+    rejected = (df["status"] == STATUS_NAMES[Status.REJECTED]).to_numpy()
     wait_end = np.where(rejected, arrival, admitted)
     return (series.interval_mean(arrival, wait_end, edges), series.interval_mean(admitted, completion, edges),
             "requests.parquet")
