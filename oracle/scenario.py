@@ -65,6 +65,12 @@ class FrameworkConfig:
         return self.tp * self.pp * self.replicas
 
 
+# The defaults of a [[frameworks]] entry, defined once (above): the parser, the legacy
+# converter and `oracle cost` read them here.
+FRAMEWORK_DEFAULTS = FrameworkConfig()
+FRAMEWORK_TYPES = ("vllm",)
+
+
 @dataclass(frozen=True)
 class SloConfig:
     """Service-level objectives for goodput (a request meets them when all given hold)."""
@@ -208,10 +214,11 @@ def _parse(raw: dict, *, base_dir: Path, file, problems: Problems) -> Scenario:
     sim = sim_t = None
     with guard():
         sim_t = top.table("simulation", {})
+        d = SimulationConfig()
         sim = SimulationConfig(
-            duration_s=sim_t.float("duration_s", None, lo=0.0, lo_open=True),
-            num_requests=sim_t.int("num_requests", None, lo=1),
-            warm_up_s=sim_t.float("warm_up_s", 0.0, lo=0.0),
+            duration_s=sim_t.float("duration_s", d.duration_s, lo=0.0, lo_open=True),
+            num_requests=sim_t.int("num_requests", d.num_requests, lo=1),
+            warm_up_s=sim_t.float("warm_up_s", d.warm_up_s, lo=0.0),
         )
         sim_t.done()
 
@@ -285,15 +292,17 @@ def _parse(raw: dict, *, base_dir: Path, file, problems: Problems) -> Scenario:
     slo = None
     with guard():
         slo_t = top.table("slo", {})
-        slo = SloConfig(ttft_ms=slo_t.float("ttft_ms", None, lo=0.0, lo_open=True),
-                        tpot_ms=slo_t.float("tpot_ms", None, lo=0.0, lo_open=True),
-                        e2e_ms=slo_t.float("e2e_ms", None, lo=0.0, lo_open=True))
+        d = SloConfig()
+        slo = SloConfig(ttft_ms=slo_t.float("ttft_ms", d.ttft_ms, lo=0.0, lo_open=True),
+                        tpot_ms=slo_t.float("tpot_ms", d.tpot_ms, lo=0.0, lo_open=True),
+                        e2e_ms=slo_t.float("e2e_ms", d.e2e_ms, lo=0.0, lo_open=True))
         slo_t.done()
 
     output = None
     with guard():
         out_t = top.table("output", {})
-        pcts = out_t.any("percentiles", None)
+        d = OutputConfig()
+        pcts = out_t.any("percentiles", d.percentiles)
         if pcts is not None:
             if not isinstance(pcts, list) or not all(isinstance(p, (int, float)) and not isinstance(p, bool)
                                                      and 0 < p <= 100 for p in pcts):
@@ -301,10 +310,10 @@ def _parse(raw: dict, *, base_dir: Path, file, problems: Problems) -> Scenario:
                 pcts = None
             else:
                 pcts = tuple(float(p) for p in pcts)
-        output = OutputConfig(dir=out_t.str("dir", None), steps=out_t.bool("steps", False),
-                              format=out_t.str("format", "parquet", choices=OUTPUT_FORMATS),
-                              summary_json=out_t.str("summary_json", None),
-                              requests_csv=out_t.str("requests_csv", None), percentiles=pcts)
+        output = OutputConfig(dir=out_t.str("dir", d.dir), steps=out_t.bool("steps", d.steps),
+                              format=out_t.str("format", d.format, choices=OUTPUT_FORMATS),
+                              summary_json=out_t.str("summary_json", d.summary_json),
+                              requests_csv=out_t.str("requests_csv", d.requests_csv), percentiles=pcts)
         out_t.done()
     top.done()
     if problems:
@@ -337,26 +346,27 @@ def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str)
 
     ``model`` / ``gpu`` are None when their sections have problems: the checks that need them
     are skipped (``max_model_len`` is then only checked to be >= 1)."""
-    fw_type = t.str("type", "vllm", choices=("vllm",))
-    max_ctx = int(model.max_context) if model is not None else None
+    d = FRAMEWORK_DEFAULTS
+    max_ctx = int(model.max_context) if model is not None else None   # max_model_len's default
     f = dict(
-        name=t.str("name", "vllm" if i == 0 else f"vllm-{i}"),
-        type=fw_type,
-        tp=t.int("tp", 1, lo=1, hi=1024),
-        pp=t.int("pp", 1, lo=1, hi=1024),
-        replicas=t.int("replicas", 1, lo=1, hi=100_000),
-        router=t.str("router", "round_robin", choices=ROUTERS),
-        block_size=t.int("block_size", 16, lo=1, hi=4096),
-        gpu_memory_utilization=t.float("gpu_memory_utilization", 0.9, lo=0.0, hi=1.0, lo_open=True),
-        max_num_seqs=t.int("max_num_seqs", 256, lo=1, hi=1_000_000),
-        max_num_batched_tokens=t.int("max_num_batched_tokens", 8192, lo=1, hi=10_000_000),
+        name=t.str("name", d.name if i == 0 else f"{d.name}-{i}"),
+        type=t.str("type", d.type, choices=FRAMEWORK_TYPES),
+        tp=t.int("tp", d.tp, lo=1, hi=1024),
+        pp=t.int("pp", d.pp, lo=1, hi=1024),
+        replicas=t.int("replicas", d.replicas, lo=1, hi=100_000),
+        router=t.str("router", d.router, choices=ROUTERS),
+        block_size=t.int("block_size", d.block_size, lo=1, hi=4096),
+        gpu_memory_utilization=t.float("gpu_memory_utilization", d.gpu_memory_utilization, lo=0.0, hi=1.0,
+                                       lo_open=True),
+        max_num_seqs=t.int("max_num_seqs", d.max_num_seqs, lo=1, hi=1_000_000),
+        max_num_batched_tokens=t.int("max_num_batched_tokens", d.max_num_batched_tokens, lo=1, hi=10_000_000),
         max_model_len=t.int("max_model_len", max_ctx, lo=1, hi=max_ctx),
-        enable_chunked_prefill=t.bool("enable_chunked_prefill", True),
-        enable_prefix_caching=t.bool("enable_prefix_caching", True),
-        scheduler_reserve_full_isl=t.bool("scheduler_reserve_full_isl", True),
-        dtype=t.str("dtype", None, choices=DTYPES),
-        kv_cache_dtype=t.str("kv_cache_dtype", None, choices=KV_DTYPES),
-        scheduler_overhead_s=t.float("scheduler_overhead_s", None, lo=0.0, hi=10.0),
+        enable_chunked_prefill=t.bool("enable_chunked_prefill", d.enable_chunked_prefill),
+        enable_prefix_caching=t.bool("enable_prefix_caching", d.enable_prefix_caching),
+        scheduler_reserve_full_isl=t.bool("scheduler_reserve_full_isl", d.scheduler_reserve_full_isl),
+        dtype=t.str("dtype", d.dtype, choices=DTYPES),
+        kv_cache_dtype=t.str("kv_cache_dtype", d.kv_cache_dtype, choices=KV_DTYPES),
+        scheduler_overhead_s=t.float("scheduler_overhead_s", d.scheduler_overhead_s, lo=0.0, hi=10.0),
     )
     if t.ok("name") and (not f["name"].strip() or "/" in f["name"] or f["name"] in (".", "..")):
         t.report("name", f"must be a non-empty name usable as a folder, got {f['name']!r}")

@@ -29,6 +29,7 @@ from oracle.legacy.common import (APPROXIMATED, DROPPED, NOTE, Context, Note, fm
                                   number, string)
 from oracle.legacy.frameworks import convert_frameworks, convert_hardware
 from oracle.legacy.workload import convert_workload
+from oracle.scenario import FRAMEWORK_DEFAULTS
 
 LEGACY_SUFFIXES = (".yaml", ".yml", ".json")
 TOP_KEYS = ("simulation", "model_characteristics_db_path", "hardware_profile", "workload", "frameworks_to_test",
@@ -224,7 +225,7 @@ def _convert(data: dict, source: Path) -> Conversion:
         problems.add(ScenarioError("is required: the compute devices", key="hardware_profile"))
     elif fws is not None:
         fw = fws[0]["toml"]
-        num_gpus = fw.get("tp", 1) * fw.get("pp", 1) * fw.get("replicas", 1)
+        num_gpus = math.prod(fw.get(k, getattr(FRAMEWORK_DEFAULTS, k)) for k in ("tp", "pp", "replicas"))
         with guard():
             raw["hardware"] = convert_hardware(data["hardware_profile"], ctx, gpu_ids=fws[0]["gpu_ids"],
                                                num_gpus=num_gpus)
@@ -258,9 +259,9 @@ def _durations(sim: dict, max_time: float | None, ctx: Context) -> None:
 
 def _chunked_prefill(fw: dict, model, ctx: Context) -> None:
     """vLLM without chunked prefill needs a token budget >= max_model_len; keep the file valid."""
-    if fw.get("enable_chunked_prefill", True):
+    if fw.get("enable_chunked_prefill", FRAMEWORK_DEFAULTS.enable_chunked_prefill):
         return
-    budget = fw.get("max_num_batched_tokens", 8192)
+    budget = fw.get("max_num_batched_tokens", FRAMEWORK_DEFAULTS.max_num_batched_tokens)
     max_len = fw.get("max_model_len", int(model.max_context))
     if budget < max_len:
         fw["max_model_len"] = budget

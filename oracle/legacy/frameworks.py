@@ -31,6 +31,7 @@ from oracle.engine.inputs import ROUTER_NAMES
 from oracle.errors import Problems, ScenarioError
 from oracle.legacy.common import (APPROXIMATED, DROPPED, NOTE, Context, boolean, first_key, fmt, integer,
                                   join, mapping, number, string)
+from oracle.scenario import FRAMEWORK_DEFAULTS
 
 FRAMEWORK_TYPES = {"vllm": "VLLM", "parallelvllm": "ParallelVLLM"}
 # the routers by name, also written without underscores ("roundrobin")
@@ -150,7 +151,7 @@ def _one(fw: dict, kp: str, name: str, ctx: Context, lb_workload: str | None) ->
                      toml_key=FW, origin=join(par_p, "strategy"))
         else:
             for dim in ("tp", "pp"):
-                if out.get(dim, 1) > 1 and dim not in known[s]:
+                if out.get(dim, getattr(FRAMEWORK_DEFAULTS, dim)) > 1 and dim not in known[s]:
                     ctx.note(NOTE, f"strategy {strategy!r} but {dim} = {out[dim]}: the degree is used",
                              toml_key=FW, origin=join(par_p, "strategy"))
     lb_key = first_key(cfg, LB_KEYS)
@@ -162,8 +163,8 @@ def _one(fw: dict, kp: str, name: str, ctx: Context, lb_workload: str | None) ->
 
 
 def _folder_name(name: str) -> str:
-    clean = re.sub(r"[/\\]", "_", name).strip() or "vllm"
-    return "vllm" if clean in (".", "..") else clean
+    clean = re.sub(r"[/\\]", "_", name).strip() or FRAMEWORK_DEFAULTS.name
+    return FRAMEWORK_DEFAULTS.name if clean in (".", "..") else clean
 
 
 def _gpu_ids(cfg: dict, cp: str, par: dict, par_p: str) -> list[str]:
@@ -211,7 +212,7 @@ def _merge(targets: list[dict], ctx: Context, path: str) -> list[dict]:
                                 "(is_target_for_workload: false on the others)", key=t["path"])
     fw = dict(first["toml"])
     origins = {f"frameworks.0.{k}": v for k, v in first["origins"].items()}
-    own = fw.get("replicas", 1)
+    own = fw.get("replicas", FRAMEWORK_DEFAULTS.replicas)
     if len(targets) > 1:
         fw["replicas"] = own * len(targets)
         fw["name"] = _folder_name("+".join(t["toml"]["name"] for t in targets)) if len(targets) <= 4 \
@@ -223,12 +224,12 @@ def _merge(targets: list[dict], ctx: Context, path: str) -> list[dict]:
         origins["frameworks.0.replicas"] = path
     lb = first["lb"]
     router = _router(lb, first["lb_origin"], ctx)
-    if fw.get("replicas", 1) > 1:
+    if fw.get("replicas", FRAMEWORK_DEFAULTS.replicas) > 1:
         if router is not None:
             fw["router"] = router
             origins["frameworks.0.router"] = first["lb_origin"]
         else:
-            ctx.note(NOTE, "no load_balancing_strategy: round_robin (the default) is used",
+            ctx.note(NOTE, f"no load_balancing_strategy: {FRAMEWORK_DEFAULTS.router} (the default) is used",
                      toml_key="frameworks.0.router")
     elif lb is not None:
         ctx.note(DROPPED, f"load_balancing_strategy {lb!r} is unused with one replica", toml_key=FW,
@@ -244,7 +245,7 @@ def _ordered(fw: dict) -> dict:
     order = ("name", "type", "tp", "pp", "replicas", "router", "block_size", "num_gpu_blocks",
              "gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens", "max_model_len",
              "enable_chunked_prefill", "enable_prefix_caching", "scheduler_overhead_s")
-    out = {"name": fw["name"], "type": "vllm"}
+    out = {"name": fw["name"], "type": FRAMEWORK_DEFAULTS.type}
     out.update({k: fw[k] for k in order if k in fw and k not in out})
     return out
 
