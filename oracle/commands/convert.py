@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from oracle.commands import user_errors
+from oracle.metrics.writers import atomic_write
 
 
 def register(app: typer.Typer) -> None:
@@ -43,13 +44,7 @@ def _run(config: Path, output: Path | None, check: bool) -> None:
     if output is None:
         typer.echo(text, nl=False)
         return
-    _write_atomic(output, text)
+    atomic_write(output, text)
     c = conv.counts()
     typer.echo(f"wrote {output} ({c['approximated']} setting(s) approximated, {c['dropped']} dropped: see its "
                "comments)", err=True)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file next to ``path``, then rename it over ``path``."""
-    from oracle.metrics.writers import atomic_write_text
-    atomic_write_text(path, text)

@@ -199,14 +199,14 @@ def _run_search(scenario, vary, ttft, tpot, goodput, framework, lo, hi, toleranc
 def _write_search(res, scenario, out, vary) -> Path:
     from oracle.api import as_scenario, default_out_dir
     from oracle.metrics.writers import dumps
-    from oracle.sweep.run import _atomic_write_parquet, _atomic_write_text
+    from oracle.metrics.writers import atomic_write
     if out is None:
         sc = as_scenario(scenario)
         out = default_out_dir(sc).with_name(f"{default_out_dir(sc).name}-search-{vary}")
     dest = Path(out)
     dest.mkdir(parents=True, exist_ok=True)
-    _atomic_write_parquet(res.table, dest / "search.parquet")
-    _atomic_write_text(dest / "search.json", dumps(res.to_dict()))
+    atomic_write(dest / "search.parquet", res.table.write_parquet)
+    atomic_write(dest / "search.json", dumps(res.to_dict()))
     return dest
 
 

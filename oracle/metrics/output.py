@@ -7,7 +7,7 @@ from pathlib import Path
 import polars as pl
 
 from oracle.metrics.columns import LEGACY_CSV_COLUMNS, STATUS_NAMES, Status
-from oracle.metrics.writers import atomic_write, atomic_write_text, dumps, make_staging_dir, publish, write_text
+from oracle.metrics.writers import atomic_write, dumps, make_staging_dir, publish, write_text
 
 
 def legacy_csv_frame(requests: pl.DataFrame) -> pl.DataFrame:
@@ -85,6 +85,6 @@ def _write_extra_copies(result, fmt: str) -> None:
     out = result.scenario.output
     fr = result.first
     if out.summary_json:
-        atomic_write_text(Path(out.summary_json), dumps(fr.summary))
+        atomic_write(Path(out.summary_json), dumps(fr.summary))
     if out.requests_csv:
         atomic_write(Path(out.requests_csv), lambda p: legacy_csv_frame(fr.requests).write_csv(p))

@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from oracle.metrics.writers import atomic_write_bytes
+from oracle.metrics.writers import atomic_write
 
 __all__ = ["report_run", "build_report"]
 
@@ -75,7 +75,7 @@ def report_run(run_dir: str | Path, *, plots: bool, json_out: bool, html: bool =
     if plots:
         folder = run.path / PLOTS_DIR
         for p in figures:
-            files["plots"].append(str(_write_atomic(folder / p.name, p.png)))
+            files["plots"].append(str(atomic_write(folder / p.name, p.png)))
     if plots or html:
         from oracle.report.html import render_page
         page_tables = tables
@@ -83,7 +83,7 @@ def report_run(run_dir: str | Path, *, plots: bool, json_out: bool, html: bool =
             from oracle.report.sweep import sweep_table
             page_tables = tables[:-1] + [sweep_table(run.sweep, max_rows=SWEEP_ROWS_HTML)]
         page = render_page(_title(doc), _meta(doc, run), page_tables, figures)
-        files["html"] = str(_write_atomic(run.path / HTML_NAME, page.encode("utf-8")))
+        files["html"] = str(atomic_write(run.path / HTML_NAME, page.encode("utf-8")))
     doc["files"] = files
     if json_out:
         import sys
@@ -134,8 +134,3 @@ def _print(tables, doc, run, files, console) -> None:
         console.print(f"\n{n} plot{'s' if n != 1 else ''} in {run.path / PLOTS_DIR}", highlight=False)
     if files["html"]:
         console.print(f"report page: {files['html']}", highlight=False)
-
-
-def _write_atomic(target: Path, data: bytes) -> Path:
-    """Write to a temporary file beside ``target``, then rename it into place."""
-    return atomic_write_bytes(target, data)

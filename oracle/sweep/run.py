@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from oracle.errors import OracleError
-from oracle.metrics.writers import atomic_write_parquet, atomic_write_text
+from oracle.metrics.writers import atomic_write
 from oracle.sweep.spec import RESERVED_COLUMNS, SweepSpec, SweepTask, expand_points, load_sweep, make_tasks
 from oracle.sweep.task import METRICS, workload_key
 
@@ -129,9 +129,9 @@ def run_sweep(sweep: str | Path | SweepSpec, *, out_dir: str | Path | None = Non
 
     table = assemble(spec, points, tasks, pdir)
     path = out / TABLE_NAME
-    _atomic_write_parquet(table, path)
+    atomic_write(path, table.write_parquet)
     wall = time.perf_counter() - t0
-    _atomic_write_text(out / MANIFEST_NAME, json.dumps({
+    atomic_write(out / MANIFEST_NAME, json.dumps({
         "name": spec.name, "sweep_file": str(spec.path) if spec.path else None, "base": str(spec.base),
         "repeats": spec.repeats, "num_points": len(points), "num_tasks": len(tasks),
         "num_run": len(todo), "num_reused": len(done_keys), "executor": executor, "workers": nworkers,
@@ -152,7 +152,7 @@ def _point_path(pdir: Path, key: str) -> Path:
 def _write_point(pdir: Path, task: SweepTask, res: dict, spec: SweepSpec) -> None:
     doc = {"key": task.key, "point": task.point, "repeat": task.repeat, "seed": task.seed,
            "rows": res["rows"], "task_wall_s": res.get("task_wall_s")}
-    _atomic_write_text(_point_path(pdir, task.key), json.dumps(doc, default=str) + "\n")
+    atomic_write(_point_path(pdir, task.key), json.dumps(doc, default=str) + "\n")
 
 
 def _read_point(pdir: Path, key: str) -> list[dict] | None:
@@ -169,14 +169,6 @@ def _read_point(pdir: Path, key: str) -> list[dict] | None:
 def _remove_temporaries(pdir: Path) -> None:
     for f in pdir.glob(".*.tmp-*"):
         f.unlink(missing_ok=True)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_text(path, text)   # whole file or none
-
-
-def _atomic_write_parquet(table, path: Path) -> None:
-    atomic_write_parquet(table, path)
 
 
 # -- the table -------------------------------------------------------------------------------

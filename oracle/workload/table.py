@@ -19,12 +19,12 @@ follow-ups (``parent >= 0``), and the finite arrival times are non-decreasing in
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from oracle.metrics.writers import atomic_write
 
 FORMAT_VERSION = "1"
 
@@ -218,22 +218,7 @@ class Workload:
                 "oracle.workload.client_names": json.dumps(self.client_names),
                 "oracle.workload.source": self.source}
         table = pa.table(cols).replace_schema_metadata(meta)
-        path = Path(path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
-        except OSError as exc:
-            from oracle.errors import OracleError
-            from oracle.metrics.writers import check_out_dir
-            check_out_dir(path.parent)   # names a path component that is a file
-            raise OracleError(f"cannot write: {exc.strerror}", file=path) from None
-        os.close(fd)
-        try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(Path(path), lambda p: pq.write_table(table, p))
 
     @classmethod
     def from_parquet(cls, path: str | Path) -> "Workload":
