@@ -97,10 +97,15 @@ def as_scenario(scenario: str | Path | dict | Scenario, *, seed: int | None = No
     return sc
 
 
-def engine_config(scenario: Scenario, fw: FrameworkConfig, *, record_steps: bool | None = None) -> EngineConfig:
+def engine_config(scenario: Scenario, fw: FrameworkConfig, *, num_gpu_blocks: int | None = None,
+                  record_steps: bool | None = None) -> EngineConfig:
+    """``num_gpu_blocks``: KV blocks per replica as :func:`~oracle.scenario.resolve_num_gpu_blocks`
+    gives them (-1: unlimited); resolved here when None."""
+    if num_gpu_blocks is None:
+        num_gpu_blocks = resolve_num_gpu_blocks(scenario, fw)
     return EngineConfig(
         num_replicas=fw.replicas, router=ROUTER_NAMES[fw.router], block_size=fw.block_size,
-        num_gpu_blocks=resolve_num_gpu_blocks(scenario, fw), max_num_seqs=fw.max_num_seqs,
+        num_gpu_blocks=num_gpu_blocks, max_num_seqs=fw.max_num_seqs,
         max_num_batched_tokens=fw.max_num_batched_tokens, max_model_len=fw.max_model_len,
         enable_chunked_prefill=fw.enable_chunked_prefill, enable_prefix_caching=fw.enable_prefix_caching,
         scheduler_reserve_full_isl=fw.scheduler_reserve_full_isl,
@@ -116,11 +121,11 @@ def cost_params(scenario: Scenario, fw: FrameworkConfig) -> np.ndarray:
 
 
 def engine_inputs(scenario: Scenario, fw: FrameworkConfig, workload, *, hashes=None,
-                  record_steps: bool | None = None) -> EngineInputs:
+                  num_gpu_blocks: int | None = None, record_steps: bool | None = None) -> EngineInputs:
     """Bundle a workload and a framework config for the engine (``hashes``: a precomputed
     ``(hash_offsets, hashes)`` pair for ``fw.block_size``, else computed here; see
-    :func:`engine_block_hashes`)."""
-    cfg = engine_config(scenario, fw, record_steps=record_steps)
+    :func:`engine_block_hashes`; ``num_gpu_blocks``: see :func:`engine_config`)."""
+    cfg = engine_config(scenario, fw, num_gpu_blocks=num_gpu_blocks, record_steps=record_steps)
     hash_offsets, block_hashes = hashes if hashes is not None else engine_block_hashes(workload, fw)
     return EngineInputs(
         config=cfg, arrival_s=workload.arrival_s, prompt_tokens=workload.prompt_tokens,
@@ -178,8 +183,9 @@ def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None,
     if workload is None:
         say("generating workload")
         workload = load_workload(sc, max_memory_bytes=max_memory_bytes)
+    num_gpu_blocks = {fw.name: resolve_num_gpu_blocks(sc, fw) for fw in fws}   # per replica; -1: unlimited
     from oracle.host_memory import check_memory
-    check_memory(sc, fws, workload, max_memory_bytes=max_memory_bytes)
+    check_memory(sc, fws, workload, num_gpu_blocks, max_memory_bytes=max_memory_bytes)
     results: dict[str, FrameworkResult] = {}
     hash_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}   # block size (0: caching off) -> hashes
     for k, fw in enumerate(fws, start=1):
@@ -189,7 +195,8 @@ def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None,
         key = fw.block_size if fw.enable_prefix_caching else 0
         if key not in hash_cache:
             hash_cache[key] = engine_block_hashes(workload, fw)
-        inputs = engine_inputs(sc, fw, workload, hashes=hash_cache[key], record_steps=record_steps)
+        inputs = engine_inputs(sc, fw, workload, hashes=hash_cache[key], num_gpu_blocks=num_gpu_blocks[fw.name],
+                               record_steps=record_steps)
         out = _run_engine(inputs)
         results[fw.name] = _collect(sc, fw, workload, inputs, out, wall=time.perf_counter() - t1)
     res = SimulationResult(scenario=sc, workload=workload, frameworks=results,
@@ -221,8 +228,7 @@ def _collect(sc: Scenario, fw: FrameworkConfig, workload, inputs: EngineInputs, 
     from oracle.metrics.summary import build_summary, request_table, step_table
     requests = request_table(workload, out, warm_up_s=sc.simulation.warm_up_s)
     _, kv_dtype = framework_dtypes(sc, fw)
-    summary = build_summary(sc, fw, requests, out, num_gpu_blocks=inputs.resolved_num_gpu_blocks()
-                            if fw.num_gpu_blocks != "unlimited" else -1,
+    summary = build_summary(sc, fw, requests, out, num_gpu_blocks=inputs.config.num_gpu_blocks,
                             kv_bytes_per_token=kv_bytes_per_token(sc.model, kv_dtype), wall_time_s=wall)
     return FrameworkResult(name=fw.name, summary=summary, requests=requests, steps=step_table(out), outputs=out)
 
