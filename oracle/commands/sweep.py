@@ -189,20 +189,19 @@ def _run_search(scenario, vary, ttft, tpot, goodput, framework, lo, hi, toleranc
             res = search(scenario, progress=lambda msg: status.update(msg), **kwargs)
     else:
         res = search(scenario, **kwargs)
-    dest = _write_search(res, scenario, out, vary)
+    dest = _write_search(res, out, vary)
     if json_out:
         typer.echo(dumps({**res.to_dict(), "out": str(dest)}), nl=False)
     elif not quiet:
         _print_search(res, dest)
 
 
-def _write_search(res, scenario, out, vary) -> Path:
-    from oracle.api import as_scenario, default_out_dir
-    from oracle.metrics.writers import dumps
-    from oracle.metrics.writers import atomic_write
+def _write_search(res, out, vary) -> Path:
+    from oracle.api import default_out_dir
+    from oracle.metrics.writers import atomic_write, dumps
     if out is None:
-        sc = as_scenario(scenario)
-        out = default_out_dir(sc).with_name(f"{default_out_dir(sc).name}-search-{vary}")
+        base = default_out_dir(res.scenario)
+        out = base.with_name(f"{base.name}-search-{vary}")
     dest = Path(out)
     dest.mkdir(parents=True, exist_ok=True)
     atomic_write(dest / "search.parquet", res.table.write_parquet)

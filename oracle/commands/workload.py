@@ -95,14 +95,16 @@ def load_scenario_workload(path: Path):
     A full scenario (with ``[model]``) goes through ``oracle.scenario``; a file with only
     ``seed``, ``[simulation]`` and ``[workload]`` is validated here.
     """
-    from oracle.scenario import read_toml
+    from oracle.api import as_scenario
+    from oracle.scenario import read_toml, scenario_from_dict
     path = Path(path)
     if path.suffix.lower() == ".toml":
         raw = read_toml(path)
         if "model" not in raw:
             return _workload_only(raw, path)
-    from oracle.api import as_scenario
-    sc = as_scenario(path)
+        sc = scenario_from_dict(raw, base_dir=path.parent, file=path)
+    else:
+        sc = as_scenario(path)
     return sc.workload, sc.simulation.duration_s, sc.simulation.num_requests, sc.seed
 
 

@@ -101,10 +101,14 @@ class SweepSpec:
         return n
 
 
-def load_sweep(path: str | Path) -> SweepSpec:
-    """Read a sweep file and its base scenario (not yet validated point by point)."""
+def load_sweep(path: str | Path, *, raw: dict | None = None) -> SweepSpec:
+    """Read a sweep file and its base scenario (not yet validated point by point).
+
+    ``raw``: the file's parsed TOML, when the caller has read it already.
+    """
     path = Path(path)
-    raw = read_toml(path)
+    if raw is None:
+        raw = read_toml(path)
     try:
         return sweep_from_dict(raw, base_dir=path.parent, file=path)
     except OracleError as exc:
