@@ -22,6 +22,7 @@ import polars as pl
 
 from oracle.engine.inputs import ROUTER_NAMES, EngineConfig, EngineInputs, EngineOutputs
 from oracle.errors import OracleError, ScenarioError
+from oracle.metrics.output import default_out_dir, write_results
 from oracle.scenario import FrameworkConfig, Scenario, framework_dtypes, load_scenario, resolve_num_gpu_blocks, \
     scenario_from_dict
 
@@ -74,7 +75,6 @@ class SimulationResult:
 
     def write(self, out_dir: str | Path | None = None, *, format: str | None = None) -> Path:
         """Write every framework's results atomically under ``out_dir/<framework>/``."""
-        from oracle.metrics.output import write_results
         return write_results(self, out_dir=out_dir, format=format)
 
 
@@ -232,9 +232,3 @@ def _collect(sc: Scenario, fw: FrameworkConfig, workload, inputs: EngineInputs, 
                             kv_bytes_per_token=kv_bytes_per_token(sc.model, kv_dtype), wall_time_s=wall)
     return FrameworkResult(name=fw.name, summary=summary, requests=requests, steps=step_table(out), outputs=out)
 
-
-def default_out_dir(sc: Scenario) -> Path:
-    if sc.output.dir:
-        d = Path(sc.output.dir)
-        return d if d.is_absolute() else (Path.cwd() / d)
-    return Path.cwd() / "runs" / sc.name

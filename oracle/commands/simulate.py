@@ -44,7 +44,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _run(scenario, out, seed, fmt, json_out, quiet, steps, report, max_memory) -> None:
-    from oracle.api import as_scenario, default_out_dir, simulate
+    from oracle.api import as_scenario, simulate
+    from oracle.metrics.output import default_out_dir
     from oracle.errors import ScenarioError
     from oracle.metrics.writers import dumps
     if fmt is not None and fmt not in ("parquet", "csv"):

@@ -197,7 +197,7 @@ def _run_search(scenario, vary, ttft, tpot, goodput, framework, lo, hi, toleranc
 
 
 def _write_search(res, out, vary) -> Path:
-    from oracle.api import default_out_dir
+    from oracle.metrics.output import default_out_dir
     from oracle.metrics.writers import atomic_write, dumps
     if out is None:
         base = default_out_dir(res.scenario)

@@ -1,4 +1,5 @@
-"""Writing a :class:`~oracle.api.SimulationResult` to disk (atomically, see ``writers``)."""
+"""Writing a :class:`~oracle.api.SimulationResult` to disk (atomically, see ``writers``), by
+default under :func:`default_out_dir`."""
 
 from __future__ import annotations
 
@@ -51,10 +52,18 @@ def write_framework(fr, folder: Path, *, fmt: str, steps: bool) -> None:
     write_text(folder / "summary.json", dumps(fr.summary))
 
 
+def default_out_dir(sc) -> Path:
+    """Where a scenario's results go without ``--out``: ``[output].dir`` (relative to the
+    working directory), else ``runs/<scenario name>``."""
+    if sc.output.dir:
+        d = Path(sc.output.dir)
+        return d if d.is_absolute() else (Path.cwd() / d)
+    return Path.cwd() / "runs" / sc.name
+
+
 def write_results(result, *, out_dir: str | Path | None = None, format: str | None = None) -> Path:
     """Write ``out_dir/<framework>/{summary.json, requests.parquet[, steps.parquet, requests.csv]}``
     and, with several frameworks, ``out_dir/comparison.parquet``. Returns ``out_dir``."""
-    from oracle.api import default_out_dir
     sc = result.scenario
     dest = Path(out_dir) if out_dir is not None else default_out_dir(sc)
     fmt = format or sc.output.format
