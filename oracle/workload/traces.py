@@ -49,14 +49,26 @@ import numpy as np
 
 from oracle._config import did_you_mean
 from oracle.errors import TraceError
-from oracle.workload.spec import TraceSpec
 from oracle.workload.table import (KIND_HASH_ID, KIND_OUTPUT, KIND_USER, Workload, content_keys)
+
+TRACE_FORMATS = ("mooncake", "azure", "token_ids", "parquet")
 
 MOONCAKE_BLOCK = 512
 JSON_BLOCK_BYTES = 1 << 25  # pyarrow JSON block: must hold the longest line
 _MAX_KEY = (1 << 60) - 1
 _MAX_LEN = 2**31 - 1
 _TIME_FIELDS = {"arrival_time_ns": 1e-9, "arrival_time_s": 1.0, "timestamp": 1e-3}
+
+
+@dataclasses.dataclass(frozen=True)
+class TraceSpec:
+    """A trace file replayed as the workload (``[workload.trace]``, parsed by ``oracle.workload.spec``)."""
+
+    path: Path
+    format: str                 # mooncake | azure | token_ids | parquet
+    time_scale: float = 1.0     # multiplies inter-arrival times (2.0 = half the rate)
+    limit: int | None = None    # keep at most this many requests
+    start_s: float = 0.0        # skip records earlier than this offset from the first record
 
 
 # -- entry points ----------------------------------------------------------------------------
