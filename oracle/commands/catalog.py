@@ -14,7 +14,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 
 
 def register(app: typer.Typer) -> None:
-    from oracle.cli import typer_factory
+    from oracle.commands import typer_factory
 
     sub = typer_factory("List the built-in GPUs and models (datasheet / config.json facts and their sources).")
     sub.command("gpus")(gpus)

@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
           oracle validate scenarios/quickstart.toml
           oracle validate scenarios/*.toml
         """
-        from oracle.cli import debug_enabled, error_lines
+        from oracle.commands import debug_enabled, error_lines
         from oracle.errors import OracleError
         bad = 0
         for f in files:

@@ -15,7 +15,7 @@ SCENARIO_SUFFIXES = (".toml", ".yaml", ".yml")
 
 
 def register(app: typer.Typer) -> None:
-    from oracle.cli import typer_factory
+    from oracle.commands import typer_factory
 
     wl_app = typer_factory("Generate workloads from scenarios and inspect workloads and traces.")
     app.add_typer(wl_app, name="workload")
