@@ -12,6 +12,7 @@ dict with the TOML structure, or a :class:`~oracle.scenario.Scenario`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +23,16 @@ import polars as pl
 
 from oracle.engine.inputs import ROUTER_NAMES, EngineConfig, EngineInputs, EngineOutputs
 from oracle.errors import OracleError, ScenarioError
+from oracle.host_memory import check_memory, check_workload_size
+from oracle.legacy import load_legacy_scenario
+from oracle.memory import kv_bytes_per_token
+from oracle.metrics.compare import comparison_table
 from oracle.metrics.output import default_out_dir, write_results
+from oracle.metrics.summary import build_summary, request_table, step_table
+from oracle.metrics.writers import check_out_dir
 from oracle.scenario import FrameworkConfig, Scenario, framework_dtypes, load_scenario, resolve_num_gpu_blocks, \
     scenario_from_dict
+from oracle.workload import build_workload
 
 
 @dataclass
@@ -70,7 +78,6 @@ class SimulationResult:
 
     def comparison(self) -> pl.DataFrame:
         """One row per framework with the headline metrics."""
-        from oracle.metrics.compare import comparison_table
         return comparison_table(self.summaries)
 
     def write(self, out_dir: str | Path | None = None, *, format: str | None = None) -> Path:
@@ -87,12 +94,10 @@ def as_scenario(scenario: str | Path | dict | Scenario, *, seed: int | None = No
     else:
         path = Path(scenario)
         if path.suffix.lower() in (".yaml", ".yml", ".json"):
-            from oracle.legacy import load_legacy_scenario
             sc = load_legacy_scenario(path)
         else:
             sc = load_scenario(path)
     if seed is not None:
-        import dataclasses
         sc = dataclasses.replace(sc, seed=int(seed))
     return sc
 
@@ -114,7 +119,7 @@ def engine_config(scenario: Scenario, fw: FrameworkConfig, *, num_gpu_blocks: in
 
 
 def cost_params(scenario: Scenario, fw: FrameworkConfig) -> np.ndarray:
-    from oracle.cost import build_cost_params
+    from oracle.cost import build_cost_params   # lazy: numba (~0.4 s); `oracle validate` imports this module
     dtype, kv = framework_dtypes(scenario, fw)
     return build_cost_params(scenario.model, scenario.gpu, tp=fw.tp, pp=fw.pp, dtype=dtype, kv_dtype=kv,
                              scheduler_overhead_s=fw.scheduler_overhead_s)
@@ -143,14 +148,12 @@ def engine_block_hashes(workload, fw: FrameworkConfig) -> tuple[np.ndarray, np.n
     """
     if not fw.enable_prefix_caching:
         return np.zeros(len(workload), np.int64), np.zeros(0, np.uint64)
-    from oracle.engine.hashes import shared_block_hashes
+    from oracle.engine.hashes import shared_block_hashes   # lazy: numba (~0.4 s), see cost_params
     return shared_block_hashes(workload, fw.block_size)
 
 
 def load_workload(scenario: Scenario, *, max_memory_bytes: int | None = None):
     """Generate or import the scenario's workload (refusing, up front, one too big for memory)."""
-    from oracle.host_memory import check_workload_size
-    from oracle.workload import build_workload
     check_workload_size(scenario, max_memory_bytes=max_memory_bytes)
     try:
         return build_workload(scenario.workload, duration_s=scenario.simulation.duration_s,
@@ -175,7 +178,6 @@ def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None,
         raise ScenarioError(f"no framework among {frameworks} in the scenario", file=sc.path, key="frameworks")
     say = progress or (lambda _msg: None)
     if write or out_dir is not None:   # fail before simulating, not after
-        from oracle.metrics.writers import check_out_dir
         check_out_dir(Path(out_dir) if out_dir is not None else default_out_dir(sc))
         for extra in (sc.output.summary_json, sc.output.requests_csv):
             if extra:
@@ -184,7 +186,6 @@ def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None,
         say("generating workload")
         workload = load_workload(sc, max_memory_bytes=max_memory_bytes)
     num_gpu_blocks = {fw.name: resolve_num_gpu_blocks(sc, fw) for fw in fws}   # per replica; -1: unlimited
-    from oracle.host_memory import check_memory
     check_memory(sc, fws, workload, num_gpu_blocks, max_memory_bytes=max_memory_bytes)
     results: dict[str, FrameworkResult] = {}
     hash_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}   # block size (0: caching off) -> hashes
@@ -208,7 +209,7 @@ def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None,
 
 
 def _run_engine(inputs: EngineInputs) -> EngineOutputs:
-    from oracle.engine.loop import run_engine
+    from oracle.engine.loop import run_engine   # lazy: numba (~0.4 s), see cost_params
     try:
         return run_engine(inputs)
     except SystemError as exc:
@@ -224,8 +225,6 @@ def _run_engine(inputs: EngineInputs) -> EngineOutputs:
 
 def _collect(sc: Scenario, fw: FrameworkConfig, workload, inputs: EngineInputs, out: EngineOutputs,
              *, wall: float) -> FrameworkResult:
-    from oracle.memory import kv_bytes_per_token
-    from oracle.metrics.summary import build_summary, request_table, step_table
     requests = request_table(workload, out, warm_up_s=sc.simulation.warm_up_s)
     _, kv_dtype = framework_dtypes(sc, fw)
     summary = build_summary(sc, fw, requests, out, num_gpu_blocks=inputs.config.num_gpu_blocks,

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
+
 from oracle.errors import CapacityError
 
 # Bytes per request held by the engine and the metrics (state + outputs + table columns).
@@ -41,7 +43,6 @@ def estimate_bytes(scenario, frameworks, workload, num_gpu_blocks: dict[str, int
     ``num_gpu_blocks``: framework name -> KV blocks per replica (-1: unlimited), as
     ``oracle.scenario.resolve_num_gpu_blocks`` gives them.
     """
-    import numpy as np
     n = len(workload)
     total_tokens = (np.asarray(workload.prompt_tokens, np.int64) + workload.output_tokens)
     peak = 0

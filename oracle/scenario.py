@@ -9,14 +9,18 @@ gpu_memory_utilization 0.9, chunked prefill on, prefix caching on).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from oracle._config import Table, key_position
+from oracle.catalog import get_gpu, get_model, gpu_from_table, model_from_table
 from oracle.engine.inputs import ROUTER_NAMES
 from oracle.errors import OracleError, Problems, ScenarioError, Skip
+from oracle.memory import compute_num_gpu_blocks, resolve_kv_dtype
+from oracle.workload.spec import max_prompt_tokens, parse_workload
 
 DTYPES = ("bf16", "fp16", "fp8")
 KV_DTYPES = ("auto", "bf16", "fp16", "fp8")
@@ -200,9 +204,6 @@ def scenario_from_dict(raw: dict, *, base_dir: Path | None = None, file: str | P
 def _parse(raw: dict, *, base_dir: Path, file, problems: Problems) -> Scenario:
     """Parse every section; a problem is recorded (``problems``) and the parse goes on with
     whatever can still be checked. Checks across sections run only on sections without problems."""
-    from oracle.catalog import get_gpu, get_model, gpu_from_table, model_from_table
-    from oracle.workload.spec import max_prompt_tokens, parse_workload
-
     guard = problems.guard
     top = Table(raw, problems=problems)
     name = top.str("name", Path(file).stem if file else "scenario")
@@ -249,7 +250,6 @@ def _parse(raw: dict, *, base_dir: Path, file, problems: Problems) -> Scenario:
         overrides = {k: hw_t.float(k, None, lo=0.0, hi=1.0, lo_open=True) for k in ("eff_compute", "eff_memory")}
         overrides = {k: v for k, v in overrides.items() if v is not None}
         if overrides and gpu is not None:
-            import dataclasses
             gpu = dataclasses.replace(gpu, **overrides)
         gpu_ok = gpu is not None and problems.clean_since(mark)
         hw_t.done()
@@ -411,13 +411,11 @@ def _dtypes(fw: FrameworkConfig, dtype: str, kv_cache_dtype: str) -> tuple[str, 
 def framework_dtypes(scenario: Scenario, fw: FrameworkConfig) -> tuple[str, str]:
     """(weights dtype, KV-cache dtype) for a framework, concrete: ``"auto"`` KV follows vLLM
     (the activation dtype; FP8 weights keep a 16-bit cache), see ``oracle.memory.resolve_kv_dtype``."""
-    from oracle.memory import resolve_kv_dtype
     weights, kv = _dtypes(fw, scenario.dtype, scenario.kv_cache_dtype)
     return weights, resolve_kv_dtype(kv, weights, scenario.model)
 
 
 def _memory_num_gpu_blocks(model, gpu, fw: FrameworkConfig, dtype: str, kv_dtype: str) -> int:
-    from oracle.memory import compute_num_gpu_blocks
     return int(compute_num_gpu_blocks(model, gpu, tp=fw.tp, pp=fw.pp, block_size=fw.block_size,
                                       gpu_memory_utilization=fw.gpu_memory_utilization, dtype=dtype,
                                       kv_dtype=kv_dtype, max_num_batched_tokens=fw.max_num_batched_tokens,

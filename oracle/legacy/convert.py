@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from oracle.catalog import get_model
 from oracle.errors import OracleError, Problems, ScenarioError
 from oracle.legacy import toml_writer
 from oracle.legacy.common import (APPROXIMATED, DROPPED, NOTE, Context, Note, fmt, integer, join, mapping,
@@ -127,7 +128,7 @@ def read_legacy(path: str | Path) -> dict:
             raise ScenarioError(f"JSON syntax error: {exc.msg} (column {exc.colno})", file=path,
                                 line=exc.lineno) from None
     else:
-        import yaml
+        import yaml   # lazy: pyyaml (~0.02 s) only for YAML configs; `oracle validate` imports this module
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -210,7 +211,6 @@ def _convert(data: dict, source: Path) -> Conversion:
             fws = convert_frameworks(data["frameworks_to_test"], ctx, workload=data.get("workload"))
     if fws is not None:
         with guard():
-            from oracle.catalog import get_model
             model = get_model(fws[0]["model"], key=fws[0]["model_key"])
             raw["model"] = {"name": model.name, "dtype": "fp16"}
             ctx.origin("model", fws[0]["model_key"])

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 
+from oracle.catalog import load_gpus
 from oracle.engine.inputs import ROUTER_NAMES
 from oracle.errors import Problems, ScenarioError
 from oracle.legacy.common import (APPROXIMATED, DROPPED, NOTE, Context, boolean, first_key, fmt, integer,
@@ -343,7 +344,6 @@ def _norm(s: str) -> str:
 
 
 def _match_gpu(dev: dict, p: str, links: list[tuple[float, float]], ctx: Context) -> dict:
-    from oracle.catalog import load_gpus
     gpus = load_gpus()
     given = {"tflops": ("peak_tflops_bf16", "peak_tflops.fp16", "TFLOP/s"),
              "memory_gib": ("memory_gib", "memory_capacity_bytes", "GiB"), "bw": ("mem_bw_gbps", "memory_gbps", "GB/s")}

@@ -3,6 +3,7 @@ default under :func:`default_out_dir`."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import polars as pl
@@ -19,7 +20,8 @@ def legacy_csv_frame(requests: pl.DataFrame) -> pl.DataFrame:
         pl.col("session").alias("session_id"),
         pl.col("prompt_tokens"),
         pl.col("output_tokens").alias("max_output_tokens"),
-        pl.when(pl.col("status") == STATUS_NAMES[Status.FINISHED]).then(pl.col("output_tokens")).otherwise(0).alias("output_tokens"),
+        pl.when(pl.col("status") == STATUS_NAMES[Status.FINISHED]).then(pl.col("output_tokens")).otherwise(0)
+        .alias("output_tokens"),
         pl.col("arrival_s").alias("arrival_time"),
         pl.col("first_token_s").alias("first_token_time"),
         pl.col("completion_s").alias("completion_time"),
@@ -81,7 +83,6 @@ def write_results(result, *, out_dir: str | Path | None = None, format: str | No
             names.append("scenario.toml")
         publish(staging, dest, names)  # holds Ctrl-C/SIGTERM while it swaps; removes the staging folder
     except BaseException:  # also a signal that lands between writing and publishing
-        import shutil
         shutil.rmtree(staging, ignore_errors=True)
         raise
     _write_extra_copies(result, fmt)

@@ -141,7 +141,8 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
     for name, count in df.group_by("cache_event").len().iter_rows():
         if name in events:
             events[name] = int(count)
-    admitted = df.select("cache_event", "turn", "cached_tokens").filter(pl.col("cache_event") != CACHE_EVENT_NAMES[CacheEvent.NONE])
+    admitted = df.select("cache_event", "turn", "cached_tokens").filter(
+        pl.col("cache_event") != CACHE_EVENT_NAMES[CacheEvent.NONE])
     n_adm = admitted.height
     follow_ups = admitted.filter(pl.col("turn") >= 1).height
     with_hit = admitted.filter(pl.col("cached_tokens") > 0)

@@ -15,7 +15,9 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -23,7 +25,7 @@ from oracle.errors import OracleError
 
 
 def json_default(obj: Any):
-    import numpy as np
+    import numpy as np   # lazy: numpy (~0.15 s); the CLI's commands import this module at start-up
     if isinstance(obj, (np.integer,)):
         return int(obj)
     if isinstance(obj, (np.floating,)):
@@ -87,8 +89,6 @@ def _signals_deferred():
     Python-level handlers (a blocked signal mask would not do: polars/pyarrow threads could
     still take the signal and the interpreter would run the handler here).
     """
-    import signal
-    import threading
     if threading.current_thread() is not threading.main_thread():
         yield
         return

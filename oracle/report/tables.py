@@ -12,6 +12,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from rich.table import Table as RichTable
+from rich.text import Text
+
 from oracle.metrics.columns import CACHE_EVENT_NAMES, CacheEvent
 from oracle.metrics.compare import lookup
 
@@ -315,7 +318,6 @@ def run_tables(summaries: dict[str, dict[str, Any]]) -> list[Table]:
 # ---------------------------------------------------------------------------------------------
 # Renderers
 def to_rich(t: Table):
-    from rich.table import Table as RichTable
     rt = RichTable(title=t.title, caption=t.caption, title_justify="left", caption_justify="left",
                    title_style="bold")
     for i, c in enumerate(t.columns):
@@ -326,7 +328,6 @@ def to_rich(t: Table):
 
 
 def _rich_text(c: Cell):
-    from rich.text import Text
     return Text(c.text, style=c.style or "")
 
 

@@ -24,8 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import polars as pl
+
 from oracle.errors import OracleError
 from oracle.metrics.writers import atomic_write
+from oracle.sweep.executors import TaskFailed, execute
 from oracle.sweep.spec import RESERVED_COLUMNS, SweepSpec, SweepTask, expand_points, load_sweep, make_tasks
 from oracle.sweep.task import METRICS, workload_key
 
@@ -99,7 +102,6 @@ def run_sweep(sweep: str | Path | SweepSpec, *, out_dir: str | Path | None = Non
     if on_validated is not None:
         on_validated(len(points), len(todo))
 
-    from oracle.sweep.executors import TaskFailed, execute
     nworkers = workers or os.cpu_count() or 1
     if executor == "local":
         nworkers = max(1, min(nworkers, len(todo)))
@@ -173,7 +175,6 @@ def _remove_temporaries(pdir: Path) -> None:
 
 # -- the table -------------------------------------------------------------------------------
 def _override_dtype(values: list[Any]):
-    import polars as pl
     present = [v for v in values if v is not None]
     if present and all(isinstance(v, bool) for v in present):
         return pl.Boolean, values
@@ -194,7 +195,6 @@ def override_columns(spec: SweepSpec) -> list[str]:
 
 def assemble(spec: SweepSpec, points, tasks: list[SweepTask], pdir: Path):
     """Build the sweep table from the per-point files (every task must have one)."""
-    import polars as pl
     by_point = {p.index: p for p in points}
     okeys = override_columns(spec)
     cols: dict[str, list] = {c: [] for c in (*RESERVED_COLUMNS, *okeys, *(m for m, _, _ in METRICS))}

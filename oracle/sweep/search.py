@@ -27,6 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import polars as pl
+
+from oracle.api import load_workload, simulate
 from oracle.errors import OracleError, ScenarioError
 from oracle.scenario import Scenario, apply_overrides, load_scenario, scenario_from_dict
 from oracle.sweep.task import METRICS, _summary_row
@@ -62,7 +65,6 @@ class SearchResult:
     @property
     def table(self):
         """The measured curve, sorted by value (polars DataFrame)."""
-        import polars as pl
         schema = {"value": pl.Int64 if self.vary == "replicas" else pl.Float64, "order": pl.Int64,
                   "offered_sessions_per_s": pl.Float64, "passed": pl.Boolean,
                   **{m: (pl.Int64 if k == "i" else pl.Float64) for m, _, k in METRICS}}
@@ -134,7 +136,6 @@ class _Evaluator:
     def __call__(self, value) -> bool:
         if value in self.points:
             return self.points[value]["passed"]
-        from oracle.api import load_workload, simulate
         if self.progress is not None:
             label = f"rate x{value:.4g}" if self.vary == "rate" else f"{value} replicas"
             self.progress(f"step {len(self.points) + 1}: simulating {label}")

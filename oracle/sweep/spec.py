@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from oracle import __version__
 from oracle._config import Table, _type_name, key_position
 from oracle.errors import OracleError, Problems, ScenarioError, Skip
 from oracle.scenario import Scenario, apply_overrides, read_toml, scenario_from_dict
@@ -308,7 +309,6 @@ def point_error(spec: SweepSpec, index: int, exc: OracleError) -> ScenarioError:
 
 def make_tasks(spec: SweepSpec, points: list[SweepPoint]) -> list[SweepTask]:
     """One task per point x repeat, with its seed and content key."""
-    from oracle import __version__
     tasks = []
     base_dir = str(spec.base.parent.resolve())
     for p in points:

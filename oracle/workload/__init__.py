@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from oracle.workload.generate import generate
 from oracle.workload.spec import (ArrivalSpec, ClientSpec, ConversationSpec, DistSpec, WorkloadSpec,
                                   max_prompt_tokens, max_total_tokens, parse_workload)
 from oracle.workload.table import Workload
@@ -37,5 +38,4 @@ def build_workload(spec: WorkloadSpec, *, duration_s: float | None, num_requests
         if num_requests is not None:
             wl = wl.slice(num_requests)
         return wl
-    from oracle.workload.generate import generate
     return generate(spec, duration_s=duration_s, num_requests=num_requests, seed=int(seed))

@@ -65,6 +65,7 @@ clipped to ``[max(min, 0), max]``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -338,7 +339,6 @@ def _parse_conversation(t: Table, base_dir: Path) -> ConversationSpec:
 
 
 def _replace(d: DistSpec, **kw) -> DistSpec:
-    import dataclasses
     return dataclasses.replace(d, **kw)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from oracle.errors import TraceError
 from oracle.metrics.writers import atomic_write
 
 FORMAT_VERSION = "1"
@@ -104,7 +105,7 @@ class Workload:
 
     def block_hashes(self, block_size: int) -> tuple[np.ndarray, np.ndarray]:
         """``(hash_offsets, hashes)`` of all full blocks (see ``oracle.kernels.hashing``)."""
-        from oracle.kernels.hashing import block_hashes
+        from oracle.kernels.hashing import block_hashes   # lazy: numba (~0.4 s); validate imports this module
         return block_hashes(self.seg_offsets, self.seg_key, self.seg_len, block_size)
 
     # -- consistency -----------------------------------------------------------------------
@@ -207,7 +208,7 @@ class Workload:
     # -- files -----------------------------------------------------------------------------
     def to_parquet(self, path: str | Path) -> None:
         """Write the project's workload format (lossless; atomic: temp file, then rename)."""
-        import pyarrow as pa
+        import pyarrow as pa   # lazy (also below): pyarrow (~0.2 s) only for workload files
         import pyarrow.parquet as pq
 
         off = pa.array(self.seg_offsets, pa.int64())
@@ -225,8 +226,6 @@ class Workload:
         """Read a file written by :meth:`to_parquet`; raises ``TraceError`` naming the file."""
         import pyarrow as pa
         import pyarrow.parquet as pq
-
-        from oracle.errors import TraceError
 
         path = Path(path)
         if not path.is_file():
