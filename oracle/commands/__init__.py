@@ -2,6 +2,10 @@
 
 This package also holds what the command modules share with ``oracle.cli``: the Typer app
 factory and the mapping of user errors to one line per problem and exit code 1.
+
+Start-up: ``oracle --help`` imports every command module, so they import only the standard
+library, typer, ``oracle.errors`` and this package at the top; the rest of ``oracle`` (numpy,
+polars, numba, rich, ...) is imported inside the commands, each such import marked ``# lazy``.
 """
 
 from __future__ import annotations

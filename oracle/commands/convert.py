@@ -8,7 +8,6 @@ from typing import Annotated, Optional
 import typer
 
 from oracle.commands import user_errors
-from oracle.metrics.writers import atomic_write
 
 
 def register(app: typer.Typer) -> None:
@@ -36,7 +35,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _run(config: Path, output: Path | None, check: bool) -> None:
-    from oracle.legacy import convert_file, scenario_from_conversion
+    from oracle.legacy import convert_file, scenario_from_conversion   # lazy: numpy (see oracle.commands)
+    from oracle.metrics.writers import atomic_write
     conv = convert_file(config)
     if check:
         scenario_from_conversion(conv)

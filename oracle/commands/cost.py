@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from oracle.commands import user_errors
+from oracle.errors import CapacityError, ScenarioError
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Catalog model name or alias (see `oracle catalog "
                                                              "models`), e.g. llama-3.1-8b or Llama2-7B.")]
@@ -53,9 +54,8 @@ def cost(
       oracle cost -m mixtral-8x7b -g h100-sxm --tp 2 --prefill-tokens 512 --decode-batch 64
     """
     with user_errors():
-        from oracle.catalog import get_gpu, get_model
+        from oracle.catalog import get_gpu, get_model   # lazy: numba (~0.4 s; see oracle.commands)
         from oracle.cost import step_cost
-        from oracle.errors import ScenarioError
 
         model_spec = get_model(model, key="--model")
         gpu_spec = get_gpu(gpu, key="--gpu")
@@ -80,7 +80,7 @@ def cost(
 def memory_summary(model, gpu, *, tp: int, pp: int, dtype: str, kv_dtype: str | None) -> dict:
     """Per-GPU weights and the KV pool at a framework's defaults (vLLM's: block 16, utilization
     0.9, 8192 tokens, 256 sequences; ``oracle.scenario.FRAMEWORK_DEFAULTS``)."""
-    from oracle.errors import CapacityError
+    # lazy: numpy (see oracle.commands)
     from oracle.memory import (compute_num_gpu_blocks, kv_bytes_per_token_per_gpu, resolve_kv_dtype,
                                weight_bytes_per_gpu)
     from oracle.scenario import FRAMEWORK_DEFAULTS as d
@@ -100,7 +100,7 @@ def memory_summary(model, gpu, *, tp: int, pp: int, dtype: str, kv_dtype: str | 
 
 
 def _print_table(result: dict) -> None:
-    from rich.console import Console
+    from rich.console import Console   # lazy: rich (~0.05 s)
     from rich.table import Table
 
     cfg, agg = result["config"], result["aggregates"]

@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+from oracle.commands import debug_enabled, error_lines
+from oracle.errors import OracleError
+
 
 def register(app: typer.Typer) -> None:
     @app.command("validate")
@@ -25,8 +28,6 @@ def register(app: typer.Typer) -> None:
           oracle validate scenarios/quickstart.toml
           oracle validate scenarios/*.toml
         """
-        from oracle.commands import debug_enabled, error_lines
-        from oracle.errors import OracleError
         bad = 0
         for f in files:
             try:
@@ -53,6 +54,7 @@ def register(app: typer.Typer) -> None:
 def _load(path: Path):
     """The scenario of ``path``, or ``(sweep spec, its validated points)`` for a sweep file (a
     TOML file with a top-level ``base``, see ``oracle.sweep.spec``); the file is read once."""
+    # lazy: numpy, polars (~0.4 s; see oracle.commands)
     from oracle.api import as_scenario
     from oracle.scenario import read_toml, scenario_from_dict
     from oracle.sweep.spec import expand_points, load_sweep

@@ -9,14 +9,14 @@ from typing import Annotated, Optional
 
 import typer
 
+from oracle.commands import typer_factory, user_errors
 from oracle.commands._options import JsonOpt, SeedOpt
+from oracle.errors import Problems
 
 SCENARIO_SUFFIXES = (".toml", ".yaml", ".yml")
 
 
 def register(app: typer.Typer) -> None:
-    from oracle.commands import typer_factory
-
     wl_app = typer_factory("Generate workloads from scenarios and inspect workloads and traces.")
     app.add_typer(wl_app, name="workload")
 
@@ -40,8 +40,7 @@ def register(app: typer.Typer) -> None:
           oracle workload generate scenarios/quickstart.toml -o workload.parquet
           oracle workload generate scenarios/quickstart.toml -o w.parquet --seed 3 --num-requests 100000
         """
-        from oracle.commands import user_errors
-        from oracle.workload import build_workload
+        from oracle.workload import build_workload   # lazy: numpy, numba (see oracle.commands)
         with user_errors():
             spec, dur, num, sd = load_scenario_workload(scenario)
             wl = build_workload(spec, duration_s=duration_s if duration_s is not None else dur,
@@ -72,8 +71,7 @@ def register(app: typer.Typer) -> None:
           oracle workload stats ../shared/data/traces/synthetic_trace.jsonl --block-size 512
           oracle workload stats scenarios/quickstart.toml --json
         """
-        from oracle.commands import user_errors
-        from oracle.workload import build_workload
+        from oracle.workload import build_workload   # lazy: numpy, numba (see oracle.commands)
         from oracle.workload.stats import workload_stats
         from oracle.workload.traces import read_trace
         with user_errors():
@@ -95,7 +93,7 @@ def load_scenario_workload(path: Path):
     A full scenario (with ``[model]``) goes through ``oracle.scenario``; a file with only
     ``seed``, ``[simulation]`` and ``[workload]`` is validated here.
     """
-    from oracle.api import as_scenario
+    from oracle.api import as_scenario   # lazy: numpy, polars (see oracle.commands)
     from oracle.scenario import read_toml, scenario_from_dict
     path = Path(path)
     if path.suffix.lower() == ".toml":
@@ -109,8 +107,7 @@ def load_scenario_workload(path: Path):
 
 
 def _workload_only(raw: dict, path: Path):
-    from oracle._config import Table, key_position
-    from oracle.errors import Problems
+    from oracle._config import Table, key_position   # lazy: numpy (see oracle.commands)
     from oracle.workload.spec import parse_workload
     problems = Problems()
     spec = duration_s = num_requests = seed = None
