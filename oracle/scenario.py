@@ -212,16 +212,7 @@ def _parse(raw: dict, *, base_dir: Path, file, problems: Problems) -> Scenario:
     seed = top.int("seed", 0, lo=0, hi=2**63 - 1)
     top.str("description", "")
 
-    sim = sim_t = None
-    with guard():
-        sim_t = top.table("simulation", {})
-        d = SimulationConfig()
-        sim = SimulationConfig(
-            duration_s=sim_t.float("duration_s", d.duration_s, lo=0.0, lo_open=True),
-            num_requests=sim_t.int("num_requests", d.num_requests, lo=1),
-            warm_up_s=sim_t.float("warm_up_s", d.warm_up_s, lo=0.0),
-        )
-        sim_t.done()
+    sim, sim_t = parse_simulation(top)
 
     model, dtype, kv_dtype, model_ok = None, "bf16", "auto", False
     with guard():
@@ -260,10 +251,7 @@ def _parse(raw: dict, *, base_dir: Path, file, problems: Problems) -> Scenario:
         wl_t = top.table("workload")
         workload = parse_workload(wl_t, base_dir=base_dir)
         workload_ok = problems.clean_since(mark)
-    if wl_t is not None and sim_t is not None and sim_t.ok("duration_s", "num_requests"):
-        is_trace = wl_t.has("trace")
-        if not is_trace and sim.duration_s is None and sim.num_requests is None:
-            sim_t.report(None, "set duration_s and/or num_requests so the generated workload ends")
+    check_workload_ends(sim, sim_t, wl_t)
 
     frameworks: list[FrameworkConfig] = []
     with guard():
@@ -322,6 +310,28 @@ def _parse(raw: dict, *, base_dir: Path, file, problems: Problems) -> Scenario:
                     kv_cache_dtype=kv_dtype, gpu=gpu,
                     workload=workload, frameworks=tuple(frameworks), slo=slo, output=output,
                     path=Path(file) if file else None, raw=raw)
+
+
+def parse_simulation(top: Table) -> tuple[SimulationConfig | None, Table | None]:
+    """The ``[simulation]`` table -> (config, the table); ``(None, None)`` if it is not a table."""
+    sim = sim_t = None
+    with top.guard():
+        sim_t = top.table("simulation", {})
+        d = SimulationConfig()
+        sim = SimulationConfig(
+            duration_s=sim_t.float("duration_s", d.duration_s, lo=0.0, lo_open=True),
+            num_requests=sim_t.int("num_requests", d.num_requests, lo=1),
+            warm_up_s=sim_t.float("warm_up_s", d.warm_up_s, lo=0.0),
+        )
+        sim_t.done()
+    return sim, sim_t
+
+
+def check_workload_ends(sim: SimulationConfig | None, sim_t: Table | None, wl_t: Table | None) -> None:
+    """A generated workload (not a trace) needs ``duration_s`` and/or ``num_requests`` to end."""
+    if (sim is not None and sim_t is not None and wl_t is not None and sim_t.ok("duration_s", "num_requests")
+            and not wl_t.has("trace") and sim.duration_s is None and sim.num_requests is None):
+        sim_t.report(None, "set duration_s and/or num_requests so the generated workload ends")
 
 
 # vLLM SchedulerConfig / CacheConfig options that change which tokens a step schedules and

@@ -108,32 +108,25 @@ def load_scenario_workload(path: Path):
 
 def _workload_only(raw: dict, path: Path):
     from oracle._config import Table, key_position   # lazy: numpy (see oracle.commands)
+    from oracle.scenario import check_workload_ends, parse_simulation
     from oracle.workload.spec import parse_workload
     problems = Problems()
-    spec = duration_s = num_requests = seed = None
+    spec = sim = seed = None
     with problems.guard():
         top = Table(raw, problems=problems)
         top.str("name", "")
         top.str("description", "")
         seed = top.int("seed", 0, lo=0, hi=2**63 - 1)
-        sim = None
-        with problems.guard():
-            sim = top.table("simulation", {})
-            duration_s = sim.float("duration_s", None, lo=0.0, lo_open=True)
-            num_requests = sim.int("num_requests", None, lo=1)
-            sim.float("warm_up_s", 0.0, lo=0.0)
-            sim.done()
+        sim, sim_t = parse_simulation(top)
         wl_t = None
         with problems.guard():
             wl_t = top.table("workload")
             spec = parse_workload(wl_t, base_dir=path.parent)
-        if (wl_t is not None and sim is not None and sim.ok("duration_s", "num_requests") and not wl_t.has("trace")
-                and duration_s is None and num_requests is None):
-            sim.report(None, "set duration_s and/or num_requests so the generated workload ends")
+        check_workload_ends(sim, sim_t, wl_t)
         top.done()
     problems.items.sort(key=lambda exc: key_position(raw, exc.key))
     problems.raise_if_any(file=path)
-    return spec, duration_s, num_requests, seed
+    return spec, sim.duration_s, sim.num_requests, seed
 
 
 def _fmt(v) -> str:
