@@ -12,6 +12,7 @@ dict with the TOML structure, or a :class:`~oracle.scenario.Scenario`.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,8 +23,16 @@ import polars as pl
 
 from oracle.engine.inputs import ROUTER_NAMES, EngineConfig, EngineInputs, EngineOutputs
 from oracle.errors import OracleError, ScenarioError
+from oracle.host_memory import check_memory, check_workload_size
+from oracle.legacy import load_legacy_scenario
+from oracle.memory import kv_bytes_per_token
+from oracle.metrics.compare import comparison_table
+from oracle.metrics.output import default_out_dir, write_results
+from oracle.metrics.summary import build_summary, request_table, step_table
+from oracle.metrics.writers import check_out_dir
 from oracle.scenario import FrameworkConfig, Scenario, framework_dtypes, load_scenario, resolve_num_gpu_blocks, \
     scenario_from_dict
+from oracle.workload import build_workload
 
 
 @dataclass
@@ -69,12 +78,10 @@ class SimulationResult:
 
     def comparison(self) -> pl.DataFrame:
         """One row per framework with the headline metrics."""
-        from oracle.metrics.compare import comparison_table
         return comparison_table(self.summaries)
 
     def write(self, out_dir: str | Path | None = None, *, format: str | None = None) -> Path:
         """Write every framework's results atomically under ``out_dir/<framework>/``."""
-        from oracle.metrics.output import write_results
         return write_results(self, out_dir=out_dir, format=format)
 
 
@@ -87,20 +94,23 @@ def as_scenario(scenario: str | Path | dict | Scenario, *, seed: int | None = No
     else:
         path = Path(scenario)
         if path.suffix.lower() in (".yaml", ".yml", ".json"):
-            from oracle.legacy import load_legacy_scenario
             sc = load_legacy_scenario(path)
         else:
             sc = load_scenario(path)
     if seed is not None:
-        import dataclasses
         sc = dataclasses.replace(sc, seed=int(seed))
     return sc
 
 
-def engine_config(scenario: Scenario, fw: FrameworkConfig, *, record_steps: bool | None = None) -> EngineConfig:
+def engine_config(scenario: Scenario, fw: FrameworkConfig, *, num_gpu_blocks: int | None = None,
+                  record_steps: bool | None = None) -> EngineConfig:
+    """``num_gpu_blocks``: KV blocks per replica as :func:`~oracle.scenario.resolve_num_gpu_blocks`
+    gives them (-1: unlimited); resolved here when None."""
+    if num_gpu_blocks is None:
+        num_gpu_blocks = resolve_num_gpu_blocks(scenario, fw)
     return EngineConfig(
         num_replicas=fw.replicas, router=ROUTER_NAMES[fw.router], block_size=fw.block_size,
-        num_gpu_blocks=resolve_num_gpu_blocks(scenario, fw), max_num_seqs=fw.max_num_seqs,
+        num_gpu_blocks=num_gpu_blocks, max_num_seqs=fw.max_num_seqs,
         max_num_batched_tokens=fw.max_num_batched_tokens, max_model_len=fw.max_model_len,
         enable_chunked_prefill=fw.enable_chunked_prefill, enable_prefix_caching=fw.enable_prefix_caching,
         scheduler_reserve_full_isl=fw.scheduler_reserve_full_isl,
@@ -109,18 +119,18 @@ def engine_config(scenario: Scenario, fw: FrameworkConfig, *, record_steps: bool
 
 
 def cost_params(scenario: Scenario, fw: FrameworkConfig) -> np.ndarray:
-    from oracle.cost import build_cost_params
+    from oracle.cost import build_cost_params   # lazy: numba (~0.4 s); `oracle validate` imports this module
     dtype, kv = framework_dtypes(scenario, fw)
     return build_cost_params(scenario.model_of(fw), scenario.gpu, tp=fw.tp, pp=fw.pp, dtype=dtype, kv_dtype=kv,
                              scheduler_overhead_s=fw.scheduler_overhead_s)
 
 
 def engine_inputs(scenario: Scenario, fw: FrameworkConfig, workload, *, hashes=None,
-                  record_steps: bool | None = None) -> EngineInputs:
+                  num_gpu_blocks: int | None = None, record_steps: bool | None = None) -> EngineInputs:
     """Bundle a workload and a framework config for the engine (``hashes``: a precomputed
     ``(hash_offsets, hashes)`` pair for ``fw.block_size``, else computed here; see
-    :func:`engine_block_hashes`)."""
-    cfg = engine_config(scenario, fw, record_steps=record_steps)
+    :func:`engine_block_hashes`; ``num_gpu_blocks``: see :func:`engine_config`)."""
+    cfg = engine_config(scenario, fw, num_gpu_blocks=num_gpu_blocks, record_steps=record_steps)
     hash_offsets, block_hashes = hashes if hashes is not None else engine_block_hashes(workload, fw)
     return EngineInputs(
         config=cfg, arrival_s=workload.arrival_s, prompt_tokens=workload.prompt_tokens,
@@ -140,14 +150,12 @@ def engine_block_hashes(workload, fw: FrameworkConfig) -> tuple[np.ndarray, np.n
     """
     if not fw.enable_prefix_caching:
         return np.zeros(len(workload), np.int64), np.zeros(0, np.uint64)
-    from oracle.engine.hashes import shared_block_hashes
+    from oracle.engine.hashes import shared_block_hashes   # lazy: numba (~0.4 s), see cost_params
     return shared_block_hashes(workload, fw.block_size)
 
 
 def load_workload(scenario: Scenario, *, max_memory_bytes: int | None = None):
     """Generate or import the scenario's workload (refusing, up front, one too big for memory)."""
-    from oracle.metrics.memory import check_workload_size
-    from oracle.workload import build_workload
     check_workload_size(scenario, max_memory_bytes=max_memory_bytes)
     try:
         return build_workload(scenario.workload, duration_s=scenario.simulation.duration_s,
@@ -172,7 +180,6 @@ def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None,
         raise ScenarioError(f"no framework among {frameworks} in the scenario", file=sc.path, key="frameworks")
     say = progress or (lambda _msg: None)
     if write or out_dir is not None:   # fail before simulating, not after
-        from oracle.metrics.writers import check_out_dir
         check_out_dir(Path(out_dir) if out_dir is not None else default_out_dir(sc))
         for extra in (sc.output.summary_json, sc.output.requests_csv):
             if extra:
@@ -180,8 +187,8 @@ def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None,
     if workload is None:
         say("generating workload")
         workload = load_workload(sc, max_memory_bytes=max_memory_bytes)
-    from oracle.metrics.memory import check_memory
-    check_memory(sc, fws, workload, max_memory_bytes=max_memory_bytes)
+    num_gpu_blocks = {fw.name: resolve_num_gpu_blocks(sc, fw) for fw in fws}   # per replica; -1: unlimited
+    check_memory(sc, fws, workload, num_gpu_blocks, max_memory_bytes=max_memory_bytes)
     results: dict[str, FrameworkResult] = {}
     hash_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}   # block size (0: caching off) -> hashes
     for k, fw in enumerate(fws, start=1):
@@ -193,7 +200,7 @@ def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None,
             hash_cache[key] = engine_block_hashes(workload, fw)
         keep_steps = sc.output.steps if record_steps is None else record_steps
         # style "original" reports the GPUs' busy time, which the steps give
-        inputs = engine_inputs(sc, fw, workload, hashes=hash_cache[key],
+        inputs = engine_inputs(sc, fw, workload, hashes=hash_cache[key], num_gpu_blocks=num_gpu_blocks[fw.name],
                                record_steps=keep_steps or sc.output.style == "original")
         out = _run_engine(inputs)
         results[fw.name] = _collect(sc, fw, workload, inputs, out, wall=time.perf_counter() - t1,
@@ -207,7 +214,7 @@ def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None,
 
 
 def _run_engine(inputs: EngineInputs) -> EngineOutputs:
-    from oracle.engine.loop import run_engine
+    from oracle.engine.loop import run_engine   # lazy: numba (~0.4 s), see cost_params
     try:
         return run_engine(inputs)
     except SystemError as exc:
@@ -223,22 +230,13 @@ def _run_engine(inputs: EngineInputs) -> EngineOutputs:
 
 def _collect(sc: Scenario, fw: FrameworkConfig, workload, inputs: EngineInputs, out: EngineOutputs,
              *, wall: float, keep_steps: bool = True) -> FrameworkResult:
-    from oracle.memory import kv_bytes_per_token
-    from oracle.metrics.summary import build_summary, request_table, step_table
     requests = request_table(workload, out, warm_up_s=sc.simulation.warm_up_s)
     _, kv_dtype = framework_dtypes(sc, fw)
-    summary = build_summary(sc, fw, requests, out, num_gpu_blocks=inputs.resolved_num_gpu_blocks()
-                            if fw.num_gpu_blocks != "unlimited" else -1,
+    summary = build_summary(sc, fw, requests, out, num_gpu_blocks=inputs.config.num_gpu_blocks,
                             kv_bytes_per_token=kv_bytes_per_token(sc.model_of(fw), kv_dtype), wall_time_s=wall)
     if sc.output.style == "original":
-        from oracle.metrics.original import adjust_summary
+        from oracle.metrics.original import adjust_summary  # lazy: only converted original-tool configs
         adjust_summary(summary, sc, requests, out.steps, fw.replicas)
     steps = step_table(out) if keep_steps else None
     return FrameworkResult(name=fw.name, summary=summary, requests=requests, steps=steps, outputs=out)
 
-
-def default_out_dir(sc: Scenario) -> Path:
-    if sc.output.dir:
-        d = Path(sc.output.dir)
-        return d if d.is_absolute() else (Path.cwd() / d)
-    return Path.cwd() / "runs" / sc.name

@@ -2,18 +2,21 @@
 
 Each command group lives in ``oracle/commands/<name>.py`` and exposes ``register(app)``;
 this module builds the app, maps user errors to one line per problem + exit code 1 (``ORACLE_DEBUG=1``
-shows tracebacks) and runs it.
+shows tracebacks; see ``oracle.commands``) and runs it.
 """
 
 from __future__ import annotations
 
 import importlib
 import os
+import signal
 import sys
+import traceback
 
 import typer
 
 from oracle import __version__
+from oracle.commands import debug_enabled, error_lines, typer_factory
 from oracle.errors import OracleError
 
 # Command modules, registered in this order (their commands show up in `oracle --help`).
@@ -36,12 +39,6 @@ def _version_callback(value: bool) -> None:
         raise typer.Exit()
 
 
-def typer_factory(help: str) -> typer.Typer:
-    """A Typer app with the project's conventions (no_args_is_help, -h, plain exceptions)."""
-    return typer.Typer(help=help, no_args_is_help=True, pretty_exceptions_enable=False,
-                       add_completion=False, context_settings={"help_option_names": ["-h", "--help"]})
-
-
 def build_app() -> typer.Typer:
     app = typer_factory("LLMPerfOracle: simulate LLM inference serving (vLLM v1 semantics) without a GPU.")
 
@@ -61,26 +58,6 @@ def build_app() -> typer.Typer:
     return app
 
 
-def debug_enabled() -> bool:
-    return os.environ.get("ORACLE_DEBUG", "") not in ("", "0", "false", "no")
-
-
-def error_lines(exc: BaseException) -> list[str]:
-    """``error: <file>: <key path>: <reason>``, one line per problem of a user error."""
-    problems = exc.problems if isinstance(exc, OracleError) else [exc]
-    return [f"error: {p}" for p in problems]
-
-
-def fail(exc: BaseException) -> "typer.Exit":
-    """Print one line per problem of a user error and return the Exit(1) to raise."""
-    if debug_enabled():
-        import traceback
-        traceback.print_exception(exc)
-    for line in error_lines(exc):
-        typer.echo(line, err=True)
-    return typer.Exit(code=1)
-
-
 def _terminate(signum, _frame) -> None:
     """SIGTERM -> KeyboardInterrupt, so a terminated run cleans up like Ctrl-C (staging folders
     removed, earlier results untouched, exit 130) instead of dying mid-write."""
@@ -88,7 +65,6 @@ def _terminate(signum, _frame) -> None:
 
 
 def main() -> None:
-    import signal
     if hasattr(signal, "SIGTERM") and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -117,7 +93,6 @@ def _exit_interrupted() -> None:
     process by re-raising SIGINT (status -2) once a KeyboardInterrupt has been seen. Runs that
     started worker processes (sweeps) take the normal way out, so their semaphores and
     resource tracker are shut down properly."""
-    import os
     if "multiprocessing" in sys.modules or "ray" in sys.modules:
         raise SystemExit(130)
     sys.stdout.flush()
@@ -127,7 +102,6 @@ def _exit_interrupted() -> None:
 
 def _exit_for(exc: BaseException) -> int:
     if debug_enabled():
-        import traceback
         traceback.print_exception(exc)
     for line in error_lines(exc):
         print(line, file=sys.stderr)

@@ -18,6 +18,8 @@ The pool size is vLLM's rule::
 
 where ``weights_per_gpu`` is about ``weights / (tp·pp)`` and ``kv_bytes_per_token_per_gpu``
 about ``kv_bytes_per_token / (tp·pp)`` (exactly, with replicated KV heads and uneven stages).
+
+(The simulator's own use of host RAM is checked in ``oracle.host_memory``.)
 """
 
 from __future__ import annotations

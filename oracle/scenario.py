@@ -9,17 +9,22 @@ gpu_memory_utilization 0.9, chunked prefill on, prefix caching on).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from oracle._config import Table, key_position
+from oracle.catalog import get_gpu, get_model, gpu_from_table, model_from_table
+from oracle.engine.inputs import ROUTER_NAMES
 from oracle.errors import OracleError, Problems, ScenarioError, Skip
+from oracle.memory import compute_num_gpu_blocks, resolve_kv_dtype
+from oracle.workload.spec import max_prompt_tokens, parse_workload
 
 DTYPES = ("bf16", "fp16", "fp8")
 KV_DTYPES = ("auto", "bf16", "fp16", "fp8")
-ROUTERS = ("round_robin", "least_loaded", "session_affinity", "prefix_aware")
+ROUTERS = tuple(ROUTER_NAMES)
 OUTPUT_FORMATS = ("parquet", "csv")
 OUTPUT_STYLES = ("default", "original")
 
@@ -64,6 +69,12 @@ class FrameworkConfig:
     @property
     def num_gpus(self) -> int:
         return self.tp * self.pp * self.replicas
+
+
+# The defaults of a [[frameworks]] entry, defined once (above): the parser, the legacy
+# converter and `oracle cost` read them here.
+FRAMEWORK_DEFAULTS = FrameworkConfig()
+FRAMEWORK_TYPES = ("vllm",)
 
 
 @dataclass(frozen=True)
@@ -201,9 +212,6 @@ def scenario_from_dict(raw: dict, *, base_dir: Path | None = None, file: str | P
 def _parse(raw: dict, *, base_dir: Path, file, problems: Problems) -> Scenario:
     """Parse every section; a problem is recorded (``problems``) and the parse goes on with
     whatever can still be checked. Checks across sections run only on sections without problems."""
-    from oracle.catalog import get_gpu, get_model, gpu_from_table, model_from_table
-    from oracle.workload.spec import max_prompt_tokens, parse_workload
-
     guard = problems.guard
     top = Table(raw, problems=problems)
     name = top.str("name", Path(file).stem if file else "scenario")
@@ -212,15 +220,7 @@ def _parse(raw: dict, *, base_dir: Path, file, problems: Problems) -> Scenario:
     seed = top.int("seed", 0, lo=0, hi=2**63 - 1)
     top.str("description", "")
 
-    sim = sim_t = None
-    with guard():
-        sim_t = top.table("simulation", {})
-        sim = SimulationConfig(
-            duration_s=sim_t.float("duration_s", None, lo=0.0, lo_open=True),
-            num_requests=sim_t.int("num_requests", None, lo=1),
-            warm_up_s=sim_t.float("warm_up_s", 0.0, lo=0.0),
-        )
-        sim_t.done()
+    sim, sim_t = parse_simulation(top)
 
     model, dtype, kv_dtype, model_ok = None, "bf16", "auto", False
     with guard():
@@ -249,7 +249,6 @@ def _parse(raw: dict, *, base_dir: Path, file, problems: Problems) -> Scenario:
         overrides = {k: hw_t.float(k, None, lo=0.0, hi=1.0, lo_open=True) for k in ("eff_compute", "eff_memory")}
         overrides = {k: v for k, v in overrides.items() if v is not None}
         if overrides and gpu is not None:
-            import dataclasses
             gpu = dataclasses.replace(gpu, **overrides)
         gpu_ok = gpu is not None and problems.clean_since(mark)
         hw_t.done()
@@ -260,10 +259,7 @@ def _parse(raw: dict, *, base_dir: Path, file, problems: Problems) -> Scenario:
         wl_t = top.table("workload")
         workload = parse_workload(wl_t, base_dir=base_dir)
         workload_ok = problems.clean_since(mark)
-    if wl_t is not None and sim_t is not None and sim_t.ok("duration_s", "num_requests"):
-        is_trace = wl_t.has("trace")
-        if not is_trace and sim.duration_s is None and sim.num_requests is None:
-            sim_t.report(None, "set duration_s and/or num_requests so the generated workload ends")
+    check_workload_ends(sim, sim_t, wl_t)
 
     frameworks: list[FrameworkConfig] = []
     with guard():
@@ -292,15 +288,17 @@ def _parse(raw: dict, *, base_dir: Path, file, problems: Problems) -> Scenario:
     slo = None
     with guard():
         slo_t = top.table("slo", {})
-        slo = SloConfig(ttft_ms=slo_t.float("ttft_ms", None, lo=0.0, lo_open=True),
-                        tpot_ms=slo_t.float("tpot_ms", None, lo=0.0, lo_open=True),
-                        e2e_ms=slo_t.float("e2e_ms", None, lo=0.0, lo_open=True))
+        d = SloConfig()
+        slo = SloConfig(ttft_ms=slo_t.float("ttft_ms", d.ttft_ms, lo=0.0, lo_open=True),
+                        tpot_ms=slo_t.float("tpot_ms", d.tpot_ms, lo=0.0, lo_open=True),
+                        e2e_ms=slo_t.float("e2e_ms", d.e2e_ms, lo=0.0, lo_open=True))
         slo_t.done()
 
     output = None
     with guard():
         out_t = top.table("output", {})
-        pcts = out_t.any("percentiles", None)
+        d = OutputConfig()
+        pcts = out_t.any("percentiles", d.percentiles)
         if pcts is not None:
             if not isinstance(pcts, list) or not all(isinstance(p, (int, float)) and not isinstance(p, bool)
                                                      and 0 < p <= 100 for p in pcts):
@@ -308,14 +306,14 @@ def _parse(raw: dict, *, base_dir: Path, file, problems: Problems) -> Scenario:
                 pcts = None
             else:
                 pcts = tuple(float(p) for p in pcts)
-        style = out_t.str("style", "default", choices=OUTPUT_STYLES)
-        reported = out_t.float("reported_duration_s", None, lo=0.0, lo_open=True)
+        style = out_t.str("style", d.style, choices=OUTPUT_STYLES)
+        reported = out_t.float("reported_duration_s", d.reported_duration_s, lo=0.0, lo_open=True)
         if out_t.has("reported_duration_s") and out_t.ok("style") and style != "original":
             out_t.report("reported_duration_s", "only applies with style = \"original\"")
-        output = OutputConfig(dir=out_t.str("dir", None), steps=out_t.bool("steps", False),
-                              format=out_t.str("format", "parquet", choices=OUTPUT_FORMATS),
-                              summary_json=out_t.str("summary_json", None),
-                              requests_csv=out_t.str("requests_csv", None), percentiles=pcts,
+        output = OutputConfig(dir=out_t.str("dir", d.dir), steps=out_t.bool("steps", d.steps),
+                              format=out_t.str("format", d.format, choices=OUTPUT_FORMATS),
+                              summary_json=out_t.str("summary_json", d.summary_json),
+                              requests_csv=out_t.str("requests_csv", d.requests_csv), percentiles=pcts,
                               style=style, reported_duration_s=reported)
         out_t.done()
     top.done()
@@ -325,6 +323,28 @@ def _parse(raw: dict, *, base_dir: Path, file, problems: Problems) -> Scenario:
                     kv_cache_dtype=kv_dtype, gpu=gpu,
                     workload=workload, frameworks=tuple(frameworks), slo=slo, output=output,
                     path=Path(file) if file else None, raw=raw)
+
+
+def parse_simulation(top: Table) -> tuple[SimulationConfig | None, Table | None]:
+    """The ``[simulation]`` table -> (config, the table); ``(None, None)`` if it is not a table."""
+    sim = sim_t = None
+    with top.guard():
+        sim_t = top.table("simulation", {})
+        d = SimulationConfig()
+        sim = SimulationConfig(
+            duration_s=sim_t.float("duration_s", d.duration_s, lo=0.0, lo_open=True),
+            num_requests=sim_t.int("num_requests", d.num_requests, lo=1),
+            warm_up_s=sim_t.float("warm_up_s", d.warm_up_s, lo=0.0),
+        )
+        sim_t.done()
+    return sim, sim_t
+
+
+def check_workload_ends(sim: SimulationConfig | None, sim_t: Table | None, wl_t: Table | None) -> None:
+    """A generated workload (not a trace) needs ``duration_s`` and/or ``num_requests`` to end."""
+    if (sim is not None and sim_t is not None and wl_t is not None and sim_t.ok("duration_s", "num_requests")
+            and not wl_t.has("trace") and sim.duration_s is None and sim.num_requests is None):
+        sim_t.report(None, "set duration_s and/or num_requests so the generated workload ends")
 
 
 # vLLM SchedulerConfig / CacheConfig options that change which tokens a step schedules and
@@ -353,31 +373,32 @@ def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str)
     are skipped (``max_model_len`` is then only checked to be >= 1). A framework's own
     ``model`` (a catalog name, or a table like ``[model]``: ``name`` or ``architecture``)
     replaces the scenario's for it."""
-    fw_type = t.str("type", "vllm", choices=("vllm",))
+    d = FRAMEWORK_DEFAULTS
     own_model = None
     if t.has("model"):
         with t.guard():
             own_model = _framework_model(t)
         model = own_model   # None when it has a problem: the checks that need it are skipped
-    max_ctx = int(model.max_context) if model is not None else None
+    max_ctx = int(model.max_context) if model is not None else None   # max_model_len's default
     f = dict(
-        name=t.str("name", "vllm" if i == 0 else f"vllm-{i}"),
-        type=fw_type,
-        tp=t.int("tp", 1, lo=1, hi=1024),
-        pp=t.int("pp", 1, lo=1, hi=1024),
-        replicas=t.int("replicas", 1, lo=1, hi=100_000),
-        router=t.str("router", "round_robin", choices=ROUTERS),
-        block_size=t.int("block_size", 16, lo=1, hi=4096),
-        gpu_memory_utilization=t.float("gpu_memory_utilization", 0.9, lo=0.0, hi=1.0, lo_open=True),
-        max_num_seqs=t.int("max_num_seqs", 256, lo=1, hi=1_000_000),
-        max_num_batched_tokens=t.int("max_num_batched_tokens", 8192, lo=1, hi=10_000_000),
+        name=t.str("name", d.name if i == 0 else f"{d.name}-{i}"),
+        type=t.str("type", d.type, choices=FRAMEWORK_TYPES),
+        tp=t.int("tp", d.tp, lo=1, hi=1024),
+        pp=t.int("pp", d.pp, lo=1, hi=1024),
+        replicas=t.int("replicas", d.replicas, lo=1, hi=100_000),
+        router=t.str("router", d.router, choices=ROUTERS),
+        block_size=t.int("block_size", d.block_size, lo=1, hi=4096),
+        gpu_memory_utilization=t.float("gpu_memory_utilization", d.gpu_memory_utilization, lo=0.0, hi=1.0,
+                                       lo_open=True),
+        max_num_seqs=t.int("max_num_seqs", d.max_num_seqs, lo=1, hi=1_000_000),
+        max_num_batched_tokens=t.int("max_num_batched_tokens", d.max_num_batched_tokens, lo=1, hi=10_000_000),
         max_model_len=t.int("max_model_len", max_ctx, lo=1, hi=max_ctx),
-        enable_chunked_prefill=t.bool("enable_chunked_prefill", True),
-        enable_prefix_caching=t.bool("enable_prefix_caching", True),
-        scheduler_reserve_full_isl=t.bool("scheduler_reserve_full_isl", True),
-        dtype=t.str("dtype", None, choices=DTYPES),
-        kv_cache_dtype=t.str("kv_cache_dtype", None, choices=KV_DTYPES),
-        scheduler_overhead_s=t.float("scheduler_overhead_s", None, lo=0.0, hi=10.0),
+        enable_chunked_prefill=t.bool("enable_chunked_prefill", d.enable_chunked_prefill),
+        enable_prefix_caching=t.bool("enable_prefix_caching", d.enable_prefix_caching),
+        scheduler_reserve_full_isl=t.bool("scheduler_reserve_full_isl", d.scheduler_reserve_full_isl),
+        dtype=t.str("dtype", d.dtype, choices=DTYPES),
+        kv_cache_dtype=t.str("kv_cache_dtype", d.kv_cache_dtype, choices=KV_DTYPES),
+        scheduler_overhead_s=t.float("scheduler_overhead_s", d.scheduler_overhead_s, lo=0.0, hi=10.0),
         model=own_model,
     )
     if t.ok("name") and (not f["name"].strip() or "/" in f["name"] or f["name"] in (".", "..")):
@@ -438,13 +459,11 @@ def _dtypes(fw: FrameworkConfig, dtype: str, kv_cache_dtype: str) -> tuple[str, 
 def framework_dtypes(scenario: Scenario, fw: FrameworkConfig) -> tuple[str, str]:
     """(weights dtype, KV-cache dtype) for a framework, concrete: ``"auto"`` KV follows vLLM
     (the activation dtype; FP8 weights keep a 16-bit cache), see ``oracle.memory.resolve_kv_dtype``."""
-    from oracle.memory import resolve_kv_dtype
     weights, kv = _dtypes(fw, scenario.dtype, scenario.kv_cache_dtype)
     return weights, resolve_kv_dtype(kv, weights, scenario.model_of(fw))
 
 
 def _memory_num_gpu_blocks(model, gpu, fw: FrameworkConfig, dtype: str, kv_dtype: str) -> int:
-    from oracle.memory import compute_num_gpu_blocks
     return int(compute_num_gpu_blocks(model, gpu, tp=fw.tp, pp=fw.pp, block_size=fw.block_size,
                                       gpu_memory_utilization=fw.gpu_memory_utilization, dtype=dtype,
                                       kv_dtype=kv_dtype, max_num_batched_tokens=fw.max_num_batched_tokens,

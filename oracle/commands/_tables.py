@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
 
 
 def _fmt(v, unit: str = "", digits: int = 1) -> str:
@@ -12,9 +16,6 @@ def _fmt(v, unit: str = "", digits: int = 1) -> str:
 
 
 def print_summary(res, dest: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
-    import sys
     # a pipe or a log file gets the whole table instead of rich's 80-column default
     console = Console() if sys.stdout.isatty() else Console(width=160)
     table = Table(title=f"{res.scenario.name}: {res.scenario.model.name} on {res.scenario.gpu.name}")

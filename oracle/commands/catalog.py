@@ -8,14 +8,12 @@ from typing import Annotated
 
 import typer
 
-from oracle.commands import user_errors
+from oracle.commands import typer_factory, user_errors
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")]
 
 
 def register(app: typer.Typer) -> None:
-    from oracle.cli import typer_factory
-
     sub = typer_factory("List the built-in GPUs and models (datasheet / config.json facts and their sources).")
     sub.command("gpus")(gpus)
     sub.command("models")(models)
@@ -24,13 +22,13 @@ def register(app: typer.Typer) -> None:
 
 def gpu_records() -> dict[str, dict]:
     """``{name: GpuSpec fields}`` for every catalog GPU (JSON-ready)."""
-    from oracle.catalog import load_gpus
+    from oracle.catalog import load_gpus   # lazy: see oracle.commands
     return {name: {k: v for k, v in dataclasses.asdict(g).items() if k != "name"} for name, g in load_gpus().items()}
 
 
 def model_records() -> dict[str, dict]:
     """``{name: ModelSpec fields + aliases, num_params, num_active_params, kv_bytes_per_token}``."""
-    from oracle.catalog import aliases_of, load_models
+    from oracle.catalog import aliases_of, load_models   # lazy: see oracle.commands
     from oracle.memory import kv_bytes_per_token
     out = {}
     for name, m in load_models().items():
@@ -53,7 +51,7 @@ def gpus(as_json: JsonOpt = False) -> None:
     if as_json:
         typer.echo(json.dumps(records, indent=2))
         return
-    from rich.table import Table
+    from rich.table import Table   # lazy: rich (~0.05 s)
     table = Table(title="GPUs (dense peaks; link bandwidth per direction)")
     for col, justify in (("name", "left"), ("memory GiB", "right"), ("mem GB/s", "right"),
                          ("BF16 TF/s", "right"), ("FP8 TF/s", "right"), ("link GB/s", "right"),
@@ -85,7 +83,7 @@ def models(as_json: JsonOpt = False) -> None:
     if as_json:
         typer.echo(json.dumps(records, indent=2))
         return
-    from rich.table import Table
+    from rich.table import Table   # lazy: rich (~0.05 s)
     table = Table(title="Models (from Hugging Face config.json)")
     for col, justify in (("name", "left"), ("params", "right"), ("active", "right"), ("layers", "right"),
                          ("hidden", "right"), ("heads/kv", "right"), ("MLP", "right"), ("experts", "right"),
@@ -107,7 +105,7 @@ def models(as_json: JsonOpt = False) -> None:
 
 def _console():
     """A rich console; when not writing to a terminal, wide enough not to wrap the tables."""
-    from rich.console import Console
+    from rich.console import Console   # lazy: rich (~0.05 s)
     console = Console()
     if not console.is_terminal:
         console.width = max(console.width, 140)

@@ -35,7 +35,8 @@ def register(app: typer.Typer) -> None:
 
 
 def _run(config: Path, output: Path | None, check: bool) -> None:
-    from oracle.legacy import convert_file, scenario_from_conversion
+    from oracle.legacy import convert_file, scenario_from_conversion   # lazy: numpy (see oracle.commands)
+    from oracle.metrics.writers import atomic_write
     conv = convert_file(config)
     if check:
         scenario_from_conversion(conv)
@@ -43,13 +44,7 @@ def _run(config: Path, output: Path | None, check: bool) -> None:
     if output is None:
         typer.echo(text, nl=False)
         return
-    _write_atomic(output, text)
+    atomic_write(output, text)
     c = conv.counts()
     typer.echo(f"wrote {output} ({c['approximated']} setting(s) approximated, {c['dropped']} dropped: see its "
                "comments)", err=True)
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file next to ``path``, then rename it over ``path``."""
-    from oracle.metrics.writers import atomic_write_text
-    atomic_write_text(path, text)

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from oracle.commands import user_errors
+from oracle.errors import CapacityError, ScenarioError
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Catalog model name or alias (see `oracle catalog "
                                                              "models`), e.g. llama-3.1-8b or Llama2-7B.")]
@@ -53,9 +54,8 @@ def cost(
       oracle cost -m mixtral-8x7b -g h100-sxm --tp 2 --prefill-tokens 512 --decode-batch 64
     """
     with user_errors():
-        from oracle.catalog import get_gpu, get_model
+        from oracle.catalog import get_gpu, get_model   # lazy: numba (~0.4 s; see oracle.commands)
         from oracle.cost import step_cost
-        from oracle.errors import ScenarioError
 
         model_spec = get_model(model, key="--model")
         gpu_spec = get_gpu(gpu, key="--gpu")
@@ -78,16 +78,21 @@ def cost(
 
 
 def memory_summary(model, gpu, *, tp: int, pp: int, dtype: str, kv_dtype: str | None) -> dict:
-    """Per-GPU weights and the KV pool at vLLM's defaults (block 16, utilization 0.9, 8192 tokens)."""
-    from oracle.errors import CapacityError
+    """Per-GPU weights and the KV pool at a framework's defaults (vLLM's: block 16, utilization
+    0.9, 8192 tokens, 256 sequences; ``oracle.scenario.FRAMEWORK_DEFAULTS``)."""
+    # lazy: numpy (see oracle.commands)
     from oracle.memory import (compute_num_gpu_blocks, kv_bytes_per_token_per_gpu, resolve_kv_dtype,
                                weight_bytes_per_gpu)
+    from oracle.scenario import FRAMEWORK_DEFAULTS as d
     out = {"weight_bytes_per_gpu": weight_bytes_per_gpu(model, dtype, tp=tp, pp=pp),
            "kv_bytes_per_token_per_gpu": kv_bytes_per_token_per_gpu(model, resolve_kv_dtype(kv_dtype, dtype, model),
                                                                     tp=tp, pp=pp),
-           "block_size": 16, "gpu_memory_utilization": 0.9}
+           "block_size": d.block_size, "gpu_memory_utilization": d.gpu_memory_utilization}
     try:
-        out["num_gpu_blocks"] = compute_num_gpu_blocks(model, gpu, tp=tp, pp=pp, dtype=dtype, kv_dtype=kv_dtype)
+        out["num_gpu_blocks"] = compute_num_gpu_blocks(
+            model, gpu, tp=tp, pp=pp, block_size=d.block_size, gpu_memory_utilization=d.gpu_memory_utilization,
+            dtype=dtype, kv_dtype=kv_dtype, max_num_batched_tokens=d.max_num_batched_tokens,
+            max_num_seqs=d.max_num_seqs)
     except CapacityError as exc:
         out["num_gpu_blocks"] = None
         out["error"] = exc.reason
@@ -95,7 +100,7 @@ def memory_summary(model, gpu, *, tp: int, pp: int, dtype: str, kv_dtype: str | 
 
 
 def _print_table(result: dict) -> None:
-    from rich.console import Console
+    from rich.console import Console   # lazy: rich (~0.05 s)
     from rich.table import Table
 
     cfg, agg = result["config"], result["aggregates"]
@@ -121,5 +126,6 @@ def _print_table(result: dict) -> None:
             console.print(f"Memory: {mem['error']}", markup=False)
         else:
             console.print(f"Memory: {mem['weight_bytes_per_gpu'] / 2**30:,.1f} GiB of weights per GPU; KV cache of "
-                          f"{mem['num_gpu_blocks']:,} blocks x 16 = {16 * mem['num_gpu_blocks']:,} tokens per replica "
-                          "at gpu_memory_utilization 0.9", markup=False)
+                          f"{mem['num_gpu_blocks']:,} blocks x {mem['block_size']} = "
+                          f"{mem['block_size'] * mem['num_gpu_blocks']:,} tokens per replica "
+                          f"at gpu_memory_utilization {mem['gpu_memory_utilization']:g}", markup=False)

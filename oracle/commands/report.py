@@ -37,5 +37,5 @@ def register(app: typer.Typer) -> None:
           oracle report runs/sweep-rate --html
         """
         with user_errors():
-            from oracle.report import report_run
+            from oracle.report import report_run   # lazy: polars, rich (see oracle.commands)
             report_run(run_dir, plots=plots, json_out=json_out, html=html)

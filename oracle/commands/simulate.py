@@ -10,6 +10,7 @@ import typer
 
 from oracle.commands import user_errors
 from oracle.commands._options import JsonOpt, OutDirOpt, QuietOpt, ScenarioArg, SeedOpt
+from oracle.errors import ScenarioError
 
 
 def register(app: typer.Typer) -> None:
@@ -44,8 +45,9 @@ def register(app: typer.Typer) -> None:
 
 
 def _run(scenario, out, seed, fmt, json_out, quiet, steps, report, max_memory) -> None:
-    from oracle.api import as_scenario, default_out_dir, simulate
-    from oracle.errors import ScenarioError
+    # lazy: numpy, polars (~0.4 s) and, for the engine, numba (see oracle.commands)
+    from oracle.api import as_scenario, simulate
+    from oracle.metrics.output import default_out_dir
     from oracle.metrics.writers import dumps
     if fmt is not None and fmt not in ("parquet", "csv"):
         raise ScenarioError(f"--format must be parquet or csv, got {fmt!r}")
@@ -55,7 +57,7 @@ def _run(scenario, out, seed, fmt, json_out, quiet, steps, report, max_memory) -
     show_progress = not (quiet or json_out) and sys.stderr.isatty()
     dest = Path(out) if out is not None else default_out_dir(sc)
     if show_progress:
-        from rich.console import Console
+        from rich.console import Console   # lazy: rich (~0.05 s)
         console = Console(stderr=True)
         with console.status("starting") as status:
             res = simulate(sc, out_dir=dest, format=fmt, record_steps=steps,
@@ -67,8 +69,8 @@ def _run(scenario, out, seed, fmt, json_out, quiet, steps, report, max_memory) -
     if json_out:
         typer.echo(dumps(res.summary if len(res.frameworks) == 1 else res.summaries), nl=False)
     elif not quiet:
-        from oracle.commands._tables import print_summary
+        from oracle.commands._tables import print_summary   # lazy: rich
         print_summary(res, dest)
     if report:
-        from oracle.report import report_run
+        from oracle.report import report_run   # lazy: polars, rich
         report_run(dest, plots=True, json_out=False)

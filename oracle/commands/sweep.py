@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
 
 # -- sweep -----------------------------------------------------------------------------------
 def _run_sweep(sweep_file, out, workers, executor, ray_address, resume, json_out, quiet) -> None:
-    from oracle.metrics.writers import dumps
+    from oracle.metrics.writers import dumps   # lazy: numpy, polars (~0.4 s; see oracle.commands)
     from oracle.sweep.run import run_sweep
     show = not (quiet or json_out) and sys.stderr.isatty()
     try:
@@ -115,7 +115,7 @@ def _run_sweep(sweep_file, out, workers, executor, ray_address, resume, json_out
 
 
 def _with_progress(fn):
-    from rich.console import Console
+    from rich.console import Console   # lazy: rich (~0.1 s with its progress bars)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
         TimeRemainingColumn
     console = Console(stderr=True)
@@ -134,8 +134,9 @@ def _with_progress(fn):
 
 
 def _print_sweep(res, max_rows: int = 20) -> None:
-    from rich.console import Console
+    from rich.console import Console   # lazy: rich, polars (see oracle.commands)
     from rich.table import Table
+
     from oracle.sweep.run import override_columns
     df = res.table
     shown = ["point", "repeat", "framework", *override_columns(res.spec), "ttft_p99_ms", "tpot_p99_ms",
@@ -178,40 +179,39 @@ def _cell(v) -> str:
 
 # -- search ----------------------------------------------------------------------------------
 def _run_search(scenario, vary, ttft, tpot, goodput, framework, lo, hi, tolerance, out, json_out, quiet) -> None:
-    from oracle.metrics.writers import dumps
+    from oracle.metrics.writers import dumps   # lazy: numpy, polars (~0.4 s; see oracle.commands)
     from oracle.sweep.search import search
     show = not (quiet or json_out) and sys.stderr.isatty()
     kwargs = dict(vary=vary, slo_ttft_ms=ttft, slo_tpot_ms=tpot, goodput=goodput, framework=framework, lo=lo,
                   hi=hi, tolerance=tolerance)
     if show:
-        from rich.console import Console
+        from rich.console import Console   # lazy: rich (~0.05 s)
         with Console(stderr=True).status("searching") as status:
             res = search(scenario, progress=lambda msg: status.update(msg), **kwargs)
     else:
         res = search(scenario, **kwargs)
-    dest = _write_search(res, scenario, out, vary)
+    dest = _write_search(res, out, vary)
     if json_out:
         typer.echo(dumps({**res.to_dict(), "out": str(dest)}), nl=False)
     elif not quiet:
         _print_search(res, dest)
 
 
-def _write_search(res, scenario, out, vary) -> Path:
-    from oracle.api import as_scenario, default_out_dir
-    from oracle.metrics.writers import dumps
-    from oracle.sweep.run import _atomic_write_parquet, _atomic_write_text
+def _write_search(res, out, vary) -> Path:
+    from oracle.metrics.output import default_out_dir   # lazy: polars (see oracle.commands)
+    from oracle.metrics.writers import atomic_write, dumps
     if out is None:
-        sc = as_scenario(scenario)
-        out = default_out_dir(sc).with_name(f"{default_out_dir(sc).name}-search-{vary}")
+        base = default_out_dir(res.scenario)
+        out = base.with_name(f"{base.name}-search-{vary}")
     dest = Path(out)
     dest.mkdir(parents=True, exist_ok=True)
-    _atomic_write_parquet(res.table, dest / "search.parquet")
-    _atomic_write_text(dest / "search.json", dumps(res.to_dict()))
+    atomic_write(dest / "search.parquet", res.table.write_parquet)
+    atomic_write(dest / "search.json", dumps(res.to_dict()))
     return dest
 
 
 def _print_search(res, dest: Path) -> None:
-    from rich.console import Console
+    from rich.console import Console   # lazy: rich (~0.05 s)
     from rich.table import Table
     console = Console()
     slo = ", ".join(f"{'TTFT' if k == 'ttft_ms' else 'TPOT'} <= {v:g} ms" for k, v in res.slo.items())

@@ -7,16 +7,8 @@ from typing import Annotated
 
 import typer
 
-
-def _is_sweep(path: Path) -> bool:
-    """A TOML file with a top-level ``base`` key is a sweep file (see oracle.sweep.spec)."""
-    if path.suffix.lower() != ".toml":
-        return False
-    try:
-        import tomllib
-        return "base" in tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return False  # let the scenario loader report the problem
+from oracle.commands import debug_enabled, error_lines
+from oracle.errors import OracleError
 
 
 def register(app: typer.Typer) -> None:
@@ -36,20 +28,16 @@ def register(app: typer.Typer) -> None:
           oracle validate scenarios/quickstart.toml
           oracle validate scenarios/*.toml
         """
-        from oracle.api import as_scenario
-        from oracle.cli import debug_enabled, error_lines
-        from oracle.errors import OracleError
         bad = 0
         for f in files:
             try:
-                if _is_sweep(f):
-                    from oracle.sweep.spec import expand_points, load_sweep
-                    spec = load_sweep(f)
-                    points = expand_points(spec)
+                loaded = _load(f)
+                if isinstance(loaded, tuple):
+                    spec, points = loaded
                     typer.echo(f"ok: {f}: sweep over {spec.base}: "
                                f"{len(points)} point(s), all valid")
                     continue
-                sc = as_scenario(f)
+                sc = loaded
             except OracleError as exc:
                 if debug_enabled():
                     raise
@@ -62,3 +50,19 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"ok: {f}: {sc.name}: {sc.model.name} on {sc.gpu.name}; frameworks: {fws}")
         if bad:
             raise typer.Exit(code=1)
+
+
+def _load(path: Path):
+    """The scenario of ``path``, or ``(sweep spec, its validated points)`` for a sweep file (a
+    TOML file with a top-level ``base``, see ``oracle.sweep.spec``); the file is read once."""
+    # lazy: numpy, polars (~0.4 s; see oracle.commands)
+    from oracle.api import as_scenario
+    from oracle.scenario import read_toml, scenario_from_dict
+    from oracle.sweep.spec import expand_points, load_sweep
+    if path.suffix.lower() != ".toml":
+        return as_scenario(path)
+    raw = read_toml(path)
+    if "base" in raw:
+        spec = load_sweep(path, raw=raw)
+        return spec, expand_points(spec)
+    return scenario_from_dict(raw, base_dir=path.parent, file=path)

@@ -9,14 +9,14 @@ from typing import Annotated, Optional
 
 import typer
 
+from oracle.commands import typer_factory, user_errors
 from oracle.commands._options import JsonOpt, SeedOpt
+from oracle.errors import Problems
 
 SCENARIO_SUFFIXES = (".toml", ".yaml", ".yml")
 
 
 def register(app: typer.Typer) -> None:
-    from oracle.cli import typer_factory
-
     wl_app = typer_factory("Generate workloads from scenarios and inspect workloads and traces.")
     app.add_typer(wl_app, name="workload")
 
@@ -40,8 +40,7 @@ def register(app: typer.Typer) -> None:
           oracle workload generate scenarios/quickstart.toml -o workload.parquet
           oracle workload generate scenarios/quickstart.toml -o w.parquet --seed 3 --num-requests 100000
         """
-        from oracle.commands import user_errors
-        from oracle.workload import build_workload
+        from oracle.workload import build_workload   # lazy: numpy, numba (see oracle.commands)
         with user_errors():
             spec, dur, num, sd = load_scenario_workload(scenario)
             wl = build_workload(spec, duration_s=duration_s if duration_s is not None else dur,
@@ -72,8 +71,7 @@ def register(app: typer.Typer) -> None:
           oracle workload stats ../shared/data/traces/synthetic_trace.jsonl --block-size 512
           oracle workload stats scenarios/quickstart.toml --json
         """
-        from oracle.commands import user_errors
-        from oracle.workload import build_workload
+        from oracle.workload import build_workload   # lazy: numpy, numba (see oracle.commands)
         from oracle.workload.stats import workload_stats
         from oracle.workload.traces import read_trace
         with user_errors():
@@ -95,46 +93,40 @@ def load_scenario_workload(path: Path):
     A full scenario (with ``[model]``) goes through ``oracle.scenario``; a file with only
     ``seed``, ``[simulation]`` and ``[workload]`` is validated here.
     """
-    from oracle.scenario import read_toml
+    from oracle.api import as_scenario   # lazy: numpy, polars (see oracle.commands)
+    from oracle.scenario import read_toml, scenario_from_dict
     path = Path(path)
     if path.suffix.lower() == ".toml":
         raw = read_toml(path)
         if "model" not in raw:
             return _workload_only(raw, path)
-    from oracle.api import as_scenario
-    sc = as_scenario(path)
+        sc = scenario_from_dict(raw, base_dir=path.parent, file=path)
+    else:
+        sc = as_scenario(path)
     return sc.workload, sc.simulation.duration_s, sc.simulation.num_requests, sc.seed
 
 
 def _workload_only(raw: dict, path: Path):
-    from oracle._config import Table, key_position
-    from oracle.errors import Problems
+    from oracle._config import Table, key_position   # lazy: numpy (see oracle.commands)
+    from oracle.scenario import check_workload_ends, parse_simulation
     from oracle.workload.spec import parse_workload
     problems = Problems()
-    spec = duration_s = num_requests = seed = None
+    spec = sim = seed = None
     with problems.guard():
         top = Table(raw, problems=problems)
         top.str("name", "")
         top.str("description", "")
         seed = top.int("seed", 0, lo=0, hi=2**63 - 1)
-        sim = None
-        with problems.guard():
-            sim = top.table("simulation", {})
-            duration_s = sim.float("duration_s", None, lo=0.0, lo_open=True)
-            num_requests = sim.int("num_requests", None, lo=1)
-            sim.float("warm_up_s", 0.0, lo=0.0)
-            sim.done()
+        sim, sim_t = parse_simulation(top)
         wl_t = None
         with problems.guard():
             wl_t = top.table("workload")
             spec = parse_workload(wl_t, base_dir=path.parent)
-        if (wl_t is not None and sim is not None and sim.ok("duration_s", "num_requests") and not wl_t.has("trace")
-                and duration_s is None and num_requests is None):
-            sim.report(None, "set duration_s and/or num_requests so the generated workload ends")
+        check_workload_ends(sim, sim_t, wl_t)
         top.done()
     problems.items.sort(key=lambda exc: key_position(raw, exc.key))
     problems.raise_if_any(file=path)
-    return spec, duration_s, num_requests, seed
+    return spec, sim.duration_s, sim.num_requests, seed
 
 
 def _fmt(v) -> str:

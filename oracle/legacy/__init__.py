@@ -17,6 +17,7 @@ from pathlib import Path
 
 from oracle.errors import OracleError
 from oracle.legacy.convert import LEGACY_SUFFIXES, Conversion, convert_file, convert_legacy, read_legacy
+from oracle.scenario import scenario_from_dict
 
 __all__ = ["LEGACY_SUFFIXES", "Conversion", "convert_file", "convert_legacy", "read_legacy", "is_legacy_path",
            "load_legacy_scenario", "scenario_from_conversion"]
@@ -29,7 +30,6 @@ def is_legacy_path(path: str | Path) -> bool:
 
 def scenario_from_conversion(conv: Conversion):
     """Validate a conversion's TOML dict as a Scenario; errors also name the original key."""
-    from oracle.scenario import scenario_from_dict
     try:
         return scenario_from_dict(conv.raw, base_dir=conv.source.parent, file=conv.source)
     except OracleError as exc:

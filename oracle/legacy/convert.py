@@ -29,6 +29,7 @@ from oracle.legacy.common import (APPROXIMATED, DROPPED, NOTE, Context, Note, fm
                                   number, string)
 from oracle.legacy.frameworks import convert_frameworks, convert_hardware
 from oracle.legacy.workload import convert_workload
+from oracle.scenario import FRAMEWORK_DEFAULTS
 
 LEGACY_SUFFIXES = (".yaml", ".yml", ".json")
 TOP_KEYS = ("simulation", "model_characteristics_db_path", "hardware_profile", "workload", "frameworks_to_test",
@@ -128,7 +129,7 @@ def read_legacy(path: str | Path) -> dict:
             raise ScenarioError(f"JSON syntax error: {exc.msg} (column {exc.colno})", file=path,
                                 line=exc.lineno) from None
     else:
-        import yaml
+        import yaml   # lazy: pyyaml (~0.02 s) only for YAML configs; `oracle validate` imports this module
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -224,7 +225,8 @@ def _convert(data: dict, source: Path) -> Conversion:
     if "hardware_profile" not in data:
         problems.add(ScenarioError("is required: the compute devices", key="hardware_profile"))
     elif fws is not None:
-        num_gpus = sum(f["toml"].get("tp", 1) * f["toml"].get("pp", 1) * f["toml"].get("replicas", 1) for f in fws)
+        num_gpus = sum(math.prod(f["toml"].get(k, getattr(FRAMEWORK_DEFAULTS, k)) for k in ("tp", "pp", "replicas"))
+                       for f in fws)
         with guard():
             raw["hardware"] = convert_hardware(data["hardware_profile"], ctx,
                                                gpu_ids=[g for f in fws for g in f["gpu_ids"]], num_gpus=num_gpus,
@@ -310,9 +312,9 @@ def _models(data: dict, fws: list[dict], source: Path, ctx: Context) -> list[tup
 
 def _chunked_prefill(fw: dict, model, ctx: Context, i: int = 0) -> None:
     """vLLM without chunked prefill needs a token budget >= max_model_len; keep the file valid."""
-    if fw.get("enable_chunked_prefill", True):
+    if fw.get("enable_chunked_prefill", FRAMEWORK_DEFAULTS.enable_chunked_prefill):
         return
-    budget = fw.get("max_num_batched_tokens", 8192)
+    budget = fw.get("max_num_batched_tokens", FRAMEWORK_DEFAULTS.max_num_batched_tokens)
     max_len = fw.get("max_model_len", int(model.max_context))
     if budget < max_len:
         fw["max_model_len"] = budget

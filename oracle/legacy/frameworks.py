@@ -35,14 +35,16 @@ from __future__ import annotations
 
 import re
 
+from oracle.catalog import load_gpus
+from oracle.engine.inputs import ROUTER_NAMES
 from oracle.errors import Problems, ScenarioError
 from oracle.legacy.common import (APPROXIMATED, DROPPED, NOTE, Context, boolean, first_key, fmt, integer,
                                   join, mapping, number, string)
+from oracle.scenario import FRAMEWORK_DEFAULTS
 
 FRAMEWORK_TYPES = {"vllm": "VLLM", "parallelvllm": "ParallelVLLM"}
-ROUTERS = {"round_robin": "round_robin", "roundrobin": "round_robin", "least_loaded": "least_loaded",
-           "leastloaded": "least_loaded", "session_affinity": "session_affinity",
-           "sessionaffinity": "session_affinity", "prefix_aware": "prefix_aware"}
+# the routers by name, also written without underscores ("roundrobin")
+ROUTERS = {spelling: name for name in ROUTER_NAMES for spelling in (name, name.replace("_", ""))}
 ROUTERS_APPROX = {"random": "round_robin", "weighted_random": "round_robin", "weighted_round_robin": "round_robin",
                   "least_requests": "least_loaded", "least_connections": "least_loaded",
                   "least_outstanding_requests": "least_loaded"}
@@ -182,7 +184,7 @@ def _one(fw: dict, kp: str, name: str, ctx: Context, lb_workload: str | None) ->
                      toml_key=FW, origin=join(par_p, "strategy"))
         else:
             for dim in ("tp", "pp"):
-                if out.get(dim, 1) > 1 and dim not in known[s]:
+                if out.get(dim, getattr(FRAMEWORK_DEFAULTS, dim)) > 1 and dim not in known[s]:
                     ctx.note(NOTE, f"strategy {strategy!r} but {dim} = {out[dim]}: the degree is used",
                              toml_key=FW, origin=join(par_p, "strategy"))
     lb_key = first_key(cfg, LB_KEYS)
@@ -227,8 +229,8 @@ def _cross_request_keys(cfg: dict, cp: str, out: dict, ctx: Context) -> None:
 
 
 def _folder_name(name: str) -> str:
-    clean = re.sub(r"[/\\]", "_", name).strip() or "vllm"
-    return "vllm" if clean in (".", "..") else clean
+    clean = re.sub(r"[/\\]", "_", name).strip() or FRAMEWORK_DEFAULTS.name
+    return FRAMEWORK_DEFAULTS.name if clean in (".", "..") else clean
 
 
 def _gpu_ids(cfg: dict, cp: str, par: dict, par_p: str) -> list[str]:
@@ -254,8 +256,8 @@ def _router(lb: str | None, origin: str, ctx: Context, prefix: str = FW) -> str 
         ctx.note(APPROXIMATED, f"load_balancing_strategy {lb!r} has no equivalent: {ROUTERS_APPROX[k]} is used",
                  toml_key=f"{prefix}.router", origin=origin)
         return ROUTERS_APPROX[k]
-    raise ScenarioError(f"unknown load_balancing_strategy {lb!r}; known: round_robin, least_loaded, "
-                        "session_affinity (and approximately: " + ", ".join(ROUTERS_APPROX) + ")", key=origin)
+    raise ScenarioError(f"unknown load_balancing_strategy {lb!r}; known: {', '.join(ROUTER_NAMES)} "
+                        "(and approximately: " + ", ".join(ROUTERS_APPROX) + ")", key=origin)
 
 
 def _same_model(a: str, b: str) -> bool:
@@ -315,12 +317,12 @@ def _group(targets: list[dict], gi: int, ctx: Context, path: str, *, alone: bool
         origins[f"{prefix}.replicas"] = path
     lb = first["lb"]
     router = _router(lb, first["lb_origin"], ctx, prefix)
-    if fw.get("replicas", 1) > 1:
+    if fw.get("replicas", FRAMEWORK_DEFAULTS.replicas) > 1:
         if router is not None:
             fw["router"] = router
             origins[f"{prefix}.router"] = first["lb_origin"]
         else:
-            ctx.note(NOTE, "no load_balancing_strategy: round_robin (the default) is used",
+            ctx.note(NOTE, f"no load_balancing_strategy: {FRAMEWORK_DEFAULTS.router} (the default) is used",
                      toml_key=f"{prefix}.router")
     elif lb is not None and alone:
         ctx.note(DROPPED, f"load_balancing_strategy {lb!r} is unused with one replica", toml_key=prefix,
@@ -336,7 +338,7 @@ def _ordered(fw: dict) -> dict:
     order = ("name", "type", "tp", "pp", "replicas", "router", "block_size", "num_gpu_blocks",
              "gpu_memory_utilization", "max_num_seqs", "max_num_batched_tokens", "max_model_len",
              "enable_chunked_prefill", "enable_prefix_caching")
-    out = {"name": fw["name"], "type": "vllm"}
+    out = {"name": fw["name"], "type": FRAMEWORK_DEFAULTS.type}
     out.update({k: fw[k] for k in order if k in fw and k not in out})
     return out
 
@@ -469,7 +471,6 @@ def _norm(s: str) -> str:
 
 
 def _match_gpu(dev: dict, p: str, links: list[tuple[float, float]], ctx: Context) -> dict:
-    from oracle.catalog import load_gpus
     gpus = load_gpus()
     given = {"tflops": ("peak_tflops_bf16", "peak_tflops.fp16", "TFLOP/s"),
              "memory_gib": ("memory_gib", "memory_capacity_bytes", "GiB"), "bw": ("mem_bw_gbps", "memory_gbps", "GB/s")}

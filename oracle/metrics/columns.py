@@ -18,8 +18,8 @@ LEGACY_CSV_COLUMNS = (
     "prefix_cache_event", "cached_prefix_length", "tokens_actually_prefilled",
 )
 
+# The labels of the engine's codes in the tables: the IntEnum member names (statuses in lower case).
 CACHE_EVENT_NAMES = {int(e): e.name for e in CacheEvent}
-CACHE_EVENT_NAMES[int(CacheEvent.NONE)] = "NONE"
 STATUS_NAMES = {int(s): s.name.lower() for s in Status}  # pending, finished, rejected, timed_out
 
 PERCENTILES = (50, 90, 95, 99)

@@ -1,13 +1,15 @@
-"""Writing a :class:`~oracle.api.SimulationResult` to disk (atomically, see ``writers``)."""
+"""Writing a :class:`~oracle.api.SimulationResult` to disk (atomically, see ``writers``), by
+default under :func:`default_out_dir`."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import polars as pl
 
-from oracle.metrics.columns import LEGACY_CSV_COLUMNS
-from oracle.metrics.writers import atomic_write, atomic_write_text, dumps, make_staging_dir, publish, write_text
+from oracle.metrics.columns import LEGACY_CSV_COLUMNS, STATUS_NAMES, Status
+from oracle.metrics.writers import atomic_write, dumps, make_staging_dir, publish, write_text
 
 
 def legacy_csv_frame(requests: pl.DataFrame, *, style: str = "default") -> pl.DataFrame:
@@ -20,7 +22,8 @@ def legacy_csv_frame(requests: pl.DataFrame, *, style: str = "default") -> pl.Da
         pl.col("session").alias("session_id"),
         pl.col("prompt_tokens"),
         pl.col("output_tokens").alias("max_output_tokens"),
-        pl.when(pl.col("status") == "finished").then(pl.col("output_tokens")).otherwise(0).alias("output_tokens"),
+        pl.when(pl.col("status") == STATUS_NAMES[Status.FINISHED]).then(pl.col("output_tokens")).otherwise(0)
+        .alias("output_tokens"),
         pl.col("arrival_s").alias("arrival_time"),
         pl.col("first_token_s").alias("first_token_time"),
         pl.col("completion_s").alias("completion_time"),
@@ -56,10 +59,18 @@ def write_framework(fr, folder: Path, *, fmt: str, steps: bool, style: str = "de
     write_text(folder / "summary.json", dumps(fr.summary))
 
 
+def default_out_dir(sc) -> Path:
+    """Where a scenario's results go without ``--out``: ``[output].dir`` (relative to the
+    working directory), else ``runs/<scenario name>``."""
+    if sc.output.dir:
+        d = Path(sc.output.dir)
+        return d if d.is_absolute() else (Path.cwd() / d)
+    return Path.cwd() / "runs" / sc.name
+
+
 def write_results(result, *, out_dir: str | Path | None = None, format: str | None = None) -> Path:
     """Write ``out_dir/<framework>/{summary.json, requests.parquet[, steps.parquet, requests.csv]}``
     and, with several frameworks, ``out_dir/comparison.parquet``. Returns ``out_dir``."""
-    from oracle.api import default_out_dir
     sc = result.scenario
     dest = Path(out_dir) if out_dir is not None else default_out_dir(sc)
     fmt = format or sc.output.format
@@ -77,7 +88,6 @@ def write_results(result, *, out_dir: str | Path | None = None, format: str | No
             names.append("scenario.toml")
         publish(staging, dest, names)  # holds Ctrl-C/SIGTERM while it swaps; removes the staging folder
     except BaseException:  # also a signal that lands between writing and publishing
-        import shutil
         shutil.rmtree(staging, ignore_errors=True)
         raise
     _write_extra_copies(result, fmt)
@@ -90,6 +100,6 @@ def _write_extra_copies(result, fmt: str) -> None:
     out = result.scenario.output
     fr = result.first
     if out.summary_json:
-        atomic_write_text(Path(out.summary_json), dumps(fr.summary))
+        atomic_write(Path(out.summary_json), dumps(fr.summary))
     if out.requests_csv:
         atomic_write(Path(out.requests_csv), lambda p: legacy_csv_frame(fr.requests, style=out.style).write_csv(p))

@@ -32,8 +32,7 @@ def request_table(workload, out: EngineOutputs, *, warm_up_s: float) -> pl.DataF
     client_idx = np.asarray(workload.client, np.int64)
     return pl.DataFrame({
         "request_id": np.arange(n, dtype=np.int64),
-        # labels gathered by index in polars (a NumPy object -> str array is ~20x slower)
-        "client": pl.Series(clients, dtype=pl.Utf8).gather(client_idx),
+        "client": _labels(dict(enumerate(clients)), client_idx),
         "session": np.asarray(workload.session, np.int64),
         "turn": np.asarray(workload.turn, np.int32),
         "replica": out.replica.astype(np.int32),
@@ -45,17 +44,25 @@ def request_table(workload, out: EngineOutputs, *, warm_up_s: float) -> pl.DataF
         "cached_tokens": out.cached_tokens.astype(np.int32),
         "output_tokens": output.astype(np.int32),
         "preemptions": out.preemptions.astype(np.int32),
-        "cache_event": pl.Series([CACHE_EVENT_NAMES[int(e)] for e in range(-1, 5)], dtype=pl.Utf8)
-        .gather(out.cache_event.astype(np.int64) + 1),
+        "cache_event": _labels(CACHE_EVENT_NAMES, out.cache_event),
         "ttft_ms": ttft_ms,
         "tpot_ms": tpot_ms,
         "e2e_ms": e2e_ms,
         "max_itl_ms": out.max_itl_s * 1e3,
-        "status": pl.Series([STATUS_NAMES[k] for k in range(len(STATUS_NAMES))], dtype=pl.Utf8).gather(out.status.astype(np.int64)),
+        "status": _labels(STATUS_NAMES, out.status),
         "computed_tokens": out.computed_tokens.astype(np.int64),
         "prefilled_tokens": prefilled.astype(np.int64),
         "warm_up": out.arrival_s < warm_up_s,
     })
+
+
+def _labels(names: dict[int, str], codes: np.ndarray) -> pl.Series:
+    """``names[code]`` for every code (the codes run from ``min(names)`` to ``max(names)``).
+
+    The labels are gathered by index in polars: a NumPy object -> str array is ~20x slower.
+    """
+    lo, hi = min(names), max(names)
+    return pl.Series([names[k] for k in range(lo, hi + 1)], dtype=pl.Utf8).gather(np.asarray(codes, np.int64) - lo)
 
 
 def step_table(out: EngineOutputs) -> pl.DataFrame | None:
@@ -115,13 +122,13 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
         df = df.filter(~pl.col("warm_up"))
     total = df.height
     ok = df.select("status", "ttft_ms", "tpot_ms", "e2e_ms", "prompt_tokens", "prefilled_tokens",
-                   "output_tokens").filter(pl.col("status") == "finished")
+                   "output_tokens").filter(pl.col("status") == STATUS_NAMES[Status.FINISHED])
     successful = ok.height
     end = max(out.sim_end_s, scenario.simulation.duration_s or 0.0)
     effective = max(end - warm, 1e-12)
 
     slo = scenario.slo
-    meets = pl.col("status") == "finished"
+    meets = pl.col("status") == STATUS_NAMES[Status.FINISHED]
     if slo.ttft_ms is not None:
         meets = meets & (pl.col("ttft_ms") <= slo.ttft_ms)
     if slo.tpot_ms is not None:
@@ -134,7 +141,8 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
     for name, count in df.group_by("cache_event").len().iter_rows():
         if name in events:
             events[name] = int(count)
-    admitted = df.select("cache_event", "turn", "cached_tokens").filter(pl.col("cache_event") != "NONE")
+    admitted = df.select("cache_event", "turn", "cached_tokens").filter(
+        pl.col("cache_event") != CACHE_EVENT_NAMES[CacheEvent.NONE])
     n_adm = admitted.height
     follow_ups = admitted.filter(pl.col("turn") >= 1).height
     with_hit = admitted.filter(pl.col("cached_tokens") > 0)
@@ -207,8 +215,8 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
             "preempted_prefix_cache_queries": int(out.preempted_prefix_cache_queries),
             "preempted_prefix_cache_hits": int(out.preempted_prefix_cache_hits),
             "overall_hit_rate": rate(with_hit.height, n_adm),
-            "conversational_hit_rate": rate(events["CONVERSATIONAL_HIT"], follow_ups),
-            "cross_request_hit_rate": rate(events["CROSS_REQUEST_HIT"], n_adm),
+            "conversational_hit_rate": rate(events[CACHE_EVENT_NAMES[CacheEvent.CONVERSATIONAL_HIT]], follow_ups),
+            "cross_request_hit_rate": rate(events[CACHE_EVENT_NAMES[CacheEvent.CROSS_REQUEST_HIT]], n_adm),
             "token_hit_rate": rate(out.prefix_cache_hits, out.prefix_cache_queries),
             "prefill_reduction_ratio": 1.0 - rate(prefilled_sum, prompt_sum) if prompt_sum else 0.0,
             "total_tokens_saved": _sum(admitted["cached_tokens"]),

@@ -17,10 +17,19 @@ and the JSON document carries it unchanged.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
-from oracle.metrics.writers import atomic_write_bytes
+from rich.console import Console
+
+from oracle.metrics.compare import lookup
+from oracle.metrics.writers import atomic_write, dumps
+from oracle.report.html import render_page
+from oracle.report.load import load_run
+from oracle.report.plots import run_plots
+from oracle.report.sweep import sweep_json, sweep_plots, sweep_table
+from oracle.report.tables import comparison_json, run_tables, to_rich
 
 __all__ = ["report_run", "build_report"]
 
@@ -32,8 +41,6 @@ SWEEP_ROWS_HTML = 2000
 
 def build_report(run_dir: str | Path) -> tuple[dict[str, Any], list, Any]:
     """Read ``run_dir``; return (JSON document, tables, the loaded folder). Writes nothing."""
-    from oracle.report.load import load_run
-    from oracle.report.tables import comparison_json, run_tables
     run = load_run(run_dir)
     summaries = run.summaries
     doc: dict[str, Any] = {
@@ -47,7 +54,6 @@ def build_report(run_dir: str | Path) -> tuple[dict[str, Any], list, Any]:
     if len(summaries) > 1:
         doc["comparison"] = comparison_json(summaries)
     if run.sweep is not None:
-        from oracle.report.sweep import sweep_json, sweep_table
         doc["sweep"] = sweep_json(run.sweep)
         tables.append(sweep_table(run.sweep, max_rows=SWEEP_ROWS_TERMINAL))
     return doc, tables, run
@@ -67,28 +73,21 @@ def report_run(run_dir: str | Path, *, plots: bool, json_out: bool, html: bool =
     files: dict[str, Any] = {"plots": [], "html": None}
     figures = []
     if plots or html:
-        from oracle.report.plots import run_plots
         figures = run_plots(run)
         if run.sweep is not None:
-            from oracle.report.sweep import sweep_plots
             figures += sweep_plots(run.sweep)
     if plots:
         folder = run.path / PLOTS_DIR
         for p in figures:
-            files["plots"].append(str(_write_atomic(folder / p.name, p.png)))
+            files["plots"].append(str(atomic_write(folder / p.name, p.png)))
     if plots or html:
-        from oracle.report.html import render_page
         page_tables = tables
         if run.sweep is not None:
-            from oracle.report.sweep import sweep_table
             page_tables = tables[:-1] + [sweep_table(run.sweep, max_rows=SWEEP_ROWS_HTML)]
         page = render_page(_title(doc), _meta(doc, run), page_tables, figures)
-        files["html"] = str(_write_atomic(run.path / HTML_NAME, page.encode("utf-8")))
+        files["html"] = str(atomic_write(run.path / HTML_NAME, page.encode("utf-8")))
     doc["files"] = files
     if json_out:
-        import sys
-
-        from oracle.metrics.writers import dumps
         sys.stdout.write(dumps(doc))
         sys.stdout.flush()
     else:
@@ -101,7 +100,6 @@ def _title(doc: dict[str, Any]) -> str:
 
 
 def _meta(doc: dict[str, Any], run) -> list[str]:
-    from oracle.metrics.compare import lookup
     lines = [f"Results folder: {doc['run_dir']}"]
     if run.frameworks:
         s = run.frameworks[0].summary
@@ -116,9 +114,6 @@ def _meta(doc: dict[str, Any], run) -> list[str]:
 
 
 def _print(tables, doc, run, files, console) -> None:
-    from rich.console import Console
-
-    from oracle.report.tables import to_rich
     if console is None:
         console = Console()
         if not console.is_terminal:  # a file or a pipe: no terminal to fit, keep one row per line
@@ -134,8 +129,3 @@ def _print(tables, doc, run, files, console) -> None:
         console.print(f"\n{n} plot{'s' if n != 1 else ''} in {run.path / PLOTS_DIR}", highlight=False)
     if files["html"]:
         console.print(f"report page: {files['html']}", highlight=False)
-
-
-def _write_atomic(target: Path, data: bytes) -> Path:
-    """Write to a temporary file beside ``target``, then rename it into place."""
-    return atomic_write_bytes(target, data)

@@ -15,6 +15,7 @@ sorted alphabetically only when neither exists.
 from __future__ import annotations
 
 import json
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -123,7 +124,6 @@ def _framework_order(path: Path, names: list[str]) -> list[str]:
         except Exception:  # noqa: BLE001 - a damaged extra file only loses the order
             order = []
     if not order and (path / SCENARIO).is_file():
-        import tomllib
         try:
             doc = tomllib.loads((path / SCENARIO).read_text(encoding="utf-8"))
             order = [str(fw.get("name")) for fw in doc.get("frameworks", []) if isinstance(fw, dict)]

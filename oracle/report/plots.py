@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
+import polars as pl
 
+from oracle.metrics.columns import STATUS_NAMES, Status
 from oracle.metrics.compare import lookup
 from oracle.report import series
 from oracle.report.load import FrameworkRun, RunFolder
@@ -41,25 +43,25 @@ RC = {
 def _style():
     """The report's matplotlib style, for the duration of one figure. Figures are plain
     ``Figure`` objects rendered by Agg: a report never touches pyplot or the caller's backend."""
-    import matplotlib
+    import matplotlib   # lazy: matplotlib (~0.35 s) only for --plots/--html
     return matplotlib.rc_context(RC)
 
 
 def framework_colors(names: Sequence[str]) -> dict[str, Any]:
     """Fixed colour per framework: tab10 in order (tab20 past ten frameworks)."""
-    import matplotlib
+    import matplotlib   # lazy: see _style
     cmap = matplotlib.colormaps["tab10" if len(names) <= 10 else "tab20"]
     return {n: cmap(i % cmap.N) for i, n in enumerate(names)}
 
 
 def _figure(nrows: int, ncols: int, *, size: tuple[float, float], sharex: bool = False):
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure   # lazy: see _style
     fig = Figure(figsize=size, layout="constrained")
     return fig, fig.subplots(nrows, ncols, sharex=sharex, squeeze=False)
 
 
 def _png(fig) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg   # lazy: see _style
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
@@ -92,8 +94,7 @@ def _framework_label(fr: FrameworkRun) -> str:
 
 
 def _finished_after_warm_up(df):
-    import polars as pl
-    cond = pl.col("status") == "finished"
+    cond = pl.col("status") == STATUS_NAMES[Status.FINISHED]
     if "warm_up" in df.columns:
         cond = cond & ~pl.col("warm_up")
     return df.filter(cond)
@@ -102,7 +103,7 @@ def _finished_after_warm_up(df):
 def plain_log_ticks(axis) -> None:
     """Log-axis labels as plain numbers (20, 50, 100, 1,000), never ``2×10^1``: ticks at 1-2-5
     steps over up to ~1.5 decades, 1-3 steps up to 3.5, powers of ten beyond."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter   # lazy: see _style
     lo, hi = sorted(axis.get_view_interval())
     decades = np.log10(hi / lo) if lo > 0 and hi > 0 else 10.0
     subs = (1.0, 2.0, 5.0) if decades <= 1.6 else (1.0, 3.0) if decades <= 3.5 else (1.0,)
@@ -146,7 +147,7 @@ def _mark_slo(ax, slo_ms: float, data_max: float, log: bool) -> None:
 
 def thousands(axis) -> None:
     """Tick labels with thousands separators (25,000)."""
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter   # lazy: see _style
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if abs(v) >= 1000 or v == int(v) else f"{v:g}"))
 
 
@@ -234,7 +235,7 @@ def throughput_over_time(run: RunFolder, colors: dict[str, Any]) -> Plot | None:
                 lw=1.2, ls="--", label="arrivals (offered load)")
         for fr in frs:
             df = fr.requests()
-            done = df.filter(df["status"] == "finished")
+            done = df.filter(df["status"] == STATUS_NAMES[Status.FINISHED])
             completed = series.event_rate(done["completion_s"].to_numpy(), edges)
             tokens = series.spread_rate(done["first_token_s"].to_numpy(), done["completion_s"].to_numpy(),
                                         done["output_tokens"].to_numpy(), edges)
@@ -268,7 +269,7 @@ def _queue_series(fr: FrameworkRun, edges: np.ndarray) -> tuple[np.ndarray, np.n
     arrival = df["arrival_s"].to_numpy().astype(np.float64)
     admitted = df["admitted_s"].to_numpy().astype(np.float64)
     completion = df["completion_s"].to_numpy().astype(np.float64)
-    rejected = (df["status"] == "rejected").to_numpy()
+    rejected = (df["status"] == STATUS_NAMES[Status.REJECTED]).to_numpy()
     wait_end = np.where(rejected, arrival, admitted)
     return (series.interval_mean(arrival, wait_end, edges), series.interval_mean(admitted, completion, edges),
             "requests.parquet")

@@ -217,7 +217,7 @@ def _line_groups(df: pl.DataFrame, names: list[str], colors: dict[str, Any], oth
     if len(names) == 1 and len(others) == 1:
         values = df[others[0]].drop_nulls().unique().sort().to_list()
         if 1 < len(values) <= MAX_SERIES:
-            import matplotlib
+            import matplotlib   # lazy: see oracle.report.plots._style
             cmap = matplotlib.colormaps["viridis"]
             short = short_names([others[0]])[0]
             lines = [(f"{short} = {_fmt_cell(v, 'var')}", cmap(0.9 * k / max(1, len(values) - 1)), {others[0]: v})
@@ -243,7 +243,7 @@ def _sweep_plot(df, var, others, names, colors, fixed) -> Plot | None:
     if not panels:
         return None
     rows, lines, aggregated_over, legend_title = _line_groups(df, names, colors, others)
-    from matplotlib.lines import Line2D
+    from matplotlib.lines import Line2D   # lazy: see oracle.report.plots._style
     with _style():
         fig, axes = _figure(len(rows), len(panels), size=(4.6 * len(panels) + 0.6, 3.9 * len(rows) + 0.8))
         for i, row in enumerate(rows):

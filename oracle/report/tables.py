@@ -12,6 +12,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from rich.table import Table as RichTable
+from rich.text import Text
+
+from oracle.metrics.columns import CACHE_EVENT_NAMES, CacheEvent
 from oracle.metrics.compare import lookup
 
 MINUS = "\u2212"  # typographic minus, as in "TTFT p50 −38 %"
@@ -24,13 +28,13 @@ LATENCY_METRICS = (
     ("E2E", "end_to_end_latency_ms", "end-to-end latency"),
 )
 
-EVENT_LABELS = {
-    "MISS_FULL": "miss (nothing cached)",
-    "CROSS_REQUEST_HIT": "cross-request hit",
-    "CONVERSATIONAL_HIT": "conversational hit",
-    "FULL_HIT_NO_PREFILL_NEEDED": "full hit (no prefill needed)",
-    "CONVERSATIONAL_MISS_EVICTED": "conversational miss (evicted)",
-}
+EVENT_LABELS = {CACHE_EVENT_NAMES[e]: label for e, label in (
+    (CacheEvent.MISS_FULL, "miss (nothing cached)"),
+    (CacheEvent.CROSS_REQUEST_HIT, "cross-request hit"),
+    (CacheEvent.CONVERSATIONAL_HIT, "conversational hit"),
+    (CacheEvent.FULL_HIT_NO_PREFILL_NEEDED, "full hit (no prefill needed)"),
+    (CacheEvent.CONVERSATIONAL_MISS_EVICTED, "conversational miss (evicted)"),
+)}
 
 
 @dataclass(frozen=True)
@@ -314,7 +318,6 @@ def run_tables(summaries: dict[str, dict[str, Any]]) -> list[Table]:
 # ---------------------------------------------------------------------------------------------
 # Renderers
 def to_rich(t: Table):
-    from rich.table import Table as RichTable
     rt = RichTable(title=t.title, caption=t.caption, title_justify="left", caption_justify="left",
                    title_style="bold")
     for i, c in enumerate(t.columns):
@@ -325,7 +328,6 @@ def to_rich(t: Table):
 
 
 def _rich_text(c: Cell):
-    from rich.text import Text
     return Text(c.text, style=c.style or "")
 
 

@@ -16,6 +16,7 @@ __all__ = ["load_sweep", "run_sweep", "search"]
 
 
 def __getattr__(name: str):
+    # lazy: see the module docstring (the submodules import numpy and polars)
     if name == "run_sweep":
         from oracle.sweep.run import run_sweep
         return run_sweep

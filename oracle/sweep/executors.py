@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from oracle.errors import OracleError
-from oracle.sweep.task import init_worker, run_task, worker_env
+from oracle.errors import OracleError, interrupted
+from oracle.sweep.task import clear_workload_cache, init_worker, run_task, worker_env
 
 EXECUTORS = ("local", "ray")
 
@@ -34,7 +34,6 @@ class TaskFailed(Exception):
 
 
 def run_serial(tasks: Iterable) -> Iterator[tuple[Any, dict]]:
-    from oracle.sweep.task import clear_workload_cache
     try:
         for t in tasks:
             try:
@@ -42,7 +41,6 @@ def run_serial(tasks: Iterable) -> Iterator[tuple[Any, dict]]:
             except (KeyboardInterrupt, SystemExit):
                 raise
             except BaseException as exc:  # noqa: BLE001 - reported with the point
-                from oracle.errors import interrupted
                 if interrupted(exc):   # Ctrl-C inside a numba call arrives as a SystemError
                     raise KeyboardInterrupt from None
                 raise TaskFailed(t, exc) from exc
@@ -53,6 +51,8 @@ def run_serial(tasks: Iterable) -> Iterator[tuple[Any, dict]]:
 
 def run_local(tasks: list, *, workers: int) -> Iterator[tuple[Any, dict]]:
     """A spawn-context process pool of ``workers`` processes."""
+    # lazy: oracle.cli exits an interrupted run through the interpreter (not os._exit) once
+    # multiprocessing is imported, i.e. once a pool has started
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
@@ -93,7 +93,7 @@ def _terminate_pool(procs) -> None:
 
 def import_ray():
     try:
-        import ray
+        import ray   # lazy: an optional dependency
     except ImportError:
         raise OracleError("the ray executor needs Ray: pip install 'llmperforacle[ray]'") from None
     return ray

@@ -24,8 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import polars as pl
+
 from oracle.errors import OracleError
-from oracle.metrics.writers import atomic_write_parquet, atomic_write_text
+from oracle.metrics.writers import atomic_write
+from oracle.sweep.executors import TaskFailed, execute
 from oracle.sweep.spec import RESERVED_COLUMNS, SweepSpec, SweepTask, expand_points, load_sweep, make_tasks
 from oracle.sweep.task import METRICS, workload_key
 
@@ -99,7 +102,6 @@ def run_sweep(sweep: str | Path | SweepSpec, *, out_dir: str | Path | None = Non
     if on_validated is not None:
         on_validated(len(points), len(todo))
 
-    from oracle.sweep.executors import TaskFailed, execute
     nworkers = workers or os.cpu_count() or 1
     if executor == "local":
         nworkers = max(1, min(nworkers, len(todo)))
@@ -129,9 +131,9 @@ def run_sweep(sweep: str | Path | SweepSpec, *, out_dir: str | Path | None = Non
 
     table = assemble(spec, points, tasks, pdir)
     path = out / TABLE_NAME
-    _atomic_write_parquet(table, path)
+    atomic_write(path, table.write_parquet)
     wall = time.perf_counter() - t0
-    _atomic_write_text(out / MANIFEST_NAME, json.dumps({
+    atomic_write(out / MANIFEST_NAME, json.dumps({
         "name": spec.name, "sweep_file": str(spec.path) if spec.path else None, "base": str(spec.base),
         "repeats": spec.repeats, "num_points": len(points), "num_tasks": len(tasks),
         "num_run": len(todo), "num_reused": len(done_keys), "executor": executor, "workers": nworkers,
@@ -152,7 +154,7 @@ def _point_path(pdir: Path, key: str) -> Path:
 def _write_point(pdir: Path, task: SweepTask, res: dict, spec: SweepSpec) -> None:
     doc = {"key": task.key, "point": task.point, "repeat": task.repeat, "seed": task.seed,
            "rows": res["rows"], "task_wall_s": res.get("task_wall_s")}
-    _atomic_write_text(_point_path(pdir, task.key), json.dumps(doc, default=str) + "\n")
+    atomic_write(_point_path(pdir, task.key), json.dumps(doc, default=str) + "\n")
 
 
 def _read_point(pdir: Path, key: str) -> list[dict] | None:
@@ -171,17 +173,8 @@ def _remove_temporaries(pdir: Path) -> None:
         f.unlink(missing_ok=True)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_text(path, text)   # whole file or none
-
-
-def _atomic_write_parquet(table, path: Path) -> None:
-    atomic_write_parquet(table, path)
-
-
 # -- the table -------------------------------------------------------------------------------
 def _override_dtype(values: list[Any]):
-    import polars as pl
     present = [v for v in values if v is not None]
     if present and all(isinstance(v, bool) for v in present):
         return pl.Boolean, values
@@ -202,7 +195,6 @@ def override_columns(spec: SweepSpec) -> list[str]:
 
 def assemble(spec: SweepSpec, points, tasks: list[SweepTask], pdir: Path):
     """Build the sweep table from the per-point files (every task must have one)."""
-    import polars as pl
     by_point = {p.index: p for p in points}
     okeys = override_columns(spec)
     cols: dict[str, list] = {c: [] for c in (*RESERVED_COLUMNS, *okeys, *(m for m, _, _ in METRICS))}

@@ -27,8 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import polars as pl
+
+from oracle.api import load_workload, simulate
 from oracle.errors import OracleError, ScenarioError
-from oracle.scenario import Scenario, apply_overrides, load_scenario, read_toml, scenario_from_dict
+from oracle.scenario import Scenario, apply_overrides, load_scenario, scenario_from_dict
 from oracle.sweep.task import METRICS, _summary_row
 
 VARY = ("rate", "replicas")
@@ -57,11 +60,11 @@ class SearchResult:
     base_session_rate: float | None
     points: list[dict[str, Any]] = field(default_factory=list)
     wall_time_s: float = 0.0
+    scenario: Scenario | None = field(default=None, repr=False)   # the base scenario, as loaded
 
     @property
     def table(self):
         """The measured curve, sorted by value (polars DataFrame)."""
-        import polars as pl
         schema = {"value": pl.Int64 if self.vary == "replicas" else pl.Float64, "order": pl.Int64,
                   "offered_sessions_per_s": pl.Float64, "passed": pl.Boolean,
                   **{m: (pl.Int64 if k == "i" else pl.Float64) for m, _, k in METRICS}}
@@ -133,7 +136,6 @@ class _Evaluator:
     def __call__(self, value) -> bool:
         if value in self.points:
             return self.points[value]["passed"]
-        from oracle.api import load_workload, simulate
         if self.progress is not None:
             label = f"rate x{value:.4g}" if self.vary == "rate" else f"{value} replicas"
             self.progress(f"step {len(self.points) + 1}: simulating {label}")
@@ -177,13 +179,12 @@ def search(scenario: str | Path | Scenario, *, vary: str, slo_ttft_ms: float | N
 
     if isinstance(scenario, Scenario):
         sc0 = scenario
-        raw, file = scenario.raw, scenario.path
     else:
         file = Path(scenario)
         if file.suffix.lower() in (".yaml", ".yml", ".json"):
             raise OracleError("search needs a TOML scenario (convert a legacy config first)", file=file)
         sc0 = load_scenario(file)
-        raw = read_toml(file)
+    raw, file = sc0.raw, sc0.path
     base_dir = sc0.base_dir
     fw_name = framework or sc0.frameworks[0].name
     sc0.framework(fw_name)   # raises with the available names
@@ -203,7 +204,7 @@ def search(scenario: str | Path | Scenario, *, vary: str, slo_ttft_ms: float | N
         answer, status, neighbour = _search_replicas(ev, int(lo) if lo else None, int(hi) if hi else None)
     return SearchResult(vary=vary, framework=fw_name, target=goodput, slo=slo, answer=answer, status=status,
                         neighbour=neighbour, base_session_rate=session_rate(sc0),
-                        points=list(ev.points.values()), wall_time_s=time.perf_counter() - t0)
+                        points=list(ev.points.values()), wall_time_s=time.perf_counter() - t0, scenario=sc0)
 
 
 def _search_rate(ev: _Evaluator, lo: float | None, hi: float | None, tol: float):

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from oracle import __version__
 from oracle._config import Table, _type_name, key_position
 from oracle.errors import OracleError, Problems, ScenarioError, Skip
 from oracle.scenario import Scenario, apply_overrides, read_toml, scenario_from_dict
@@ -101,10 +102,14 @@ class SweepSpec:
         return n
 
 
-def load_sweep(path: str | Path) -> SweepSpec:
-    """Read a sweep file and its base scenario (not yet validated point by point)."""
+def load_sweep(path: str | Path, *, raw: dict | None = None) -> SweepSpec:
+    """Read a sweep file and its base scenario (not yet validated point by point).
+
+    ``raw``: the file's parsed TOML, when the caller has read it already.
+    """
     path = Path(path)
-    raw = read_toml(path)
+    if raw is None:
+        raw = read_toml(path)
     try:
         return sweep_from_dict(raw, base_dir=path.parent, file=path)
     except OracleError as exc:
@@ -304,7 +309,6 @@ def point_error(spec: SweepSpec, index: int, exc: OracleError) -> ScenarioError:
 
 def make_tasks(spec: SweepSpec, points: list[SweepPoint]) -> list[SweepTask]:
     """One task per point x repeat, with its seed and content key."""
-    from oracle import __version__
     tasks = []
     base_dir = str(spec.base.parent.resolve())
     for p in points:

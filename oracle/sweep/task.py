@@ -22,6 +22,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
+import sys
 import time
 from collections import OrderedDict
 from pathlib import Path
@@ -90,7 +92,6 @@ def init_worker(env: dict[str, str], *, ignore_sigint: bool = True) -> None:
     handles it, keeps the finished points and stops the workers.
     """
     if ignore_sigint:
-        import signal
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     for k, v in env.items():
         os.environ.setdefault(k, v)
@@ -111,7 +112,7 @@ def _get_workload(sc, key: str):
     if wl is not None:
         _workloads.move_to_end(key)
         return wl, True
-    from oracle.api import load_workload
+    from oracle.api import load_workload   # lazy: see _run
     wl = load_workload(sc)
     wl.block_hashes = functools.lru_cache(maxsize=4)(wl.block_hashes)   # per block size, once
     _workloads[key] = wl
@@ -127,9 +128,8 @@ def clear_workload_cache() -> None:
 
 def _dispatchers():
     """Every numba dispatcher of the package's kernel/engine modules loaded so far."""
-    import sys
     try:
-        from numba.core.registry import CPUDispatcher
+        from numba.core.registry import CPUDispatcher   # lazy: see _run
     except ImportError:  # pragma: no cover
         return []
     out = []
@@ -174,6 +174,8 @@ def run_task(task) -> dict[str, Any]:
 
 
 def _run(task, t0: float) -> dict[str, Any]:
+    # lazy: numpy, polars and numba read their thread and cache settings when imported, which
+    # init_worker sets after a worker has imported this module (see the module docstring)
     from oracle.api import simulate
     from oracle.scenario import scenario_from_dict
     before = compile_count()

@@ -9,9 +9,11 @@
 
 from __future__ import annotations
 
-from oracle.workload.spec import (ArrivalSpec, ClientSpec, ConversationSpec, DistSpec, TraceSpec,
-                                  WorkloadSpec, max_prompt_tokens, max_total_tokens, parse_workload)
+from oracle.workload.generate import generate
+from oracle.workload.spec import (ArrivalSpec, ClientSpec, ConversationSpec, DistSpec, WorkloadSpec,
+                                  max_prompt_tokens, max_total_tokens, parse_workload)
 from oracle.workload.table import Workload
+from oracle.workload.traces import TraceSpec, load_trace
 
 __all__ = ["ArrivalSpec", "ClientSpec", "ConversationSpec", "DistSpec", "TraceSpec", "Workload",
            "WorkloadSpec", "build_workload", "max_prompt_tokens", "max_total_tokens", "parse_workload"]
@@ -28,7 +30,6 @@ def build_workload(spec: WorkloadSpec, *, duration_s: float | None, num_requests
     are kept. ``seed`` only matters for generated workloads.
     """
     if spec.trace is not None:
-        from oracle.workload.traces import load_trace
         wl = load_trace(spec.trace)
         if duration_s is not None:
             late = ~(wl.arrival_s < duration_s)  # NaN (follow-ups) follow their parent below
@@ -37,5 +38,4 @@ def build_workload(spec: WorkloadSpec, *, duration_s: float | None, num_requests
         if num_requests is not None:
             wl = wl.slice(num_requests)
         return wl
-    from oracle.workload.generate import generate
     return generate(spec, duration_s=duration_s, num_requests=num_requests, seed=int(seed))

@@ -329,7 +329,7 @@ def _build(spec: WorkloadSpec, s: dict) -> Workload:
         think = np.where(fixed, 0.0, think)
 
     # segment counts and token totals, then the segments (kernels walk ids: a fork base comes first)
-    from oracle.kernels.segments import fill_segments, segment_counts
+    from oracle.kernels.segments import fill_segments, segment_counts   # lazy: numba (~0.4 s); validate imports this
     sys_len = np.where(k == 0, sys_len_c[client], 0)
     has_sys = sys_len > 0
     nseg = np.empty(n, np.int64)

@@ -73,6 +73,7 @@ clipped to ``[max(min, 0), max]``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from dataclasses import dataclass, field
@@ -81,7 +82,8 @@ from pathlib import Path
 import numpy as np
 
 from oracle._config import Table
-from oracle.errors import ScenarioError
+from oracle.errors import OracleError, TraceError
+from oracle.workload.traces import TRACE_FORMATS, TraceSpec, infer_format, read_column
 
 DISTS = ("constant", "uniform", "normal", "lognormal", "exponential", "zipf", "empirical")
 PROCESSES = ("poisson", "gamma", "constant")
@@ -89,7 +91,6 @@ PATTERNS = ("chat", "agent", "branch")
 FIRST_ARRIVAL = ("zero", "gap")
 THINK_FROM = ("completion", "arrival")
 POPULARITY = ("uniform", "zipf")
-TRACE_FORMATS = ("mooncake", "azure", "token_ids", "parquet")
 MAX_TURNS = 4096          # hard cap on turns per session (history is copied per turn)
 MAX_ZIPF_SUPPORT = 1 << 24
 
@@ -186,17 +187,6 @@ class ClientSpec:
 
 
 @dataclass(frozen=True)
-class TraceSpec:
-    """A trace file replayed as the workload."""
-
-    path: Path
-    format: str                 # mooncake | azure | token_ids | parquet
-    time_scale: float = 1.0     # multiplies inter-arrival times (2.0 = half the rate)
-    limit: int | None = None    # keep at most this many requests
-    start_s: float = 0.0        # skip records earlier than this offset from the first record
-
-
-@dataclass(frozen=True)
 class WorkloadSpec:
     """Generated clients (``clients``, optional shared ``arrival``) or a ``trace``."""
 
@@ -256,8 +246,6 @@ def parse_trace(t: Table, *, base_dir: Path) -> TraceSpec:
     fmt = t.str("format", None, choices=TRACE_FORMATS)
     if path is not None and t.ok("format"):
         if fmt is None:
-            from oracle.workload.traces import infer_format
-            from oracle.errors import TraceError
             try:
                 fmt = infer_format(path)
             except TraceError as exc:
@@ -368,7 +356,6 @@ def _parse_conversation(t: Table, base_dir: Path) -> ConversationSpec:
 
 
 def _replace(d: DistSpec, **kw) -> DistSpec:
-    import dataclasses
     return dataclasses.replace(d, **kw)
 
 
@@ -466,8 +453,6 @@ def _parse_empirical(t: Table, base_dir: Path) -> dict:
     path = Path(raw_path)
     if not path.is_absolute():
         path = base_dir / path
-    from oracle.errors import OracleError
-    from oracle.workload.traces import read_column
     try:
         data = read_column(path, column)
     except OracleError as exc:

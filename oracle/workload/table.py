@@ -19,12 +19,13 @@ follow-ups (``parent >= 0``), and the finite arrival times are non-decreasing in
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from oracle.errors import TraceError
+from oracle.metrics.writers import atomic_write
 
 FORMAT_VERSION = "1"
 
@@ -104,7 +105,7 @@ class Workload:
 
     def block_hashes(self, block_size: int) -> tuple[np.ndarray, np.ndarray]:
         """``(hash_offsets, hashes)`` of all full blocks (see ``oracle.kernels.hashing``)."""
-        from oracle.kernels.hashing import block_hashes
+        from oracle.kernels.hashing import block_hashes   # lazy: numba (~0.4 s); validate imports this module
         return block_hashes(self.seg_offsets, self.seg_key, self.seg_len, block_size)
 
     # -- consistency -----------------------------------------------------------------------
@@ -207,7 +208,7 @@ class Workload:
     # -- files -----------------------------------------------------------------------------
     def to_parquet(self, path: str | Path) -> None:
         """Write the project's workload format (lossless; atomic: temp file, then rename)."""
-        import pyarrow as pa
+        import pyarrow as pa   # lazy (also below): pyarrow (~0.2 s) only for workload files
         import pyarrow.parquet as pq
 
         off = pa.array(self.seg_offsets, pa.int64())
@@ -218,30 +219,13 @@ class Workload:
                 "oracle.workload.client_names": json.dumps(self.client_names),
                 "oracle.workload.source": self.source}
         table = pa.table(cols).replace_schema_metadata(meta)
-        path = Path(path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".parquet", dir=path.parent)
-        except OSError as exc:
-            from oracle.errors import OracleError
-            from oracle.metrics.writers import check_out_dir
-            check_out_dir(path.parent)   # names a path component that is a file
-            raise OracleError(f"cannot write: {exc.strerror}", file=path) from None
-        os.close(fd)
-        try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(Path(path), lambda p: pq.write_table(table, p))
 
     @classmethod
     def from_parquet(cls, path: str | Path) -> "Workload":
         """Read a file written by :meth:`to_parquet`; raises ``TraceError`` naming the file."""
         import pyarrow as pa
         import pyarrow.parquet as pq
-
-        from oracle.errors import TraceError
 
         path = Path(path)
         if not path.is_file():

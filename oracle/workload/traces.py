@@ -36,6 +36,7 @@ of Parquet workloads are not scaled.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import dataclasses
 import json
@@ -49,14 +50,26 @@ import numpy as np
 
 from oracle._config import did_you_mean
 from oracle.errors import TraceError
-from oracle.workload.spec import TraceSpec
 from oracle.workload.table import (KIND_HASH_ID, KIND_OUTPUT, KIND_USER, Workload, content_keys)
+
+TRACE_FORMATS = ("mooncake", "azure", "token_ids", "parquet")
 
 MOONCAKE_BLOCK = 512
 JSON_BLOCK_BYTES = 1 << 25  # pyarrow JSON block: must hold the longest line
 _MAX_KEY = (1 << 60) - 1
 _MAX_LEN = 2**31 - 1
 _TIME_FIELDS = {"arrival_time_ns": 1e-9, "arrival_time_s": 1.0, "timestamp": 1e-3}
+
+
+@dataclasses.dataclass(frozen=True)
+class TraceSpec:
+    """A trace file replayed as the workload (``[workload.trace]``, parsed by ``oracle.workload.spec``)."""
+
+    path: Path
+    format: str                 # mooncake | azure | token_ids | parquet
+    time_scale: float = 1.0     # multiplies inter-arrival times (2.0 = half the rate)
+    limit: int | None = None    # keep at most this many requests
+    start_s: float = 0.0        # skip records earlier than this offset from the first record
 
 
 # -- entry points ----------------------------------------------------------------------------
@@ -141,7 +154,7 @@ def _check_mooncake(obj: Any) -> str | None:
 
 def read_mooncake(path: str | Path) -> Workload:
     """Mooncake JSONL -> Workload (see the module docstring)."""
-    import pyarrow as pa
+    import pyarrow as pa   # lazy: pyarrow, polars (~0.2 s each) only to read a trace
     path = Path(path)
     schema = pa.schema([("timestamp", pa.float64()), ("input_length", pa.int64()),
                         ("output_length", pa.int64()), ("hash_ids", pa.list_(pa.int64()))])
@@ -203,7 +216,7 @@ def _token_ids_checker(time_field: str) -> Callable[[Any], str | None]:
 
 def read_token_ids(path: str | Path) -> Workload:
     """Token-id JSONL -> Workload: one length-1 segment per token, key = token id."""
-    import pyarrow as pa
+    import pyarrow as pa   # lazy: see read_mooncake
     path = Path(path)
     lineno, first = _first_record(path)
     time_field = next((f for f in _TIME_FIELDS if isinstance(first, dict) and f in first), None)
@@ -287,7 +300,7 @@ def _check_azure(row: dict) -> str | None:
 
 def read_azure(path: str | Path) -> Workload:
     """Azure LLM inference trace CSV -> Workload (unique prompts, no sharing)."""
-    import polars as pl
+    import polars as pl   # lazy: see read_mooncake
     path = Path(path)
     _check_text(path, "CSV")
     with open(path, newline="", encoding="utf-8", errors="replace") as f:
@@ -354,7 +367,7 @@ def _fail_csv(path: Path, fallback: str) -> None:
 
 def read_column(path: str | Path, column: str) -> np.ndarray:
     """All values of one numeric column of a CSV / JSONL / Parquet file, as f8 (finite, non-empty)."""
-    import polars as pl
+    import polars as pl   # lazy: see read_mooncake
     path = Path(path)
     _check_file(path)
     suffix = path.suffix.lower()
@@ -368,7 +381,7 @@ def read_column(path: str | Path, column: str) -> np.ndarray:
             _check_column(path, column, list(names))
             s = pl.read_parquet(path, columns=[column])[column]
         elif suffix in (".jsonl", ".json", ".ndjson"):
-            import pyarrow.json as pj
+            import pyarrow.json as pj   # lazy: see read_mooncake
             table = pj.read_json(path, read_options=pj.ReadOptions(block_size=JSON_BLOCK_BYTES))
             _check_column(path, column, table.column_names)
             s = pl.from_arrow(table.column(column))
@@ -402,7 +415,6 @@ def _check_file(path: Path) -> None:
 
 def _check_text(path: Path, what: str) -> None:
     """Refuse a binary file (NUL bytes or invalid UTF-8 in its first 64 KiB) in one clear line."""
-    import codecs
     _check_file(path)
     with open(path, "rb") as f:
         head = f.read(1 << 16)
@@ -430,7 +442,7 @@ def _first_record(path: Path) -> tuple[int, Any]:
 
 def _read_jsonl(path: Path, schema, check: Callable[[Any], str | None]):
     """Bulk-parse a JSONL file with pyarrow; on any failure, report the first bad line."""
-    import pyarrow as pa
+    import pyarrow as pa   # lazy: see read_mooncake
     import pyarrow.json as pj
     _check_text(path, "JSON lines")
     try:

@@ -1,8 +1,13 @@
-"""Estimate a run's memory before allocating, and refuse runs that cannot fit."""
+"""Host RAM: estimate a run's memory before allocating, and refuse runs that cannot fit.
+
+(The GPU memory model -- weights, activations, KV blocks per GPU -- is ``oracle.memory``.)
+"""
 
 from __future__ import annotations
 
 import os
+
+import numpy as np
 
 from oracle.errors import CapacityError
 
@@ -32,9 +37,12 @@ def available_memory_bytes() -> int | None:
     return avail
 
 
-def estimate_bytes(scenario, frameworks, workload) -> int:
-    """Rough peak bytes of simulating the largest framework of ``frameworks`` over ``workload``."""
-    import numpy as np
+def estimate_bytes(scenario, frameworks, workload, num_gpu_blocks: dict[str, int]) -> int:
+    """Rough peak bytes of simulating the largest framework of ``frameworks`` over ``workload``.
+
+    ``num_gpu_blocks``: framework name -> KV blocks per replica (-1: unlimited), as
+    ``oracle.scenario.resolve_num_gpu_blocks`` gives them.
+    """
     n = len(workload)
     total_tokens = (np.asarray(workload.prompt_tokens, np.int64) + workload.output_tokens)
     peak = 0
@@ -42,12 +50,9 @@ def estimate_bytes(scenario, frameworks, workload) -> int:
         bs = fw.block_size
         # block hashes exist only with prefix caching on (oracle.api.engine_block_hashes)
         hashes = int((total_tokens // bs).sum()) * 8 if fw.enable_prefix_caching else 0
-        if fw.num_gpu_blocks == "unlimited":
+        blocks = num_gpu_blocks[fw.name]
+        if blocks < 0:   # unlimited: the engine sizes the pool for every request's blocks
             blocks = int(((total_tokens + bs - 1) // bs).sum()) + 1
-        elif isinstance(fw.num_gpu_blocks, int):
-            blocks = fw.num_gpu_blocks
-        else:
-            blocks = 200_000  # upper end of memory-derived pools
         pool = fw.replicas * blocks * PER_BLOCK_BYTES
         queues = fw.replicas * n * 4
         tables = fw.replicas * fw.max_num_seqs * (fw.max_model_len // bs + 1) * 4
@@ -117,11 +122,13 @@ def check_workload_size(scenario, *, max_memory_bytes: int | None = None) -> Non
             file=scenario.path)
 
 
-def check_memory(scenario, frameworks, workload, *, max_memory_bytes: int | None = None) -> None:
+def check_memory(scenario, frameworks, workload, num_gpu_blocks: dict[str, int], *,
+                 max_memory_bytes: int | None = None) -> None:
+    """Refuse a run whose :func:`estimate_bytes` exceeds the limit."""
     limit = memory_limit_bytes(max_memory_bytes)
     if limit is None:
         return
-    need = estimate_bytes(scenario, frameworks, workload)
+    need = estimate_bytes(scenario, frameworks, workload, num_gpu_blocks)
     if need > limit:
         raise CapacityError(
             f"this run needs about {_size(need)} but only {_size(limit)} are available "
