@@ -12,8 +12,7 @@ from enum import IntEnum
 
 import numpy as np
 
-from oracle.kernels.arith import cdiv as _cdiv
-from oracle.kernels.arith import log_bin, plain
+from oracle.kernels.arith import cdiv, log_bin  # noqa: F401 (cdiv re-exported: plain Python, no numba)
 
 
 class Router(IntEnum):
@@ -57,16 +56,13 @@ ITL_NUM_BINS = ITL_BINS_PER_DECADE * ITL_DECADES + 2
 
 def itl_bin(gap_s: float) -> int:
     """Histogram bin of one inter-token gap in seconds (the jitted engine's formula)."""
-    return plain(log_bin)(gap_s, ITL_MIN_S, ITL_BINS_PER_DECADE, ITL_NUM_BINS)
+    return log_bin(gap_s, ITL_MIN_S, ITL_BINS_PER_DECADE, ITL_NUM_BINS)
 
 
 def itl_bin_edges_s() -> np.ndarray:
     """Lower edge (seconds) of each histogram bin; bin 0's lower edge is 0."""
     k = np.arange(ITL_NUM_BINS - 1, dtype=np.float64)
     return np.concatenate([[0.0], ITL_MIN_S * 10.0 ** (k / ITL_BINS_PER_DECADE)])
-
-
-cdiv = plain(_cdiv)  # ceiling division of non-negative integers (the kernels' own)
 
 
 @dataclass(frozen=True)

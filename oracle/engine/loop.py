@@ -33,7 +33,7 @@ from oracle.engine.scheduler import (abort_running, cache_cohort, cohort_fits, f
                                      schedule_waiting)
 from oracle.engine.state import DIAGNOSTICS, Config, Counter, Requests, new_state
 from oracle.kernels._jit import jit, kernel
-from oracle.kernels.arith import cdiv
+from oracle.kernels.blockpool import cdiv
 from oracle.kernels.cost import step_time_s
 from oracle.kernels.kvcache import num_free, num_hashed, num_used
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from oracle.engine.inputs import Router
 from oracle.engine.state import Counter
 from oracle.kernels._jit import jit, kernel
-from oracle.kernels.arith import cdiv
+from oracle.kernels.blockpool import cdiv
 from oracle.kernels.kvcache import match_prefix, num_used
 
 

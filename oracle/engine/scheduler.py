@@ -25,7 +25,8 @@ from oracle.engine.inputs import CacheEvent, Status
 from oracle.engine.queues import release_followups, wq_front, wq_pop_front, wq_push_front
 from oracle.engine.state import Counter
 from oracle.kernels._jit import jit, kernel
-from oracle.kernels.arith import cdiv, log_bin
+from oracle.kernels import arith
+from oracle.kernels.blockpool import cdiv
 from oracle.kernels.kvcache import (allocate, cache_block, count_evictable_hits, free_blocks, match_prefix, num_free,
                                     producing_session, touch_hits)
 
@@ -333,10 +334,13 @@ def schedule_waiting(r, t, budget, nsch, cfg, req, st):
 
 
 # ------------------------------------------------------------------------------ step end
+_log_bin = jit(inline="always")(arith.log_bin)  # compiled twin of oracle.kernels.arith.log_bin
+
+
 @jit(inline="always")
 def itl_bin(gap, cfg, num_bins):
     """Histogram bin of an inter-token gap (oracle.engine.inputs.itl_bin)."""
-    return log_bin(gap, cfg.itl_min_s, cfg.itl_bins_per_decade, num_bins)
+    return _log_bin(gap, cfg.itl_min_s, cfg.itl_bins_per_decade, num_bins)
 
 
 @kernel

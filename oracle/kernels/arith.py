@@ -1,7 +1,8 @@
-"""Small integer and binning helpers shared by the kernels and plain Python.
+"""Small integer and binning helpers, written once as plain Python (no numba import here:
+``oracle.engine.inputs`` and so ``oracle validate`` use them without loading numba).
 
-Each is written once, as plain Python, and compiled for the kernels; ``plain(f)`` gives back
-the Python function (the reference engine and the metrics call that one), so both sides
+The kernels use compiled twins made from these very functions
+(``oracle.kernels.blockpool.cdiv``, ``oracle.engine.scheduler.itl_bin``), so both sides
 compute with the same source.
 """
 
@@ -9,21 +10,12 @@ from __future__ import annotations
 
 import math
 
-from oracle.kernels._jit import jit
 
-
-def plain(f):
-    """The Python function behind a compiled helper (itself under ``NUMBA_DISABLE_JIT=1``)."""
-    return getattr(f, "py_func", f)
-
-
-@jit(inline="always")
 def cdiv(a, b):
     """Ceiling division of non-negative integers."""
     return -(-a // b)
 
 
-@jit(inline="always")
 def log_bin(x, x_min, bins_per_decade, num_bins):
     """Bin of ``x`` in a log-spaced histogram: bin 0 holds everything below ``x_min``, bin
     ``k >= 1`` the values in ``[x_min * 10**((k-1)/bins_per_decade), x_min * 10**(k/bins_per_decade))``,

@@ -25,7 +25,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from oracle.kernels import arith
 from oracle.kernels._jit import jit
+
+#: Ceiling division of non-negative integers, compiled from ``oracle.kernels.arith.cdiv``.
+cdiv = jit(inline="always")(arith.cdiv)
 
 
 @jit(inline="always")

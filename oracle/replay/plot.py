@@ -82,5 +82,5 @@ def replay_figure_png(comparison: dict[str, Any]) -> bytes:
 
 def write_plot(comparison: dict[str, Any], path: str | Path) -> Path:
     """Write the figure atomically to ``path`` (PNG)."""
-    from oracle.metrics.writers import atomic_write_bytes
-    return atomic_write_bytes(Path(path), replay_figure_png(comparison))
+    from oracle.metrics.writers import atomic_write  # lazy: keeps `oracle replay --help` light
+    return atomic_write(Path(path), replay_figure_png(comparison))
