@@ -174,3 +174,21 @@ def interrupted(exc: BaseException) -> bool:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return False
+
+
+def read_text_file(path: str | Path, *, error: type[OracleError] = OracleError, expected: str = "a file") -> str:
+    """The UTF-8 text of ``path``; a missing, unreadable or binary file is one ``error``
+    naming the file (``expected``: what the file should be, e.g. "a TOML file")."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise error("file not found", file=path) from None
+    except IsADirectoryError:
+        raise error(f"is a directory, expected {expected}", file=path) from None
+    except OSError as exc:
+        raise error(f"cannot read: {exc.strerror}", file=path) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise error(f"not a text (UTF-8) {expected.removeprefix('a ').removeprefix('an ')}", file=path) from None

@@ -18,7 +18,7 @@ from typing import Any
 from oracle._config import Table, key_position
 from oracle.catalog import get_gpu, get_model, gpu_from_table, model_from_table
 from oracle.engine.inputs import ROUTER_NAMES
-from oracle.errors import OracleError, Problems, ScenarioError, Skip
+from oracle.errors import OracleError, Problems, ScenarioError, Skip, read_text_file
 from oracle.memory import compute_num_gpu_blocks, resolve_kv_dtype
 from oracle.workload.spec import max_prompt_tokens, parse_workload
 
@@ -147,18 +147,9 @@ def load_scenario(path: str | Path, *, overrides: dict[str, Any] | None = None) 
 
 
 def read_toml(path: Path) -> dict:
+    text = read_text_file(path, error=ScenarioError, expected="a TOML file")
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ScenarioError("file not found", file=path) from None
-    except IsADirectoryError:
-        raise ScenarioError("is a directory, expected a TOML file", file=path) from None
-    except OSError as exc:
-        raise ScenarioError(f"cannot read: {exc.strerror}", file=path) from None
-    try:
-        return tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ScenarioError("not a text (UTF-8) TOML file", file=path) from None
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"TOML syntax error: {exc}", file=path) from None
 

@@ -54,8 +54,8 @@ def _simulate(req, cfg, st):
     num_steps = 0
     si = 0  # next request without a parent, in arrival order
     while True:
-        q, ta, from_heap = _next_arrival(req, qs, si)
-        r, ts = _next_step(cfg, st)
+        q, ta, from_heap = _next_arrival(si, req.static_order, req.arrival_s, qs.hp_t, qs.hp_id, qs.hp_n)
+        r, ts = _next_step(cfg.max_num_seqs, qs.wq_len, st.rs.slot_top, qs.busy_until)
         if qs.ab_n[0] > 0 and (q < 0 or qs.ab_t[0] <= ta) and (r < 0 or qs.ab_t[0] <= ts):
             qa, t_abort = qs.ab_id[0], qs.ab_t[0]
             heap_pop(qs.ab_t, qs.ab_id, qs.ab_n)
@@ -90,32 +90,34 @@ def _has_work(cfg, st, r):
 
 
 @kernel
-def _next_arrival(req, qs, si):
+def _next_arrival(si, static_order, arrival_s, hp_t, hp_id, hp_n):
     """``(request, time, from_heap)`` of the earliest pending arrival by (time, id): the next
-    request without a parent or the head of the follow-up heap; request -1 if none."""
+    request without a parent (``static_order[si]``) or the head of the follow-up heap;
+    request -1 if none. Arrays, not records: it runs once per event."""
     qa = np.int64(-1)
     ta = np.inf
     from_heap = False
-    if si < req.static_order.shape[0]:
-        qa = req.static_order[si]
-        ta = req.arrival_s[qa]
-    if qs.hp_n[0] > 0 and (qa < 0 or qs.hp_t[0] < ta or (qs.hp_t[0] == ta and qs.hp_id[0] < qa)):
-        ta = qs.hp_t[0]
-        qa = qs.hp_id[0]
+    if si < static_order.shape[0]:
+        qa = static_order[si]
+        ta = arrival_s[qa]
+    if hp_n[0] > 0 and (qa < 0 or hp_t[0] < ta or (hp_t[0] == ta and hp_id[0] < qa)):
+        ta = hp_t[0]
+        qa = hp_id[0]
         from_heap = True
     return qa, ta, from_heap
 
 
 @kernel
-def _next_step(cfg, st):
-    """``(replica, time)`` of the next step: the replica with work whose clock is earliest
-    (ties: the lowest); replica -1 if none has work."""
+def _next_step(s_max, wq_len, slot_top, busy_until):
+    """``(replica, time)`` of the next step: the replica with work (waiting or running
+    requests; a running one holds one of the ``s_max`` slots) whose clock is earliest (ties:
+    the lowest); replica -1 if none has work. Arrays, not records: it runs once per event."""
     rs = np.int64(-1)  # not a literal: the kernels below are compiled for one type of r
     ts = np.inf
-    for r in range(cfg.num_replicas):
-        if _has_work(cfg, st, r) and (rs < 0 or st.qs.busy_until[r] < ts):
+    for r in range(busy_until.shape[0]):
+        if wq_len[r] + s_max - slot_top[r] > 0 and (rs < 0 or busy_until[r] < ts):
             rs = r
-            ts = st.qs.busy_until[r]
+            ts = busy_until[r]
     return rs, ts
 
 
@@ -200,7 +202,7 @@ def _step(r, t, cfg, req, st):
     return dt, num_decode, num_tokens
 
 
-@kernel
+@jit(inline="always")
 def _price(r, nb, nsch, cfg, req, st):
     """The step's aggregates (README "Step aggregates") and its duration; returns
     ``(duration, num_decode, num_tokens)``. The ``nb`` cohort members decode one token each
@@ -230,7 +232,7 @@ def _price(r, nb, nsch, cfg, req, st):
     return dt, num_decode, num_tokens
 
 
-@kernel
+@jit(inline="always")
 def _end_step(r, t, t_end, nb, nsch, cfg, req, st):
     """The step's end: the cohort's tokens (one each, gap t_end - t), then the active
     requests' tokens, completions in running order, and new cohort members."""
@@ -250,7 +252,7 @@ def _end_step(r, t, t_end, nb, nsch, cfg, req, st):
         join_active(r, cfg, req, st)
 
 
-@jit(inline="always")
+@kernel
 def _record_step(row, r, t, dt, num_decode, num_tokens, cfg, st):
     """One row of the steps table (STEP_COLUMNS order), state after the step."""
     row[0] = r

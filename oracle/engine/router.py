@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from oracle.engine.inputs import Router
 from oracle.engine.state import Counter
-from oracle.kernels._jit import jit, kernel
+from oracle.kernels._jit import jit
 from oracle.kernels.blockpool import cdiv
 from oracle.kernels.kvcache import match_prefix, num_used
 
@@ -24,7 +24,7 @@ def _least_loaded(cfg, qs, rs):
     return best
 
 
-@kernel
+@jit(inline="always")
 def route(q, cfg, req, st):
     """Replica for request ``q`` (see README "Router"); updates the routers' own state.
     ``Counter.ROUTER_PROBES`` counts the prefix-aware router's hash-map probes."""

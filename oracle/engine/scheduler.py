@@ -12,7 +12,10 @@ out, so a preemption or a starved request could follow), the cohort is first mat
 back into the active list and the step runs the exact per-request loop.
 
 Kernels take the records of ``oracle.engine.state``: ``cfg`` (Config), ``req`` (Requests)
-and ``st`` (State: out, pool, rs, qs, coh, sc).
+and ``st`` (State: out, pool, rs, qs, coh, sc). They are inlined into the loop's step and
+abort kernels (``oracle.engine.loop``), which are compiled without reference counting: a
+call that passed the records would copy every array's struct (hundreds of words) per call,
+and an inlined function in a function without reference counting takes no references.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from oracle.engine.cohort import (BASE, BKN, CLN, CNT, EMIT, HEAD, JDONE, JJOIN,
 from oracle.engine.inputs import CacheEvent, Status
 from oracle.engine.queues import release_followups, wq_front, wq_pop_front, wq_push_front
 from oracle.engine.state import Counter
-from oracle.kernels._jit import jit, kernel
+from oracle.kernels._jit import jit
 from oracle.kernels import arith
 from oracle.kernels.blockpool import cdiv
 from oracle.kernels.kvcache import (allocate, cache_block, count_evictable_hits, free_blocks, match_prefix, num_free,
@@ -48,7 +51,7 @@ def _free_request(q, r, cfg, pool, rs):
 
 
 # ------------------------------------------------------------------------------- cohort
-@kernel
+@jit(inline="always")
 def cohort_fits(r, kb, cfg, req, st):
     """Can the cohort take one token each this step, with no preemption and no request
     starved by the budget? (Then its members need not be visited.) ``kb``: the bucket row of
@@ -82,7 +85,7 @@ def cohort_fits(r, kb, cfg, req, st):
     return need <= num_free(st.pool, r)
 
 
-@kernel
+@jit(inline="always")
 def materialize_cohort(r, t_last, cfg, st):
     """Dissolve the cohort: bring every member up to date and merge them into the active
     list in running order (before an exact step)."""
@@ -130,7 +133,7 @@ def materialize_cohort(r, t_last, cfg, st):
     rp[r, NPOST] = 0
 
 
-@kernel
+@jit(inline="always")
 def schedule_cohort(r, kb, cfg, st):
     """Every member takes one token; those at a block boundary (bucket row ``kb``) get a
     new block. Without caching only the number of free blocks changes; members' block
@@ -175,7 +178,7 @@ def fill_bucket(cfg, coh, r):
     return coh.bk[r * cfg.block_size + (-coh.rp[r, J] - 1) % cfg.block_size, HEAD]
 
 
-@kernel
+@jit(inline="always")
 def cache_cohort(r, cfg, req, st):
     """Register the blocks the cohort fills in the coming step (a step with no active
     request; at scheduling, before admissions)."""
@@ -187,7 +190,7 @@ def cache_cohort(r, cfg, req, st):
 
 
 # ---------------------------------------------------------------------- running requests
-@kernel
+@jit(inline="always")
 def schedule_active(r, budget, cfg, req, st):
     """vLLM v1 pass over the active running requests; returns (num_scheduled, budget_left,
     preempted). Preemption (victim: the last running request) only happens with an empty
@@ -262,7 +265,7 @@ def _classify(q, hit, row, r, cfg, req, pool, rs):
     return CacheEvent.CROSS_REQUEST_HIT
 
 
-@kernel
+@jit(inline="always")
 def schedule_waiting(r, t, budget, nsch, cfg, req, st):
     """Admit waiting requests FCFS until one does not fit (they join the active list);
     returns num_scheduled. With ``scheduler_reserve_full_isl`` the free blocks must cover
@@ -343,7 +346,7 @@ def itl_bin(gap, cfg, num_bins):
     return _log_bin(gap, cfg.itl_min_s, cfg.itl_bins_per_decade, num_bins)
 
 
-@kernel
+@jit(inline="always")
 def finish_active(r, t_end, nsch, cfg, req, st):
     """Tokens and ITL of the step's active requests, in schedule order (their blocks were
     registered when they were scheduled)."""
@@ -388,7 +391,7 @@ def _complete(q, r, t_end, cfg, req, st):
     _free_request(q, r, cfg, st.pool, st.rs)
 
 
-@kernel
+@jit(inline="always")
 def finish_completions(r, t_end, nsch, cfg, req, st):
     """Completions at the end of a step, in running order: cohort members whose last token
     this was (the calendar list of the new step counter) and active requests that finished."""
@@ -422,7 +425,7 @@ def finish_completions(r, t_end, nsch, cfg, req, st):
             _complete(q, r, t_end, cfg, req, st)
 
 
-@kernel
+@jit(inline="always")
 def join_active(r, cfg, req, st):
     """Active requests that emitted in the step (and go on) join the cohort; the others stay
     in the active list, in order."""
@@ -445,7 +448,7 @@ def join_active(r, cfg, req, st):
 
 
 # ---------------------------------------------------------------------------------- aborts
-@kernel
+@jit(inline="always")
 def abort_running(q, r, cfg, st):
     """Running request q of replica r is aborted (its client gave up; vLLM
     ``Scheduler.finish_requests(FINISHED_ABORTED)``): it leaves the running requests (the

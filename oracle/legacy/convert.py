@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from oracle.errors import OracleError, Problems, ScenarioError
+from oracle.errors import OracleError, Problems, ScenarioError, read_text_file
 from oracle.legacy import toml_writer
 from oracle.legacy.common import (APPROXIMATED, DROPPED, NOTE, Context, Note, fmt, integer, join, mapping,
                                   number, string)
@@ -112,16 +112,7 @@ def _existing_key(raw: dict, key: str | None) -> str | None:
 def read_legacy(path: str | Path) -> dict:
     """Parse a YAML or JSON original config; syntax errors name the file and line."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ScenarioError("file not found", file=path) from None
-    except IsADirectoryError:
-        raise ScenarioError("is a directory, expected a YAML or JSON file", file=path) from None
-    except UnicodeDecodeError:
-        raise ScenarioError("not a text (UTF-8) file", file=path) from None
-    except OSError as exc:
-        raise ScenarioError(f"cannot read: {exc.strerror}", file=path) from None
+    text = read_text_file(path, error=ScenarioError, expected="a YAML or JSON file")
     if path.suffix.lower() == ".json":
         try:
             data = json.loads(text)

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from oracle.errors import OracleError
+from oracle.errors import OracleError, read_text_file
 
 #: the latency statistics compared (``p50`` is the median)
 STATS = ("mean", "p50", "p90", "p99")
@@ -184,18 +184,7 @@ def read_json(path: Path) -> Any:
 
 
 def _read_text(path: Path) -> str:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ReplayError("file not found", file=path) from None
-    except IsADirectoryError:
-        raise ReplayError("is a directory, expected a file", file=path) from None
-    except OSError as exc:
-        raise ReplayError(f"cannot read: {exc.strerror}", file=path) from None
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ReplayError("not a text (UTF-8) file", file=path) from None
+    return read_text_file(path, error=ReplayError)
 
 
 def get(obj: Any, dotted: str, *, file: Path, kind: type | tuple = (int, float), required: bool = True,
