@@ -35,6 +35,7 @@ class FrameworkResult:
     requests: pl.DataFrame
     steps: pl.DataFrame | None
     outputs: EngineOutputs = field(repr=False)
+    workload: Any = field(default=None, repr=False)   # the requests this framework served
 
 
 @dataclass
@@ -188,18 +189,43 @@ def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None,
         say(f"simulating framework {k}/{len(fws)}: {fw.name} ({len(workload):,} requests, "
             f"{fw.replicas} x tp{fw.tp} pp{fw.pp})")
         t1 = time.perf_counter()
-        key = fw.block_size if fw.enable_prefix_caching else 0
-        if key not in hash_cache:
-            hash_cache[key] = engine_block_hashes(workload, fw)
-        inputs = engine_inputs(sc, fw, workload, hashes=hash_cache[key], record_steps=record_steps)
-        out = _run_engine(inputs)
-        results[fw.name] = _collect(sc, fw, workload, inputs, out, wall=time.perf_counter() - t1)
+        if _closed_loop_by_duration(sc):
+            wl_fw, inputs, out = _simulate_closed_loop(sc, fw, workload, record_steps)
+        else:
+            wl_fw = workload
+            key = fw.block_size if fw.enable_prefix_caching else 0
+            if key not in hash_cache:
+                hash_cache[key] = engine_block_hashes(workload, fw)
+            inputs = engine_inputs(sc, fw, workload, hashes=hash_cache[key], record_steps=record_steps)
+            out = _run_engine(inputs)
+        results[fw.name] = _collect(sc, fw, wl_fw, inputs, out, wall=time.perf_counter() - t1)
     res = SimulationResult(scenario=sc, workload=workload, frameworks=results,
                            wall_time_s=time.perf_counter() - t0)
     if write or out_dir is not None:
         say("writing results")
         res.write(out_dir, format=format)
     return res
+
+
+def _closed_loop_by_duration(sc: Scenario) -> bool:
+    from oracle.workload.closed_loop import needs_resolution
+    return sc.workload.trace is None and needs_resolution(sc.workload, sc.simulation.duration_s)
+
+
+def _simulate_closed_loop(sc: Scenario, fw: FrameworkConfig, workload, record_steps: bool | None):
+    """Closed-loop users stop sending at duration_s, which depends on the engine: the
+    framework's own workload is settled by simulating (``oracle.workload.closed_loop``)."""
+    from oracle.workload.closed_loop import simulate_closed_loop
+    last: dict[str, Any] = {}
+
+    def run(wl, final: bool) -> EngineOutputs:
+        inputs = engine_inputs(sc, fw, wl, record_steps=record_steps if final else False)
+        last["inputs"] = inputs
+        return _run_engine(inputs)
+
+    wl, out = simulate_closed_loop(sc.workload, workload, duration_s=sc.simulation.duration_s,
+                                   num_requests=sc.simulation.num_requests, seed=sc.seed, run=run)
+    return wl, last["inputs"], out
 
 
 def _run_engine(inputs: EngineInputs) -> EngineOutputs:
@@ -226,7 +252,8 @@ def _collect(sc: Scenario, fw: FrameworkConfig, workload, inputs: EngineInputs, 
     summary = build_summary(sc, fw, requests, out, num_gpu_blocks=inputs.resolved_num_gpu_blocks()
                             if fw.num_gpu_blocks != "unlimited" else -1,
                             kv_bytes_per_token=kv_bytes_per_token(sc.model, kv_dtype), wall_time_s=wall)
-    return FrameworkResult(name=fw.name, summary=summary, requests=requests, steps=step_table(out), outputs=out)
+    return FrameworkResult(name=fw.name, summary=summary, requests=requests, steps=step_table(out), outputs=out,
+                           workload=workload)
 
 
 def default_out_dir(sc: Scenario) -> Path:

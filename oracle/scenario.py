@@ -254,7 +254,10 @@ def _parse(raw: dict, *, base_dir: Path, file, problems: Problems) -> Scenario:
         workload_ok = problems.clean_since(mark)
     if wl_t is not None and sim_t is not None and sim_t.ok("duration_s", "num_requests"):
         is_trace = wl_t.has("trace")
-        if not is_trace and sim.duration_s is None and sim.num_requests is None:
+        self_limited = workload is not None and workload.clients and all(   # closed-loop clients with a count
+            c is not None and c.closed_loop is not None and c.closed_loop.num_requests is not None
+            for c in workload.clients)
+        if not is_trace and sim.duration_s is None and sim.num_requests is None and not self_limited:
             sim_t.report(None, "set duration_s and/or num_requests so the generated workload ends")
 
     frameworks: list[FrameworkConfig] = []
