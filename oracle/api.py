@@ -73,10 +73,14 @@ class SimulationResult:
         from oracle.metrics.compare import comparison_table
         return comparison_table(self.summaries)
 
-    def write(self, out_dir: str | Path | None = None, *, format: str | None = None) -> Path:
-        """Write every framework's results atomically under ``out_dir/<framework>/``."""
+    def write(self, out_dir: str | Path | None = None, *, format=None, start_time_s: float | None = None) -> Path:
+        """Write every framework's results atomically under ``out_dir/<framework>/``.
+
+        ``format``: ``parquet`` (default), ``csv``, ``vllm-bench``, ``prometheus`` or several
+        (see :func:`oracle.metrics.output.write_results`; the last two need the steps table:
+        simulate with ``record_steps=True`` or ``format=...``)."""
         from oracle.metrics.output import write_results
-        return write_results(self, out_dir=out_dir, format=format)
+        return write_results(self, out_dir=out_dir, format=format, start_time_s=start_time_s)
 
 
 def as_scenario(scenario: str | Path | dict | Scenario, *, seed: int | None = None) -> Scenario:
@@ -158,16 +162,23 @@ def load_workload(scenario: Scenario, *, max_memory_bytes: int | None = None):
 
 
 def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None, out_dir: str | Path | None = None,
-             write: bool = False, format: str | None = None, record_steps: bool | None = None,
+             write: bool = False, format=None, record_steps: bool | None = None,
              frameworks: list[str] | None = None, workload=None, max_memory_bytes: int | None = None,
-             progress: Callable[[str], None] | None = None) -> SimulationResult:
+             progress: Callable[[str], None] | None = None, start_time_s: float | None = None) -> SimulationResult:
     """Run every framework of a scenario over one shared workload.
 
     Files are written only when ``write=True`` or ``out_dir`` is given. ``progress`` is
-    called with a short phase description before each phase (the CLI shows it).
+    called with a short phase description before each phase (the CLI shows it). ``format``
+    (as :meth:`SimulationResult.write`) with ``vllm-bench`` or ``prometheus`` records the steps
+    table, which those files are built from; ``start_time_s``: Unix time of simulated t = 0 in
+    the Prometheus file.
     """
     t0 = time.perf_counter()
     sc = as_scenario(scenario, seed=seed)
+    if format is not None:
+        from oracle.metrics.output import NEEDS_STEPS, parse_formats
+        if set(parse_formats(format)) & set(NEEDS_STEPS):
+            record_steps = True
     fws = [fw for fw in sc.frameworks if frameworks is None or fw.name in frameworks]
     if frameworks is not None and not fws:
         raise ScenarioError(f"no framework among {frameworks} in the scenario", file=sc.path, key="frameworks")
@@ -203,7 +214,7 @@ def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None,
                            wall_time_s=time.perf_counter() - t0)
     if write or out_dir is not None:
         say("writing results")
-        res.write(out_dir, format=format)
+        res.write(out_dir, format=format, start_time_s=start_time_s)
     return res
 
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import polars as pl
 
 from oracle.metrics.columns import LEGACY_CSV_COLUMNS
-from oracle.metrics.writers import atomic_write, atomic_write_text, dumps, make_staging_dir, publish, write_text
+from oracle.metrics.writers import (atomic_write, atomic_write_text, dumps, dumps_compact, make_staging_dir, publish,
+                                   write_text)
 
 
 def legacy_csv_frame(requests: pl.DataFrame) -> pl.DataFrame:
@@ -41,28 +42,83 @@ def legacy_csv_frame(requests: pl.DataFrame) -> pl.DataFrame:
 PARQUET_OPTIONS = {"compression": "zstd", "compression_level": 1}
 
 
-def write_framework(fr, folder: Path, *, fmt: str, steps: bool) -> None:
+# --format values: parquet is always written; the others add files (see write_framework)
+FORMATS = ("parquet", "csv", "vllm-bench", "prometheus")
+NEEDS_STEPS = ("vllm-bench", "prometheus")   # built from the steps table (token times, gauges)
+VLLM_BENCH_FILE = "vllm_bench.json"
+PROMETHEUS_FILE = "metrics.prom"
+
+
+def parse_formats(fmt) -> tuple[str, ...]:
+    """``"csv,prometheus"`` or a list of names -> the formats, checked against :data:`FORMATS`."""
+    from oracle.errors import ScenarioError
+    items = fmt if isinstance(fmt, (list, tuple)) else [fmt]
+    out: list[str] = []
+    for item in items:
+        for f in str(item).split(","):
+            f = f.strip()
+            if not f:
+                continue
+            if f not in FORMATS:
+                raise ScenarioError(f"--format must be one of {', '.join(FORMATS)} (comma-separated), got {f!r}")
+            if f not in out:
+                out.append(f)
+    return tuple(out) or ("parquet",)
+
+
+def write_framework(fr, folder: Path, *, fmt, steps: bool, scenario=None, start_time_s: float | None = None,
+                    model_name: str | None = None) -> None:
+    formats = parse_formats(fmt)
     folder.mkdir(parents=True, exist_ok=True)
     fr.requests.write_parquet(folder / "requests.parquet", **PARQUET_OPTIONS)
     if steps and fr.steps is not None:
         fr.steps.write_parquet(folder / "steps.parquet", **PARQUET_OPTIONS)
-    if fmt == "csv":
+    if "csv" in formats:
         legacy_csv_frame(fr.requests).write_csv(folder / "requests.csv")
+    if "vllm-bench" in formats:
+        from oracle.metrics.vllm_bench import vllm_bench_result
+        fw = scenario.framework(fr.name)
+        write_text(folder / VLLM_BENCH_FILE, dumps_compact(vllm_bench_result(
+            scenario, fr, max_num_batched_tokens=fw.max_num_batched_tokens)))
+    if "prometheus" in formats:
+        from oracle.metrics.prometheus import openmetrics_text
+        blocks = fr.summary["kv_cache"]["num_gpu_blocks"]
+        write_text(folder / PROMETHEUS_FILE, openmetrics_text(
+            scenario, fr, model_name=model_name or scenario.model.name, start_time_s=float(start_time_s),
+            num_gpu_blocks=-1 if blocks is None or fr.summary["kv_cache"]["unlimited"] else int(blocks)))
     write_text(folder / "summary.json", dumps(fr.summary))
 
 
-def write_results(result, *, out_dir: str | Path | None = None, format: str | None = None) -> Path:
-    """Write ``out_dir/<framework>/{summary.json, requests.parquet[, steps.parquet, requests.csv]}``
-    and, with several frameworks, ``out_dir/comparison.parquet``. Returns ``out_dir``."""
+def prometheus_start(result, start_time_s: float | None) -> float:
+    """Unix time of simulated t = 0: as given, else so that the run ends now (whole seconds)."""
+    if start_time_s is not None:
+        return float(start_time_s)
+    import math
+    import time
+    end = max((fr.summary["simulation"]["total_duration_s"] for fr in result.frameworks.values()), default=0.0)
+    return float(math.floor(time.time() - end))
+
+
+def write_results(result, *, out_dir: str | Path | None = None, format=None,
+                  start_time_s: float | None = None) -> Path:
+    """Write ``out_dir/<framework>/{summary.json, requests.parquet[, steps.parquet, requests.csv,
+    vllm_bench.json, metrics.prom]}`` and, with several frameworks, ``out_dir/comparison.parquet``.
+    ``format``: ``"parquet"`` (default), ``"csv"``, ``"vllm-bench"``, ``"prometheus"``, or several
+    (comma-separated or a list). ``start_time_s``: Unix time of simulated t = 0 in
+    ``metrics.prom`` (default: the run ends now). Returns ``out_dir``."""
     from oracle.api import default_out_dir
     sc = result.scenario
     dest = Path(out_dir) if out_dir is not None else default_out_dir(sc)
-    fmt = format or sc.output.format
+    formats = parse_formats(format or sc.output.format)
+    fmt = "csv" if "csv" in formats else "parquet"    # the legacy extra copies below
+    start = prometheus_start(result, start_time_s) if "prometheus" in formats else None
+    several = len(result.frameworks) > 1
     staging = make_staging_dir(dest)
     names = []
     try:
         for name, fr in result.frameworks.items():
-            write_framework(fr, staging / name, fmt=fmt, steps=fr.steps is not None)
+            write_framework(fr, staging / name, fmt=formats, steps=fr.steps is not None, scenario=sc,
+                            start_time_s=start, model_name=f"{sc.model.name}/{name}" if several else sc.model.name)
             names.append(name)
         if len(result.frameworks) > 1:
             result.comparison().write_parquet(staging / "comparison.parquet")
