@@ -84,14 +84,23 @@ class SimulationResult:
 
 
 def as_scenario(scenario: str | Path | dict | Scenario, *, seed: int | None = None) -> Scenario:
-    """Accept a path, a dict or a Scenario; apply a seed override."""
+    """Accept a path, a dict or a Scenario; apply a seed override.
+
+    A path may be a scenario TOML, an original-LLMPerfOracle YAML/JSON, or a benchmark tool's
+    config (a file with a ``vllm bench serve`` command, a GuideLLM spec, an inference-perf
+    config: ``oracle.importers``), converted in memory."""
     if isinstance(scenario, Scenario):
         sc = scenario
     elif isinstance(scenario, dict):
         sc = scenario_from_dict(scenario)
     else:
         path = Path(scenario)
-        if path.suffix.lower() in (".yaml", ".yml", ".json"):
+        from oracle.importers import detect
+        kind = detect(path)
+        if kind is not None:   # a benchmark tool's config (vllm bench serve, GuideLLM, inference-perf)
+            from oracle.importers import import_file, load_imported
+            sc = load_imported(import_file(path, kind))
+        elif path.suffix.lower() in (".yaml", ".yml", ".json"):
             from oracle.legacy import load_legacy_scenario
             sc = load_legacy_scenario(path)
         else:

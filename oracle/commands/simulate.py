@@ -13,8 +13,9 @@ from oracle.commands._options import JsonOpt, OutDirOpt, QuietOpt, ScenarioArg, 
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("simulate")
+    @app.command("simulate", context_settings={"allow_extra_args": True})
     def simulate(
+        ctx: typer.Context,
         scenario: ScenarioArg,
         out: OutDirOpt = None,
         seed: SeedOpt = None,
@@ -47,9 +48,30 @@ def register(app: typer.Typer) -> None:
           oracle simulate scenarios/chat_prefix_cache.toml --out runs/chat --json
           oracle simulate old_experiment.yaml --format csv
           oracle simulate scenarios/closed_loop.toml --format vllm-bench,prometheus
+          oracle simulate bench.sh                  # a file with a `vllm bench serve` command
+          oracle simulate -- vllm bench serve --model meta-llama/Llama-3.1-8B-Instruct --num-prompts 200
         """
         with user_errors():
+            if ctx.args:
+                scenario = _command_scenario(scenario, ctx.args)
+                if format is None:
+                    format = "vllm-bench"     # the result next to the real run's, in its format
+            elif format is None:
+                from oracle.importers import detect
+                if detect(Path(scenario)) == "vllm-bench":
+                    format = "vllm-bench"
             _run(scenario, out, seed, format, json_out, quiet, steps, report, max_memory, start_time)
+
+
+def _command_scenario(first, rest: list[str]):
+    """``oracle simulate -- vllm bench serve ...``: the command's scenario (warnings on stderr)."""
+    from oracle.errors import ScenarioError
+    from oracle.importers import import_args, load_imported
+    words = [str(first), *rest]
+    if words[:3] != ["vllm", "bench", "serve"]:
+        raise ScenarioError(f"unexpected arguments {' '.join(rest)!r}: give a scenario file, or a command as "
+                            "`oracle simulate -- vllm bench serve ...`")
+    return load_imported(import_args(words))
 
 
 def parse_start_time(text: str | None) -> float | None:
