@@ -52,26 +52,56 @@ def register(app: typer.Typer) -> None:
           oracle simulate -- vllm bench serve --model meta-llama/Llama-3.1-8B-Instruct --num-prompts 200
         """
         with user_errors():
+            from oracle.importers import detect, import_file, load_imported
+            imp = None
             if ctx.args:
-                scenario = _command_scenario(scenario, ctx.args)
-                if format is None:
+                imp = _command_import(scenario, ctx.args)
+            elif detect(Path(scenario)) is not None:
+                imp = import_file(Path(scenario))
+            if imp is not None:
+                if format is None and imp.tool == "vllm bench serve":
                     format = "vllm-bench"     # the result next to the real run's, in its format
-            elif format is None:
-                from oracle.importers import detect
-                if detect(Path(scenario)) == "vllm-bench":
-                    format = "vllm-bench"
+                if imp.several:
+                    _run_benchmarks(imp, out, seed, format, json_out, quiet)
+                    return
+                scenario = load_imported(imp)
             _run(scenario, out, seed, format, json_out, quiet, steps, report, max_memory, start_time)
 
 
-def _command_scenario(first, rest: list[str]):
-    """``oracle simulate -- vllm bench serve ...``: the command's scenario (warnings on stderr)."""
+def _command_import(first, rest: list[str]):
+    """``oracle simulate -- vllm bench serve ...`` (or ``-- guidellm run ...``): the command's import."""
     from oracle.errors import ScenarioError
-    from oracle.importers import import_args, load_imported
+    from oracle.importers import import_args, is_command
     words = [str(first), *rest]
-    if words[:3] != ["vllm", "bench", "serve"]:
+    if not is_command(words):
         raise ScenarioError(f"unexpected arguments {' '.join(rest)!r}: give a scenario file, or a command as "
-                            "`oracle simulate -- vllm bench serve ...`")
-    return load_imported(import_args(words))
+                            "`oracle simulate -- vllm bench serve ...` or `-- guidellm run ...`")
+    return import_args(words)
+
+
+def _run_benchmarks(imp, out, seed, fmt, json_out, quiet) -> None:
+    """Every benchmark of a spec (GuideLLM rate lists, sweeps) into OUT/<benchmark>/, one table."""
+    from oracle.importers import load_imported
+    from oracle.importers.runner import benchmarks_table, run_benchmarks
+    from oracle.metrics.writers import dumps
+    load_imported(imp)          # the warnings, and the first benchmark validated before anything runs
+    name = imp.source.stem if imp.source is not None else "guidellm"
+    dest = Path(out) if out is not None else Path.cwd() / "runs" / name
+    say = None
+    if not (quiet or json_out) and sys.stderr.isatty():
+        say = lambda msg: typer.echo(msg, err=True)   # noqa: E731
+    results = run_benchmarks(imp, out_dir=dest, format=fmt, seed=seed, progress=say)
+    if json_out:
+        typer.echo(dumps({label: res.summary for label, res in results}), nl=False)
+    elif not quiet:
+        from rich.console import Console
+
+        from oracle.report.tables import to_rich
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=max(console.width, 160))
+        console.print(to_rich(benchmarks_table(results)))
+        console.print(f"{len(results)} benchmarks; results in {dest}/<benchmark>/", highlight=False)
 
 
 def parse_start_time(text: str | None) -> float | None:

@@ -56,6 +56,14 @@ class Imported:
     source: Path | None
     raw: dict
     notes: list[Note] = field(default_factory=list)
+    # several benchmarks (GuideLLM rates/streams lists, its `benchmarks` list): (label, scenario dict);
+    # ``raw`` is the first. ``adaptive``: a GuideLLM sweep, whose rates come from simulated runs.
+    benchmarks: list[tuple[str, dict]] = field(default_factory=list)
+    adaptive: dict | None = None
+
+    @property
+    def several(self) -> bool:
+        return len(self.benchmarks) > 1 or self.adaptive is not None
 
     def note(self, kind: str, field_: str, text: str, toml_key: str | None = None) -> None:
         self.notes.append(Note(kind, field_, text, toml_key))
@@ -73,7 +81,7 @@ class Imported:
             else:
                 header_notes.append(n.line())
         src = self.source.name if self.source is not None else "the command line"
-        header = [f"Converted from {src} (a {self.tool} config) by `oracle convert`.",
+        header = [f"Converted from {src} ({'an' if self.tool[0].lower() in 'aeiou' else 'a'} {self.tool} config) by `oracle convert`.",
                   f"{sum(n.kind == APPROXIMATED for n in self.notes)} setting(s) approximated, "
                   f"{sum(n.kind == NOT_SIMULATED for n in self.notes)} not simulated: see the comments.", ""]
         if header_notes:
@@ -110,6 +118,15 @@ def detect(path: Path) -> str | None:
     (a scenario TOML, an original-LLMPerfOracle config, or something else)."""
     suffix = path.suffix.lower()
     if suffix in COMMAND_SUFFIXES:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            return "vllm-bench"     # the importer reports the read error
+        if "bench serve" not in text and "benchmark_serving" not in text:
+            if "guidellm" in text:
+                return "guidellm"
+            if "inference-perf" in text:
+                return "inference-perf"
         return "vllm-bench"
     if suffix in (".yaml", ".yml", ".json") and path.is_file():
         from oracle.importers.common import read_mapping
@@ -136,26 +153,56 @@ def import_file(path: str | Path, kind: str | None = None) -> Imported:
         from oracle.importers.vllm_bench import import_command_file
         return import_command_file(path)
     if kind == "guidellm":
-        from oracle.importers.guidellm import import_guidellm
+        from oracle.importers.guidellm import import_guidellm, import_guidellm_command
+        if path.suffix.lower() in COMMAND_SUFFIXES:
+            return import_guidellm_command(_first_command(path, "guidellm"), source=path)
         return import_guidellm(path)
     if kind == "inference-perf":
-        from oracle.importers.inference_perf import import_inference_perf
+        from oracle.importers.inference_perf import import_inference_perf, import_inference_perf_command
+        if path.suffix.lower() in COMMAND_SUFFIXES:
+            words = _first_command(path, "inference-perf")
+            return import_inference_perf_command(words, source=path)
         return import_inference_perf(path)
     raise ImportError_("not a vllm bench serve command, GuideLLM spec or inference-perf config", file=path)
 
 
+def _first_command(path: Path, program: str) -> list[str]:
+    from oracle.importers.vllm_bench import _strip_env, split_commands
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ImportError_(f"cannot read: {exc}", file=path) from None
+    for words in split_commands(text):
+        w = _strip_env(words)
+        if w and w[0].endswith(program):
+            return w
+    raise ImportError_(f"no `{program}` command in the file", file=path)
+
+
 def import_args(args: list[str]) -> Imported:
-    """``["vllm", "bench", "serve", ...]`` given on the command line after ``--``."""
+    """``["vllm", "bench", "serve", ...]`` or ``["guidellm", "run", ...]`` given after ``--``."""
+    if args and args[0] == "guidellm":
+        from oracle.importers.guidellm import import_guidellm_command
+        return import_guidellm_command(list(args), source=None)
+    if args and args[0] == "inference-perf":
+        from oracle.importers.inference_perf import import_inference_perf_command
+        return import_inference_perf_command(list(args), source=None)
     from oracle.importers.vllm_bench import import_command
     return import_command(list(args), source=None)
+
+
+def is_command(args: list[str]) -> bool:
+    """Words that :func:`import_args` takes."""
+    return args[:3] == ["vllm", "bench", "serve"] or (bool(args) and args[0] in ("guidellm", "inference-perf"))
 
 
 def load_imported(imp: Imported, *, notice: bool = True):
     """Validate the scenario; with ``notice``, print the warnings to stderr first."""
     if notice:
-        src = str(imp.source) if imp.source is not None else "vllm bench serve"
+        src = str(imp.source) if imp.source is not None else imp.tool
         for n in imp.warnings():
             print(f"warning: {src}: {n.line()}", file=sys.stderr)
-        what = f"{src} is a {imp.tool} config" if imp.source is not None else f"the {imp.tool} command"
+        article = "an" if imp.tool[0].lower() in "aeiou" else "a"
+        what = f"{src} is {article} {imp.tool} config" if imp.source is not None else f"the {imp.tool} command"
         print(f"note: {what}; converted in memory (`oracle convert` shows the scenario)", file=sys.stderr)
     return imp.scenario()
