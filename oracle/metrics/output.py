@@ -126,6 +126,9 @@ def write_results(result, *, out_dir: str | Path | None = None, format=None,
         if sc.path is not None and sc.path.suffix == ".toml" and sc.path.exists():
             write_text(staging / "scenario.toml", sc.path.read_text(encoding="utf-8"))
             names.append("scenario.toml")
+        elif sc.raw:   # converted in memory (a benchmark tool's config, an original-tool config) or a dict
+            write_text(staging / "scenario.toml", _scenario_toml(sc))
+            names.append("scenario.toml")
         publish(staging, dest, names)  # holds Ctrl-C/SIGTERM while it swaps; removes the staging folder
     except BaseException:  # also a signal that lands between writing and publishing
         import shutil
@@ -133,6 +136,17 @@ def write_results(result, *, out_dir: str | Path | None = None, format=None,
         raise
     _write_extra_copies(result, fmt)
     return dest
+
+
+def _scenario_toml(sc) -> str:
+    """The scenario as simulated, for a run whose scenario did not come from a TOML file."""
+    from oracle.legacy import toml_writer
+    src = f" converted from {sc.path.name}" if sc.path is not None else ""
+    try:
+        return toml_writer.dumps(sc.raw, header=[f"The scenario of this run{src}, as simulated (written by "
+                                                 "`oracle simulate`).", ""])
+    except (TypeError, ValueError):   # a value TOML cannot hold: keep the run, skip the copy
+        return f"# The scenario of this run{src} could not be written as TOML.\n"
 
 
 def _write_extra_copies(result, fmt: str) -> None:

@@ -82,7 +82,7 @@ def report_run(run_dir: str | Path, *, plots: bool, json_out: bool, html: bool =
         if run.sweep is not None:
             from oracle.report.sweep import sweep_table
             page_tables = tables[:-1] + [sweep_table(run.sweep, max_rows=SWEEP_ROWS_HTML)]
-        page = render_page(_title(doc), _meta(doc, run), page_tables, figures)
+        page = render_page(_title(doc), _meta(doc, run), page_tables, figures, scenario_text=_scenario_text(run))
         files["html"] = str(_write_atomic(run.path / HTML_NAME, page.encode("utf-8")))
     doc["files"] = files
     if json_out:
@@ -94,6 +94,18 @@ def report_run(run_dir: str | Path, *, plots: bool, json_out: bool, html: bool =
     else:
         _print(tables, doc, run, files, console)
     return doc
+
+
+def _scenario_text(run) -> str | None:
+    """The run's scenario.toml (written by `oracle simulate`), shown beside the report."""
+    from oracle.report.load import SCENARIO
+    path = run.path / SCENARIO
+    if not path.is_file():
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _title(doc: dict[str, Any]) -> str:
