@@ -44,6 +44,7 @@ class FrameworkResult:
     requests: pl.DataFrame
     steps: pl.DataFrame | None
     outputs: EngineOutputs = field(repr=False)
+    workload: Any = field(default=None, repr=False)   # the requests this framework served
 
 
 @dataclass
@@ -80,20 +81,32 @@ class SimulationResult:
         """One row per framework with the headline metrics."""
         return comparison_table(self.summaries)
 
-    def write(self, out_dir: str | Path | None = None, *, format: str | None = None) -> Path:
-        """Write every framework's results atomically under ``out_dir/<framework>/``."""
-        return write_results(self, out_dir=out_dir, format=format)
+    def write(self, out_dir: str | Path | None = None, *, format=None, start_time_s: float | None = None) -> Path:
+        """Write every framework's results atomically under ``out_dir/<framework>/``.
+
+        ``format``: ``parquet`` (default), ``csv``, ``vllm-bench``, ``prometheus`` or several
+        (see :func:`oracle.metrics.output.write_results`; the last two need the steps table:
+        simulate with ``record_steps=True`` or ``format=...``)."""
+        return write_results(self, out_dir=out_dir, format=format, start_time_s=start_time_s)
 
 
 def as_scenario(scenario: str | Path | dict | Scenario, *, seed: int | None = None) -> Scenario:
-    """Accept a path, a dict or a Scenario; apply a seed override."""
+    """Accept a path, a dict or a Scenario; apply a seed override.
+
+    A path may be a scenario TOML, an original-LLMPerfOracle YAML/JSON, or a benchmark tool's
+    config (a file with a ``vllm bench serve`` command, a GuideLLM spec, an inference-perf
+    config: ``oracle.importers``), converted in memory."""
     if isinstance(scenario, Scenario):
         sc = scenario
     elif isinstance(scenario, dict):
         sc = scenario_from_dict(scenario)
     else:
         path = Path(scenario)
-        if path.suffix.lower() in (".yaml", ".yml", ".json"):
+        from oracle.importers import detect, import_file, load_imported  # lazy: benchmark-tool configs only
+        kind = detect(path)
+        if kind is not None:   # a benchmark tool's config (vllm bench serve, GuideLLM, inference-perf)
+            sc = load_imported(import_file(path, kind))
+        elif path.suffix.lower() in (".yaml", ".yml", ".json"):
             sc = load_legacy_scenario(path)
         else:
             sc = load_scenario(path)
@@ -165,16 +178,23 @@ def load_workload(scenario: Scenario, *, max_memory_bytes: int | None = None):
 
 
 def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None, out_dir: str | Path | None = None,
-             write: bool = False, format: str | None = None, record_steps: bool | None = None,
+             write: bool = False, format=None, record_steps: bool | None = None,
              frameworks: list[str] | None = None, workload=None, max_memory_bytes: int | None = None,
-             progress: Callable[[str], None] | None = None) -> SimulationResult:
+             progress: Callable[[str], None] | None = None, start_time_s: float | None = None) -> SimulationResult:
     """Run every framework of a scenario over one shared workload.
 
     Files are written only when ``write=True`` or ``out_dir`` is given. ``progress`` is
-    called with a short phase description before each phase (the CLI shows it).
+    called with a short phase description before each phase (the CLI shows it). ``format``
+    (as :meth:`SimulationResult.write`) with ``vllm-bench`` or ``prometheus`` records the steps
+    table, which those files are built from; ``start_time_s``: Unix time of simulated t = 0 in
+    the Prometheus file.
     """
     t0 = time.perf_counter()
     sc = as_scenario(scenario, seed=seed)
+    if format is not None:
+        from oracle.metrics.output import NEEDS_STEPS, parse_formats
+        if set(parse_formats(format)) & set(NEEDS_STEPS):
+            record_steps = True
     fws = [fw for fw in sc.frameworks if frameworks is None or fw.name in frameworks]
     if frameworks is not None and not fws:
         raise ScenarioError(f"no framework among {frameworks} in the scenario", file=sc.path, key="frameworks")
@@ -195,22 +215,47 @@ def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None,
         say(f"simulating framework {k}/{len(fws)}: {fw.name} ({len(workload):,} requests, "
             f"{fw.replicas} x tp{fw.tp} pp{fw.pp})")
         t1 = time.perf_counter()
-        key = fw.block_size if fw.enable_prefix_caching else 0
-        if key not in hash_cache:
-            hash_cache[key] = engine_block_hashes(workload, fw)
         keep_steps = sc.output.steps if record_steps is None else record_steps
-        # style "original" reports the GPUs' busy time, which the steps give
-        inputs = engine_inputs(sc, fw, workload, hashes=hash_cache[key], num_gpu_blocks=num_gpu_blocks[fw.name],
-                               record_steps=keep_steps or sc.output.style == "original")
-        out = _run_engine(inputs)
-        results[fw.name] = _collect(sc, fw, workload, inputs, out, wall=time.perf_counter() - t1,
+        if _closed_loop_by_duration(sc):
+            wl_fw, inputs, out = _simulate_closed_loop(sc, fw, workload, record_steps)
+        else:
+            wl_fw = workload
+            key = fw.block_size if fw.enable_prefix_caching else 0
+            if key not in hash_cache:
+                hash_cache[key] = engine_block_hashes(workload, fw)
+            # style "original" reports the GPUs' busy time, which the steps give
+            inputs = engine_inputs(sc, fw, workload, hashes=hash_cache[key], num_gpu_blocks=num_gpu_blocks[fw.name],
+                                   record_steps=keep_steps or sc.output.style == "original")
+            out = _run_engine(inputs)
+        results[fw.name] = _collect(sc, fw, wl_fw, inputs, out, wall=time.perf_counter() - t1,
                                     keep_steps=keep_steps)
     res = SimulationResult(scenario=sc, workload=workload, frameworks=results,
                            wall_time_s=time.perf_counter() - t0)
     if write or out_dir is not None:
         say("writing results")
-        res.write(out_dir, format=format)
+        res.write(out_dir, format=format, start_time_s=start_time_s)
     return res
+
+
+def _closed_loop_by_duration(sc: Scenario) -> bool:
+    from oracle.workload.closed_loop import needs_resolution
+    return sc.workload.trace is None and needs_resolution(sc.workload, sc.simulation.duration_s)
+
+
+def _simulate_closed_loop(sc: Scenario, fw: FrameworkConfig, workload, record_steps: bool | None):
+    """Closed-loop users stop sending at duration_s, which depends on the engine: the
+    framework's own workload is settled by simulating (``oracle.workload.closed_loop``)."""
+    from oracle.workload.closed_loop import simulate_closed_loop  # lazy: closed-loop scenarios only
+    last: dict[str, Any] = {}
+
+    def run(wl, final: bool) -> EngineOutputs:
+        inputs = engine_inputs(sc, fw, wl, record_steps=record_steps if final else False)
+        last["inputs"] = inputs
+        return _run_engine(inputs)
+
+    wl, out = simulate_closed_loop(sc.workload, workload, duration_s=sc.simulation.duration_s,
+                                   num_requests=sc.simulation.num_requests, seed=sc.seed, run=run)
+    return wl, last["inputs"], out
 
 
 def _run_engine(inputs: EngineInputs) -> EngineOutputs:
@@ -238,5 +283,6 @@ def _collect(sc: Scenario, fw: FrameworkConfig, workload, inputs: EngineInputs, 
         from oracle.metrics.original import adjust_summary  # lazy: only converted original-tool configs
         adjust_summary(summary, sc, requests, out.steps, fw.replicas)
     steps = step_table(out) if keep_steps else None
-    return FrameworkResult(name=fw.name, summary=summary, requests=requests, steps=steps, outputs=out)
+    return FrameworkResult(name=fw.name, summary=summary, requests=requests, steps=steps, outputs=out,
+                           workload=workload)
 

@@ -99,12 +99,20 @@ def min_requests(scenario) -> float | None:
     if getattr(wl, "trace", None) is not None:
         return None
     sim = scenario.simulation
-    n = float(sim.num_requests) if sim.num_requests is not None else float("inf")
-    if sim.duration_s is not None:
-        rate = sum(c.arrival.rate for c in wl.clients if c.arrival is not None)
-        if wl.arrival is not None:
-            rate += wl.arrival.rate
-        n = min(n, rate * sim.duration_s)
+    closed = [c for c in wl.clients if c.closed_loop is not None]
+    opened = [c for c in wl.clients if c.closed_loop is None]
+    n = 0.0
+    if opened:
+        n = float(sim.num_requests) if sim.num_requests is not None else float("inf")
+        if sim.duration_s is not None:
+            rate = sum(c.arrival.rate for c in opened if c.arrival is not None)
+            if wl.arrival is not None and any(c.arrival is None for c in opened):
+                rate += wl.arrival.rate
+            n = min(n, rate * sim.duration_s)
+    for c in closed:   # a closed-loop client sends its count, or at least one request per user
+        count = c.closed_loop.num_requests if c.closed_loop.num_requests is not None else sim.num_requests
+        users = float(c.closed_loop.concurrency)
+        n += float(count) if count is not None and sim.duration_s is None else min(users, float(count or users))
     return n if n != float("inf") else None
 
 

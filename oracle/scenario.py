@@ -250,7 +250,7 @@ def _parse(raw: dict, *, base_dir: Path, file, problems: Problems) -> Scenario:
         wl_t = top.table("workload")
         workload = parse_workload(wl_t, base_dir=base_dir)
         workload_ok = problems.clean_since(mark)
-    check_workload_ends(sim, sim_t, wl_t)
+    check_workload_ends(sim, sim_t, wl_t, workload)
 
     frameworks: list[FrameworkConfig] = []
     with guard():
@@ -331,10 +331,17 @@ def parse_simulation(top: Table) -> tuple[SimulationConfig | None, Table | None]
     return sim, sim_t
 
 
-def check_workload_ends(sim: SimulationConfig | None, sim_t: Table | None, wl_t: Table | None) -> None:
-    """A generated workload (not a trace) needs ``duration_s`` and/or ``num_requests`` to end."""
+def check_workload_ends(sim: SimulationConfig | None, sim_t: Table | None, wl_t: Table | None,
+                        workload=None) -> None:
+    """A generated workload (not a trace) needs ``duration_s`` and/or ``num_requests`` to end,
+    unless every client is a closed-loop client with its own request count (``workload``:
+    the parsed WorkloadSpec, if any)."""
+    self_limited = workload is not None and workload.clients and all(
+        c is not None and c.closed_loop is not None and c.closed_loop.num_requests is not None
+        for c in workload.clients)
     if (sim is not None and sim_t is not None and wl_t is not None and sim_t.ok("duration_s", "num_requests")
-            and not wl_t.has("trace") and sim.duration_s is None and sim.num_requests is None):
+            and not wl_t.has("trace") and sim.duration_s is None and sim.num_requests is None
+            and not self_limited):
         sim_t.report(None, "set duration_s and/or num_requests so the generated workload ends")
 
 

@@ -304,7 +304,7 @@ def test_workload_generate_into_a_file_path(work):
     (["--max-memory", "0"], None, "--max-memory must be a positive number of GiB, got 0"),
     (["--max-memory", "-1"], None, "--max-memory must be a positive number of GiB, got -1"),
     (["--max-memory", "nan"], None, "--max-memory must be a positive number of GiB, got nan"),
-    (["--format", "xlsx"], None, "--format must be parquet or csv, got 'xlsx'"),
+    (["--format", "xlsx"], None, "--format must be one of parquet, csv, vllm-bench, prometheus (comma-separated), got 'xlsx'"),
     ([], {"ORACLE_MAX_MEMORY_GB": "lots"}, "ORACLE_MAX_MEMORY_GB must be a positive number of GiB, got 'lots'"),
 ], ids=["max_memory_zero", "max_memory_negative", "max_memory_nan", "format", "env_not_a_number"])
 def test_bad_options(work, args, env, fragment):

@@ -244,7 +244,8 @@ def test_plots_and_html(runs):
     res = _invoke(["report", str(run), "--plots"])
     assert res.exit_code == 0, res.output
     expected = {"latency_cdf.png", "throughput_over_time.png", "queue_over_time.png", "kv_cache_over_time.png",
-                "cache_events.png"}
+                "cache_events.png", "prefix_hit_rate_over_time.png",
+                *(f"replicas_{fw}.png" for fw in ("apc", "no-cache"))}
     assert {p.name for p in (run / "plots").glob("*.png")} == expected
     for p in (run / "plots").glob("*.png"):
         _check_png(p)
@@ -263,7 +264,7 @@ def test_plots_and_html(runs):
     from oracle.report.tables import fmt_value
     assert fmt_value(s["latency"]["time_to_first_token_ms"]["p50"], "float") in text
     assert fmt_value(s["goodput"]["fraction"], "pct") in text
-    assert "report.html" in res.output and "5 plots" in res.output
+    assert "report.html" in res.output and f"{len(expected)} plots" in res.output
 
 
 def test_single_framework_without_steps(runs):
@@ -274,7 +275,7 @@ def test_single_framework_without_steps(runs):
     assert "comparison" not in doc and doc["frameworks"] == ["rr"]
     assert doc["files"]["plots"] == [] and Path(doc["files"]["html"]).is_file()
     page = Path(doc["files"]["html"]).read_text()
-    assert page.count("data:image/png;base64,") == 4  # latency, throughput, queue, cache events
+    assert page.count("data:image/png;base64,") == 5  # latency, throughput, queue, prefix hit rate, cache events
     assert 'id="queue_over_time"' in page and "kv_cache_over_time" not in page
     # a framework's own folder works too
     doc2 = report_run(run / "rr", plots=False, json_out=False, console=_quiet_console())
@@ -339,7 +340,7 @@ def test_simulate_report_flag(tmp_path):
     res = _invoke(["simulate", str(path), "--out", str(tmp_path / "out"), "--report", "--quiet"])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "out" / "report.html").is_file()
-    assert len(list((tmp_path / "out" / "plots").glob("*.png"))) == 4
+    assert len(list((tmp_path / "out" / "plots").glob("*.png"))) == 5   # + the prefix hit rate over time
     assert "Latency (ms)" in res.output
 
 

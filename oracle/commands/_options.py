@@ -8,7 +8,9 @@ from typing import Annotated, Optional
 import typer
 
 ScenarioArg = Annotated[Path, typer.Argument(help="Scenario file (TOML, or a YAML/JSON config of the original "
-                                                  "LLMPerfOracle).", show_default=False)]
+                                                  "LLMPerfOracle, or a benchmark tool's config: a file with a `vllm "
+                                                  "bench serve` command, a GuideLLM spec, an inference-perf config).",
+                                             show_default=False)]
 SeedOpt = Annotated[Optional[int], typer.Option("--seed", help="Override the scenario's random seed.")]
 OutDirOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (overrides the scenario's \\[output].dir); "
                                                                         "results go to DIR/<framework>/.")]

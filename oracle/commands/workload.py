@@ -122,7 +122,7 @@ def _workload_only(raw: dict, path: Path):
         with problems.guard():
             wl_t = top.table("workload")
             spec = parse_workload(wl_t, base_dir=path.parent)
-        check_workload_ends(sim, sim_t, wl_t)
+        check_workload_ends(sim, sim_t, wl_t, spec)
         top.done()
     problems.items.sort(key=lambda exc: key_position(raw, exc.key))
     problems.raise_if_any(file=path)

@@ -40,6 +40,11 @@ def dumps(obj: Any) -> str:
     return json.dumps(_clean(obj), indent=2, default=json_default) + "\n"
 
 
+def dumps_compact(obj: Any) -> str:
+    """One line of JSON, as ``json.dump`` writes it (NaN/inf as null): for big per-request lists."""
+    return json.dumps(_clean(obj), default=json_default) + "\n"
+
+
 def _clean(obj: Any) -> Any:
     if isinstance(obj, float):
         return obj if obj == obj and obj not in (float("inf"), float("-inf")) else None

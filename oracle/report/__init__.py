@@ -84,7 +84,7 @@ def report_run(run_dir: str | Path, *, plots: bool, json_out: bool, html: bool =
         page_tables = tables
         if run.sweep is not None:
             page_tables = tables[:-1] + [sweep_table(run.sweep, max_rows=SWEEP_ROWS_HTML)]
-        page = render_page(_title(doc), _meta(doc, run), page_tables, figures)
+        page = render_page(_title(doc), _meta(doc, run), page_tables, figures, scenario_text=_scenario_text(run))
         files["html"] = str(atomic_write(run.path / HTML_NAME, page.encode("utf-8")))
     doc["files"] = files
     if json_out:
@@ -93,6 +93,18 @@ def report_run(run_dir: str | Path, *, plots: bool, json_out: bool, html: bool =
     else:
         _print(tables, doc, run, files, console)
     return doc
+
+
+def _scenario_text(run) -> str | None:
+    """The run's scenario.toml (written by `oracle simulate`), shown beside the report."""
+    from oracle.report.load import SCENARIO
+    path = run.path / SCENARIO
+    if not path.is_file():
+        return None
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def _title(doc: dict[str, Any]) -> str:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+from oracle.workload.closed_loop import build_with_closed_loop, closed_clients
 from oracle.workload.generate import generate
 from oracle.workload.spec import (ArrivalSpec, ClientSpec, ConversationSpec, DistSpec, WorkloadSpec,
                                   max_prompt_tokens, max_total_tokens, parse_workload)
@@ -24,7 +25,9 @@ def build_workload(spec: WorkloadSpec, *, duration_s: float | None, num_requests
     """Generate (clients) or import (trace) the workload of ``spec``.
 
     Generated: sessions start in ``[0, duration_s)`` and/or the first ``num_requests``
-    requests (all turns counted) are kept; at least one of the two is required.
+    requests (all turns counted) are kept; at least one of the two is required. Closed-loop
+    clients (``concurrency``) add chains of requests (``oracle.workload.closed_loop``); with
+    ``duration_s`` their length is a first guess that ``oracle.simulate`` settles per framework.
     Trace: after the trace's own ``start_s``/``time_scale``/``limit``, requests (with their
     follow-ups) arriving at or after ``duration_s`` are dropped and at most ``num_requests``
     are kept. ``seed`` only matters for generated workloads.
@@ -38,4 +41,6 @@ def build_workload(spec: WorkloadSpec, *, duration_s: float | None, num_requests
         if num_requests is not None:
             wl = wl.slice(num_requests)
         return wl
+    if closed_clients(spec):   # closed-loop users: chains of requests (see oracle.workload.closed_loop)
+        return build_with_closed_loop(spec, duration_s=duration_s, num_requests=num_requests, seed=int(seed))
     return generate(spec, duration_s=duration_s, num_requests=num_requests, seed=int(seed))

@@ -170,6 +170,23 @@ class ConversationSpec:
 
 
 @dataclass(frozen=True)
+class ClosedLoopSpec:
+    """A closed-loop client: ``concurrency`` users, each sending its next request when its
+    previous one ends (completes, is rejected or times out), after ``think_time_s``.
+
+    User k sends its first request at ``k * ramp_up_s / concurrency``; request j of the client
+    (0-based, in send order of a FIFO queue) belongs to user ``j % concurrency``. The client
+    stops after ``num_requests`` requests (all users together; None: [simulation].num_requests)
+    and sends none at or after [simulation].duration_s (see ``oracle.workload.closed_loop``).
+    """
+
+    concurrency: int
+    num_requests: int | None = None
+    think_time_s: DistSpec = field(default_factory=lambda: constant(0.0, integer=False))
+    ramp_up_s: float = 0.0
+
+
+@dataclass(frozen=True)
 class ClientSpec:
     """One client class of generated traffic."""
 
@@ -184,6 +201,11 @@ class ClientSpec:
     system_prompt_popularity: str = "uniform"  # uniform | zipf
     system_prompt_zipf_exponent: float = 1.0
     system_prompt_pool: str = ""               # clients with the same pool share prompts ("": own name)
+    closed_loop: ClosedLoopSpec | None = None  # closed loop: N users instead of an arrival process
+
+    @property
+    def is_closed_loop(self) -> bool:
+        return self.closed_loop is not None
 
 
 @dataclass(frozen=True)
@@ -230,7 +252,7 @@ def parse_workload(t: Table, *, base_dir: Path) -> WorkloadSpec:
         if c.name in seen_names:
             tables[i].report("name", f"duplicate client name {c.name!r}")
         seen_names.append(c.name)
-    if t.has("arrival") and all(ct.has("arrival") for ct in tables):
+    if t.has("arrival") and all(ct.has("arrival") or ct.has("concurrency") for ct in tables):
         t.report("arrival", "is unused: every client has its own arrival")
     t.done()
     return WorkloadSpec(clients=tuple(clients), arrival=shared, timeout_s=timeout_s)
@@ -284,20 +306,31 @@ def _parse_client(t: Table, i: int, have_shared: bool, base_dir: Path) -> Client
     if t.ok("name") and not name.strip():
         t.report("name", "must not be empty")
     arrival = None
-    if t.has("arrival"):
+    closed = t.has("concurrency")
+    if t.has("arrival") and closed:
+        t.report("arrival", "does not apply to a closed-loop client (concurrency): each user sends its next "
+                            "request when its previous one ends")
+    elif t.has("arrival"):
         with t.guard():
             arrival = _parse_arrival(t.table("arrival"))
-    elif not have_shared:
-        t.report("arrival", "is required (or give [workload].arrival and a share per client)")
+    elif not have_shared and not closed:
+        t.report("arrival", "is required (or give [workload].arrival and a share per client, or concurrency "
+                            "for a closed loop)")
     if t.has("arrival") and t.has("share"):
         t.report("share", "only applies to clients that split [workload].arrival; this client has its own")
+    elif closed and t.has("share"):
+        t.report("share", "does not apply to a closed-loop client (concurrency)")
+    closed_loop = _parse_closed_loop(t, base_dir)
     share = t.float("share", 1.0, lo=0.0, lo_open=True)
     prompt = output = conv = None
     with t.guard():
         prompt = parse_dist(t, "prompt_tokens", integer=True, base_dir=base_dir)
     with t.guard():
         output = parse_dist(t, "output_tokens", integer=True, base_dir=base_dir)
-    if t.has("conversation"):
+    if t.has("conversation") and closed:
+        t.report("conversation", "does not apply to a closed-loop client (concurrency): its users send "
+                                 "independent requests")
+    elif t.has("conversation"):
         with t.guard():
             conv = _parse_conversation(t.table("conversation"), base_dir)
     sys_tokens = t.int("system_prompt_tokens", 0, lo=0)
@@ -311,7 +344,27 @@ def _parse_client(t: Table, i: int, have_shared: bool, base_dir: Path) -> Client
     return ClientSpec(name=name, prompt_tokens=prompt, output_tokens=output, arrival=arrival, share=share,
                       conversation=conv, system_prompt_tokens=sys_tokens, num_system_prompts=num_sys,
                       system_prompt_popularity=popularity, system_prompt_zipf_exponent=zipf_s,
-                      system_prompt_pool=pool)
+                      system_prompt_pool=pool, closed_loop=closed_loop)
+
+
+CLOSED_LOOP_KEYS = ("num_requests", "think_time_s", "ramp_up_s")
+MAX_CONCURRENCY = 1 << 20
+
+
+def _parse_closed_loop(t: Table, base_dir: Path) -> ClosedLoopSpec | None:
+    """The closed-loop keys of a client table (``concurrency`` and the keys that need it)."""
+    if not t.has("concurrency"):
+        for k in CLOSED_LOOP_KEYS:
+            if t.has(k):
+                t.report(k, "only applies to a closed-loop client (set concurrency = number of users)")
+        return None
+    n = t.int("concurrency", lo=1, hi=MAX_CONCURRENCY)
+    num = t.int("num_requests", None, lo=1)
+    think = constant(0.0, integer=False)
+    with t.guard():
+        think = parse_dist(t, "think_time_s", integer=False, base_dir=base_dir, default=think)
+    ramp = t.float("ramp_up_s", 0.0, lo=0.0)
+    return ClosedLoopSpec(concurrency=n, num_requests=num, think_time_s=think, ramp_up_s=ramp)
 
 
 _PATTERN_DEFAULTS = {

@@ -13,7 +13,9 @@ turns the segments into block hashes for a block size.
 
 Invariants (checked by :meth:`Workload.validate`): ``parent[i] < i`` (so any prefix
 ``[0, n)`` of the table is closed under parents), ``arrival_s`` is NaN exactly for
-follow-ups (``parent >= 0``), and the finite arrival times are non-decreasing in id order.
+follow-ups (``parent >= 0``), the finite arrival times are non-decreasing in id order, and a
+follow-up has its parent's session (a conversation's turns; or -1 for both: the next
+request of a closed-loop user, see ``oracle.workload.closed_loop``).
 """
 
 from __future__ import annotations
@@ -156,8 +158,8 @@ class Workload:
             raise ValueError("turn must be >= 0 and session >= -1")
         if follow.any():
             p = self.parent[follow]
-            if np.any(self.session[follow] != self.session[p]) or np.any(self.session[follow] < 0):
-                raise ValueError("a follow-up must belong to its parent's session (>= 0)")
+            if np.any(self.session[follow] != self.session[p]):   # -1 for both: a closed-loop chain
+                raise ValueError("a follow-up must belong to its parent's session")
         if n and (self.client.min() < 0 or self.client.max() >= len(self.client_names)):
             raise ValueError(f"client indices must be in [0, {len(self.client_names)})")
         return self
