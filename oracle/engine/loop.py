@@ -45,15 +45,31 @@ def _simulate(req, cfg, st):
     """Run the whole simulation; results go into ``st.out``. Returns the steps matrix
     (num_steps x len(STEP_COLUMNS), empty unless ``cfg.record_steps``) and the number of steps.
 
-    Aborts, arrivals and steps are taken strictly in time order (ties: aborts, then
-    arrivals, then the lowest replica's step), so the steps table comes out in (start time,
-    replica) order.
+    The events are processed by :func:`_run`, compiled without reference counting, with
+    every per-event kernel inlined into it; this function only grows the steps table when
+    ``_run`` has filled it.
     """
-    qs = st.qs
     steps = np.empty((1024 if cfg.record_steps else 0, NUM_STEP_COLUMNS), np.float64)
-    num_steps = 0
-    si = 0  # next request without a parent, in arrival order
+    pos = np.zeros(2, np.int64)  # (next request without a parent, in arrival order; steps so far)
+    while not _run(req, cfg, st, steps, pos):
+        bigger = np.empty((2 * steps.shape[0], NUM_STEP_COLUMNS), np.float64)
+        bigger[:pos[1]] = steps[:pos[1]]
+        steps = bigger
+    return steps, pos[1]
+
+
+@kernel
+def _run(req, cfg, st, steps, pos):
+    """Process aborts, arrivals and steps strictly in time order (ties: aborts, then
+    arrivals, then the lowest replica's step), so the steps table comes out in (start time,
+    replica) order. Returns True when no event is left, False when the steps table is full
+    (``pos`` then says where to resume)."""
+    qs = st.qs
+    si, num_steps = pos[0], pos[1]
     while True:
+        if cfg.record_steps and num_steps == steps.shape[0]:
+            pos[0], pos[1] = si, num_steps
+            return False
         q, ta, from_heap = _next_arrival(si, req.static_order, req.arrival_s, qs.hp_t, qs.hp_id, qs.hp_n)
         r, ts = _next_step(cfg.max_num_seqs, qs.wq_len, st.rs.slot_top, qs.busy_until)
         if qs.ab_n[0] > 0 and (q < 0 or qs.ab_t[0] <= ta) and (r < 0 or qs.ab_t[0] <= ts):
@@ -74,13 +90,10 @@ def _simulate(req, cfg, st):
         if dt < 0:  # nothing scheduled (only after a preemption): no time passes
             continue
         if cfg.record_steps:
-            if num_steps == steps.shape[0]:
-                bigger = np.empty((2 * steps.shape[0], NUM_STEP_COLUMNS), np.float64)
-                bigger[:num_steps] = steps
-                steps = bigger
             _record_step(steps[num_steps], r, ts, dt, num_decode, num_tokens, cfg, st)
         num_steps += 1
-    return steps, num_steps
+    pos[0], pos[1] = si, num_steps
+    return True
 
 
 @jit(inline="always")
@@ -89,11 +102,11 @@ def _has_work(cfg, st, r):
     return st.qs.wq_len[r] + cfg.max_num_seqs - st.rs.slot_top[r] > 0
 
 
-@kernel
+@jit(inline="always")
 def _next_arrival(si, static_order, arrival_s, hp_t, hp_id, hp_n):
     """``(request, time, from_heap)`` of the earliest pending arrival by (time, id): the next
     request without a parent (``static_order[si]``) or the head of the follow-up heap;
-    request -1 if none. Arrays, not records: it runs once per event."""
+    request -1 if none."""
     qa = np.int64(-1)
     ta = np.inf
     from_heap = False
@@ -107,11 +120,11 @@ def _next_arrival(si, static_order, arrival_s, hp_t, hp_id, hp_n):
     return qa, ta, from_heap
 
 
-@kernel
+@jit(inline="always")
 def _next_step(s_max, wq_len, slot_top, busy_until):
     """``(replica, time)`` of the next step: the replica with work (waiting or running
     requests; a running one holds one of the ``s_max`` slots) whose clock is earliest (ties:
-    the lowest); replica -1 if none has work. Arrays, not records: it runs once per event."""
+    the lowest); replica -1 if none has work."""
     rs = np.int64(-1)  # not a literal: the kernels below are compiled for one type of r
     ts = np.inf
     for r in range(busy_until.shape[0]):
@@ -121,7 +134,7 @@ def _next_step(s_max, wq_len, slot_top, busy_until):
     return rs, ts
 
 
-@kernel
+@jit(inline="always")
 def _arrive(q, ta, cfg, req, st):
     """Request q arrives at ta: rejected if it can never fit, else routed to a waiting queue."""
     out, qs = st.out, st.qs
@@ -140,7 +153,7 @@ def _arrive(q, ta, cfg, req, st):
         heap_push(qs.ab_t, qs.ab_id, qs.ab_n, ta + req.timeout_s[q], q)
 
 
-@kernel
+@jit(inline="always")
 def _abort(q, a, cfg, req, st):
     """The client of request q gives up at a (README "Client timeouts"): a request still
     waiting or running is aborted (out of its queue, blocks freed) and its follow-ups go."""
@@ -156,7 +169,7 @@ def _abort(q, a, cfg, req, st):
     release_followups(st.qs, req, q, a)
 
 
-@kernel
+@jit(inline="always")
 def _step(r, t, cfg, req, st):
     """One engine step on replica r starting at t (README "One step"). Returns
     ``(duration, num_decode, num_tokens)``; duration -1 when nothing was scheduled."""
@@ -252,7 +265,7 @@ def _end_step(r, t, t_end, nb, nsch, cfg, req, st):
         join_active(r, cfg, req, st)
 
 
-@kernel
+@jit(inline="always")
 def _record_step(row, r, t, dt, num_decode, num_tokens, cfg, st):
     """One row of the steps table (STEP_COLUMNS order), state after the step."""
     row[0] = r
