@@ -53,7 +53,8 @@ class FrameworkConfig:
     scheduler_reserve_full_isl: bool = True     # vLLM: admit only if the whole known sequence fits
     dtype: str | None = None                    # weights dtype override (default: [model].dtype)
     kv_cache_dtype: str | None = None           # KV dtype override (default: [model].kv_cache_dtype)
-    scheduler_overhead_s: float | None = None   # per-step CPU time (default: GPU calibration)
+    scheduler_overhead_s: float | None = None   # per-step CPU time (default: framework catalog / GPU)
+    api_server_s: float | None = None           # per-request time outside the engine (default: framework catalog)
 
     @property
     def gpus_per_replica(self) -> int:
@@ -356,6 +357,7 @@ def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str)
         dtype=t.str("dtype", None, choices=DTYPES),
         kv_cache_dtype=t.str("kv_cache_dtype", None, choices=KV_DTYPES),
         scheduler_overhead_s=t.float("scheduler_overhead_s", None, lo=0.0, hi=10.0),
+        api_server_s=t.float("api_server_s", None, lo=0.0, hi=10.0),
     )
     if t.ok("name") and (not f["name"].strip() or "/" in f["name"] or f["name"] in (".", "..")):
         t.report("name", f"must be a non-empty name usable as a folder, got {f['name']!r}")
