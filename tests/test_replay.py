@@ -239,7 +239,7 @@ def test_failures_mark_a_stage_overloaded(tmp_path):
     docs = [stage_doc(ok=15, failed=5), stage_doc(ok=20, rate=4.0)]
     run = make_run(tmp_path, docs=docs)
     c = replay(run).comparison
-    assert c["stages"][0]["overloaded"] and "cannot abort" in c["stages"][0]["overload_note"]
+    assert c["stages"][0]["overloaded"] and "aborted" in c["stages"][0]["overload_note"]
     assert not c["stages"][1]["overloaded"]
     assert c["medians"]["e2e_mean"]["stages"] == 1
 
