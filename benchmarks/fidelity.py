@@ -136,13 +136,12 @@ def medians_line(comparisons: list[dict]) -> dict[str, float | None]:
 def lomo_table(cal: dict) -> str:
     """In-sample and leave-one-model-out errors from an ``oracle calibrate-e2e --json-out`` file."""
     keys = ("ttft_mean", "ttft_p90", "tpot_mean", "e2e_mean", "requests_per_s")
-    lines = ["| fitted on -> predicted | factors (eff_attn_memory, layer_overhead_s, custom_ar_latency_s, "
-             "api_server_s) | stages | TTFT mean | TTFT p90 | TPOT/token | E2E | req/s |",
-             "|---|---|---|---|---|---|---|---|"]
+    names = list(cal["factors"])
+    lines = [f"| fitted on -> predicted | factors ({', '.join(names)}) | stages | TTFT mean | TTFT p90 | TPOT/token | "
+             "E2E | req/s |", "|---|---|---|---|---|---|---|---|"]
 
     def row(label, factors, med):
-        f = ", ".join(f"{factors[k]:.4g}" for k in ("eff_attn_memory", "layer_overhead_s", "custom_ar_latency_s",
-                                                    "api_server_s")) if factors else "-"
+        f = ", ".join(f"{factors[k]:.4g}" for k in names) if factors else "-"
         cells = [f"{med[k]['median_abs_error_pct']:.1f} ({med[k]['median_error_pct']:+.1f}; max "
                  f"{med[k]['max_abs_error_pct']:.1f})" if med[k]["median_abs_error_pct"] is not None else "-"
                  for k in keys]
@@ -171,7 +170,7 @@ def _ablations():
         "NCCL all-reduce instead of vLLM's custom one": ({}, {"custom_allreduce_max_bytes": 0}, {}),
         "CPU time added to each step (no async overlap)": ({}, {"async_scheduling": False}, {}),
         "no CUDA-graph padding": ({}, {"cudagraph_max_tokens": 0}, {}),
-        "op-level defaults for eff_attn_memory, layer_overhead_s": (
+        "A100 op-level eff_attn_memory and layer_overhead_s ([defaults])": (
             {"eff_attn_memory": d["eff_attn_memory"], "layer_overhead_s": d["layer_overhead_s"]}, {}, {}),
     }
 

@@ -50,9 +50,11 @@ def test_set_keys_rewrites_only_the_named_sections():
 def test_calibrate_fits_reports_lomo_and_writes_the_catalog(tmp_path):
     runs = _runs(tmp_path)
     res = cal.calibrate(runs, gpu="h100-sxm", lomo=True, max_evals=6)
-    assert set(res.factors) == {*cal.STEP_FACTORS, "api_server_s"}
-    for k, (lo, hi, _) in cal.STEP_FACTORS.items():
+    assert set(res.factors) == {*cal.DEFAULT_FREE, "api_server_s"}
+    for k in cal.DEFAULT_FREE:
+        lo, hi, _ = cal.STEP_FACTORS[k]
         assert lo <= res.factors[k] <= hi
+    assert res.provenance["held"] == {"eff_attn_memory": get_gpu("h100-sxm").eff_attn_memory}
     assert 0.0 <= res.factors["api_server_s"] <= cal.REQUEST_BOUNDS[1]
     assert res.in_sample["medians"]["stages"] == 2
     assert set(res.lomo) == {"llama-2-7b tp1", "mixtral-8x7b tp2", "all held out"}
@@ -62,7 +64,8 @@ def test_calibrate_fits_reports_lomo_and_writes_the_catalog(tmp_path):
     errs = [abs(r["ttft_mean"]["error_pct"]) for r in res.in_sample["stages"]]
     assert max(errs) < 60
     doc = tomllib.loads(cal.to_toml(res))
-    assert doc["gpus"]["h100-sxm"]["eff_attn_memory"] == res.factors["eff_attn_memory"]
+    assert doc["gpus"]["h100-sxm"]["layer_overhead_s"] == res.factors["layer_overhead_s"]
+    assert "eff_attn_memory" not in doc["gpus"]["h100-sxm"]
     assert doc["frameworks"]["vllm"]["api_server_s"] == res.factors["api_server_s"]
     assert "leave-one-model-out" in doc["gpus"]["h100-sxm"]["e2e_calibration_note"]
     gpus, fws = tmp_path / "gpus.toml", tmp_path / "frameworks.toml"
@@ -79,8 +82,7 @@ def test_calibrate_fits_reports_lomo_and_writes_the_catalog(tmp_path):
     assert new_gpus["defaults"]["custom_ar_latency_s"] == res.factors["custom_ar_latency_s"]
     assert new_gpus["gpus"]["a100-80g"] == old_gpus["gpus"]["a100-80g"]
     assert tomllib.loads(fws.read_text())["frameworks"]["vllm"]["api_server_s"] == res.factors["api_server_s"]
-    assert get_gpu("h100-sxm").eff_attn_memory == old_gpus["gpus"]["h100-sxm"].get(
-        "eff_attn_memory", get_gpu("h100-sxm").eff_attn_memory)
+    assert new_gpus["gpus"]["h100-sxm"]["eff_attn_memory"] == old_gpus["gpus"]["h100-sxm"]["eff_attn_memory"]
 
 
 def test_cli_writes_the_calibration_file(tmp_path):
@@ -90,7 +92,12 @@ def test_cli_writes_the_calibration_file(tmp_path):
                                            "--out", str(out), "--quiet"])
     assert res.exit_code == 0, res.output
     doc = tomllib.loads(out.read_text())
-    assert set(doc["gpus"]["h100-sxm"]) == {*cal.STEP_FACTORS, "e2e_calibration_note"}
+    with_attn = CliRunner().invoke(build_app(), ["calibrate-e2e", *map(str, runs), "--no-lomo", "--max-evals", "5",
+                                                 "--fit-attention", "--json"])
+    assert with_attn.exit_code == 0, with_attn.output
+    import json
+    assert "eff_attn_memory" in json.loads(with_attn.stdout)["factors"]
+    assert set(doc["gpus"]["h100-sxm"]) == {*cal.DEFAULT_FREE, "e2e_calibration_note"}
     assert math.isfinite(doc["frameworks"]["vllm"]["api_server_s"])
     bad = CliRunner().invoke(build_app(), ["calibrate-e2e", str(tmp_path / "nope")])
     assert bad.exit_code == 1 and "not found" in bad.stderr

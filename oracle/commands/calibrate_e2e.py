@@ -28,6 +28,9 @@ def calibrate_e2e(
                                                                 "runs and report the held-out errors.")] = True,
     max_evals: Annotated[int, typer.Option("--max-evals", min=4, help="Replays of all runs per Nelder-Mead fit, "
                                                                       "at most.")] = 60,
+    fit_attention: Annotated[bool, typer.Option(
+        "--fit-attention", help="Fit the GPU's eff_attn_memory too (by default it keeps the catalog's measured "
+                                "value: runs with little KV traffic cannot pin it).")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the rebuilt workloads.")] = 0,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Write the fitted factors with their "
                                                                     "provenance and errors as TOML here.")] = None,
@@ -39,9 +42,10 @@ def calibrate_e2e(
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
 ) -> None:
-    """Fit the cost model's end-to-end factors (decode-attention bandwidth, per-layer fixed
-    time, custom all-reduce latency of the GPU; API-server time of the framework) on real
-    runs by replaying them, and report per-stage errors in sample and leave-one-model-out.
+    """Fit the cost model's end-to-end factors (per-layer fixed time and custom all-reduce
+    latency of the GPU, API-server time of the framework; with --fit-attention the
+    decode-attention bandwidth too) on real runs by replaying them, and report per-stage
+    errors in sample and leave-one-model-out.
 
     Stage 1 fits the GPU factors on per-stage mean TPOT and E2E, stage 2 the API-server time
     on mean and p90 TTFT; see oracle/replay/calibrate.py. Takes minutes: every evaluation
@@ -61,7 +65,7 @@ def calibrate_e2e(
         say = (lambda m: None) if (quiet or as_json) else (lambda m: typer.echo(m, err=True))
         command = "oracle calibrate-e2e " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else ""
         result = calibrate(list(runs), gpu=gpu, framework=framework, seed=seed, lomo=lomo, max_evals=max_evals,
-                           command=command, progress=say)
+                           fit_attention=fit_attention, command=command, progress=say)
         if out is not None:
             atomic_write_text(out, to_toml(result))
         if json_out is not None:

@@ -10,16 +10,18 @@ replaying whole serving benchmarks (:mod:`oracle.replay`) and comparing per-stag
 ==========================  ======  ==========================================================
 factor                      where   what it is
 ==========================  ======  ==========================================================
-``eff_attn_memory``         GPU     share of DRAM bandwidth decode attention reaches on KV reads
 ``layer_overhead_s``        GPU     fixed GPU time per layer of the small kernels
 ``custom_ar_latency_s``     GPU     fixed time of one custom (one-shot / two-shot) all-reduce
 ``api_server_s``            frame.  per-request time outside the engine (HTTP, tokenization, ...)
+``eff_attn_memory``         GPU     (``--fit-attention`` only) share of DRAM bandwidth decode
+                                    attention reaches on KV reads; by default the catalog's
+                                    measured value
 ==========================  ======  ==========================================================
 
 Method, in two stages so that TTFT (which the engine's admission rule shapes) cannot bend
 the step-time physics:
 
-1. the three GPU factors minimise the mean ``|log(predicted / measured)|`` of the per-stage
+1. the GPU factors minimise the mean ``|log(predicted / measured)|`` of the per-stage
    mean TPOT (per token) and mean E2E over the runs' stages where the real server kept up
    (no failed request), by Nelder-Mead over whole replays (each evaluation simulates every
    run);
@@ -62,6 +64,10 @@ STEP_FACTORS = {
     "layer_overhead_s": (0.0, 1e-4, 5e-6),
     "custom_ar_latency_s": (0.0, 1e-4, 5e-6),
 }
+#: the step-time factors fitted by default: the decode-attention bandwidth is a measured GPU
+#: figure in the catalog (a streaming copy's share of the datasheet bandwidth); fitting it too
+#: (``fit_attention``) lets runs whose KV traffic is small pull it anywhere
+DEFAULT_FREE = ("layer_overhead_s", "custom_ar_latency_s")
 #: per-request factor (stage 2)
 REQUEST_FACTOR = "api_server_s"
 REQUEST_BOUNDS = (0.0, 0.2)
@@ -263,15 +269,20 @@ def start_factors(gpu: str, framework: str) -> dict[str, float]:
 
 
 def fit(plans: dict[str, ReplayPlan], *, gpu: str, framework: str = "vllm", seed: int = 0, max_evals: int = 60,
+        free: tuple[str, ...] = DEFAULT_FREE,
         progress: Callable[[str], None] | None = None) -> tuple[dict[str, float], Evaluation]:
-    """Fit the free factors on ``plans`` (module docstring). Returns the factors and the
-    replays made with them."""
+    """Fit the free factors on ``plans`` (module docstring): the step-time factors ``free``
+    (keys of :data:`STEP_FACTORS`), then ``api_server_s``. Returns the factors and the replays
+    made with them."""
     say = progress or (lambda _m: None)
     usable = {k: p for k, p in plans.items() if kept_up(p)}
     if not usable:
         raise ReplayError("no run where the server kept up (every run has failed requests): nothing to fit on")
     start = start_factors(gpu, framework)
-    names = list(STEP_FACTORS)
+    unknown = [k for k in free if k not in STEP_FACTORS]
+    if unknown or not free:
+        raise ReplayError(f"cannot fit {unknown or 'nothing'}: the step-time factors are {', '.join(STEP_FACTORS)}")
+    names = list(free)
     scale = np.array([STEP_FACTORS[k][2] for k in names])
     lo = np.array([STEP_FACTORS[k][0] for k in names]) / scale
     hi = np.array([STEP_FACTORS[k][1] for k in names]) / scale
@@ -316,13 +327,15 @@ def _round(v: float) -> float:
 
 
 def calibrate(paths: list[Path], *, gpu: str = "h100-sxm", framework: str = "vllm", seed: int = 0,
-              lomo: bool = True, max_evals: int = 60, command: str = "",
+              lomo: bool = True, max_evals: int = 60, fit_attention: bool = False, command: str = "",
               progress: Callable[[str], None] | None = None) -> CalibrationResult:
-    """Fit on every run, then (``lomo``) once per model on the others; see the module docstring."""
+    """Fit on every run, then (``lomo``) once per model on the others; see the module docstring.
+    ``fit_attention``: fit ``eff_attn_memory`` too."""
     say = progress or (lambda _m: None)
     t0 = time.perf_counter()
     plans = load_plans(paths, seed=seed)
-    factors, ev = fit(plans, gpu=gpu, framework=framework, seed=seed, max_evals=max_evals, progress=say)
+    free = (("eff_attn_memory",) if fit_attention else ()) + DEFAULT_FREE
+    factors, ev = fit(plans, gpu=gpu, framework=framework, seed=seed, max_evals=max_evals, free=free, progress=say)
     rows = stage_rows(ev, plans)
     result = CalibrationResult(gpu=gpu, framework=framework, factors=factors,
                                in_sample={"stages": rows, "medians": summarize(rows)})
@@ -335,7 +348,8 @@ def calibrate(paths: list[Path], *, gpu: str = "h100-sxm", framework: str = "vll
             if not any(kept_up(p) for p in train.values()) or not test:
                 continue
             say(f"leave {m} out: fit on {len(train)} runs, predict {len(test)}")
-            f_m, _ = fit(train, gpu=gpu, framework=framework, seed=seed, max_evals=max_evals, progress=say)
+            f_m, _ = fit(train, gpu=gpu, framework=framework, seed=seed, max_evals=max_evals, free=free,
+                         progress=say)
             r_m = stage_rows(evaluate(test, f_m, gpu=gpu, seed=seed), test)
             held_rows += r_m
             result.lomo[m] = {"factors": f_m, "stages": r_m, "medians": summarize(r_m)}
@@ -344,19 +358,24 @@ def calibrate(paths: list[Path], *, gpu: str = "h100-sxm", framework: str = "vll
         "runs": [str(p) for p in paths], "fitted_on": sorted(k for k, p in plans.items() if kept_up(p)),
         "gpu": gpu, "framework": framework, "seed": seed, "date": _dt.date.today().isoformat(),
         "commit": _git_commit(), "command": command, "wall_time_s": round(time.perf_counter() - t0, 1),
-        "method": "stage 1: eff_attn_memory, layer_overhead_s, custom_ar_latency_s minimise mean |log(pred/meas)| "
-                  "of per-stage mean TPOT and E2E (Nelder-Mead over whole replays); stage 2: api_server_s "
-                  "minimises it on per-stage mean and p90 TTFT; stages with failed requests left out",
+        "method": f"stage 1: {', '.join(free)} minimise mean |log(pred/meas)| of per-stage mean TPOT and E2E "
+                  "(Nelder-Mead over whole replays); stage 2: api_server_s minimises it on per-stage mean and p90 "
+                  "TTFT; stages with failed requests left out",
+        "fitted": list(free) + [REQUEST_FACTOR],
+        "held": {k: v for k, v in start_factors(gpu, framework).items() if k in STEP_FACTORS and k not in free},
     }
     return result
 
 
 def _git_commit() -> str:
+    """The package's git commit, ``+dirty`` when its Python sources differ from it."""
     try:
         root = Path(__file__).resolve().parents[2]
         out = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, timeout=10)
-        return out.stdout.strip() or "unknown"
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--", "oracle/*.py"],
+                               capture_output=True, text=True, timeout=10)
+        return (out.stdout.strip() or "unknown") + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 
@@ -366,17 +385,19 @@ def _git_commit() -> str:
 def note(result: CalibrationResult) -> str:
     """The one-line provenance stored next to the fitted factors in the catalog."""
     med = result.in_sample["medians"]
-    held = result.lomo.get("all held out", {}).get("medians")
+    lomo = result.lomo.get("all held out", {}).get("medians")
 
     def fmt(m):
         return ", ".join(f"{k.split('_')[0].upper()} {m[k]['median_abs_error_pct']:.1f} %"
                          for k in ("ttft_mean", "tpot_mean", "e2e_mean") if m[k]["median_abs_error_pct"] is not None)
-    gpu_keys = ", ".join(k for k in STEP_FACTORS)
+    gpu_keys = ", ".join(k for k in result.factors if k in STEP_FACTORS)
+    held = ", ".join(f"{k} {v:.4g}" for k, v in result.provenance.get("held", {}).items())
     text = (f"{gpu_keys}: fitted end to end by oracle calibrate-e2e on {len(result.provenance['fitted_on'])} "
-            f"vLLM runs ({result.provenance['date']}, commit {result.provenance['commit']}); median |error| per "
-            f"stage in sample {fmt(med)}")
-    if held:
-        text += f"; leave-one-model-out {fmt(held)}"
+            f"vLLM runs ({result.provenance['date']}, commit {result.provenance['commit']})"
+            + (f" with {held} held at the catalog's value" if held else "")
+            + f"; median |error| per stage in sample {fmt(med)}")
+    if lomo:
+        text += f"; leave-one-model-out {fmt(lomo)}"
     return text + " (benchmarks/FIDELITY.md)"
 
 
@@ -400,7 +421,7 @@ def framework_note(result: CalibrationResult) -> str:
 def to_toml(result: CalibrationResult) -> str:
     """A calibration file: the fitted factors in catalog layout, plus provenance and errors."""
     from oracle.legacy.toml_writer import dumps
-    gpu_keys = {k: result.factors[k] for k in STEP_FACTORS}
+    gpu_keys = {k: v for k, v in result.factors.items() if k in STEP_FACTORS}
     doc = {"gpus": {result.gpu: {**gpu_keys, "e2e_calibration_note": note(result)}},
            "frameworks": {result.framework: {REQUEST_FACTOR: result.factors[REQUEST_FACTOR],
                                              "calibration_note": f"api_server_s: {framework_note(result)}"}},
@@ -429,7 +450,7 @@ def update_catalog(result: CalibrationResult, *, gpus_toml: Path | None = None,
     from oracle.catalog import FRAMEWORKS_TOML, GPUS_TOML
     gpus_toml = gpus_toml or GPUS_TOML
     frameworks_toml = frameworks_toml or FRAMEWORKS_TOML
-    gpu_values: dict[str, Any] = {k: result.factors[k] for k in STEP_FACTORS}
+    gpu_values: dict[str, Any] = {k: v for k, v in result.factors.items() if k in STEP_FACTORS}
     gpu_values["e2e_calibration_note"] = note(result)
     sections = {f"gpus.{result.gpu}": gpu_values,
                 "defaults": {"custom_ar_latency_s": result.factors["custom_ar_latency_s"]}}
