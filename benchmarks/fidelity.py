@@ -1,13 +1,18 @@
-"""End-to-end fidelity: `oracle replay` on every real run, one markdown table (benchmarks/FIDELITY.md).
+"""End-to-end fidelity: `oracle replay` on every real run, markdown tables (benchmarks/FIDELITY.md).
 
 Runs the replays one after another (each is what ``oracle replay RUN --json`` prints),
 keeps each run's JSON in ``--json-dir`` and prints the tables: per run and stage, predicted
 vs measured mean TTFT, TPOT (per token, converted), E2E and throughput with signed errors,
-then the medians over the stages that were not overloaded.
+then the medians over the stages that were not overloaded. Optional extra tables:
+
+* ``--before DIR``: per stage, the signed errors of saved "before" replays next to these;
+* ``--lomo FILE``: the leave-one-model-out table of an ``oracle calibrate-e2e --json-out FILE``;
+* ``--ablation``: the medians with each cost-model term switched off in turn (replays again).
 
     python benchmarks/fidelity.py                                  # ../shared/data/vllm_runs/h100-inference-perf
     python benchmarks/fidelity.py RUNS_DIR --json-dir runs/fidelity --gpu h100-sxm
     python benchmarks/fidelity.py --from-json runs/fidelity         # tables only, from saved JSONs
+    python benchmarks/fidelity.py --from-json runs/after --before runs/before --lomo runs/cal.json --ablation
 """
 
 from __future__ import annotations
@@ -86,11 +91,128 @@ def tables(comparisons: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _stage_key(c: dict, st: dict) -> tuple[str, str]:
+    return c["name"], st["label"]
+
+
+def before_after(before: list[dict], after: list[dict]) -> str:
+    """Per stage: signed error before -> after of mean TTFT, p90 TTFT, TPOT and E2E, and req/s."""
+    old = {_stage_key(c, st): st for c in before for st in c["stages"]}
+    keys = (("ttft_ms", "mean"), ("ttft_ms", "p90"), ("tpot_ms", "mean"), ("e2e_ms", "mean"))
+    lines = ["| run | stage | TTFT mean | TTFT p90 | TPOT/token | E2E | req/s |", "|---|---|---|---|---|---|---|"]
+    for c in after:
+        for st in c["stages"]:
+            b = old.get(_stage_key(c, st))
+            cells = []
+            for metric, stat in keys:
+                new_e = st["metrics"][metric][stat]["error_pct"]
+                old_e = b["metrics"][metric][stat]["error_pct"] if b else None
+                cells.append(f"{_e(old_e)} -> **{_e(new_e)}**")
+            t_new = st["throughput"]["requests_per_s"]["error_pct"]
+            t_old = b["throughput"]["requests_per_s"]["error_pct"] if b else None
+            cells.append(f"{_e(t_old)} -> **{_e(t_new)}**")
+            name = c["name"].split("-", 2)[-1] + (" **overloaded**" if st["overloaded"] else "")
+            lines.append(f"| {name} | {st['label'].split(':')[1].strip()} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def medians_line(comparisons: list[dict]) -> dict[str, float | None]:
+    """Median |error| (%) over the non-overloaded stages: TTFT mean/p90, TPOT, E2E, req/s."""
+    errs: dict[str, list[float]] = {"ttft": [], "ttft_p90": [], "tpot": [], "e2e": [], "rps": []}
+    for c in comparisons:
+        for st in c["stages"]:
+            if st["overloaded"]:
+                continue
+            m = st["metrics"]
+            for k, (metric, stat) in (("ttft", ("ttft_ms", "mean")), ("ttft_p90", ("ttft_ms", "p90")),
+                                      ("tpot", ("tpot_ms", "mean")), ("e2e", ("e2e_ms", "mean"))):
+                if m[metric][stat]["error_pct"] is not None:
+                    errs[k].append(abs(m[metric][stat]["error_pct"]))
+            if st["throughput"]["requests_per_s"]["error_pct"] is not None:
+                errs["rps"].append(abs(st["throughput"]["requests_per_s"]["error_pct"]))
+    return {k: (statistics.median(v) if v else None) for k, v in errs.items()}
+
+
+def lomo_table(cal: dict) -> str:
+    """In-sample and leave-one-model-out errors from an ``oracle calibrate-e2e --json-out`` file."""
+    keys = ("ttft_mean", "ttft_p90", "tpot_mean", "e2e_mean", "requests_per_s")
+    names = list(cal["factors"])
+    lines = [f"| fitted on -> predicted | factors ({', '.join(names)}) | stages | TTFT mean | TTFT p90 | TPOT/token | "
+             "E2E | req/s |", "|---|---|---|---|---|---|---|---|"]
+
+    def row(label, factors, med):
+        f = ", ".join(f"{factors[k]:.4g}" for k in names) if factors else "-"
+        cells = [f"{med[k]['median_abs_error_pct']:.1f} ({med[k]['median_error_pct']:+.1f}; max "
+                 f"{med[k]['max_abs_error_pct']:.1f})" if med[k]["median_abs_error_pct"] is not None else "-"
+                 for k in keys]
+        return f"| {label} | {f} | {med['stages']} | " + " | ".join(cells) + " |"
+    lines.append(row("all models -> all (in sample)", cal["factors"], cal["in_sample"]["medians"]))
+    for m, v in cal["lomo"].items():
+        label = "each model held out in turn (pooled)" if m == "all held out" else f"the others -> {m}"
+        lines.append(row(label, v.get("factors"), v["medians"]))
+    lines += ["", "Per held-out stage (signed error, %):", "",
+              "| held-out model | run | stage | TTFT mean | TTFT p90 | TPOT/token | E2E |", "|---|---|---|---|---|---|---|"]
+    for m, v in cal["lomo"].items():
+        for r in v["stages"]:
+            lines.append(f"| {m} | {r['run'].split('-', 2)[-1]} | {r['stage'].split(':')[1].strip()} | "
+                         + " | ".join(_e(r[k]["error_pct"]) for k in ("ttft_mean", "ttft_p90", "tpot_mean",
+                                                                       "e2e_mean")) + " |")
+    return "\n".join(lines)
+
+
+#: ablation variants: label -> (GPU factor overrides, framework-spec overrides, framework scenario keys)
+def _ablations():
+    from oracle.catalog import gpu_defaults
+    d = gpu_defaults()
+    return {
+        "every term (after)": ({}, {}, {}),
+        "no API-server time (api_server_s = 0)": ({}, {}, {"api_server_s": 0.0}),
+        "NCCL all-reduce instead of vLLM's custom one": ({}, {"custom_allreduce_max_bytes": 0}, {}),
+        "CPU time added to each step (no async overlap)": ({}, {"async_scheduling": False}, {}),
+        "no CUDA-graph padding": ({}, {"cudagraph_max_tokens": 0}, {}),
+        "A100 op-level eff_attn_memory and layer_overhead_s ([defaults])": (
+            {"eff_attn_memory": d["eff_attn_memory"], "layer_overhead_s": d["layer_overhead_s"]}, {}, {}),
+    }
+
+
+def ablation(runs: Path, gpu: str, seed: int) -> str:
+    """Medians with each term switched off (the framework spec is swapped for the run)."""
+    import dataclasses
+    from unittest import mock
+
+    import oracle.api
+    from oracle.replay import load_plan
+    from oracle.replay.calibrate import gpu_table
+    from oracle.replay.run import simulate_plan
+    real = oracle.api.framework_spec
+    plans = [load_plan(p, seed=seed) for p in sorted(q for q in runs.iterdir() if q.is_dir())]
+    lines = ["| variant | TTFT mean | TTFT p90 | TPOT/token | E2E | req/s |", "|---|---|---|---|---|---|"]
+    base = None
+    for label, (gpu_over, fw_over, fw_keys) in _ablations().items():
+        def spec(fw, _over=fw_over):
+            return dataclasses.replace(real(fw), **_over)
+        with mock.patch.object(oracle.api, "framework_spec", spec):
+            comps = [simulate_plan(p, gpu=gpu, seed=seed, gpu_table=gpu_table(gpu, gpu_over) if gpu_over else None,
+                                   framework_keys=fw_keys or None).comparison for p in plans]
+        med = medians_line(comps)
+        base = base or med
+        cells = []
+        for k in ("ttft", "ttft_p90", "tpot", "e2e", "rps"):
+            delta = "" if med is base or med[k] is None else f" ({med[k] - base[k]:+.1f})"
+            cells.append(f"{_v(med[k])} %{delta}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        print(f"ablation {label}: done", file=sys.stderr)
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="?", type=Path, default=DEFAULT_RUNS, help="folder of inference-perf run folders")
     ap.add_argument("--json-dir", type=Path, default=None, help="keep each run's replay JSON here")
     ap.add_argument("--from-json", type=Path, default=None, help="only print the tables of saved replay JSONs")
+    ap.add_argument("--before", type=Path, default=None, help="saved replay JSONs to compare with, stage by stage")
+    ap.add_argument("--lomo", type=Path, default=None, help="an `oracle calibrate-e2e --json-out` file")
+    ap.add_argument("--ablation", action="store_true", help="replay with each cost-model term switched off")
     ap.add_argument("--gpu", default="h100-sxm")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -99,6 +221,16 @@ def main(argv: list[str] | None = None) -> int:
     else:
         comparisons = run_all(args.runs, args.json_dir, args.gpu, args.seed)
     print(tables(comparisons))
+    if args.before is not None:
+        before = [json.loads(p.read_text()) for p in sorted(args.before.glob("*.json"))]
+        print("\n" + before_after(before, comparisons))
+        b, a = medians_line(before), medians_line(comparisons)
+        print("\nMedian |error| over the non-overloaded stages, before -> after: " + ", ".join(
+            f"{k} {_v(b[k])} % -> {_v(a[k])} %" for k in a))
+    if args.lomo is not None:
+        print("\n" + lomo_table(json.loads(args.lomo.read_text())))
+    if args.ablation:
+        print("\n" + ablation(args.runs, args.gpu, args.seed))
     return 0
 
 

@@ -131,27 +131,61 @@ def engine_config(scenario: Scenario, fw: FrameworkConfig, *, num_gpu_blocks: in
         warm_up_s=scenario.simulation.warm_up_s)
 
 
+def framework_spec(fw: FrameworkConfig):
+    """The catalog's :class:`~oracle.catalog.FrameworkSpec` of ``fw.type`` with the entry's own
+    ``api_server_s`` when it sets one."""
+    import dataclasses
+
+    from oracle.catalog import get_framework
+    spec = get_framework(fw.type)
+    if fw.api_server_s is not None:
+        spec = dataclasses.replace(spec, api_server_s=fw.api_server_s)
+    return spec
+
+
 def cost_params(scenario: Scenario, fw: FrameworkConfig) -> np.ndarray:
     from oracle.cost import build_cost_params   # lazy: numba (~0.4 s); `oracle validate` imports this module
     dtype, kv = framework_dtypes(scenario, fw)
     return build_cost_params(scenario.model_of(fw), scenario.gpu, tp=fw.tp, pp=fw.pp, dtype=dtype, kv_dtype=kv,
-                             scheduler_overhead_s=fw.scheduler_overhead_s)
+                             scheduler_overhead_s=fw.scheduler_overhead_s, framework=framework_spec(fw),
+                             max_num_seqs=fw.max_num_seqs)
 
 
 def engine_inputs(scenario: Scenario, fw: FrameworkConfig, workload, *, hashes=None,
                   num_gpu_blocks: int | None = None, record_steps: bool | None = None) -> EngineInputs:
     """Bundle a workload and a framework config for the engine (``hashes``: a precomputed
     ``(hash_offsets, hashes)`` pair for ``fw.block_size``, else computed here; see
-    :func:`engine_block_hashes`; ``num_gpu_blocks``: see :func:`engine_config`)."""
+    :func:`engine_block_hashes`; ``num_gpu_blocks``: see :func:`engine_config`).
+
+    The engine runs on its own clock: a request reaches it ``api_server_s`` after the client
+    sent it (the framework's API server: HTTP, tokenization, hand-over), so arrivals and
+    follow-up think times are shifted by it and the client's timeout shortened by it;
+    :func:`to_client_clock` turns the engine's outputs back.
+    """
     cfg = engine_config(scenario, fw, num_gpu_blocks=num_gpu_blocks, record_steps=record_steps)
     hash_offsets, block_hashes = hashes if hashes is not None else engine_block_hashes(workload, fw)
+    api = framework_spec(fw).api_server_s
+    timeout = scenario.workload.timeout_s
     return EngineInputs(
-        config=cfg, arrival_s=workload.arrival_s, prompt_tokens=workload.prompt_tokens,
+        config=cfg, arrival_s=workload.arrival_s + api if api else workload.arrival_s,
+        prompt_tokens=workload.prompt_tokens,
         output_tokens=workload.output_tokens, session=workload.session, turn=workload.turn,
-        parent=workload.parent, think_s=workload.think_s, hash_offsets=hash_offsets, hashes=block_hashes,
+        parent=workload.parent, think_s=workload.think_s + api if api else workload.think_s,
+        hash_offsets=hash_offsets, hashes=block_hashes,
         cost_params=cost_params(scenario, fw),
-        timeout_s=None if scenario.workload.timeout_s is None
-        else np.full(len(workload), scenario.workload.timeout_s, np.float64))
+        timeout_s=None if timeout is None else np.full(len(workload), max(timeout - api, 0.0), np.float64))
+
+
+def to_client_clock(out: EngineOutputs, api_server_s: float) -> EngineOutputs:
+    """Arrivals as the client sent them (``api_server_s`` before the engine saw them), in place.
+
+    Every other time is the engine's: a token leaves the engine when its step ends, and the
+    part of the response path that comes after (detokenization, streaming) is a per-request
+    constant folded into ``api_server_s``: it adds to TTFT and E2E, never to TPOT or ITL.
+    """
+    if api_server_s:
+        out.arrival_s = out.arrival_s - api_server_s
+    return out
 
 
 def engine_block_hashes(workload, fw: FrameworkConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -226,7 +260,7 @@ def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None,
             # style "original" reports the GPUs' busy time, which the steps give
             inputs = engine_inputs(sc, fw, workload, hashes=hash_cache[key], num_gpu_blocks=num_gpu_blocks[fw.name],
                                    record_steps=keep_steps or sc.output.style == "original")
-            out = _run_engine(inputs)
+            out = to_client_clock(_run_engine(inputs), framework_spec(fw).api_server_s)
         results[fw.name] = _collect(sc, fw, wl_fw, inputs, out, wall=time.perf_counter() - t1,
                                     keep_steps=keep_steps)
     res = SimulationResult(scenario=sc, workload=workload, frameworks=results,
@@ -251,7 +285,7 @@ def _simulate_closed_loop(sc: Scenario, fw: FrameworkConfig, workload, record_st
     def run(wl, final: bool) -> EngineOutputs:
         inputs = engine_inputs(sc, fw, wl, record_steps=record_steps if final else False)
         last["inputs"] = inputs
-        return _run_engine(inputs)
+        return to_client_clock(_run_engine(inputs), framework_spec(fw).api_server_s)
 
     wl, out = simulate_closed_loop(sc.workload, workload, duration_s=sc.simulation.duration_s,
                                    num_requests=sc.simulation.num_requests, seed=sc.seed, run=run)

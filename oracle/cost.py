@@ -21,6 +21,21 @@ Modelling choices (beyond DESIGN §5):
 * Fixed costs: one kernel time per GEMM and attention kernel, ``layer_overhead_s`` per layer
   for the small kernels, ``step_overhead_s`` per step for the CPU side (scheduler, input
   preparation, sampling).
+
+With a serving framework (``framework="vllm"``, :class:`~oracle.catalog.FrameworkSpec`; the
+simulator always passes the scenario's), its terms join the roofline (kernel docstring):
+
+* CUDA-graph padding of steps up to ``min(cudagraph_max_tokens, 2·max_num_seqs)`` tokens
+  (rounded down to a capture size);
+* its custom all-reduce on all-to-all links (``gpu.link_kind`` NVLink or xGMI) for messages up
+  to ``custom_allreduce_max_bytes``: ``custom_ar_latency_s`` + one-shot ``(tp−1)·m`` or
+  two-shot ``2(tp−1)/tp·m`` bytes over the link (one-shot below 512 KiB at TP <= 4, 256 KiB
+  at TP <= 8, always at TP 2: vLLM's ``custom_all_reduce.cuh``); NCCL's ring above;
+* CPU time ``cpu_step_s + cpu_seq_s·E`` per step, hidden under the GPU time with async
+  scheduling (``max(gpu, cpu)``).
+
+Without one (``framework=None``, as the op-level calibration uses it) the step is the bare
+roofline: NCCL all-reduce, no padding, CPU time ``step_overhead_s`` added.
 """
 
 from __future__ import annotations
@@ -30,14 +45,15 @@ from typing import Any
 
 import numpy as np
 
-from oracle.catalog import GpuSpec, ModelSpec, get_gpu, get_model
+from oracle.catalog import FrameworkSpec, GpuSpec, ModelSpec, get_framework, get_gpu, get_model
 from oracle.errors import ScenarioError
 from oracle.kernels.cost import NUM_OPS, NUM_PARAMS, OP_NAMES, PARAM_NAMES, step_time_s, step_work
 from oracle.memory import (check_parallel, dtype_bytes, kv_heads_per_gpu, resolve_dtype,
                            resolve_kv_dtype)
 
 __all__ = ["OP_NAMES", "PARAM_NAMES", "build_cost_params", "params_to_dict", "step_aggregates",
-           "step_cost", "op_times", "step_time"]
+           "step_cost", "op_times", "step_time", "cudagraph_capture_max", "op_sources", "source_notes",
+           "padded_tokens"]
 
 #: ops whose ``bytes`` are link traffic, not DRAM traffic
 _LINK_OPS = ("allreduce", "pp_handoff")
@@ -51,9 +67,31 @@ def _weight_peak_tflops(gpu: GpuSpec, dtype: str) -> float:
     return gpu.peak_tflops_bf16
 
 
+def cudagraph_capture_max(framework: FrameworkSpec | None, max_num_seqs: int | None) -> int:
+    """The largest CUDA-graph capture size (tokens) of a framework: ``min(cudagraph_max_tokens,
+    2·max_num_seqs)`` rounded down to a capture size (1, 2, 4, multiples of 8 below 256, of 16
+    from 256), as vLLM's ``max_cudagraph_capture_size``; 0 without CUDA graphs."""
+    if framework is None or framework.cudagraph_max_tokens <= 0:
+        return 0
+    cap = framework.cudagraph_max_tokens
+    if max_num_seqs is not None:
+        cap = min(cap, 2 * max_num_seqs)
+    if cap < 8:
+        return 4 if cap >= 4 else (2 if cap >= 2 else 1)
+    return cap - cap % (8 if cap < 256 else 16)
+
+
+def _oneshot_max_bytes(tp: int) -> float:
+    """vLLM's custom all-reduce runs one-shot below this message size (``custom_all_reduce.cuh``)."""
+    if tp <= 2:
+        return math.inf
+    return 512.0 * 1024 if tp <= 4 else 256.0 * 1024
+
+
 def build_cost_params(model: ModelSpec | str, gpu: GpuSpec | str, *, tp: int = 1, pp: int = 1, dtype: str = "bf16",
                       kv_dtype: str | None = None, scheduler_overhead_s: float | None = None,
-                      eff_compute: float | None = None, eff_memory: float | None = None) -> np.ndarray:
+                      eff_compute: float | None = None, eff_memory: float | None = None,
+                      framework: FrameworkSpec | str | None = None, max_num_seqs: int | None = None) -> np.ndarray:
     """The kernel parameter vector for one replica configuration.
 
     Parameters
@@ -62,9 +100,14 @@ def build_cost_params(model: ModelSpec | str, gpu: GpuSpec | str, *, tp: int = 1
     tp, pp: tensor- and pipeline-parallel sizes.
     dtype: weight dtype, ``"auto" | "bf16" | "fp16" | "fp8" | "fp32"``.
     kv_dtype: KV-cache dtype (None/``"auto"``: see :func:`oracle.memory.resolve_kv_dtype`).
-    scheduler_overhead_s: per-step CPU time, s (None: ``gpu.step_overhead_s``).
+    scheduler_overhead_s: per-step CPU time, s (None: the framework's ``cpu_step_s``, else
+        ``gpu.step_overhead_s``).
     eff_compute, eff_memory: overrides of the GPU's efficiencies in (0, 1] for GEMMs and the LM
         head (attention and the small element-wise kernels keep their own factors).
+    framework: the serving framework (catalog entry or name, e.g. ``"vllm"``) whose terms join
+        the roofline (module docstring); None or ``"none"``: the bare roofline.
+    max_num_seqs: the engine's ``max_num_seqs`` (caps the CUDA-graph capture size at twice
+        it, as vLLM does); None: no cap.
 
     Returns
     -------
@@ -77,6 +120,10 @@ def build_cost_params(model: ModelSpec | str, gpu: GpuSpec | str, *, tp: int = 1
         model = get_model(model, key="model")
     if isinstance(gpu, str):
         gpu = get_gpu(gpu, key="gpu")
+    if isinstance(framework, str):
+        framework = get_framework(framework, key="framework")
+    if framework is not None and framework.name == "none":
+        framework = None
     check_parallel(model, tp, pp)
     wdt = resolve_dtype(dtype, model)
     kdt = resolve_kv_dtype(kv_dtype, dtype, model)
@@ -154,8 +201,19 @@ def build_cost_params(model: ModelSpec | str, gpu: GpuSpec | str, *, tp: int = 1
     p["elem_bytes_per_token"] = ((4.0 * h + 3.0 * h + 2.0 * (q_heads + kv_heads) * d + act_elems
                                   + 2.0 * kv_heads * d) * ab + 2.0 * kv_heads * d * kvb)
     p["layer_overhead_s"] = gpu.layer_overhead_s
-    p["step_overhead_s"] = gpu.step_overhead_s if scheduler_overhead_s is None else scheduler_overhead_s
+    cpu_step = gpu.step_overhead_s if framework is None or framework.cpu_step_s is None else framework.cpu_step_s
+    p["step_overhead_s"] = cpu_step if scheduler_overhead_s is None else scheduler_overhead_s
     p["elem_s_per_byte"] = 1.0 / (bw * (gpu.eff_elementwise if gpu.eff_elementwise is not None else em))
+    p["cudagraph_max_tokens"] = float(cudagraph_capture_max(framework, max_num_seqs))
+    p["ar_msg_bytes_per_token"] = h * ab
+    if framework is not None and gpu.link_kind in ("nvlink", "xgmi") and tp > 1:
+        p["ar_custom_max_bytes"] = float(framework.custom_allreduce_max_bytes)
+    p["ar_custom_latency_s"] = gpu.custom_ar_latency_s
+    p["ar_oneshot_max_bytes"] = _oneshot_max_bytes(tp)
+    p["ar_oneshot_bytes_per_token"] = (tp - 1) * h * ab
+    if framework is not None:
+        p["cpu_seq_s"] = framework.cpu_seq_s
+        p["cpu_overlap"] = 1.0 if framework.async_scheduling else 0.0
     params = np.ascontiguousarray([p[n] for n in PARAM_NAMES], dtype=np.float64)
     assert params.shape == (NUM_PARAMS,)
     return params
@@ -212,17 +270,91 @@ def op_times(params: np.ndarray, aggregates: tuple) -> dict[str, dict[str, float
             for i, name in enumerate(OP_NAMES)}
 
 
+def padded_tokens(params: np.ndarray, num_tokens: int) -> int:
+    """Tokens the GEMMs of a ``num_tokens`` step run on (the CUDA-graph capture size, or itself)."""
+    cap = params[PARAM_NAMES.index("cudagraph_max_tokens")]
+    t = int(num_tokens)
+    if t <= 0 or t > cap:
+        return t
+    if t <= 4:
+        return 1 if t <= 1 else (2 if t <= 2 else 4)
+    return -(-t // 8) * 8 if t < 256 else -(-t // 16) * 16
+
+
 def step_time(params: np.ndarray, aggregates: tuple) -> float:
     """:func:`oracle.kernels.cost.step_time_s` called from Python, seconds."""
     t, e, dec, sd, u, sp = aggregates
     return float(step_time_s(params, float(t), float(e), float(dec), float(sd), float(u), float(sp)))
 
 
+def _fmt_s(v: float) -> str:
+    return f"{v * 1e6:.3g} us" if v < 1e-3 else f"{v * 1e3:.3g} ms"
+
+
+def op_sources(gpu: GpuSpec, framework: FrameworkSpec | None = None, *, tp: int = 1, pp: int = 1,
+               params: np.ndarray | None = None) -> dict[str, str]:
+    """Per op of :data:`OP_NAMES`: its factors with their values and where they come from, as
+    short tags: ``[gpu]`` the GPU's op-level calibration note, ``[e2e]`` its end-to-end fit note,
+    ``[fw]`` the framework's note (the texts: :func:`source_notes`)."""
+    e2e_keys = gpu.e2e_calibration_note.split(":", 1)[0] if gpu.e2e_calibration_note else ""
+
+    def tag(key: str) -> str:
+        return "[e2e]" if key in e2e_keys else "[gpu]"
+    gemm = (f"roofline: eff_compute {gpu.eff_compute:.4g}, eff_memory {gpu.eff_memory:.4g}, overlap "
+            f"{gpu.roofline_overlap:.3g}, {_fmt_s(gpu.kernel_overhead_s)}/kernel [gpu]")
+    ema = gpu.eff_attn_memory if gpu.eff_attn_memory is not None else gpu.eff_memory
+    eca = gpu.eff_attn_compute if gpu.eff_attn_compute is not None else gpu.eff_compute
+    ako = gpu.attn_overhead_s if gpu.attn_overhead_s is not None else gpu.kernel_overhead_s
+    attn = (f"KV reads at eff_attn_memory {ema:.4g} {tag('eff_attn_memory')}, FLOPs at eff_attn_compute "
+            f"{eca:.4g}, {_fmt_s(ako)}/kernel [gpu]")
+    out = {op: gemm for op in ("qkv_proj", "attn_out_proj", "mlp_gate_up", "mlp_down")}
+    out["attention_prefill"] = out["attention_decode"] = attn
+    out["lm_head"] = gemm.replace("roofline:", "roofline at the 16-bit peak:")
+    link = f"{gpu.link_bw_gbps:g} GB/s {gpu.link_kind} x eff_link {gpu.eff_link:.4g}"
+    nccl = f"NCCL ring: {_fmt_s(gpu.link_latency_s)} + 2(tp-1)/tp x msg / ({link}) [gpu]"
+    if tp <= 1:
+        out["allreduce"] = "none (tp = 1)"
+    elif params is not None and params[PARAM_NAMES.index("ar_custom_max_bytes")] > 0:
+        out["allreduce"] = (f"{framework.name} custom all-reduce, msg <= {framework.custom_allreduce_max_bytes / 2**20:g}"
+                            f" MiB: {_fmt_s(gpu.custom_ar_latency_s)} {tag('custom_ar_latency_s')} + (tp-1) x msg "
+                            f"(one-shot) or 2(tp-1)/tp x msg (two-shot) / ({link}) [fw]; larger: {nccl}")
+    else:
+        out["allreduce"] = nccl
+    out["overhead"] = f"{_fmt_s(gpu.layer_overhead_s)}/layer, small kernels {tag('layer_overhead_s')}"
+    out["pp_handoff"] = ("none (pp = 1)" if pp <= 1 else
+                         f"hidden + residual: {_fmt_s(gpu.link_latency_s)} + bytes / ({link}) [gpu]")
+    elem = gpu.eff_elementwise if gpu.eff_elementwise is not None else gpu.eff_memory
+    out["elementwise"] = f"norms, rotary, activation, residual, KV write at eff_elementwise {elem:.4g} [gpu]"
+    if framework is None:
+        out["cpu"] = f"step_overhead_s {_fmt_s(gpu.step_overhead_s)}/step, added (no framework) [gpu]"
+    else:
+        step = gpu.step_overhead_s if framework.cpu_step_s is None else framework.cpu_step_s
+        out["cpu"] = (f"{_fmt_s(step)}/step + {_fmt_s(framework.cpu_seq_s)}/sequence, "
+                      + ("under the GPU time (async scheduling): only the excess shows" if framework.async_scheduling
+                         else "added to the GPU time") + " [fw]")
+    cap = 0 if params is None else int(params[PARAM_NAMES.index("cudagraph_max_tokens")])
+    if cap > 0:
+        for op in ("qkv_proj", "attn_out_proj", "mlp_gate_up", "mlp_down", "elementwise", "allreduce"):
+            out[op] += f"; on the CUDA-graph size for <= {cap} tokens [fw]"
+    return out
+
+
+def source_notes(gpu: GpuSpec, framework: FrameworkSpec | None = None) -> dict[str, str]:
+    """The texts behind :func:`op_sources`' tags: ``{"gpu", "e2e", "fw"}`` (only those that apply)."""
+    out = {"gpu": f"{gpu.name}: {gpu.calibration_note or gpu.source}"}
+    if gpu.e2e_calibration_note:
+        out["e2e"] = f"{gpu.name}: {gpu.e2e_calibration_note}"
+    if framework is not None:
+        out["fw"] = f"{framework.name}: {framework.source}; {framework.calibration_note}".rstrip("; ")
+    return out
+
+
 def step_cost(model: ModelSpec, gpu: GpuSpec, *, tp: int = 1, pp: int = 1, dtype: str = "bf16",
               kv_dtype: str | None = None, prefill_tokens: int = 0, prefill_context: int = 0,
               decode_batch: int = 0, decode_context: int = 1024, prefill_emits: bool = True,
               scheduler_overhead_s: float | None = None, eff_compute: float | None = None,
-              eff_memory: float | None = None) -> dict[str, Any]:
+              eff_memory: float | None = None, framework: FrameworkSpec | str | None = None,
+              max_num_seqs: int | None = None) -> dict[str, Any]:
     """Price one step: an optional prefill chunk plus a batch of equal-context decodes.
 
     Parameters
@@ -237,9 +369,12 @@ def step_cost(model: ModelSpec, gpu: GpuSpec, *, tp: int = 1, pp: int = 1, dtype
 
     Returns
     -------
-    ``{"total_ms", "flops", "bytes", "link_bytes", "ops": {"<op>_ms": ...}, "aggregates": {...},
-    "config": {...}}``: times in ms on one GPU of the TP group summed over pipeline stages and
-    layers; ``flops`` and ``bytes`` (DRAM) per GPU; ``link_bytes`` sent per GPU.
+    ``{"total_ms", "flops", "bytes", "link_bytes", "ops": {"<op>_ms": ...}, "sources": {"<op>": ...},
+    "request": {...}, "aggregates": {...}, "config": {...}}``: times in ms on one GPU of the TP
+    group summed over pipeline stages and layers; ``flops`` and ``bytes`` (DRAM) per GPU;
+    ``link_bytes`` sent per GPU; ``sources``: each op's factors and where they come from
+    (tags ``[gpu]``, ``[e2e]``, ``[fw]``, whose texts are in ``notes``); ``request``: the
+    framework's per-request time outside the steps (``api_server_ms``).
     """
     for name, value in (("prefill_tokens", prefill_tokens), ("prefill_context", prefill_context),
                         ("decode_batch", decode_batch), ("decode_context", decode_context)):
@@ -248,22 +383,41 @@ def step_cost(model: ModelSpec, gpu: GpuSpec, *, tp: int = 1, pp: int = 1, dtype
     if decode_batch and decode_context < 1:
         raise ScenarioError("must be >= 1 when decode_batch > 0 (a decode follows >= 1 computed token)",
                             key="decode_context")
+    if isinstance(framework, str):
+        framework = get_framework(framework, key="framework")
+    if framework is not None and framework.name == "none":
+        framework = None
     params = build_cost_params(model, gpu, tp=tp, pp=pp, dtype=dtype, kv_dtype=kv_dtype,
                                scheduler_overhead_s=scheduler_overhead_s, eff_compute=eff_compute,
-                               eff_memory=eff_memory)
+                               eff_memory=eff_memory, framework=framework, max_num_seqs=max_num_seqs)
     chunks = [(prefill_tokens, prefill_context)] if prefill_tokens else []
     aggs = step_aggregates(prefill_chunks=chunks, decode_contexts=[decode_context] * decode_batch,
                            prefill_emits=prefill_emits)
     ops = op_times(params, aggs)
     total_s = step_time(params, aggs)
+    sources = op_sources(gpu, framework, tp=tp, pp=pp, params=params)
+    if model.is_moe and aggs[0] > 0:
+        e, k = model.num_experts, model.num_active_experts
+        touched = e * (1.0 - (1.0 - k / e) ** aggs[0])
+        for op in ("mlp_gate_up", "mlp_down"):
+            sources[op] += f"; weights of {touched:.2f} of {e} experts: E(1-(1-k/E)^T), k = {k}, T = {aggs[0]}"
     return {
         "total_ms": total_s * 1e3,
         "flops": sum(v["flops"] for v in ops.values()),
         "bytes": sum(v["bytes"] for k, v in ops.items() if k not in _LINK_OPS),
         "link_bytes": sum(ops[k]["bytes"] for k in _LINK_OPS),
         "ops": {f"{k}_ms": v["s"] * 1e3 for k, v in ops.items()},
+        "sources": sources,
+        "notes": source_notes(gpu, framework),
+        "request": {"api_server_ms": (framework.api_server_s if framework is not None else 0.0) * 1e3,
+                    "source": ("api_server_s: HTTP, tokenization, hand-over to the engine, streaming of the first "
+                               "token; added to TTFT and E2E, not to the steps [fw]" if framework is not None
+                               else "no framework")},
         "aggregates": dict(zip(("num_tokens", "num_emit", "num_decode", "decode_ctx_sum",
                                 "prefill_attn_units", "prefill_ctx_sum"), aggs)),
         "config": {"model": model.name, "gpu": gpu.name, "tp": tp, "pp": pp,
-                   "dtype": resolve_dtype(dtype, model), "kv_dtype": resolve_kv_dtype(kv_dtype, dtype, model)},
+                   "dtype": resolve_dtype(dtype, model), "kv_dtype": resolve_kv_dtype(kv_dtype, dtype, model),
+                   "framework": framework.name if framework is not None else "none",
+                   "cudagraph_max_tokens": int(params[PARAM_NAMES.index("cudagraph_max_tokens")]),
+                   "padded_tokens": padded_tokens(params, aggs[0])},
     }

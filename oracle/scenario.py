@@ -59,7 +59,8 @@ class FrameworkConfig:
     scheduler_reserve_full_isl: bool = True     # vLLM: admit only if the whole known sequence fits
     dtype: str | None = None                    # weights dtype override (default: [model].dtype)
     kv_cache_dtype: str | None = None           # KV dtype override (default: [model].kv_cache_dtype)
-    scheduler_overhead_s: float | None = None   # per-step CPU time (default: GPU calibration)
+    scheduler_overhead_s: float | None = None   # per-step CPU time (default: framework catalog / GPU)
+    api_server_s: float | None = None           # per-request time outside the engine (default: framework catalog)
     model: Any = None                           # its own ModelSpec (``model = ...``), else [model]
 
     @property
@@ -397,6 +398,7 @@ def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str)
         dtype=t.str("dtype", d.dtype, choices=DTYPES),
         kv_cache_dtype=t.str("kv_cache_dtype", d.kv_cache_dtype, choices=KV_DTYPES),
         scheduler_overhead_s=t.float("scheduler_overhead_s", d.scheduler_overhead_s, lo=0.0, hi=10.0),
+        api_server_s=t.float("api_server_s", d.api_server_s, lo=0.0, hi=10.0),
         model=own_model,
     )
     if t.ok("name") and (not f["name"].strip() or "/" in f["name"] or f["name"] in (".", "..")):

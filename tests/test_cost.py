@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 from numpy.testing import assert_allclose
 from typer.testing import CliRunner
 
-from oracle.catalog import GpuSpec, ModelSpec, get_gpu, get_model, load_gpus, load_models
-from oracle.cost import OP_NAMES, PARAM_NAMES, build_cost_params, params_to_dict, step_aggregates, step_cost
+from oracle.catalog import FrameworkSpec, GpuSpec, ModelSpec, get_framework, get_gpu, get_model, load_gpus, load_models
+from oracle.cost import (OP_NAMES, PARAM_NAMES, build_cost_params, cudagraph_capture_max, padded_tokens,
+                         params_to_dict, step_aggregates, step_cost)
 from oracle.errors import ScenarioError
 from oracle.kernels.cost import NUM_OPS, step_breakdown, step_time_s, step_work
 from oracle.memory import weight_bytes
@@ -49,6 +50,11 @@ TOY_MODELS = [
 ]
 MODELS = list(load_models().values()) + TOY_MODELS
 GPUS = list(load_gpus().values())
+VLLM = get_framework("vllm")
+#: the catalog's vLLM and variants that switch one term off or exaggerate the CPU side
+FRAMEWORKS = [None, VLLM, dataclasses.replace(VLLM, async_scheduling=False),
+              dataclasses.replace(VLLM, custom_allreduce_max_bytes=0, cudagraph_max_tokens=0),
+              dataclasses.replace(VLLM, cpu_step_s=0.02, cpu_seq_s=1e-4, cudagraph_max_tokens=100)]
 
 
 def valid_tps(model: ModelSpec) -> list[int]:
@@ -66,8 +72,10 @@ def configs(draw):
     kv_dtype = draw(st.sampled_from([None, "auto", "fp8", "bf16"]))
     overrides = draw(st.fixed_dictionaries({}, optional={
         "eff_compute": st.floats(0.1, 1.0), "eff_memory": st.floats(0.1, 1.0),
-        "scheduler_overhead_s": st.floats(0.0, 0.01)}))
-    return dict(model=model, gpu=gpu, tp=tp, pp=pp, dtype=dtype, kv_dtype=kv_dtype, **overrides)
+        "scheduler_overhead_s": st.floats(0.0, 0.01), "max_num_seqs": st.integers(1, 400)}))
+    framework = draw(st.sampled_from(FRAMEWORKS))
+    return dict(model=model, gpu=gpu, tp=tp, pp=pp, dtype=dtype, kv_dtype=kv_dtype, framework=framework,
+                **overrides)
 
 
 batches = st.tuples(
@@ -335,8 +343,11 @@ def test_cli_cost_json():
     assert {"total_ms", "flops", "bytes"} <= set(out)
     assert out["total_ms"] == pytest.approx(sum(out["ops"].values()), rel=1e-12)
     ref = reference_step(get_model("llama-2-7b"), get_gpu("a100-80g"), prefill_chunks=[(512, 100, True)],
-                         decode_contexts=[1000] * 8)
+                         decode_contexts=[1000] * 8, framework=VLLM)       # --framework vllm is the default
     assert out["total_ms"] == pytest.approx(sum(ref.values()) * 1e3, rel=1e-12)
+    assert set(out["sources"]) == set(OP_NAMES) and all(out["sources"].values())
+    assert out["request"]["api_server_ms"] == pytest.approx(VLLM.api_server_s * 1e3)
+    assert out["config"]["framework"] == "vllm" and out["config"]["padded_tokens"] == 520
     assert out["memory"]["num_gpu_blocks"] > 1000 and out["memory"]["kv_bytes_per_token_per_gpu"] == 524288
 
 

@@ -21,14 +21,18 @@ from pathlib import Path
 from oracle._config import Table, did_you_mean
 from oracle.errors import ScenarioError
 
-__all__ = ["ModelSpec", "GpuSpec", "load_models", "load_gpus", "get_model", "get_gpu",
-           "model_from_table", "gpu_from_table", "gpu_defaults", "model_aliases", "aliases_of"]
+__all__ = ["ModelSpec", "GpuSpec", "FrameworkSpec", "load_models", "load_gpus", "load_frameworks", "get_model",
+           "get_gpu", "get_framework", "model_from_table", "gpu_from_table", "framework_from_table", "gpu_defaults",
+           "model_aliases", "aliases_of", "LINK_KINDS"]
 
 _HERE = Path(__file__).resolve().parent
 MODELS_TOML = _HERE / "models.toml"
 GPUS_TOML = _HERE / "gpus.toml"
+FRAMEWORKS_TOML = _HERE / "frameworks.toml"
 
 DTYPES = ("bf16", "fp16", "fp8", "fp32")
+#: GPU-to-GPU link kinds: NVLink (through NVSwitch or a bridge), PCIe, AMD Infinity Fabric (xGMI)
+LINK_KINDS = ("nvlink", "pcie", "xgmi")
 
 
 @dataclass(frozen=True)
@@ -159,6 +163,13 @@ class GpuSpec:
     eff_link: achievable fraction of ``link_bw_gbps`` in NCCL collectives.
     eff_elementwise: achievable fraction of DRAM bandwidth in the small per-layer kernels
         (norms, rotary, activation, residual add, KV-cache write) (None: ``eff_memory``).
+    link_kind: ``"nvlink"``, ``"pcie"`` or ``"xgmi"``: whether the GPUs of a TP group share a
+        direct all-to-all link (NVLink/NVSwitch, Infinity Fabric), which a framework's custom
+        all-reduce needs; over PCIe every all-reduce is NCCL's.
+    custom_ar_latency_s: fixed time of one custom (one-shot / two-shot) all-reduce over the
+        link, seconds (framework all-reduce of small messages; NCCL's is ``link_latency_s``).
+    e2e_calibration_note: which factors were fitted end to end on real serving runs
+        (``oracle calibrate-e2e``), on what, and with which errors ("" if none).
     """
 
     name: str
@@ -181,6 +192,9 @@ class GpuSpec:
     attn_overhead_s: float | None = None
     eff_link: float = 1.0
     eff_elementwise: float | None = None
+    link_kind: str = "nvlink"
+    custom_ar_latency_s: float = 0.0
+    e2e_calibration_note: str = ""
 
     @property
     def memory_bytes(self) -> int:
@@ -193,11 +207,47 @@ class GpuSpec:
         return self.peak_tflops_fp8 > 0
 
 
+@dataclass(frozen=True)
+class FrameworkSpec:
+    """A serving framework's constants: its request path and what its engine does around the
+    GPU kernels (``frameworks.toml``; units: seconds, bytes, tokens).
+
+    Attributes
+    ----------
+    name: catalog name (the ``[[frameworks]] type``, e.g. ``"vllm"``).
+    api_server_s: per-request time on the request path outside the engine: HTTP, tokenization,
+        hand-over to the engine, detokenization and streaming of the first token. Added to
+        TTFT and E2E (the simulator shifts each request's arrival into the engine by it).
+    async_scheduling: the engine prepares step k+1 on the CPU while the GPU runs step k, so a
+        step lasts ``max(gpu, cpu)`` instead of ``gpu + cpu``.
+    cudagraph_max_tokens: steps of at most this many tokens run a captured CUDA graph padded
+        to the next capture size (0: no CUDA graphs); capped at ``2 x max_num_seqs`` (vLLM).
+    custom_allreduce_max_bytes: all-reduce messages up to this size use the framework's own
+        one-shot / two-shot all-reduce when the GPUs are linked all-to-all (NVLink, xGMI);
+        larger ones and PCIe use NCCL (0: NCCL only).
+    cpu_step_s: CPU time per step (scheduling, input preparation, output processing);
+        None: the GPU catalog's ``step_overhead_s``.
+    cpu_seq_s: CPU time per emitting sequence per step.
+    source: where the constants come from.
+    calibration_note: which constants were fitted, on what.
+    """
+
+    name: str
+    api_server_s: float = 0.0
+    async_scheduling: bool = False
+    cudagraph_max_tokens: int = 0
+    custom_allreduce_max_bytes: int = 0
+    cpu_step_s: float | None = None
+    cpu_seq_s: float = 0.0
+    source: str = ""
+    calibration_note: str = ""
+
+
 # -- validation of one table ---------------------------------------------------------------
 
 _FITTED_KEYS = ("eff_compute", "eff_memory", "roofline_overlap", "kernel_overhead_s",
                 "eff_elementwise", "layer_overhead_s", "eff_attn_compute", "eff_attn_memory",
-                "attn_overhead_s", "eff_link", "link_latency_s", "step_overhead_s")
+                "attn_overhead_s", "eff_link", "link_latency_s", "step_overhead_s", "custom_ar_latency_s")
 
 
 def model_from_table(t: Table, *, name: str | None = None) -> ModelSpec:
@@ -259,8 +309,10 @@ def gpu_from_table(t: Table, *, name: str | None = None) -> GpuSpec:
     ``link_bw_gbps`` (32, PCIe Gen4 x16 per direction), ``source``, ``calibration_note``, and
     every fitted factor (``eff_compute``, ``eff_memory``, ``roofline_overlap``,
     ``kernel_overhead_s``, ``eff_elementwise``, ``layer_overhead_s``, ``eff_attn_compute``, ``eff_attn_memory``,
-    ``attn_overhead_s``, ``eff_link``, ``link_latency_s``, ``step_overhead_s``), which
-    default to the catalog's ``[defaults]`` (derived from the A100/A40 calibration).
+    ``attn_overhead_s``, ``eff_link``, ``link_latency_s``, ``step_overhead_s``,
+    ``custom_ar_latency_s``), which default to the catalog's ``[defaults]`` (derived from the
+    A100/A40 calibration), ``link_kind`` (``"nvlink"`` when ``link_bw_gbps`` is given and above
+    PCIe Gen5 x16's 64 GB/s, else ``"pcie"``) and ``e2e_calibration_note``.
     Unknown keys are errors; ``t.done()`` is called.
     """
     defaults = gpu_defaults()
@@ -270,14 +322,17 @@ def gpu_from_table(t: Table, *, name: str | None = None) -> GpuSpec:
     bf16 = t.float("peak_tflops_bf16", lo=0.0, lo_open=True)
     fp8 = t.float("peak_tflops_fp8", 0.0, lo=0.0)
     link = t.float("link_bw_gbps", 32.0, lo=0.0, lo_open=True)
+    link_kind = t.str("link_kind", "nvlink" if link > 64.0 else "pcie",
+                      choices=LINK_KINDS)
     source = t.str("source", "")
     fitted = _fitted_values(t, defaults)
     has_own = any(t.has(k) for k in _FITTED_KEYS)
     note = t.str("calibration_note", "" if has_own else str(defaults["calibration_note"]))
+    e2e_note = t.str("e2e_calibration_note", "")
     t.done()
     return GpuSpec(name=gpu_name, memory_gib=memory, mem_bw_gbps=bw, peak_tflops_bf16=bf16,
                    peak_tflops_fp8=fp8, link_bw_gbps=link, source=source, calibration_note=note,
-                   **fitted)
+                   link_kind=link_kind, e2e_calibration_note=e2e_note, **fitted)
 
 
 # -- the catalog files -----------------------------------------------------------------------
@@ -413,4 +468,63 @@ def get_gpu(name: str, *, key: str = "hardware.gpu") -> GpuSpec:
     spec = gpus.get(name.strip().lower())
     if spec is None:
         raise _unknown("GPU", name, sorted(gpus), key)
+    return spec
+
+
+# -- frameworks ------------------------------------------------------------------------------
+
+def framework_from_table(t: Table, *, name: str | None = None) -> FrameworkSpec:
+    """Build a :class:`FrameworkSpec` from a validated table (a ``[frameworks.<name>]`` entry).
+
+    Every key is optional and defaults to "nothing modelled" (no API-server time, no async
+    scheduling, no CUDA graphs, NCCL only, the GPU's ``step_overhead_s``). Unknown keys are
+    errors; ``t.done()`` is called.
+    """
+    spec = FrameworkSpec(
+        name=t.str("name", name or "custom"),
+        api_server_s=t.float("api_server_s", 0.0, lo=0.0, hi=10.0),
+        async_scheduling=t.bool("async_scheduling", False),
+        cudagraph_max_tokens=t.int("cudagraph_max_tokens", 0, lo=0, hi=1_000_000),
+        custom_allreduce_max_bytes=t.int("custom_allreduce_max_bytes", 0, lo=0, hi=2**40),
+        cpu_step_s=t.float("cpu_step_s", None, lo=0.0, hi=10.0),
+        cpu_seq_s=t.float("cpu_seq_s", 0.0, lo=0.0, hi=1.0),
+        source=t.str("source", ""),
+        calibration_note=t.str("calibration_note", ""),
+    )
+    t.done()
+    return spec
+
+
+@functools.cache
+def load_frameworks() -> dict[str, FrameworkSpec]:
+    """All catalog frameworks by name (cached; do not mutate the returned dict)."""
+    raw = _read_toml(FRAMEWORKS_TOML)
+    root = Table(raw)
+    out: dict[str, FrameworkSpec] = {}
+    try:
+        section = root.table("frameworks")
+        root.done()
+        for name in section.raw:
+            t = section.table(name)
+            spec = framework_from_table(t, name=name)
+            if not spec.source:
+                raise t.error("source", "is required in the catalog")
+            out[name] = spec
+    except ScenarioError as exc:
+        raise _with_file(exc, FRAMEWORKS_TOML) from None
+    return out
+
+
+def get_framework(name: str, *, key: str = "frameworks.type") -> FrameworkSpec:
+    """Look a serving framework up by name (``"vllm"``); ``"none"`` is the bare roofline (no
+    framework terms). Raises ScenarioError(key=key) naming the known ones."""
+    if not isinstance(name, str):
+        raise ScenarioError(f"must be a string, got {name!r}", key=key)
+    low = name.strip().lower()
+    if low == "none":
+        return FrameworkSpec(name="none", source="no framework: the roofline alone")
+    frameworks = load_frameworks()
+    spec = frameworks.get(low)
+    if spec is None:
+        raise _unknown("framework", name, sorted([*frameworks, "none"]), key)
     return spec

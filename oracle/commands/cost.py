@@ -38,27 +38,39 @@ def cost(
         "--decode-context", min=0, help="Tokens already in each decode sequence's KV cache (attention reads "
                                         "this many plus the new one).")] = 1024,
     scheduler_overhead_s: Annotated[Optional[float], typer.Option(
-        "--scheduler-overhead-s", min=0.0, help="Per-step CPU time in seconds (default: the GPU's "
-                                                "calibrated step_overhead_s).")] = None,
+        "--scheduler-overhead-s", min=0.0, help="Per-step CPU time in seconds (default: the framework's "
+                                                "cpu_step_s, else the GPU's step_overhead_s).")] = None,
+    framework: Annotated[str, typer.Option(
+        "--framework", "-f", help="Serving framework whose terms join the roofline (CUDA-graph padding, custom "
+                                  "all-reduce, CPU time overlapped by async scheduling, API-server time per "
+                                  "request): vllm, or none for the bare roofline.")] = "vllm",
+    max_num_seqs: Annotated[Optional[int], typer.Option(
+        "--max-num-seqs", min=1, help="The engine's max_num_seqs: caps CUDA-graph capture at twice it, as vLLM "
+                                      "does (default: no cap, 512 tokens).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")] = False,
 ) -> None:
     """Predict the duration of one forward pass (one engine step) and break it down per op.
 
     Times are per GPU of the tensor-parallel group, summed over layers and pipeline stages;
-    FLOPs and DRAM bytes are per GPU too.
-    With --json: {"total_ms", "flops", "bytes", "link_bytes", "ops": {"qkv_proj_ms", ...}, ...}.
+    FLOPs and DRAM bytes are per GPU too. Each op's row names its factors and where they come
+    from (datasheet, op-level fit, end-to-end fit); the framework's per-request API-server time
+    (added to TTFT and E2E, not to the step) is printed below.
+    With --json: {"total_ms", "flops", "bytes", "link_bytes", "ops": {"qkv_proj_ms", ...},
+    "sources": {"qkv_proj": ...}, "request": {"api_server_ms", "source"}, ...}.
 
     Examples:
       oracle cost --model llama-2-7b --gpu a100-80g --decode-batch 1 --json
       oracle cost -m llama-3.1-70b -g h100-sxm --tp 4 --prefill-tokens 4096
       oracle cost -m mixtral-8x7b -g h100-sxm --tp 2 --prefill-tokens 512 --decode-batch 64
+      oracle cost -m llama-2-70b -g h100-sxm --tp 4 --decode-batch 37 --decode-context 700 --framework none
     """
     with user_errors():
-        from oracle.catalog import get_gpu, get_model   # lazy: numba (~0.4 s; see oracle.commands)
+        from oracle.catalog import get_framework, get_gpu, get_model   # lazy: numba (~0.4 s; see oracle.commands)
         from oracle.cost import step_cost
 
         model_spec = get_model(model, key="--model")
         gpu_spec = get_gpu(gpu, key="--gpu")
+        framework_spec = get_framework(framework, key="--framework")
         if prefill_tokens == 0 and decode_batch == 0:
             raise ScenarioError("nothing to price: give --prefill-tokens and/or --decode-batch")
         if decode_batch and decode_context < 1:
@@ -67,7 +79,8 @@ def cost(
             result = step_cost(model_spec, gpu_spec, tp=tp, pp=pp, dtype=dtype, kv_dtype=kv_dtype,
                                prefill_tokens=prefill_tokens, prefill_context=prefill_context,
                                decode_batch=decode_batch, decode_context=decode_context,
-                               scheduler_overhead_s=scheduler_overhead_s)
+                               scheduler_overhead_s=scheduler_overhead_s, framework=framework_spec,
+                               max_num_seqs=max_num_seqs)
         except ScenarioError as exc:
             raise ScenarioError(exc.reason, key=f"--{exc.key.replace('_', '-')}" if exc.key else None) from None
         result["memory"] = memory_summary(model_spec, gpu_spec, tp=tp, pp=pp, dtype=dtype, kv_dtype=kv_dtype)
@@ -101,21 +114,32 @@ def memory_summary(model, gpu, *, tp: int, pp: int, dtype: str, kv_dtype: str | 
 
 def _print_table(result: dict) -> None:
     from rich.console import Console   # lazy: rich (~0.05 s)
+    from rich.markup import escape
     from rich.table import Table
 
     cfg, agg = result["config"], result["aggregates"]
     total = result["total_ms"]
+    padded = (f" (GEMMs on {cfg['padded_tokens']}: CUDA-graph size)" if cfg["padded_tokens"] != agg["num_tokens"]
+              else "")
     title = (f"{cfg['model']} on {cfg['gpu']} (tp={cfg['tp']}, pp={cfg['pp']}, {cfg['dtype']} weights, "
-             f"{cfg['kv_dtype']} KV): {agg['num_tokens']} tokens, {agg['num_decode']} decodes")
+             f"{cfg['kv_dtype']} KV, framework {cfg['framework']}): {agg['num_tokens']} tokens{padded}, "
+             f"{agg['num_decode']} decodes")
     table = Table(title=title)
-    table.add_column("op")
-    table.add_column("ms", justify="right")
-    table.add_column("share", justify="right")
+    table.add_column("op", no_wrap=True)
+    table.add_column("ms", justify="right", no_wrap=True)
+    table.add_column("share", justify="right", no_wrap=True)
+    table.add_column("formula factors and source", overflow="fold")
     for key, ms in result["ops"].items():
-        table.add_row(key.removesuffix("_ms"), f"{ms:,.4f}", f"{100 * ms / total:.1f} %" if total else "-")
-    table.add_row("total", f"{total:,.4f}", "100.0 %", style="bold")
+        op = key.removesuffix("_ms")
+        table.add_row(op, f"{ms:,.4f}", f"{100 * ms / total:.1f} %" if total else "-", escape(result["sources"].get(op, "")))
+    table.add_row("total", f"{total:,.4f}", "100.0 %", "", style="bold")
     console = Console()
     console.print(table)
+    req = result.get("request", {})
+    if req.get("api_server_ms"):
+        console.print(f"Per request, outside the steps: {req['api_server_ms']:.2f} ms, {req['source']}", markup=False)
+    for tag, text in result.get("notes", {}).items():
+        console.print(f"[{tag}] {text}", markup=False, style="dim")
     intensity = result["flops"] / result["bytes"] if result["bytes"] else 0.0
     console.print(f"{result['flops'] / 1e9:,.2f} GFLOP, {result['bytes'] / 1e9:,.3f} GB of DRAM traffic "
                   f"({intensity:,.1f} FLOP/byte), {result['link_bytes'] / 1e6:,.2f} MB over the GPU link, "

@@ -13,7 +13,9 @@ from oracle.commands._options import JsonOpt, QuietOpt
 
 
 def register(app: typer.Typer) -> None:
+    from oracle.commands.calibrate_e2e import calibrate_e2e
     app.command("replay")(replay)
+    app.command("calibrate-e2e")(calibrate_e2e)
 
 
 def replay(
@@ -57,8 +59,8 @@ def replay(
 
     inference-perf reports TPOT and ITL per streamed message (about two per token on vLLM);
     they are converted per token with the factor shown. Stages where requests hit the client
-    timeout are marked overloaded (the simulator cannot abort requests) and left out of the
-    medians. Nothing is written unless --out or --plot is given.
+    timeout are marked overloaded (simulated timeouts abort them, as the client did) and left
+    out of the medians. Nothing is written unless --out or --plot is given.
 
     Examples:
       oracle replay ../shared/data/vllm_runs/h100-inference-perf/20260217-155451-llama-2-7b-tp1-codegen

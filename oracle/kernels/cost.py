@@ -27,6 +27,24 @@ sequence (no micro-batch overlap). Each op is a roofline::
 
 (``overlap = 0`` is the pure roofline ``max``; the calibrated value accounts for compute and
 memory traffic that small GEMMs fail to overlap), plus fixed kernel times.
+
+Framework terms (zero / off unless ``build_cost_params`` is given a serving framework):
+
+* CUDA graphs: a step of ``T <= cudagraph_max_tokens`` tokens runs a captured graph padded to
+  the next capture size (vLLM: 1, 2, 4, then multiples of 8 below 256, of 16 from 256), so the
+  token-parallel ops (GEMMs, small ops, all-reduce) see the padded count ``Tp``::
+
+      Tp = 1, 2, 4 (T <= 4);  8·ceil(T/8) (T < 256);  16·ceil(T/16) (T >= 256);  T if T > cap
+
+* tensor-parallel all-reduce, per call, message ``m = Tp·h·act_bytes``::
+
+      custom (m <= custom_max):  lat_custom + bytes / link_rate,
+          bytes = (tp-1)·m one-shot (m < oneshot_max), 2(tp-1)/tp·m two-shot
+      NCCL ring (otherwise):     lat_nccl + 2(tp-1)/tp·m / link_rate
+
+* CPU time of a step ``cpu = step_overhead_s + cpu_seq_s·E`` (scheduling, input preparation,
+  output processing); with async scheduling (``cpu_overlap = 1``) it runs while the GPU runs
+  the step and only the excess shows: ``step = max(gpu, cpu)``; otherwise ``gpu + cpu``.
 """
 
 from __future__ import annotations
@@ -83,12 +101,24 @@ PARAM_NAMES = (
     "layer_overhead_s",         # 40 fixed time of one layer's small kernels, s
     "step_overhead_s",          # 41 per-step CPU/scheduler time, s
     "elem_s_per_byte",          # 42 1 / (DRAM bandwidth × eff_elementwise) (small kernels), s/byte
+    "cudagraph_max_tokens",     # 43 steps of <= this many tokens are padded to a CUDA-graph size (0: no graphs)
+    "ar_msg_bytes_per_token",   # 44 h · act_bytes: one all-reduce message, per token
+    "ar_custom_max_bytes",      # 45 messages up to this size use the custom all-reduce (0: NCCL only)
+    "ar_custom_latency_s",      # 46 fixed time of one custom all-reduce, s
+    "ar_oneshot_max_bytes",     # 47 custom one-shot below this message size, two-shot from it
+    "ar_oneshot_bytes_per_token",  # 48 (tp−1) · h · act_bytes read per GPU per token in a one-shot
+    "cpu_seq_s",                # 49 CPU time per emitting sequence, s
+    "cpu_overlap",              # 50 1: CPU overlaps the GPU step (async scheduling), 0: adds to it
 )
 NUM_PARAMS = len(PARAM_NAMES)
 
 #: Order of the per-op outputs of :func:`step_breakdown` / :func:`step_work`.
+#: ``overhead`` is the GPU's fixed per-layer time; ``cpu`` the CPU time the step waits for
+#: (all of it without async scheduling, the excess over the GPU time with it).
 OP_NAMES = ("qkv_proj", "attn_out_proj", "mlp_gate_up", "mlp_down", "attention_prefill",
-            "attention_decode", "lm_head", "allreduce", "overhead", "pp_handoff", "elementwise")
+            "attention_decode", "lm_head", "allreduce", "overhead", "pp_handoff", "elementwise", "cpu")
+#: ops of the GPU side (all but ``cpu``)
+NUM_GPU_OPS = len(OP_NAMES) - 1
 NUM_OPS = len(OP_NAMES)
 
 
@@ -108,6 +138,19 @@ def _experts_touched(params, t):
     if params[25] == 0.0:
         return 0.0
     return params[25] * (1.0 - math.exp(t * params[26]))
+
+
+@jit(inline="always")
+def _padded_tokens(params, t):
+    """Tokens the token-parallel ops run on: ``t`` padded to vLLM's CUDA-graph capture size
+    (1, 2, 4, multiples of 8 below 256, of 16 from 256) when ``t <= params[43]``, else ``t``."""
+    if t > params[43]:
+        return t
+    if t <= 4.0:
+        return 1.0 if t <= 1.0 else (2.0 if t <= 2.0 else 4.0)
+    if t < 256.0:
+        return 8.0 * math.ceil(t / 8.0)
+    return 16.0 * math.ceil(t / 16.0)
 
 
 @jit(inline="always")
@@ -145,9 +188,35 @@ def _lm_head(params, e):
 
 @jit(inline="always")
 def _link(calls, t, bytes_per_token, params):
-    """``calls`` transfers of ``t · bytes_per_token`` bytes: (seconds, link bytes)."""
+    """``calls`` NCCL transfers of ``t · bytes_per_token`` bytes: (seconds, link bytes)."""
     nbytes = t * bytes_per_token
     return calls * (nbytes * params[35] + params[36]), calls * nbytes
+
+
+@jit(inline="always")
+def _allreduce(params, t):
+    """The step's tensor-parallel all-reduces of ``t`` tokens' hidden states: (seconds, link bytes).
+
+    The framework's custom all-reduce (one-shot below ``params[47]`` bytes, two-shot above) up to
+    ``params[45]`` bytes per message, NCCL's ring above it (module docstring)."""
+    if params[33] == 0.0:
+        return 0.0, 0.0
+    msg = t * params[44]
+    if msg <= params[45]:
+        per_token = params[48] if msg < params[47] else params[34]
+        nbytes = t * per_token
+        return params[33] * (nbytes * params[35] + params[46]), params[33] * nbytes
+    return _link(params[33], t, params[34], params)
+
+
+@jit(inline="always")
+def _cpu(params, e, gpu_s):
+    """CPU time the step waits for: all of ``step_overhead_s + cpu_seq_s·e`` without overlap,
+    its excess over the GPU time ``gpu_s`` with it."""
+    cpu = params[41] + params[49] * e
+    if params[50] > 0.0:
+        return max(cpu - gpu_s, 0.0)
+    return cpu
 
 
 @jit(inline="always")
@@ -174,18 +243,20 @@ def step_time_s(params, num_tokens, num_emit, num_decode, decode_ctx_sum, prefil
     if t <= 0.0:
         return 0.0
     d = float(num_decode)
+    tp = _padded_tokens(params, t)
     touched = _experts_touched(params, t)
-    total = _linear(params, 9, t, touched)[0]
-    total += _linear(params, 13, t, touched)[0]
-    total += _linear(params, 17, t, touched)[0]
-    total += _linear(params, 21, t, touched)[0]
+    total = _linear(params, 9, tp, touched)[0]
+    total += _linear(params, 13, tp, touched)[0]
+    total += _linear(params, 17, tp, touched)[0]
+    total += _linear(params, 21, tp, touched)[0]
     total += _attention(params, t - d, float(prefill_attn_units), float(prefill_ctx_sum) + t - d)[0]
     total += _attention(params, d, float(decode_ctx_sum), float(decode_ctx_sum))[0]
     total += _lm_head(params, float(num_emit))[0]
-    total += _link(params[33], t, params[34], params)[0]
-    total += params[0] * params[40] + params[41]
-    total += _link(params[37], t, params[38], params)[0]
-    total += _elementwise(params, t)[0]
+    total += _allreduce(params, tp)[0]
+    total += params[0] * params[40]
+    total += _link(params[37], tp, params[38], params)[0]
+    total += _elementwise(params, tp)[0]
+    total += _cpu(params, float(num_emit), total)
     return total
 
 
@@ -212,17 +283,22 @@ def step_work(params, num_tokens, num_emit, num_decode, decode_ctx_sum, prefill_
     if t <= 0.0:
         return
     d = float(num_decode)
+    tp = _padded_tokens(params, t)
     touched = _experts_touched(params, t)
     for i in range(4):
-        out_s[i], out_flops[i], out_bytes[i] = _linear(params, 9 + 4 * i, t, touched)
+        out_s[i], out_flops[i], out_bytes[i] = _linear(params, 9 + 4 * i, tp, touched)
     out_s[4], out_flops[4], out_bytes[4] = _attention(params, t - d, float(prefill_attn_units),
                                                       float(prefill_ctx_sum) + t - d)
     out_s[5], out_flops[5], out_bytes[5] = _attention(params, d, float(decode_ctx_sum), float(decode_ctx_sum))
     out_s[6], out_flops[6], out_bytes[6] = _lm_head(params, float(num_emit))
-    out_s[7], out_bytes[7] = _link(params[33], t, params[34], params)
-    out_s[8] = params[0] * params[40] + params[41]
-    out_s[9], out_bytes[9] = _link(params[37], t, params[38], params)
-    out_s[10], out_bytes[10] = _elementwise(params, t)
+    out_s[7], out_bytes[7] = _allreduce(params, tp)
+    out_s[8] = params[0] * params[40]
+    out_s[9], out_bytes[9] = _link(params[37], tp, params[38], params)
+    out_s[10], out_bytes[10] = _elementwise(params, tp)
+    gpu = 0.0
+    for i in range(out_s.shape[0] - 1):   # every op but cpu, in the order step_time_s adds them
+        gpu += out_s[i]
+    out_s[11] = _cpu(params, float(num_emit), gpu)
 
 
 @jit

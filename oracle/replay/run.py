@@ -8,7 +8,8 @@ scaled to sum to the duration", so the converter writes the request table itself
 ``--out`` the scenario and the table are saved, and ``oracle simulate DIR/scenario.toml``
 gives the same results.
 
-Stages run back to back: stage k+1 starts a fixed gap after stage k's last request finished,
+Stages run back to back: stage k+1 starts a fixed gap after stage k's last request finished
+(or was refused, or was given up on at the client's timeout),
 which only the simulation knows. So the stages are simulated cumulatively: stages 0..k,
 then stages 0..k+1 placed after the simulated end of stage k, and so on. The engine is
 deterministic and a later stage arrives after every earlier request finished, so earlier
@@ -44,7 +45,8 @@ from oracle.workload.spec import pool_id
 from oracle.workload.table import KIND_OUTPUT, KIND_SYSTEM, KIND_USER, Workload
 
 #: metrics whose per-stage errors are summarised (median over non-overloaded stages)
-SUMMARY_KEYS = (("ttft", "mean"), ("tpot", "mean"), ("itl", "mean"), ("e2e", "mean"), ("ttft", "p99"),
+SUMMARY_KEYS = (("ttft", "mean"), ("tpot", "mean"), ("itl", "mean"), ("e2e", "mean"), ("ttft", "p50"), ("ttft", "p90"),
+                ("ttft", "p99"),
                 ("tpot", "p99"), ("e2e", "p99"), ("throughput", "requests_per_s"))
 _QUESTION_BASE = 1 << 40   # question j of the prompt table: KIND_USER key (1 << 40) | j
 
@@ -103,29 +105,36 @@ def build_workload(plan: ReplayPlan, origins_s: list[float]) -> Workload:
     return wl.validate()
 
 
-def scenario_dict(plan: ReplayPlan, *, gpu: str, seed: int, workload_path: str = "workload.parquet") -> dict:
-    """The replay scenario (TOML structure); the workload is the Parquet request table."""
+def scenario_dict(plan: ReplayPlan, *, gpu: str, seed: int, workload_path: str = "workload.parquet",
+                  gpu_table: dict | None = None, framework_keys: dict | None = None) -> dict:
+    """The replay scenario (TOML structure); the workload is the Parquet request table.
+
+    ``gpu_table``: an inline ``[hardware.gpu]`` table instead of the catalog GPU ``gpu`` (the
+    end-to-end calibration tries factors this way); ``framework_keys``: extra ``[[frameworks]]``
+    keys (e.g. ``api_server_s``)."""
     return {
         "name": plan.name,
         "description": f"oracle replay of {plan.kind} result {plan.source}",
         "seed": int(seed),
         "model": {"name": plan.server.model},
-        "hardware": {"gpu": gpu},
+        "hardware": {"gpu": gpu_table if gpu_table is not None else gpu},
         "workload": {"trace": {"path": workload_path, "format": "parquet"}, "timeout_s": float(plan.timeout_s)},
-        "frameworks": [plan.server.framework_table()],
+        "frameworks": [{**plan.server.framework_table(), **(framework_keys or {})}],
         "output": {"steps": True},
     }
 
 
 def simulate_plan(plan: ReplayPlan, *, gpu: str = "h100-sxm", seed: int = 0,
-                  progress: Callable[[str], None] | None = None) -> ReplayResult:
-    """Simulate every stage (cumulatively, see the module docstring) and compare."""
+                  progress: Callable[[str], None] | None = None, gpu_table: dict | None = None,
+                  framework_keys: dict | None = None) -> ReplayResult:
+    """Simulate every stage (cumulatively, see the module docstring) and compare
+    (``gpu_table``, ``framework_keys``: see :func:`scenario_dict`)."""
     from oracle.api import simulate
     from oracle.scenario import scenario_from_dict
 
     say = progress or (lambda _m: None)
     t0 = time.perf_counter()
-    raw = scenario_dict(plan, gpu=gpu, seed=seed)
+    raw = scenario_dict(plan, gpu=gpu, seed=seed, gpu_table=gpu_table, framework_keys=framework_keys)
     origins: list[float] = []
     res = wl = None
     with tempfile.TemporaryDirectory(prefix="oracle-replay-") as tmp:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 
-from oracle.catalog import GpuSpec, ModelSpec
+from oracle.catalog import FrameworkSpec, GpuSpec, ModelSpec
 
 BYTES = {"bf16": 2, "fp16": 2, "fp8": 1, "fp32": 4}
 
@@ -31,15 +31,26 @@ def kv_dtype_of(model: ModelSpec, dtype: str, kv_dtype: str | None) -> str:
     return weight_dtype(model, kv_dtype)
 
 
+def capture_sizes(max_num_seqs: int | None, cap: int) -> list[int]:
+    """vLLM's CUDA-graph capture sizes: [1, 2, 4] + range(8, 256, 8) + range(256, 513, 16),
+    those <= min(cap, 2 x max_num_seqs)."""
+    limit = cap if max_num_seqs is None else min(cap, 2 * max_num_seqs)
+    sizes = [1, 2, 4] + list(range(8, 256, 8)) + list(range(256, 1 << 20, 16))
+    return [s for s in sizes if s <= limit]
+
+
 def reference_step(model: ModelSpec, gpu: GpuSpec, *, tp: int = 1, pp: int = 1, dtype: str = "bf16",
                    kv_dtype: str | None = None, prefill_chunks=(), decode_contexts=(),
                    scheduler_overhead_s: float | None = None, eff_compute: float | None = None,
-                   eff_memory: float | None = None) -> dict[str, float]:
+                   eff_memory: float | None = None, framework: FrameworkSpec | None = None,
+                   max_num_seqs: int | None = None) -> dict[str, float]:
     """Seconds per op for one step.
 
     prefill_chunks: ``(c, p, emits)``: ``c`` new tokens after ``p`` computed ones; ``emits``
         is True when the chunk ends its prompt (the LM head runs for it).
     decode_contexts: for each decode sequence, the tokens already in its KV cache.
+    framework: a serving framework's terms (CUDA-graph padding, custom all-reduce, CPU time
+        overlapped by async scheduling); None: the bare roofline.
     """
     # ---- the batch --------------------------------------------------------------------------
     prefill_tokens = sum(c for c, _, _ in prefill_chunks)
@@ -47,7 +58,7 @@ def reference_step(model: ModelSpec, gpu: GpuSpec, *, tp: int = 1, pp: int = 1, 
     tokens = prefill_tokens + decodes
     ops = dict.fromkeys(["qkv_proj", "attn_out_proj", "mlp_gate_up", "mlp_down", "attention_prefill",
                          "attention_decode", "lm_head", "allreduce", "overhead", "pp_handoff",
-                         "elementwise"], 0.0)
+                         "elementwise", "cpu"], 0.0)
     if tokens == 0:
         return ops
     emitting = decodes + sum(1 for _, _, emits in prefill_chunks if emits)
@@ -88,7 +99,9 @@ def reference_step(model: ModelSpec, gpu: GpuSpec, *, tp: int = 1, pp: int = 1, 
     L, h, d = model.num_layers, model.hidden_size, model.head_dim
     q_heads = model.num_heads / tp
     kv_heads = math.ceil(model.num_kv_heads / tp)     # replicated when tp > num_kv_heads
-    T = tokens
+    # GEMMs, small ops and all-reduce run on the CUDA-graph size when the step fits a graph
+    sizes = capture_sizes(max_num_seqs, framework.cudagraph_max_tokens) if framework is not None else []
+    T = min((s for s in sizes if s >= tokens), default=tokens)
 
     qkv_n = (q_heads + 2 * kv_heads) * d
     ops["qkv_proj"] = L * gemm(T * 2 * h * qkv_n, h * qkv_n * wb + T * (h + qkv_n) * act)
@@ -99,7 +112,7 @@ def reference_step(model: ModelSpec, gpu: GpuSpec, *, tp: int = 1, pp: int = 1, 
     if model.is_moe:
         E, k = model.num_experts, model.num_active_experts
         fe = model.expert_intermediate_size / tp
-        distinct = E * (1 - (1 - k / E) ** T)
+        distinct = E * (1 - (1 - k / E) ** tokens)     # the real tokens pick the experts
         up_n = up_width * fe
         ops["mlp_gate_up"] = L * gemm(T * (2 * h * E + k * 2 * h * up_n),
                                       h * E * act + distinct * h * up_n * wb + T * (h + k * (h + up_n)) * act)
@@ -129,14 +142,31 @@ def reference_step(model: ModelSpec, gpu: GpuSpec, *, tp: int = 1, pp: int = 1, 
                                   sixteen_bit_peak * 1e12 * ec, bandwidth * em) + gpu.kernel_overhead_s
 
     if tp > 1:
-        per_call = 2 * (tp - 1) / tp * T * h * act / link + gpu.link_latency_s
+        message = T * h * act
+        custom = (framework is not None and framework.custom_allreduce_max_bytes >= message
+                  and gpu.link_kind in ("nvlink", "xgmi"))
+        if not custom:          # NCCL ring
+            per_call = 2 * (tp - 1) / tp * message / link + gpu.link_latency_s
+        elif tp == 2 or (tp <= 4 and message < 512 * 1024) or (tp <= 8 and message < 256 * 1024):
+            per_call = (tp - 1) * message / link + gpu.custom_ar_latency_s          # one-shot
+        else:
+            per_call = 2 * (tp - 1) / tp * message / link + gpu.custom_ar_latency_s  # two-shot
         ops["allreduce"] = 2 * L * per_call
-    step_overhead = gpu.step_overhead_s if scheduler_overhead_s is None else scheduler_overhead_s
-    ops["overhead"] = L * gpu.layer_overhead_s + step_overhead
+    ops["overhead"] = L * gpu.layer_overhead_s
     ops["pp_handoff"] = (pp - 1) * (2 * T * h * act / link + gpu.link_latency_s)
 
     per_token = (7 * h + 2 * (q_heads + kv_heads) * d + activation_elems + 2 * kv_heads * d) * act \
         + 2 * kv_heads * d * kvb
     elem_eff = em if gpu.eff_elementwise is None else gpu.eff_elementwise
     ops["elementwise"] = L * T * per_token / (bandwidth * elem_eff)
+
+    step_cpu = gpu.step_overhead_s
+    if framework is not None and framework.cpu_step_s is not None:
+        step_cpu = framework.cpu_step_s
+    if scheduler_overhead_s is not None:
+        step_cpu = scheduler_overhead_s
+    cpu = step_cpu + (framework.cpu_seq_s * emitting if framework is not None else 0.0)
+    gpu_time = math.fsum(ops.values())
+    overlapped = framework is not None and framework.async_scheduling
+    ops["cpu"] = max(cpu - gpu_time, 0.0) if overlapped else cpu
     return ops
