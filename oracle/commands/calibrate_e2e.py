@@ -56,7 +56,7 @@ def calibrate_e2e(
       oracle calibrate-e2e RUN1 RUN2 RUN3 --no-lomo --update-catalog
     """
     with user_errors():
-        from oracle.metrics.writers import atomic_write_text, check_out_dir, dumps
+        from oracle.metrics.writers import atomic_write, check_out_dir, dumps
         from oracle.replay.calibrate import calibrate, to_toml
         from oracle.replay.calibrate import update_catalog as write_catalog
         for p in (out, json_out):
@@ -67,9 +67,9 @@ def calibrate_e2e(
         result = calibrate(list(runs), gpu=gpu, framework=framework, seed=seed, lomo=lomo, max_evals=max_evals,
                            fit_attention=fit_attention, command=command, progress=say)
         if out is not None:
-            atomic_write_text(out, to_toml(result))
+            atomic_write(out, to_toml(result))
         if json_out is not None:
-            atomic_write_text(json_out, dumps(result.to_dict()))
+            atomic_write(json_out, dumps(result.to_dict()))
         written = write_catalog(result) if update_catalog else []
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=1, default=str))
