@@ -263,3 +263,10 @@ def test_inference_perf_config_of_a_real_run(shared_data):
 
 def test_bundled_example_files_exist():
     assert (ROOT / "scenarios" / "vllm_bench" / "bench.sh").is_file()
+
+
+def test_command_line_flags_bare_and_valued():
+    """A bare flag does not swallow the flag after it (the shared command-line reader)."""
+    from oracle.importers.common import iter_flags
+    words = ["guidellm", "run", "--a", "--b=2", "--c", "3", "x", "--d"]
+    assert list(iter_flags(words, "true")) == [("--a", "true"), ("--b", "2"), ("--c", "3"), ("--d", "true")]

@@ -56,3 +56,22 @@ def open_loop_arrival(rate: float, *, burstiness: float = 1.0) -> dict:
     if burstiness == 1.0:
         return {"process": "poisson", "rate": float(rate)}
     return {"process": "gamma", "rate": float(rate), "cv": 1.0 / math.sqrt(burstiness)}
+
+
+def iter_flags(words: list[str], bare_value: str = ""):
+    """``(flag, value)`` for each ``--flag=value``, ``--flag value`` or bare ``--flag`` (value
+    ``bare_value``) of a command line, in order; words that are not flags are skipped."""
+    i = 0
+    while i < len(words):
+        tok = words[i]
+        i += 1
+        if not tok.startswith("--"):
+            continue
+        flag, eq, val = tok.partition("=")
+        if not eq:
+            if i < len(words) and not words[i].startswith("--"):
+                val = words[i]
+                i += 1
+            else:
+                val = bare_value
+        yield flag, val

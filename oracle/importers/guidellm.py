@@ -60,7 +60,7 @@ from pathlib import Path
 from typing import Any
 
 from oracle.importers import APPROXIMATED, DEFAULT_GPU, NOT_SIMULATED, NOTE, Imported, ImportError_
-from oracle.importers.common import catalog_model, read_mapping, skeleton
+from oracle.importers.common import catalog_model, iter_flags, read_mapping, skeleton
 
 TOOL = "GuideLLM"
 DEFAULT_MODEL = "llama-3.1-8b"
@@ -151,17 +151,7 @@ def import_guidellm_command(words: list[str], *, source: Path | None = None) -> 
         w = w[1:]
     spec: dict[str, Any] = {"constraints": []}
     unknown: list[str] = []
-    i = 0
-    while i < len(w):
-        tok = w[i]
-        if not tok.startswith("--"):
-            i += 1
-            continue
-        flag, eq, val = tok.partition("=")
-        if not eq:
-            val = w[i + 1] if i + 1 < len(w) and not w[i + 1].startswith("--") else ""
-            i += 1
-        i += 1
+    for flag, val in iter_flags(w, ""):
         key = flag[2:].replace("-", "_")
         if key in ("profile", "backend", "data", "constraint", "warmup", "cooldown"):
             parsed = parse_kv(val) if val else {}

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from oracle.importers import APPROXIMATED, DEFAULT_GPU, NOT_SIMULATED, NOTE, Imported, ImportError_
-from oracle.importers.common import catalog_model, read_mapping, skeleton
+from oracle.importers.common import catalog_model, iter_flags, read_mapping, skeleton
 
 TOOL = "inference-perf"
 LOAD_TYPES = ("constant", "poisson", "concurrent")
@@ -96,17 +96,7 @@ def import_inference_perf_command(words: list[str], *, source: Path | None = Non
     if w and w[0].endswith("inference-perf"):
         w = w[1:]
     cfg: dict[str, Any] = {}
-    i = 0
-    while i < len(w):
-        tok = w[i]
-        if not tok.startswith("--"):
-            i += 1
-            continue
-        flag, eq, val = tok.partition("=")
-        if not eq:
-            val = w[i + 1] if i + 1 < len(w) and not w[i + 1].startswith("--") else "true"
-            i += 1
-        i += 1
+    for flag, val in iter_flags(w, "true"):
         key = flag[2:]
         if key in ("config_file", "config-file"):
             path = Path(val)
