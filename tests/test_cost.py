@@ -275,8 +275,13 @@ def test_monotone_in_context_and_batch(cfg, ctx, extra, batch):
     params = build_cost_params(**cfg)
     base = step_time_s(params, *aggregates([], [ctx] * batch))
     assert step_time_s(params, *aggregates([], [ctx + extra] * batch)) >= base
-    assert step_time_s(params, *aggregates([], [ctx] * (batch + 1))) >= base
     assert step_time_s(params, *aggregates([(extra, ctx, True)], [ctx] * batch)) > base
+    # One more sequence never makes a step cheaper on the bare roofline. With a serving
+    # framework it can: vLLM's custom all-reduce switches from one-shot to the cheaper
+    # two-shot algorithm above a message size (and CUDA-graph padding rounds batches up),
+    # as the real kernels do; tests/test_cost_terms.py checks those terms on their own.
+    if cfg["framework"] is None or cfg["tp"] == 1:
+        assert step_time_s(params, *aggregates([], [ctx] * (batch + 1))) >= base
 
 
 def test_build_cost_params_rejects_bad_sharding_and_overrides():
