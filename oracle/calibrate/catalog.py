@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from oracle.calibrate.fit import GEMM_KEYS
 
@@ -13,12 +14,19 @@ FACTOR_KEYS = ("eff_compute", "eff_memory", "roofline_overlap", "kernel_overhead
                "eff_attn_compute", "eff_attn_memory", "attn_overhead_s", "eff_link", "link_latency_s")
 
 
-def _toml_float(v: float) -> str:
-    s = repr(float(v))
-    return s if any(ch in s for ch in ".en") else s + ".0"
+def _toml_value(v: Any) -> str:
+    """A TOML literal: floats always with a point or exponent, strings quoted, others as is."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, float):
+        s = repr(v)
+        return s if any(ch in s for ch in ".en") else s + ".0"
+    return str(v)
 
 
-def update_catalog_text(text: str, section_values: dict[str, dict[str, float]]) -> str:
+def update_catalog_text(text: str, section_values: dict[str, dict[str, Any]]) -> str:
     """Set ``key = value`` lines in the given ``[section]``s of a TOML text, keeping everything else.
 
     Keys missing from a section are appended after its last key line.
@@ -40,14 +48,14 @@ def update_catalog_text(text: str, section_values: dict[str, dict[str, float]]) 
                 continue
             last_key = i
             if m.group(2) in values:
-                out_lines[i] = f"{m.group(1)}{m.group(2)} = {_toml_float(values[m.group(2)])}\n"
+                out_lines[i] = f"{m.group(1)}{m.group(2)} = {_toml_value(values[m.group(2)])}\n"
                 seen.add(m.group(2))
         missing = [k for k in values if k not in seen]
         if missing:
-            inserts[last_key] = [f"{k} = {_toml_float(values[k])}\n" for k in missing]
+            inserts[last_key] = [f"{k} = {_toml_value(values[k])}\n" for k in missing]
     result = []
     for i, ln in enumerate(out_lines):
-        result.append(ln)
+        result.append(ln if ln.endswith("\n") else ln + "\n")
         result.extend(inserts.get(i, []))
     return "".join(result)
 

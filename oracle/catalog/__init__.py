@@ -345,6 +345,28 @@ def _read_toml(path: Path) -> dict:
         raise ScenarioError(f"invalid TOML: {exc}", file=path) from None
 
 
+def _load_section(path: Path, section: str, parse, *, also: tuple[str, ...] = ()) -> dict:
+    """Every entry of the catalog file's ``[section.<name>]`` tables, parsed by ``parse(table,
+    name=...)``; each must name its ``source``. ``also``: other top-level tables the file may
+    hold (read elsewhere). Problems name the file."""
+    root = Table(_read_toml(path))
+    out = {}
+    try:
+        for other in also:
+            root.table(other)
+        tables = root.table(section)
+        root.done()
+        for name in tables.raw:
+            t = tables.table(name)
+            spec = parse(t, name=name)
+            if not spec.source:
+                raise t.error("source", "is required in the catalog")
+            out[name] = spec
+    except ScenarioError as exc:
+        raise _with_file(exc, path) from None
+    return out
+
+
 def _with_file(exc: ScenarioError, path: Path) -> ScenarioError:
     return exc.with_context(file=path)  # type: ignore[return-value]
 
@@ -413,22 +435,7 @@ def aliases_of(name: str) -> tuple[str, ...]:
 @functools.cache
 def load_gpus() -> dict[str, GpuSpec]:
     """All catalog GPUs by name (cached; do not mutate the returned dict)."""
-    raw = _read_toml(GPUS_TOML)
-    root = Table(raw)
-    gpus: dict[str, GpuSpec] = {}
-    try:
-        root.table("defaults")
-        section = root.table("gpus")
-        root.done()
-        for name in section.raw:
-            t = section.table(name)
-            spec = gpu_from_table(t, name=name)
-            if not spec.source:
-                raise t.error("source", "is required in the catalog")
-            gpus[name] = spec
-    except ScenarioError as exc:
-        raise _with_file(exc, GPUS_TOML) from None
-    return gpus
+    return _load_section(GPUS_TOML, "gpus", gpu_from_table, also=("defaults",))
 
 
 def _unknown(kind: str, name: str, known: list[str], key: str) -> ScenarioError:
@@ -498,21 +505,7 @@ def framework_from_table(t: Table, *, name: str | None = None) -> FrameworkSpec:
 @functools.cache
 def load_frameworks() -> dict[str, FrameworkSpec]:
     """All catalog frameworks by name (cached; do not mutate the returned dict)."""
-    raw = _read_toml(FRAMEWORKS_TOML)
-    root = Table(raw)
-    out: dict[str, FrameworkSpec] = {}
-    try:
-        section = root.table("frameworks")
-        root.done()
-        for name in section.raw:
-            t = section.table(name)
-            spec = framework_from_table(t, name=name)
-            if not spec.source:
-                raise t.error("source", "is required in the catalog")
-            out[name] = spec
-    except ScenarioError as exc:
-        raise _with_file(exc, FRAMEWORKS_TOML) from None
-    return out
+    return _load_section(FRAMEWORKS_TOML, "frameworks", framework_from_table)
 
 
 def get_framework(name: str, *, key: str = "frameworks.type") -> FrameworkSpec:

@@ -56,6 +56,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from oracle.calibrate.catalog import update_catalog_text
 from oracle.replay.common import ReplayError, ReplayPlan
 
 #: step-time factors (stage 1): name -> (lower bound, upper bound, initial simplex step)
@@ -464,44 +465,15 @@ def update_catalog(result: CalibrationResult, *, gpus_toml: Path | None = None,
     return [gpus_toml, frameworks_toml]
 
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(float(v)) if isinstance(v, float) else str(v)
-
-
 def set_keys(text: str, sections: dict[str, dict[str, Any]]) -> str:
-    """Set ``key = value`` lines in the given ``[section]``s of a TOML text, keeping the rest;
-    a key a section lacks goes after its last key line. (``oracle.calibrate`` has the same
-    for floats; to merge when it becomes a package.)"""
-    lines = text.splitlines(keepends=True)
+    """Set ``key = value`` lines in the given ``[section]``s of a catalog TOML text, keeping
+    the rest (``oracle.calibrate.catalog.update_catalog_text``); every section must exist."""
     header = re.compile(r"^\s*\[([^\[\]]+)\]\s*(#.*)?$")
-    starts = [(i, header.match(ln).group(1).strip()) for i, ln in enumerate(lines) if header.match(ln)]
-    missing_sections = [s for s in sections if s not in {n for _, n in starts}]
-    if missing_sections:
-        raise ReplayError(f"the catalog has no section [{missing_sections[0]}]")
-    out = list(lines)
-    inserts: dict[int, list[str]] = {}
-    for j, (start, name) in enumerate(starts):
-        values = sections.get(name)
-        if not values:
-            continue
-        end = starts[j + 1][0] if j + 1 < len(starts) else len(lines)
-        seen, last = set(), start
-        for i in range(start + 1, end):
-            m = re.match(r"^(\s*)([A-Za-z0-9_]+)\s*=", lines[i])
-            if not m:
-                continue
-            last = i
-            if m.group(2) in values:
-                out[i] = f"{m.group(1)}{m.group(2)} = {_toml_value(values[m.group(2)])}\n"
-                seen.add(m.group(2))
-        inserts[last] = [f"{k} = {_toml_value(v)}\n" for k, v in values.items() if k not in seen]
-    result = []
-    for i, ln in enumerate(out):
-        result.append(ln if ln.endswith("\n") else ln + "\n")
-        result.extend(inserts.get(i, []))
-    return "".join(result)
+    present = {m.group(1).strip() for m in map(header.match, text.splitlines()) if m}
+    missing = [name for name in sections if name not in present]
+    if missing:
+        raise ReplayError(f"the catalog has no section [{missing[0]}]")
+    return update_catalog_text(text, sections)
 
 
 __all__ = ["CalibrationResult", "Evaluation", "calibrate", "evaluate", "fit", "kept_up", "load_plans",
