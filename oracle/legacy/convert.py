@@ -231,6 +231,10 @@ def _convert(data: dict, source: Path) -> Conversion:
     ctx.note(NOTE, "the original leaks KV blocks (it does not free all of a finished request's blocks) and so "
                    "stalls after a few hundred requests, leaving the rest pending; that bug is not copied: blocks "
                    "are freed and reused as vLLM does, so long runs finish requests the original left pending")
+    ctx.note(NOTE, "the original sizes a GPU's KV pool as gpu_memory_utilization x memory / block bytes, without "
+                   "subtracting the weights or activations (24,719 blocks for its Llama3-70B profile on a 576 GB "
+                   "GH200, where the weights alone take 141 GB); that over-statement is not copied: the pool is "
+                   "what vLLM leaves after the weights and its activation reserve (17,908 blocks there)")
     with guard():
         output = _output(metrics, ctx)
         output["style"] = "original"
