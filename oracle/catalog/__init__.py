@@ -115,6 +115,31 @@ class ModelSpec:
         return self.kv_lora_rank > 0
 
     @property
+    def uses_new_architecture(self) -> bool:
+        """True when the model uses a feature added with issue 17 (MLA, windowed layers, shared
+        experts, dense layers in an MoE model, an FP4 checkpoint): summaries then describe it."""
+        return bool(self.is_mla or self.sliding_window or self.shared_expert_intermediate_size
+                    or self.num_dense_layers or self.dtype in FP4_DTYPES)
+
+    def describe(self) -> str:
+        """One line: attention kind (MHA/GQA/MLA, windowed layers) and MLP (dense, MoE with its
+        extras), e.g. ``"MLA r=512+64; MoE 256 experts top-8 + shared expert, 3 dense layers"``."""
+        if self.is_mla:
+            attn = f"MLA r={self.kv_lora_rank}+{self.qk_rope_head_dim}"
+        else:
+            attn = "MHA" if self.num_kv_heads == self.num_heads else "GQA"
+        if self.sliding_window:
+            attn += f", {self.num_window_layers}/{self.num_layers} layers window {self.sliding_window:,}"
+        if not self.is_moe:
+            return f"{attn}; dense MLP"
+        mlp = f"MoE {self.num_experts} experts top-{self.num_active_experts}"
+        if self.shared_expert_intermediate_size:
+            mlp += " + shared expert"
+        if self.num_dense_layers:
+            mlp += f", {self.num_dense_layers} dense layers"
+        return f"{attn}; {mlp}"
+
+    @property
     def num_moe_layers(self) -> int:
         """Layers with an MoE MLP (0 for dense models)."""
         return self.num_layers - self.num_dense_layers if self.is_moe else 0
