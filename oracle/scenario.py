@@ -443,7 +443,7 @@ def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str)
         try:
             check_dtype_on_gpu(_dtypes(FrameworkConfig(dtype=f["dtype"]), dtype, kv_dtype)[0], gpu, model)
         except ScenarioError as exc:
-            t.report("dtype", exc.reason)
+            t.report("dtype" if f["dtype"] else None, f"{exc.reason} (model dtype)" if not f["dtype"] else exc.reason)
     for key, default in UNMODELLED_VLLM_KEYS.items():
         if t.has(key):
             t.report(key, f"is a vLLM scheduler option that changes which tokens are scheduled and is not "
