@@ -374,3 +374,22 @@ def test_cli_catalog_lists_architectures_and_fp4():
     gpus = json.loads(res.stdout)
     assert gpus["b200"]["peak_tflops_fp4"] == 9000 and gpus["h100-sxm"]["peak_tflops_fp4"] == 0
     assert {"gb200", "mi325x", "mi355x"} <= set(gpus)
+
+
+# -- both engines with the new architectures' step costs ----------------------------------------------
+
+@pytest.mark.parametrize("model,gpu,kw", [
+    ("deepseek-v3", "h200", dict(dtype="fp8", dp=8, expert_parallel=True, expert_imbalance=1.25)),
+    ("gpt-oss-120b", "b200", dict(dtype="mxfp4")),
+    ("llama-4-maverick", "gb200", dict(dtype="fp8", tp=8)),
+])
+def test_engine_matches_reference_with_new_architectures(model, gpu, kw):
+    from engine_cases import build_inputs, hand_cases
+    from test_engine_diff import compare
+    params = build_cost_params(model, gpu, framework="vllm", max_num_seqs=256, **kw)
+    for name in ("worked_example", "conversation", "preempt_last_running"):
+        sc = hand_cases()[name].with_config(record_steps=True)
+        ref, _ = compare(build_inputs(sc.specs, sc.config, cost_params=params))
+        plain, _ = compare(sc.inputs())          # the cases' default cost (a dense 8B model)
+        # the steps were priced with this model's parameters
+        assert ref.steps["duration_s"][0] != pytest.approx(plain.steps["duration_s"][0], rel=1e-3)

@@ -99,7 +99,7 @@ def models(as_json: JsonOpt = False) -> None:
                       str(mlp), f"{m['num_active_experts']}/{m['num_experts']}" if m["num_experts"] else "-",
                       f"{m['vocab_size']:,}", f"{m['max_context']:,}", f"{m['kv_bytes_per_token'] / 1024:g}",
                       m["architecture"], m["dtype"])
-    console = _console()
+    console = _console(min_width=200)
     console.print(table)
     console.print("Aliases (case-insensitive):")
     for name, m in records.items():
@@ -107,10 +107,10 @@ def models(as_json: JsonOpt = False) -> None:
             console.print(f"  {name}: {', '.join(m['aliases'])}", markup=False, overflow="ignore", crop=False)
 
 
-def _console():
+def _console(min_width: int = 140):
     """A rich console; when not writing to a terminal, wide enough not to wrap the tables."""
     from rich.console import Console   # lazy: rich (~0.05 s)
     console = Console()
     if not console.is_terminal:
-        console.width = max(console.width, 140)
+        console.width = max(console.width, min_width)
     return console

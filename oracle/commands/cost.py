@@ -172,3 +172,8 @@ def _print_table(result: dict) -> None:
                           f"{mem['num_gpu_blocks']:,} blocks x {mem['block_size']} = "
                           f"{mem['block_size'] * mem['num_gpu_blocks']:,} tokens per replica "
                           f"at gpu_memory_utilization {mem['gpu_memory_utilization']:g}", markup=False)
+        groups = mem.get("kv_cache_groups")
+        if groups:
+            console.print(f"KV cache groups (vLLM's hybrid manager): {groups['full_attention']} full-attention + "
+                          f"{groups['windowed']} windowed (W = {groups['window']:,}) of {groups['group_size']} layers "
+                          f"each; {groups['note']}", markup=False)
