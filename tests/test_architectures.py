@@ -12,7 +12,11 @@ import re
 import math
 
 import numpy as np
+import dataclasses
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 import oracle
@@ -131,8 +135,7 @@ def test_window_decode_reads_at_most_w_keys_by_hand():
     _, f, b = work(params, (1, 1, 1, 1000.0, 0.0, 0.0))["attention_decode"]
     assert f == pytest.approx(1_089_536, rel=1e-12) and b == pytest.approx(546_816, rel=1e-12)
     # a context below the window: both layers read everything
-    full = build_cost_params(TINY_WINDOW.__class__(**{**TINY_WINDOW.__dict__, "sliding_window": 0,
-                                                        "num_window_layers": 0}), IDEAL)
+    full = build_cost_params(dataclasses.replace(TINY_WINDOW, sliding_window=0, num_window_layers=0), IDEAL)
     assert work(params, (1, 1, 1, 50.0, 0.0, 0.0))["attention_decode"] == \
         pytest.approx(work(full, (1, 1, 1, 50.0, 0.0, 0.0))["attention_decode"], rel=1e-12)
 
@@ -357,7 +360,8 @@ def test_cli_cost_shows_all_to_all_mla_and_precision():
 
 
 def test_cli_cost_bad_combination_is_one_line():
-    res = CliRunner().invoke(build_app(), ["cost", "-m", "deepseek-v3", "-g", "h200", "--dp", "8", "--decode-batch", "1"])
+    res = CliRunner().invoke(build_app(), ["cost", "-m", "deepseek-v3", "-g", "h200", "--dp", "8",
+                                           "--decode-batch", "1"])
     assert res.exit_code == 1
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and "needs expert_parallel = true" in lines[0], res.stderr
@@ -393,3 +397,46 @@ def test_engine_matches_reference_with_new_architectures(model, gpu, kw):
         plain, _ = compare(sc.inputs())          # the cases' default cost (a dense 8B model)
         # the steps were priced with this model's parameters
         assert ref.steps["duration_s"][0] != pytest.approx(plain.steps["duration_s"][0], rel=1e-3)
+
+
+# -- invariants -------------------------------------------------------------------------------------
+
+step_batches = st.tuples(st.lists(st.tuples(st.integers(1, 4096), st.integers(0, 40_000)), max_size=3),
+                         st.lists(st.integers(1, 60_000), max_size=48)).filter(lambda b: b[0] or b[1])
+
+
+def _aggs(chunks, decodes):
+    return (sum(c for c, _ in chunks) + len(decodes), len(chunks) + len(decodes), len(decodes),
+            float(sum(n + 1 for n in decodes)), float(sum(c * (p + (c + 1) / 2) for c, p in chunks)),
+            float(sum(p for _, p in chunks)))
+
+
+@given(name=st.sampled_from(["gpt-oss-120b", "gpt-oss-20b", "llama-4-scout", "llama-4-maverick"]), batch=step_batches)
+@settings(max_examples=40, deadline=None)
+def test_windowed_layers_never_cost_more_than_full_attention(name, batch):
+    m = get_model(name)
+    full = dataclasses.replace(m, sliding_window=0, num_window_layers=0)
+    aggs = _aggs(*batch)
+    for gpu in ("h100-sxm", "b200"):
+        windowed = step_time_s(build_cost_params(m, gpu, dtype="fp8"), *aggs)
+        assert windowed <= step_time_s(build_cost_params(full, gpu, dtype="fp8"), *aggs) * (1 + 1e-12)
+
+
+@given(a=st.floats(1.0, 8.0), b=st.floats(1.0, 8.0), batch=step_batches)
+@settings(max_examples=40, deadline=None)
+def test_expert_imbalance_never_makes_a_step_cheaper(a, b, batch):
+    lo, hi = sorted((a, b))
+    aggs = _aggs(*batch)
+    cost = [step_time_s(build_cost_params("deepseek-v3", "h200", dtype="fp8", dp=8, expert_parallel=True,
+                                          expert_imbalance=x), *aggs) for x in (lo, hi)]
+    assert cost[0] <= cost[1] * (1 + 1e-12)
+
+
+@pytest.mark.parametrize("name", ["gpt-oss-120b", "gpt-oss-20b", "llama-4-scout"])
+def test_hybrid_pool_has_more_blocks_than_full_attention(name):
+    m, gpu = get_model(name), get_gpu("b200")
+    full = dataclasses.replace(m, sliding_window=0, num_window_layers=0)
+    size, groups, _ = kv_cache_groups(m)
+    # a block holds group_size layers instead of all of them: L / group_size times the blocks (± rounding)
+    ratio = compute_num_gpu_blocks(m, gpu, dtype="fp8") / compute_num_gpu_blocks(full, gpu, dtype="fp8")
+    assert ratio == pytest.approx(m.num_layers / size / groups, rel=1e-3)

@@ -13,6 +13,7 @@ Units: memory in GiB (2**30 bytes), bandwidths in GB/s (1e9 bytes/s), peaks in T
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import tomllib
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from oracle.errors import ScenarioError
 
 __all__ = ["ModelSpec", "GpuSpec", "FrameworkSpec", "load_models", "load_gpus", "load_frameworks", "get_model",
            "get_gpu", "get_framework", "model_from_table", "gpu_from_table", "framework_from_table", "gpu_defaults",
-           "model_aliases", "aliases_of", "LINK_KINDS", "FP4_DTYPES"]
+           "model_aliases", "aliases_of", "LINK_KINDS", "FP4_DTYPES", "OPTIONAL_GPU_KEYS", "gpu_table_items"]
 
 _HERE = Path(__file__).resolve().parent
 MODELS_TOML = _HERE / "models.toml"
@@ -34,6 +35,9 @@ DTYPES = ("bf16", "fp16", "fp8", "fp32", "mxfp4", "nvfp4")
 #: 4-bit weight formats (block-scaled: MXFP4 = E2M1 + an 8-bit scale per 32 values, NVFP4 = E2M1 + an
 #: FP8 scale per 16 values); they apply to the MLP / expert weights only (see ``oracle.memory``)
 FP4_DTYPES = ("mxfp4", "nvfp4")
+#: GpuSpec fields added after inline GPU tables were first written: a table written from a
+#: spec (legacy conversion, replay calibration) carries them only when they are non-zero
+OPTIONAL_GPU_KEYS = ("peak_tflops_fp4",)
 #: GPU-to-GPU link kinds: NVLink (through NVSwitch or a bridge), PCIe, AMD Infinity Fabric (xGMI)
 LINK_KINDS = ("nvlink", "pcie", "xgmi")
 
@@ -439,6 +443,18 @@ def _mla_keys(t: Table, head_dim: int) -> dict[str, int]:
     if t.ok(*_MLA_DIMS) and head_dim != out["qk_nope_head_dim"] + out["qk_rope_head_dim"]:
         t.report("head_dim", f"must be qk_nope_head_dim + qk_rope_head_dim "
                              f"({out['qk_nope_head_dim'] + out['qk_rope_head_dim']}) for MLA, got {head_dim}")
+    return out
+
+
+def gpu_table_items(spec: GpuSpec) -> dict:
+    """A spec's fields as an inline ``[hardware.gpu]`` table would hold them (no ``name``; None
+    and "" left out, :data:`OPTIONAL_GPU_KEYS` only when non-zero)."""
+    out = {}
+    for f in dataclasses.fields(spec):
+        v = getattr(spec, f.name)
+        if f.name == "name" or v is None or v == "" or (f.name in OPTIONAL_GPU_KEYS and not v):
+            continue
+        out[f.name] = v
     return out
 
 
