@@ -148,7 +148,8 @@ def cost_params(scenario: Scenario, fw: FrameworkConfig) -> np.ndarray:
     dtype, kv = framework_dtypes(scenario, fw)
     return build_cost_params(scenario.model_of(fw), scenario.gpu, tp=fw.tp, pp=fw.pp, dtype=dtype, kv_dtype=kv,
                              scheduler_overhead_s=fw.scheduler_overhead_s, framework=framework_spec(fw),
-                             max_num_seqs=fw.max_num_seqs)
+                             max_num_seqs=fw.max_num_seqs, dp=fw.data_parallel_size,
+                             expert_parallel=fw.expert_parallel, expert_imbalance=fw.expert_imbalance)
 
 
 def engine_inputs(scenario: Scenario, fw: FrameworkConfig, workload, *, hashes=None,

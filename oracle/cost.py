@@ -48,18 +48,22 @@ import numpy as np
 from oracle.catalog import FrameworkSpec, GpuSpec, ModelSpec, get_framework, get_gpu, get_model
 from oracle.errors import ScenarioError
 from oracle.kernels.cost import NUM_OPS, NUM_PARAMS, OP_NAMES, PARAM_NAMES, step_time_s, step_work
-from oracle.memory import (check_parallel, dtype_bytes, kv_heads_per_gpu, resolve_dtype,
-                           resolve_kv_dtype)
+from oracle.catalog import FP4_DTYPES
+from oracle.memory import (attention_dtype, check_dtype_on_gpu, check_expert_parallel, check_parallel,
+                           dtype_bytes, expert_parallel_size, kv_bytes_per_layer_per_gpu, kv_heads_per_gpu,
+                           resolve_dtype, resolve_kv_dtype)
 
 __all__ = ["OP_NAMES", "PARAM_NAMES", "build_cost_params", "params_to_dict", "step_aggregates",
            "step_cost", "op_times", "step_time", "cudagraph_capture_max", "op_sources", "source_notes",
            "padded_tokens"]
 
 #: ops whose ``bytes`` are link traffic, not DRAM traffic
-_LINK_OPS = ("allreduce", "pp_handoff")
+_LINK_OPS = ("allreduce", "pp_handoff", "moe_all_to_all")
 
 
 def _weight_peak_tflops(gpu: GpuSpec, dtype: str) -> float:
+    if dtype in FP4_DTYPES:   # FP4 tensor cores, else weight-only (dequantized to 16 bits)
+        return gpu.peak_tflops_fp4 if gpu.has_fp4 else gpu.peak_tflops_bf16
     if dtype == "fp8":
         return gpu.peak_tflops_fp8 if gpu.has_fp8 else gpu.peak_tflops_bf16
     if dtype == "fp32":
@@ -91,14 +95,16 @@ def _oneshot_max_bytes(tp: int) -> float:
 def build_cost_params(model: ModelSpec | str, gpu: GpuSpec | str, *, tp: int = 1, pp: int = 1, dtype: str = "bf16",
                       kv_dtype: str | None = None, scheduler_overhead_s: float | None = None,
                       eff_compute: float | None = None, eff_memory: float | None = None,
-                      framework: FrameworkSpec | str | None = None, max_num_seqs: int | None = None) -> np.ndarray:
+                      framework: FrameworkSpec | str | None = None, max_num_seqs: int | None = None,
+                      dp: int = 1, expert_parallel: bool = False, expert_imbalance: float = 1.0) -> np.ndarray:
     """The kernel parameter vector for one replica configuration.
 
     Parameters
     ----------
     model, gpu: catalog entries (or inline ones from a scenario), or catalog names.
     tp, pp: tensor- and pipeline-parallel sizes.
-    dtype: weight dtype, ``"auto" | "bf16" | "fp16" | "fp8" | "fp32"``.
+    dtype: weight dtype, ``"auto" | "bf16" | "fp16" | "fp8" | "fp32" | "mxfp4" | "nvfp4"``
+        (FP4: the MLP / expert weights; attention projections stay 16-bit).
     kv_dtype: KV-cache dtype (None/``"auto"``: see :func:`oracle.memory.resolve_kv_dtype`).
     scheduler_overhead_s: per-step CPU time, s (None: the framework's ``cpu_step_s``, else
         ``gpu.step_overhead_s``).
@@ -108,13 +114,19 @@ def build_cost_params(model: ModelSpec | str, gpu: GpuSpec | str, *, tp: int = 1
         the roofline (module docstring); None or ``"none"``: the bare roofline.
     max_num_seqs: the engine's ``max_num_seqs`` (caps the CUDA-graph capture size at twice
         it, as vLLM does); None: no cap.
+    dp: attention data-parallel ranks sharing the MoE layers (vLLM ``--data-parallel-size``
+        with expert parallelism); the other ranks are assumed as loaded as this one.
+    expert_parallel: vLLM ``--enable-expert-parallel``: EP size ``tp × dp``, each GPU runs
+        ``E / ep`` whole experts, tokens reach them by all-to-all (dispatch + combine).
+    expert_imbalance: the busiest EP rank's routed tokens over the mean (>= 1).
 
     Returns
     -------
     float64 array, C-contiguous, shape ``(len(PARAM_NAMES),)``, layout :data:`PARAM_NAMES`.
 
-    Raises ScenarioError (no key) for a ``tp``/``pp`` the model cannot be sharded with or an
-    unknown dtype.
+    Raises ScenarioError (no key) for a ``tp``/``pp`` the model cannot be sharded with, an
+    unknown dtype, FP4 on a GPU that cannot run it, or expert/data parallelism the model does
+    not allow (:func:`oracle.memory.check_expert_parallel`).
     """
     if isinstance(model, str):
         model = get_model(model, key="model")
@@ -125,6 +137,8 @@ def build_cost_params(model: ModelSpec | str, gpu: GpuSpec | str, *, tp: int = 1
     if framework is not None and framework.name == "none":
         framework = None
     check_parallel(model, tp, pp)
+    check_expert_parallel(model, tp, dp, expert_parallel, expert_imbalance)
+    check_dtype_on_gpu(dtype, gpu, model)
     wdt = resolve_dtype(dtype, model)
     kdt = resolve_kv_dtype(kv_dtype, dtype, model)
     for name, value in (("eff_compute", eff_compute), ("eff_memory", eff_memory)):
@@ -134,6 +148,7 @@ def build_cost_params(model: ModelSpec | str, gpu: GpuSpec | str, *, tp: int = 1
         raise ScenarioError(f"scheduler_overhead_s must be >= 0, got {scheduler_overhead_s}")
 
     wb = float(dtype_bytes(wdt))
+    attn_wb = float(dtype_bytes(attention_dtype(model, wdt)))   # 16-bit under FP4 (MLP-only)
     ab = 4.0 if wdt == "fp32" else 2.0            # activations
     eb = 4.0 if wdt == "fp32" else 2.0            # embedding / LM head / router weights
     kvb = float(dtype_bytes(kdt))
@@ -154,7 +169,8 @@ def build_cost_params(model: ModelSpec | str, gpu: GpuSpec | str, *, tp: int = 1
 
     p = dict.fromkeys(PARAM_NAMES, 0.0)
     p["num_layers"] = L
-    p["linear_s_per_flop"] = 1.0 / (_weight_peak_tflops(gpu, wdt) * 1e12 * ec)
+    p["linear_s_per_flop"] = 1.0 / (_weight_peak_tflops(gpu, attention_dtype(model, wdt)) * 1e12 * ec)
+    p["mlp_s_per_flop"] = 1.0 / (_weight_peak_tflops(gpu, wdt) * 1e12 * ec)
     p["mem_s_per_byte"] = 1.0 / (bw * em)
     p["overlap"] = gpu.roofline_overlap
     p["kernel_s"] = gpu.kernel_overhead_s
@@ -162,30 +178,27 @@ def build_cost_params(model: ModelSpec | str, gpu: GpuSpec | str, *, tp: int = 1
     p["attn_s_per_byte"] = 1.0 / (bw * ema)
     p["attn_kernel_s"] = attn_kernel_s
     p["lm_s_per_flop"] = 1.0 / (peak16 * ec)
-    _set_gemm(p, "qkv", h, qkv_n, wb, ab)
-    _set_gemm(p, "out", out_k, h, wb, ab)
+    if model.is_mla:
+        rot, kv_write = _set_mla(p, model, tp, attn_wb, ab)
+    else:
+        _set_gemm(p, "qkv", h, qkv_n, attn_wb, ab)
+        _set_gemm(p, "out", out_k, h, attn_wb, ab)
+        p["q_dim"] = p["prefill_q_dim"] = q_heads * d
+        p["qo_bytes_per_token"] = 2.0 * q_heads * d * ab
+        rot, kv_write = 2.0 * (q_heads + kv_heads) * d, 2.0 * kv_heads * d
+    p["kv_bytes_per_token"] = float(kv_bytes_per_layer_per_gpu(model, kdt, tp=tp))
+    p["mlp_layers"] = L
     if model.is_moe:
-        E, k = float(model.num_experts), float(model.num_active_experts)
-        fe = model.expert_intermediate_size / tp
-        up_n = up_mats * fe
-        p["up_flops_per_token"] = 2.0 * h * E + k * 2.0 * h * up_n
-        p["up_weight_bytes"] = h * E * eb
-        p["up_expert_bytes"] = h * up_n * wb
-        p["up_act_bytes_per_token"] = (h + k * (h + up_n)) * ab
-        p["down_flops_per_token"] = k * 2.0 * fe * h
-        p["down_expert_bytes"] = fe * h * wb
-        p["down_act_bytes_per_token"] = k * (fe + h) * ab
-        p["num_experts"] = E
-        p["log1m_active_frac"] = -math.inf if k >= E else math.log1p(-k / E)
-        act_elems = k * (up_n + fe)                # activation: read gate+up, write f
+        act_elems = _set_moe(p, model, tp=tp, dp=dp, ep=expert_parallel_size(model, tp, dp, expert_parallel),
+                             imbalance=expert_imbalance, wb=wb, ab=ab, eb=eb)
     else:
         f = model.intermediate_size / tp
         _set_gemm(p, "up", h, up_mats * f, wb, ab)
         _set_gemm(p, "down", f, h, wb, ab)
         act_elems = up_mats * f + f
-    p["q_dim"] = q_heads * d
-    p["kv_bytes_per_token"] = 2.0 * kv_heads * d * kvb
-    p["qo_bytes_per_token"] = 2.0 * q_heads * d * ab
+    if model.sliding_window:
+        p["window"] = float(model.sliding_window)
+        p["window_layers"] = float(model.num_window_layers)
     vocab = model.vocab_size / tp
     p["lm_flops_per_emit"] = 2.0 * h * vocab
     p["lm_weight_bytes"] = h * vocab * eb
@@ -198,8 +211,7 @@ def build_cost_params(model: ModelSpec | str, gpu: GpuSpec | str, *, tp: int = 1
     p["handoff_bytes_per_token"] = 2.0 * h * ab
     # 2 RMSNorms (read+write h), residual add (2 reads + 1 write), rotary (read+write q, k),
     # activation, KV-cache write (read k, v; write them in the KV dtype)
-    p["elem_bytes_per_token"] = ((4.0 * h + 3.0 * h + 2.0 * (q_heads + kv_heads) * d + act_elems
-                                  + 2.0 * kv_heads * d) * ab + 2.0 * kv_heads * d * kvb)
+    p["elem_bytes_per_token"] = ((4.0 * h + 3.0 * h + rot + act_elems + kv_write) * ab + kv_write * kvb)
     p["layer_overhead_s"] = gpu.layer_overhead_s
     cpu_step = gpu.step_overhead_s if framework is None or framework.cpu_step_s is None else framework.cpu_step_s
     p["step_overhead_s"] = cpu_step if scheduler_overhead_s is None else scheduler_overhead_s
@@ -217,6 +229,81 @@ def build_cost_params(model: ModelSpec | str, gpu: GpuSpec | str, *, tp: int = 1
     params = np.ascontiguousarray([p[n] for n in PARAM_NAMES], dtype=np.float64)
     assert params.shape == (NUM_PARAMS,)
     return params
+
+
+def _set_mla(p: dict[str, float], model: ModelSpec, tp: int, wb: float, ab: float) -> tuple[float, float]:
+    """MLA (vLLM ``DeepseekV2MLAAttention`` / ``MLACommonImpl``): ``qkv_proj`` is every projection
+    but the output one (``q_a``, ``q_b``, ``kv_a``, ``kv_b``: 2 FLOPs a weight a token; in decode
+    ``kv_b`` is absorbed into the query and output, the same FLOPs); attention FLOPs per
+    query×key pair and head: decode (absorbed, over the latent cache) ``2·(2r + rope)``,
+    prefill (keys and values decompressed) ``2·(nope + rope + v)``. Returns the rotary and
+    KV-write element counts of the elementwise op (rope dims of the queries and the latent key;
+    the latent vector written)."""
+    proj = model.mla_params(tp)
+    q_heads = model.num_heads / tp
+    r, rope = float(model.kv_lora_rank), float(model.qk_rope_head_dim)
+    qk = float(model.qk_nope_head_dim) + rope
+    n_in = sum(v for k, v in proj.items() if k != "o")
+    p["qkv_flops_per_token"] = 2.0 * n_in
+    p["qkv_weight_bytes"] = n_in * wb
+    p["qkv_act_bytes_per_token"] = (model.hidden_size + q_heads * qk + r + rope) * ab
+    _set_gemm(p, "out", q_heads * model.v_head_dim, model.hidden_size, wb, ab)
+    p["q_dim"] = q_heads * (2.0 * r + rope) / 2.0
+    p["prefill_q_dim"] = q_heads * (qk + model.v_head_dim) / 2.0
+    p["qo_bytes_per_token"] = q_heads * (qk + model.v_head_dim) * ab
+    return 2.0 * (q_heads + 1.0) * rope, r + rope
+
+
+def _set_moe(p: dict[str, float], model: ModelSpec, *, tp: int, dp: int, ep: int, imbalance: float, wb: float,
+             ab: float, eb: float) -> float:
+    """The MoE layers' MLP (and an MoE model's dense layers); returns the activation elements per
+    token (elementwise op).
+
+    Each token runs the router (``h × E``, replicated), its ``k`` experts and the shared
+    expert(s) (width ``f_s``, split ``tp`` ways, folded into the same GEMM roofline). Without
+    expert parallelism every GPU runs ``1/tp`` of each expert: ``k`` expert-token pairs a
+    token, weights of ``E·(1 − (1 − k/E)^T)`` distinct experts. With it (EP size ``ep = tp·dp``)
+    a GPU runs ``E/ep`` whole experts on the tokens of all ``dp`` ranks routed to them: the
+    busiest GPU gets ``imbalance · dp · k / ep`` pairs per local token and reads the weights of
+    ``E/ep · (1 − (1 − k/E)^(dp·T))`` experts; each MoE layer adds a dispatch and a combine
+    all-to-all of ``imbalance · k · h · act_bytes · (ep − 1)/ep`` bytes per token over the
+    link, the DP rank's tokens split over its ``tp`` GPUs.
+    """
+    h = float(model.hidden_size)
+    E, k = float(model.num_experts), float(model.num_active_experts)
+    up_mats = model.mlp_matrices - 1
+    if ep > 1:
+        fe = float(model.expert_intermediate_size)
+        pairs = imbalance * dp * k / ep
+        p["num_experts"] = E / ep
+        p["log1m_active_frac"] = -math.inf if k >= E else dp * math.log1p(-k / E)
+        p["a2a_calls"] = 2.0 * model.num_moe_layers
+        p["a2a_bytes_per_token"] = imbalance * k * h * ab * (ep - 1) / ep / tp
+    else:
+        fe = model.expert_intermediate_size / tp
+        pairs = k
+        p["num_experts"] = E
+        p["log1m_active_frac"] = -math.inf if k >= E else math.log1p(-k / E)
+    fs = model.shared_expert_intermediate_size / tp
+    up_n, up_s = up_mats * fe, up_mats * fs
+    p["up_flops_per_token"] = 2.0 * h * E + pairs * 2.0 * h * up_n + 2.0 * h * up_s
+    p["up_weight_bytes"] = h * E * eb + h * up_s * wb
+    p["up_expert_bytes"] = h * up_n * wb
+    p["up_act_bytes_per_token"] = (h + pairs * (h + up_n) + (h + up_s if fs else 0.0)) * ab
+    p["down_flops_per_token"] = pairs * 2.0 * fe * h + 2.0 * fs * h
+    p["down_weight_bytes"] = fs * h * wb
+    p["down_expert_bytes"] = fe * h * wb
+    p["down_act_bytes_per_token"] = (pairs * (fe + h) + (fs + h if fs else 0.0)) * ab
+    act_elems = pairs * (up_n + fe) + up_s + fs    # activation: read gate+up, write f
+    if model.num_dense_layers:
+        f = model.intermediate_size / tp
+        _set_gemm(p, "dense_up", h, up_mats * f, wb, ab)
+        _set_gemm(p, "dense_down", f, h, wb, ab)
+        p["mlp_layers"] = float(model.num_moe_layers)
+        p["dense_layers"] = float(model.num_dense_layers)
+        dense_elems = up_mats * f + f
+        act_elems = (model.num_moe_layers * act_elems + model.num_dense_layers * dense_elems) / model.num_layers
+    return act_elems
 
 
 def _set_gemm(p: dict[str, float], prefix: str, k: float, n: float, wb: float, ab: float) -> None:
@@ -325,6 +412,10 @@ def op_sources(gpu: GpuSpec, framework: FrameworkSpec | None = None, *, tp: int 
                          f"hidden + residual: {_fmt_s(gpu.link_latency_s)} + bytes / ({link}) [gpu]")
     elem = gpu.eff_elementwise if gpu.eff_elementwise is not None else gpu.eff_memory
     out["elementwise"] = f"norms, rotary, activation, residual, KV write at eff_elementwise {elem:.4g} [gpu]"
+    a2a = 0.0 if params is None else params[PARAM_NAMES.index("a2a_calls")]
+    out["moe_all_to_all"] = ("none (no expert parallelism)" if not a2a else
+                             f"{a2a:g} all-to-alls (dispatch + combine per MoE layer): {_fmt_s(gpu.link_latency_s)} + "
+                             f"bytes / ({link}) [gpu]")
     if framework is None:
         out["cpu"] = f"step_overhead_s {_fmt_s(gpu.step_overhead_s)}/step, added (no framework) [gpu]"
     else:
@@ -354,7 +445,8 @@ def step_cost(model: ModelSpec, gpu: GpuSpec, *, tp: int = 1, pp: int = 1, dtype
               decode_batch: int = 0, decode_context: int = 1024, prefill_emits: bool = True,
               scheduler_overhead_s: float | None = None, eff_compute: float | None = None,
               eff_memory: float | None = None, framework: FrameworkSpec | str | None = None,
-              max_num_seqs: int | None = None) -> dict[str, Any]:
+              max_num_seqs: int | None = None, dp: int = 1, expert_parallel: bool = False,
+              expert_imbalance: float = 1.0) -> dict[str, Any]:
     """Price one step: an optional prefill chunk plus a batch of equal-context decodes.
 
     Parameters
@@ -389,18 +481,24 @@ def step_cost(model: ModelSpec, gpu: GpuSpec, *, tp: int = 1, pp: int = 1, dtype
         framework = None
     params = build_cost_params(model, gpu, tp=tp, pp=pp, dtype=dtype, kv_dtype=kv_dtype,
                                scheduler_overhead_s=scheduler_overhead_s, eff_compute=eff_compute,
-                               eff_memory=eff_memory, framework=framework, max_num_seqs=max_num_seqs)
+                               eff_memory=eff_memory, framework=framework, max_num_seqs=max_num_seqs,
+                               dp=dp, expert_parallel=expert_parallel, expert_imbalance=expert_imbalance)
     chunks = [(prefill_tokens, prefill_context)] if prefill_tokens else []
     aggs = step_aggregates(prefill_chunks=chunks, decode_contexts=[decode_context] * decode_batch,
                            prefill_emits=prefill_emits)
     ops = op_times(params, aggs)
     total_s = step_time(params, aggs)
     sources = op_sources(gpu, framework, tp=tp, pp=pp, params=params)
+    ep = expert_parallel_size(model, tp, dp, expert_parallel)
     if model.is_moe and aggs[0] > 0:
         e, k = model.num_experts, model.num_active_experts
-        touched = e * (1.0 - (1.0 - k / e) ** aggs[0])
+        touched = e / ep * (1.0 - (1.0 - k / e) ** (aggs[0] * (dp if ep > 1 else 1)))
+        tokens = f"T = {aggs[0]}" if ep == 1 else f"T = dp x {aggs[0]}"
         for op in ("mlp_gate_up", "mlp_down"):
-            sources[op] += f"; weights of {touched:.2f} of {e} experts: E(1-(1-k/E)^T), k = {k}, T = {aggs[0]}"
+            sources[op] += (f"; weights of {touched:.2f} of {e // ep} experts on this GPU: E/ep(1-(1-k/E)^T), k = {k}, "
+                            f"{tokens}, EP size {ep}")
+    sources.update({op: f"{sources[op]}; {note}" for op, note in architecture_notes(
+        model, resolve_dtype(dtype, model), gpu, ep=ep, expert_imbalance=expert_imbalance).items()})
     return {
         "total_ms": total_s * 1e3,
         "flops": sum(v["flops"] for v in ops.values()),
@@ -417,7 +515,48 @@ def step_cost(model: ModelSpec, gpu: GpuSpec, *, tp: int = 1, pp: int = 1, dtype
                                 "prefill_attn_units", "prefill_ctx_sum"), aggs)),
         "config": {"model": model.name, "gpu": gpu.name, "tp": tp, "pp": pp,
                    "dtype": resolve_dtype(dtype, model), "kv_dtype": resolve_kv_dtype(kv_dtype, dtype, model),
+                   "dp": dp, "ep": ep, "expert_imbalance": expert_imbalance,
                    "framework": framework.name if framework is not None else "none",
                    "cudagraph_max_tokens": int(params[PARAM_NAMES.index("cudagraph_max_tokens")]),
                    "padded_tokens": padded_tokens(params, aggs[0])},
     }
+
+
+def architecture_notes(model: ModelSpec, dtype: str, gpu: GpuSpec, *, ep: int = 1,
+                       expert_imbalance: float = 1.0) -> dict[str, str]:
+    """Per op, what the model's architecture and precision change in its formula (appended to
+    :func:`op_sources` by :func:`step_cost`); empty for a plain dense 16-bit model."""
+    out: dict[str, str] = {}
+
+    def add(op: str, note: str) -> None:
+        out[op] = f"{out[op]}; {note}" if op in out else note
+    if model.is_mla:
+        r, rope = model.kv_lora_rank, model.qk_rope_head_dim
+        add("qkv_proj", f"MLA projections q_a/q_b/kv_a/kv_b (q_lora {model.q_lora_rank}, kv_lora {r})")
+        add("attention_decode", f"MLA absorbed: 2(2r + rope) = {2 * (2 * r + rope)} FLOPs per head and key, "
+                                f"reads the {r + rope}-value latent KV per token per layer")
+        add("attention_prefill", f"MLA unabsorbed: 2(nope + rope + v) = "
+                                 f"{2 * (model.qk_nope_head_dim + rope + model.v_head_dim)} FLOPs per head and key")
+    if model.sliding_window:
+        note = (f"{model.num_window_layers} of {model.num_layers} layers windowed (W = {model.sliding_window}): "
+                "keys min(ctx, W)")
+        add("attention_prefill", note + " (pairs min(U, tq W), KV read min(Sp, W) + tq)")
+        add("attention_decode", note + " (keys min(Sd, D W))")
+    if model.is_moe and (model.shared_expert_intermediate_size or model.num_dense_layers):
+        parts = []
+        if model.shared_expert_intermediate_size:
+            parts.append(f"shared expert(s) of width {model.shared_expert_intermediate_size} in every MoE layer")
+        if model.num_dense_layers:
+            parts.append(f"{model.num_dense_layers} dense layers of width {model.intermediate_size}")
+        for op in ("mlp_gate_up", "mlp_down"):
+            add(op, ", ".join(parts))
+    if ep > 1:
+        add("moe_all_to_all", f"EP size {ep}, expert imbalance {expert_imbalance:g}")
+    if dtype in FP4_DTYPES:
+        peak = (f"FP4 peak {gpu.peak_tflops_fp4:g} TF/s" if gpu.has_fp4 else
+                f"weight-only (no FP4 tensor cores): 16-bit peak {gpu.peak_tflops_bf16:g} TF/s")
+        for op in ("mlp_gate_up", "mlp_down"):
+            add(op, f"{dtype} weights ({dtype_bytes(dtype) * 8:g} bits with scales), {peak}")
+        for op in ("qkv_proj", "attn_out_proj"):
+            add(op, "16-bit weights (FP4 quantizes the MLP / experts only)")
+    return out

@@ -9,7 +9,19 @@ configuration* (``tp`` × ``pp`` GPUs) and follows vLLM's layout:
 * pipeline parallelism splits the layers ``pp`` ways; the busiest stage has
   ``ceil(L / pp)`` layers, and vLLM sizes every GPU's pool for the worst GPU;
 * ``dtype = "fp8"`` means FP8 weights (vLLM ``--quantization fp8``): the embedding and the
-  LM head stay in the model's 16-bit dtype, and the KV cache too unless ``kv_dtype = "fp8"``.
+  LM head stay in the model's 16-bit dtype, and the KV cache too unless ``kv_dtype = "fp8"``;
+* ``dtype = "mxfp4" | "nvfp4"`` means 4-bit MLP / expert weights with their block scales
+  (4.25 / 4.5 bits a weight), as gpt-oss's MXFP4 checkpoint and NVIDIA's NVFP4 checkpoints
+  quantize them: attention projections, router, embedding and LM head stay 16-bit;
+* expert parallelism (vLLM ``--enable-expert-parallel``, EP size ``ep = tp × dp``): each GPU
+  holds ``E / ep`` whole experts instead of every expert's ``1/tp`` slice;
+* MLA (DeepSeek): the KV cache holds one latent vector of ``kv_lora_rank + qk_rope_head_dim``
+  values per token per layer, which every GPU of a TP group keeps whole (vLLM replicates it);
+* sliding-window / chunked local layers: vLLM's hybrid KV cache manager
+  (``vllm/v1/core/kv_cache_planning.py: _get_kv_cache_groups_uniform_page_size``) splits the
+  layers into groups of ``group_size`` layers of one attention type, every block holds
+  ``group_size`` layers' pages, and a request takes blocks in each group (see
+  :func:`kv_cache_groups` for what the engine charges).
 
 The pool size is vLLM's rule::
 
@@ -26,14 +38,18 @@ from __future__ import annotations
 
 import math
 
-from oracle.catalog import DTYPES, GpuSpec, ModelSpec
+from oracle.catalog import DTYPES, FP4_DTYPES, GpuSpec, ModelSpec
 from oracle.errors import CapacityError, ScenarioError
 
 __all__ = ["dtype_bytes", "resolve_dtype", "resolve_kv_dtype", "weight_bytes", "kv_bytes_per_token",
            "kv_heads_per_gpu", "layers_per_stage", "weight_bytes_per_gpu", "kv_bytes_per_token_per_gpu",
-           "activation_reserve_bytes", "compute_num_gpu_blocks", "check_parallel", "FIXED_RESERVE_BYTES"]
+           "activation_reserve_bytes", "compute_num_gpu_blocks", "check_parallel", "FIXED_RESERVE_BYTES",
+           "check_expert_parallel", "check_dtype_on_gpu", "kv_cache_groups", "kv_bytes_per_layer_per_gpu",
+           "attention_dtype", "expert_parallel_size"]
 
-_DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp8": 1, "fp32": 4}
+#: bytes per weight; the FP4 formats include their block scales (MXFP4: an 8-bit scale per 32
+#: values, OCP MX spec; NVFP4: an FP8 scale per 16 values, NVIDIA's NVFP4 format)
+_DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp8": 1, "fp32": 4, "mxfp4": 4.25 / 8, "nvfp4": 4.5 / 8}
 
 #: Memory vLLM cannot give to the KV cache whatever the batch: CUDA context, cuBLAS/NCCL
 #: workspaces, CUDA-graph pools and allocator slack (vLLM logs 0.1–1 GiB of "non-torch"
@@ -64,10 +80,13 @@ def resolve_kv_dtype(kv_dtype: str | None, dtype: str, model: ModelSpec | None =
     """
     weights = resolve_dtype(dtype, model)
     if kv_dtype is None or kv_dtype == "auto":
-        if weights == "fp8":
+        if weights == "fp8" or weights in FP4_DTYPES:
             return _sixteen_bit(model)
         return weights
-    return resolve_dtype(kv_dtype, model)
+    kv = resolve_dtype(kv_dtype, model)
+    if kv in FP4_DTYPES:
+        raise ScenarioError(f"the KV cache cannot be {kv} (vLLM's kv_cache_dtype is auto, bf16, fp16 or fp8)")
+    return kv
 
 
 def _sixteen_bit(model: ModelSpec | None) -> str:
@@ -76,28 +95,40 @@ def _sixteen_bit(model: ModelSpec | None) -> str:
     return "bf16"
 
 
-def dtype_bytes(dtype: str, *, model: ModelSpec | None = None) -> int:
-    """Bytes per element: bf16/fp16 → 2, fp8 → 1, fp32 → 4; ``"auto"`` → the model's dtype."""
+def dtype_bytes(dtype: str, *, model: ModelSpec | None = None) -> float:
+    """Bytes per element: bf16/fp16 → 2, fp8 → 1, fp32 → 4, mxfp4 → 4.25/8, nvfp4 → 4.5/8;
+    ``"auto"`` → the model's dtype."""
     return _DTYPE_BYTES[resolve_dtype(dtype, model)]
 
 
 def _embedding_dtype(model: ModelSpec, dtype: str) -> str:
-    """Embedding/LM-head/norm dtype: the weight dtype, but 16-bit when weights are FP8."""
+    """Embedding/LM-head/norm dtype: the weight dtype, but 16-bit when weights are FP8 or FP4."""
     weights = resolve_dtype(dtype, model)
-    return _sixteen_bit(model) if weights == "fp8" else weights
+    return _sixteen_bit(model) if weights == "fp8" or weights in FP4_DTYPES else weights
+
+
+def attention_dtype(model: ModelSpec, dtype: str) -> str:
+    """Dtype of the attention projections: the weight dtype, but 16-bit under FP4 (MLP-only)."""
+    weights = resolve_dtype(dtype, model)
+    return _sixteen_bit(model) if weights in FP4_DTYPES else weights
 
 
 def weight_bytes(model: ModelSpec, dtype: str = "auto") -> int:
-    """All weights of the model in ``dtype`` (embeddings/LM head/norms 16-bit under FP8), bytes."""
+    """All weights of the model in ``dtype`` (embeddings/LM head/norms 16-bit under FP8 and FP4,
+    attention projections 16-bit under FP4), bytes."""
     wb = dtype_bytes(dtype, model=model)
     eb = _DTYPE_BYTES[_embedding_dtype(model, dtype)]
-    layers = model.num_layers * (model.attn_params_per_layer + model.mlp_params_per_layer)
-    return layers * wb + (model.embedding_params + model.norm_params) * eb
+    attn_b = _DTYPE_BYTES[attention_dtype(model, dtype)]
+    mlp = (model.num_layers - model.num_dense_layers) * model.mlp_params_per_layer + model.dense_mlp_params
+    total = (model.num_layers * model.attn_params_per_layer * attn_b + mlp * wb
+             + (model.embedding_params + model.norm_params) * eb)
+    return int(math.ceil(total)) if isinstance(total, float) else total
 
 
 def kv_bytes_per_token(model: ModelSpec, kv_dtype: str = "auto") -> int:
-    """KV-cache bytes per token over the whole model (all TP shards): ``2·L·n_kv·d·bytes``."""
-    return 2 * model.num_layers * model.num_kv_heads * model.head_dim * dtype_bytes(kv_dtype, model=model)
+    """KV-cache bytes per token of context over the whole model (all TP shards, every layer
+    as if full attention): ``2·L·n_kv·d·bytes``; MLA ``L·(kv_lora_rank + rope)·bytes``."""
+    return int(model.num_layers * model.kv_values_per_token_per_layer * dtype_bytes(kv_dtype, model=model))
 
 
 def kv_heads_per_gpu(model: ModelSpec, tp: int) -> int:
@@ -108,6 +139,50 @@ def kv_heads_per_gpu(model: ModelSpec, tp: int) -> int:
 def layers_per_stage(model: ModelSpec, pp: int) -> int:
     """Layers on the busiest pipeline stage: ``ceil(L / pp)``."""
     return -(-model.num_layers // pp)
+
+
+def expert_parallel_size(model: ModelSpec, tp: int, dp: int, expert_parallel: bool) -> int:
+    """EP size: ``tp × dp`` with expert parallelism on an MoE model (vLLM's
+    ``FusedMoEParallelConfig``), else 1."""
+    return tp * dp if expert_parallel and model.is_moe else 1
+
+
+def check_expert_parallel(model: ModelSpec, tp: int, dp: int, expert_parallel: bool,
+                          expert_imbalance: float = 1.0) -> None:
+    """Raise ScenarioError (no key) for expert / data parallelism the model cannot be run with:
+    expert parallelism on a dense model, an EP size ``tp × dp`` that does not divide the expert
+    count, attention data parallelism (``dp > 1``) without expert parallelism (use replicas for
+    independent copies), an expert imbalance below 1 or above the EP size."""
+    if dp < 1:
+        raise ScenarioError(f"data_parallel_size must be >= 1, got {dp}")
+    if expert_parallel and not model.is_moe:
+        raise ScenarioError(f"expert parallelism needs an MoE model; {model.name} is dense")
+    if dp > 1 and not expert_parallel:
+        raise ScenarioError(f"data_parallel_size = {dp} (attention data parallelism) needs expert_parallel = true "
+                            "(the DP ranks share the MoE layers as one expert-parallel group); for independent "
+                            "copies of the model use replicas")
+    ep = expert_parallel_size(model, tp, dp, expert_parallel)
+    if model.num_experts % ep:
+        raise ScenarioError(f"the expert-parallel size tp x data_parallel_size = {ep} does not divide the "
+                            f"{model.num_experts} experts of {model.name}")
+    if not 1.0 <= expert_imbalance <= ep:
+        raise ScenarioError(f"expert_imbalance must be in [1, EP size {ep}] (the busiest rank's routed tokens "
+                            f"over the mean), got {expert_imbalance}")
+
+
+def check_dtype_on_gpu(dtype: str, gpu, model: ModelSpec | None = None) -> None:
+    """Raise ScenarioError (no key) for FP4 weights a GPU cannot run. GPUs with FP4 tensor cores
+    run them at the FP4 peak; GPUs with FP8 but no FP4 tensor cores run them weight-only (vLLM's
+    Marlin / Triton MXFP4 kernels dequantize to 16 bits), which the simulator allows; a GPU with
+    neither is refused. NVFP4 is NVIDIA's format: refused on AMD GPUs."""
+    weights = resolve_dtype(dtype, model)
+    if weights not in FP4_DTYPES:
+        return
+    if not gpu.has_fp4 and not gpu.has_fp8:
+        raise ScenarioError(f"{weights} weights need FP4 tensor cores (Blackwell, MI355X) or, weight-only, a GPU with "
+                            f"FP8 tensor cores (Hopper, Ada, MI300); {gpu.name} has neither")
+    if weights == "nvfp4" and gpu.link_kind == "xgmi":
+        raise ScenarioError(f"nvfp4 is NVIDIA's FP4 format; AMD's {gpu.name} runs mxfp4")
 
 
 def check_parallel(model: ModelSpec, tp: int, pp: int) -> None:
@@ -127,39 +202,88 @@ def check_parallel(model: ModelSpec, tp: int, pp: int) -> None:
         raise ScenarioError(f"pp={pp} exceeds the {model.num_layers} layers of {model.name}")
 
 
-def weight_bytes_per_gpu(model: ModelSpec, dtype: str = "auto", *, tp: int = 1, pp: int = 1) -> int:
+def weight_bytes_per_gpu(model: ModelSpec, dtype: str = "auto", *, tp: int = 1, pp: int = 1, ep: int = 1) -> int:
     """Weights on the busiest GPU of a ``tp × pp`` replica, bytes.
 
-    That GPU holds ``ceil(L/pp)`` layers with their query heads, MLP (or every expert's)
-    width split ``tp`` ways, ``ceil(n_kv/tp)`` KV heads, the replicated norms and MoE router,
-    and one ``V/tp × h`` vocabulary matrix per pipeline end (both embedding and untied LM
-    head when ``pp == 1``).
+    That GPU holds ``ceil(L/pp)`` layers (an MoE model's dense layers counted last, so the
+    busiest stage has the most MoE layers) with their query heads, MLP (or every expert's)
+    width split ``tp`` ways, ``ceil(n_kv/tp)`` KV heads (MLA: :meth:`ModelSpec.mla_params`),
+    the replicated norms and MoE router, and one ``V/tp × h`` vocabulary matrix per pipeline end
+    (both embedding and untied LM head when ``pp == 1``). With expert parallelism (``ep > 1``)
+    it holds ``E/ep`` whole experts; shared experts and dense layers stay split ``tp`` ways.
     """
     check_parallel(model, tp, pp)
     wb = dtype_bytes(dtype, model=model)
     eb = _DTYPE_BYTES[_embedding_dtype(model, dtype)]
+    attn_b = _DTYPE_BYTES[attention_dtype(model, dtype)]
     h, d = model.hidden_size, model.head_dim
     q_heads = model.num_heads // tp
     kv_heads = kv_heads_per_gpu(model, tp)
-    attn = h * d * (q_heads + 2 * kv_heads) + q_heads * d * h
-    if model.is_moe:
-        mlp = model.num_experts * model.mlp_matrices * h * model.expert_intermediate_size / tp
-        router = h * model.num_experts
+    if model.is_mla:
+        attn = sum(model.mla_params(tp).values())
     else:
-        mlp = model.mlp_matrices * h * model.intermediate_size / tp
-        router = 0
+        attn = h * d * (q_heads + 2 * kv_heads) + q_heads * d * h
     layers = layers_per_stage(model, pp)
+    m = model.mlp_matrices
+    dense = m * h * model.intermediate_size / tp
+    if model.is_moe:
+        if ep > 1:
+            mlp = m * h * (model.num_experts // ep) * model.expert_intermediate_size
+        else:
+            mlp = model.num_experts * m * h * model.expert_intermediate_size / tp
+        mlp += m * h * model.shared_expert_intermediate_size / tp
+        router = h * model.num_experts
+        moe_layers = min(layers, model.num_moe_layers)
+    else:
+        mlp, router, moe_layers = dense, 0, layers
     vocab_mats = 1 if (pp > 1 or model.tied_embeddings) else 2
     vocab = vocab_mats * model.vocab_size * h / tp
     norms = (2 * layers + 1) * h
-    return int(math.ceil(layers * ((attn + mlp) * wb + router * eb) + (vocab + norms) * eb))
+    per_layer = attn * attn_b + mlp * wb + router * eb
+    per_dense_layer = attn * attn_b + dense * wb
+    return int(math.ceil(moe_layers * per_layer + (layers - moe_layers) * per_dense_layer + (vocab + norms) * eb))
+
+
+def kv_bytes_per_layer_per_gpu(model: ModelSpec, kv_dtype: str = "auto", *, tp: int = 1) -> int:
+    """KV bytes one GPU stores per token per layer: ``2 · ceil(n_kv/tp) · d · bytes``, or with MLA
+    the whole latent vector ``(kv_lora_rank + qk_rope_head_dim) · bytes`` (not split by TP)."""
+    kvb = dtype_bytes(kv_dtype, model=model)
+    if model.is_mla:
+        return int(model.kv_values_per_token_per_layer * kvb)
+    return int(2 * kv_heads_per_gpu(model, tp) * model.head_dim * kvb)
 
 
 def kv_bytes_per_token_per_gpu(model: ModelSpec, kv_dtype: str = "auto", *, tp: int = 1, pp: int = 1) -> int:
-    """KV bytes one GPU stores per token: ``2 · ceil(L/pp) · ceil(n_kv/tp) · d · bytes``."""
+    """KV bytes one GPU stores per token of context in every layer of its stage (full
+    attention): ``ceil(L/pp) ·`` :func:`kv_bytes_per_layer_per_gpu`."""
     check_parallel(model, tp, pp)
-    return (2 * layers_per_stage(model, pp) * kv_heads_per_gpu(model, tp) * model.head_dim
-            * dtype_bytes(kv_dtype, model=model))
+    return layers_per_stage(model, pp) * kv_bytes_per_layer_per_gpu(model, kv_dtype, tp=tp)
+
+
+def kv_cache_groups(model: ModelSpec, pp: int = 1) -> tuple[int, int, int]:
+    """vLLM's KV cache groups of the busiest stage: ``(group_size, full_groups, window_groups)``.
+
+    One attention type: one group of all the stage's layers. Full and windowed layers
+    (``vllm/v1/core/kv_cache_planning.py: _get_kv_cache_groups_uniform_page_size``): the group
+    size is the smaller layer count of the two types, or the larger when it is below 1.5 times
+    the smaller; each type fills ``ceil(layers / group_size)`` groups (the last one padded).
+    A block holds ``group_size`` layers' pages; a request takes ``ceil(ctx/block)`` blocks in
+    each full-attention group and at most ``ceil((W−1)/block) + 1`` in each windowed one.
+
+    *Approximation* (the engine keeps one block table per request): the engine's pool is
+    vLLM's block count divided by the full-attention groups, and a request is charged
+    ``ceil(ctx/block)`` blocks; the windowed groups' blocks are not charged, which over-states
+    the capacity by at most ``window_groups · (ceil((W−1)/block) + 1)`` blocks per running
+    request (a model whose every layer is windowed is charged as if its layers were full).
+    """
+    full = -(-model.num_full_attention_layers // pp)
+    window = -(-model.num_window_layers // pp)
+    if not window or not full:
+        return max(full, window), 1 if full else 0, 1 if window else 0
+    size = min(full, window)
+    if max(full, window) < 1.5 * size:
+        size = max(full, window)
+    return size, -(-full // size), -(-window // size)
 
 
 def activation_reserve_bytes(model: ModelSpec, *, tp: int = 1, dtype: str = "auto",
@@ -193,7 +317,7 @@ def activation_reserve_bytes(model: ModelSpec, *, tp: int = 1, dtype: str = "aut
 def compute_num_gpu_blocks(model: ModelSpec, gpu: GpuSpec, *, tp: int = 1, pp: int = 1, block_size: int = 16,
                            gpu_memory_utilization: float = 0.9, dtype: str = "auto",
                            kv_dtype: str | None = None, max_num_batched_tokens: int = 8192,
-                           max_num_seqs: int = _DEFAULT_MAX_NUM_SEQS) -> int:
+                           max_num_seqs: int = _DEFAULT_MAX_NUM_SEQS, ep: int = 1) -> int:
     """KV blocks per replica (every GPU of it holds its shard of each block), DESIGN §4.3.
 
     Parameters
@@ -205,6 +329,10 @@ def compute_num_gpu_blocks(model: ModelSpec, gpu: GpuSpec, *, tp: int = 1, pp: i
     dtype: weight dtype (``"auto"``, ``"bf16"``, ``"fp16"``, ``"fp8"``, ``"fp32"``).
     kv_dtype: KV-cache dtype (None/``"auto"``: see :func:`resolve_kv_dtype`).
     max_num_batched_tokens, max_num_seqs: the profiling batch (see :func:`activation_reserve_bytes`).
+    ep: expert-parallel size (1: experts split ``tp`` ways), see :func:`weight_bytes_per_gpu`.
+
+    Hybrid (full + windowed) models: the blocks of the full-attention group(s), see
+    :func:`kv_cache_groups`.
 
     Returns the number of blocks (int >= 1).
 
@@ -218,12 +346,15 @@ def compute_num_gpu_blocks(model: ModelSpec, gpu: GpuSpec, *, tp: int = 1, pp: i
     if not 0.0 < gpu_memory_utilization <= 1.0:
         raise ValueError(f"gpu_memory_utilization must be in (0, 1], got {gpu_memory_utilization}")
     kv_dtype = resolve_kv_dtype(kv_dtype, dtype, model)
-    weights = weight_bytes_per_gpu(model, dtype, tp=tp, pp=pp)
+    weights = weight_bytes_per_gpu(model, dtype, tp=tp, pp=pp, ep=ep)
     reserve = activation_reserve_bytes(model, tp=tp, dtype=dtype, max_num_batched_tokens=max_num_batched_tokens,
                                        max_num_seqs=max_num_seqs)
     budget = gpu.memory_bytes * gpu_memory_utilization - weights - reserve
-    per_block = block_size * kv_bytes_per_token_per_gpu(model, kv_dtype, tp=tp, pp=pp)
+    check_parallel(model, tp, pp)
+    group_size, full_groups, _ = kv_cache_groups(model, pp)
+    per_block = block_size * group_size * kv_bytes_per_layer_per_gpu(model, kv_dtype, tp=tp)
     blocks = math.floor(budget / per_block) if budget > 0 else 0
+    blocks //= max(full_groups, 1)
     if blocks < 1:
         total = weight_bytes(model, dtype)
         raise CapacityError(

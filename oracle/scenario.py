@@ -19,10 +19,10 @@ from oracle._config import Table, key_position
 from oracle.catalog import get_gpu, get_model, gpu_from_table, model_from_table
 from oracle.engine.inputs import ROUTER_NAMES
 from oracle.errors import OracleError, Problems, ScenarioError, Skip, read_text_file
-from oracle.memory import compute_num_gpu_blocks, resolve_kv_dtype
+from oracle.memory import check_dtype_on_gpu, check_expert_parallel, compute_num_gpu_blocks, resolve_kv_dtype
 from oracle.workload.spec import max_prompt_tokens, parse_workload
 
-DTYPES = ("bf16", "fp16", "fp8")
+DTYPES = ("bf16", "fp16", "fp8", "mxfp4", "nvfp4")
 KV_DTYPES = ("auto", "bf16", "fp16", "fp8")
 ROUTERS = tuple(ROUTER_NAMES)
 OUTPUT_FORMATS = ("parquet", "csv")
@@ -62,6 +62,14 @@ class FrameworkConfig:
     scheduler_overhead_s: float | None = None   # per-step CPU time (default: framework catalog / GPU)
     api_server_s: float | None = None           # per-request time outside the engine (default: framework catalog)
     model: Any = None                           # its own ModelSpec (``model = ...``), else [model]
+    data_parallel_size: int = 1                 # attention-DP ranks sharing the MoE layers (each one replica)
+    expert_parallel: bool = False               # vLLM --enable-expert-parallel: EP size tp x data_parallel_size
+    expert_imbalance: float = 1.0               # busiest EP rank's routed tokens / the mean
+
+    @property
+    def ep_size(self) -> int:
+        """Expert-parallel size (1 without expert parallelism)."""
+        return self.tp * self.data_parallel_size if self.expert_parallel else 1
 
     @property
     def gpus_per_replica(self) -> int:
@@ -400,6 +408,9 @@ def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str)
         scheduler_overhead_s=t.float("scheduler_overhead_s", d.scheduler_overhead_s, lo=0.0, hi=10.0),
         api_server_s=t.float("api_server_s", d.api_server_s, lo=0.0, hi=10.0),
         model=own_model,
+        data_parallel_size=t.int("data_parallel_size", d.data_parallel_size, lo=1, hi=100_000),
+        expert_parallel=t.bool("expert_parallel", d.expert_parallel),
+        expert_imbalance=t.float("expert_imbalance", d.expert_imbalance, lo=1.0, hi=1024.0),
     )
     if t.ok("name") and (not f["name"].strip() or "/" in f["name"] or f["name"] in (".", "..")):
         t.report("name", f"must be a non-empty name usable as a folder, got {f['name']!r}")
@@ -418,6 +429,21 @@ def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str)
                  f"(got {f['max_num_batched_tokens']}); lower max_model_len or turn chunked prefill on")
     if model is not None and t.ok("tp") and model.num_kv_heads and f["tp"] > model.num_heads:
         t.report("tp", f"tensor parallel size {f['tp']} exceeds the model's {model.num_heads} attention heads")
+    if t.ok("replicas", "data_parallel_size") and f["replicas"] % f["data_parallel_size"]:
+        t.report("replicas", f"must be a multiple of data_parallel_size ({f['data_parallel_size']}): each DP rank is "
+                             f"one replica, got {f['replicas']}")
+    if model is not None and t.ok("tp", "data_parallel_size", "expert_parallel", "expert_imbalance"):
+        try:
+            check_expert_parallel(model, f["tp"], f["data_parallel_size"], f["expert_parallel"], f["expert_imbalance"])
+        except ScenarioError as exc:
+            key = ("expert_parallel" if "expert parallelism needs" in exc.reason or "divide" in exc.reason else
+                   "expert_imbalance" if "imbalance" in exc.reason else "data_parallel_size")
+            t.report(key, exc.reason)
+    if model is not None and gpu is not None and t.ok("dtype"):
+        try:
+            check_dtype_on_gpu(_dtypes(FrameworkConfig(dtype=f["dtype"]), dtype, kv_dtype)[0], gpu, model)
+        except ScenarioError as exc:
+            t.report("dtype" if f["dtype"] else None, f"{exc.reason} (model dtype)" if not f["dtype"] else exc.reason)
     for key, default in UNMODELLED_VLLM_KEYS.items():
         if t.has(key):
             t.report(key, f"is a vLLM scheduler option that changes which tokens are scheduled and is not "
@@ -467,7 +493,7 @@ def _memory_num_gpu_blocks(model, gpu, fw: FrameworkConfig, dtype: str, kv_dtype
     return int(compute_num_gpu_blocks(model, gpu, tp=fw.tp, pp=fw.pp, block_size=fw.block_size,
                                       gpu_memory_utilization=fw.gpu_memory_utilization, dtype=dtype,
                                       kv_dtype=kv_dtype, max_num_batched_tokens=fw.max_num_batched_tokens,
-                                      max_num_seqs=fw.max_num_seqs))
+                                      max_num_seqs=fw.max_num_seqs, ep=fw.ep_size))
 
 
 def resolve_num_gpu_blocks(scenario: Scenario, fw: FrameworkConfig) -> int:

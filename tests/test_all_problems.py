@@ -86,7 +86,7 @@ format = "xlsx"
 MANY_LINES = [
     "sed: unknown key (did you mean 'seed'?)",
     "simulation.warm_up_s: must be >= 0, got -1",
-    "model.dtype: unknown value 'fp4' (did you mean 'fp8'?); choose one of: bf16, fp16, fp8",
+    "model.dtype: unknown value 'fp4' (did you mean 'nvfp4'?); choose one of: bf16, fp16, fp8, mxfp4, nvfp4",
     "hardware.gpu: unknown GPU 'h100-sxn' (did you mean 'h100-sxm'?)",
     "workload.clients.0.arrival.rate: must be > 0, got -2",
     "workload.clients.0.prompt_tokens.dist: unknown value 'unifrom' (did you mean 'uniform'?)",

@@ -68,14 +68,24 @@ def configs(draw):
     gpu = draw(st.sampled_from(GPUS))
     tp = draw(st.sampled_from(valid_tps(model)))
     pp = draw(st.integers(1, min(4, model.num_layers)))
-    dtype = draw(st.sampled_from(["bf16", "fp16", "fp8", "fp32", "auto"]))
+    dtype = draw(st.sampled_from(["bf16", "fp16", "fp8", "fp32", "auto", "mxfp4", "nvfp4"]))
+    resolved = model.dtype if dtype == "auto" else dtype
+    if resolved in ("mxfp4", "nvfp4") and ((not gpu.has_fp4 and not gpu.has_fp8)
+                                          or (resolved == "nvfp4" and gpu.link_kind == "xgmi")):
+        dtype = "bf16"   # FP4 this GPU cannot run (test_architectures checks the error)
     kv_dtype = draw(st.sampled_from([None, "auto", "fp8", "bf16"]))
+    parallel = {}
+    if model.is_moe and draw(st.booleans()):   # attention DP + expert-parallel MoE
+        dp = draw(st.sampled_from([1, 2, 4]))
+        if model.num_experts % (tp * dp) == 0:
+            parallel = dict(dp=dp, expert_parallel=True,
+                            expert_imbalance=draw(st.floats(1.0, float(tp * dp))))
     overrides = draw(st.fixed_dictionaries({}, optional={
         "eff_compute": st.floats(0.1, 1.0), "eff_memory": st.floats(0.1, 1.0),
         "scheduler_overhead_s": st.floats(0.0, 0.01), "max_num_seqs": st.integers(1, 400)}))
     framework = draw(st.sampled_from(FRAMEWORKS))
     return dict(model=model, gpu=gpu, tp=tp, pp=pp, dtype=dtype, kv_dtype=kv_dtype, framework=framework,
-                **overrides)
+                **overrides, **parallel)
 
 
 batches = st.tuples(

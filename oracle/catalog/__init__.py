@@ -13,6 +13,7 @@ Units: memory in GiB (2**30 bytes), bandwidths in GB/s (1e9 bytes/s), peaks in T
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import tomllib
 from dataclasses import dataclass
@@ -23,14 +24,20 @@ from oracle.errors import ScenarioError
 
 __all__ = ["ModelSpec", "GpuSpec", "FrameworkSpec", "load_models", "load_gpus", "load_frameworks", "get_model",
            "get_gpu", "get_framework", "model_from_table", "gpu_from_table", "framework_from_table", "gpu_defaults",
-           "model_aliases", "aliases_of", "LINK_KINDS"]
+           "model_aliases", "aliases_of", "LINK_KINDS", "FP4_DTYPES", "OPTIONAL_GPU_KEYS", "gpu_table_items"]
 
 _HERE = Path(__file__).resolve().parent
 MODELS_TOML = _HERE / "models.toml"
 GPUS_TOML = _HERE / "gpus.toml"
 FRAMEWORKS_TOML = _HERE / "frameworks.toml"
 
-DTYPES = ("bf16", "fp16", "fp8", "fp32")
+DTYPES = ("bf16", "fp16", "fp8", "fp32", "mxfp4", "nvfp4")
+#: 4-bit weight formats (block-scaled: MXFP4 = E2M1 + an 8-bit scale per 32 values, NVFP4 = E2M1 + an
+#: FP8 scale per 16 values); they apply to the MLP / expert weights only (see ``oracle.memory``)
+FP4_DTYPES = ("mxfp4", "nvfp4")
+#: GpuSpec fields added after inline GPU tables were first written: a table written from a
+#: spec (legacy conversion, replay calibration) carries them only when they are non-zero
+OPTIONAL_GPU_KEYS = ("peak_tflops_fp4",)
 #: GPU-to-GPU link kinds: NVLink (through NVSwitch or a bridge), PCIe, AMD Infinity Fabric (xGMI)
 LINK_KINDS = ("nvlink", "pcie", "xgmi")
 
@@ -56,7 +63,23 @@ class ModelSpec:
     num_active_experts: k, experts each token is routed to (top-k).
     expert_intermediate_size: f_e, MLP width of one expert.
     source: where the numbers come from.
-    dtype: the checkpoint's ``torch_dtype`` (``"auto"`` resolves to it).
+    dtype: the checkpoint's weight dtype (``"auto"`` resolves to it): its ``torch_dtype``, or the
+        ``quantization_config`` format (``fp8`` block-quantized DeepSeek, ``mxfp4`` gpt-oss).
+    shared_expert_intermediate_size: f_s, total MLP width of the shared expert(s) every token
+        runs in each MoE layer besides its top-k (DeepSeek ``n_shared_experts ×
+        moe_intermediate_size``, Llama 4 ``intermediate_size``); 0 = none.
+    num_dense_layers: layers of an MoE model whose MLP is dense, of width ``intermediate_size``
+        (DeepSeek ``first_k_dense_replace``; Llama 4 Maverick's non-MoE layers of
+        ``interleave_moe_layer_step = 2``, of width ``intermediate_size_mlp``); 0 = every layer MoE.
+    kv_lora_rank: MLA (DeepSeek multi-head latent attention) when > 0: the compressed KV width r;
+        the cache holds ``r + qk_rope_head_dim`` values per token per layer, shared by all heads.
+    q_lora_rank: MLA query compression width (0: a plain query projection).
+    qk_rope_head_dim, qk_nope_head_dim, v_head_dim: MLA per-head widths (``head_dim`` is
+        ``qk_nope_head_dim + qk_rope_head_dim``).
+    sliding_window: W, tokens a windowed layer attends to (Mistral / gpt-oss ``sliding_window``;
+        Llama 4's chunked local attention ``attention_chunk_size`` is bounded the same way); 0 = none.
+    num_window_layers: how many of the layers use the window (the others attend to the full
+        context); ``num_layers`` when every layer is windowed.
     """
 
     name: str
@@ -75,6 +98,15 @@ class ModelSpec:
     expert_intermediate_size: int = 0
     source: str = ""
     dtype: str = "bf16"
+    shared_expert_intermediate_size: int = 0
+    num_dense_layers: int = 0
+    kv_lora_rank: int = 0
+    q_lora_rank: int = 0
+    qk_rope_head_dim: int = 0
+    qk_nope_head_dim: int = 0
+    v_head_dim: int = 0
+    sliding_window: int = 0
+    num_window_layers: int = 0
 
     @property
     def is_moe(self) -> bool:
@@ -82,10 +114,76 @@ class ModelSpec:
         return self.num_experts > 0
 
     @property
+    def is_mla(self) -> bool:
+        """True for multi-head latent attention (``kv_lora_rank > 0``)."""
+        return self.kv_lora_rank > 0
+
+    @property
+    def uses_new_architecture(self) -> bool:
+        """True when the model uses a feature added with issue 17 (MLA, windowed layers, shared
+        experts, dense layers in an MoE model, an FP4 checkpoint): summaries then describe it."""
+        return bool(self.is_mla or self.sliding_window or self.shared_expert_intermediate_size
+                    or self.num_dense_layers or self.dtype in FP4_DTYPES)
+
+    def describe(self) -> str:
+        """One line: attention kind (MHA/GQA/MLA, windowed layers) and MLP (dense, MoE with its
+        extras), e.g. ``"MLA r=512+64; MoE 256 experts top-8 + shared expert, 3 dense layers"``."""
+        if self.is_mla:
+            attn = f"MLA r={self.kv_lora_rank}+{self.qk_rope_head_dim}"
+        else:
+            attn = "MHA" if self.num_kv_heads == self.num_heads else "GQA"
+        if self.sliding_window:
+            attn += f", {self.num_window_layers}/{self.num_layers} layers window {self.sliding_window:,}"
+        if not self.is_moe:
+            return f"{attn}; dense MLP"
+        mlp = f"MoE {self.num_experts} experts top-{self.num_active_experts}"
+        if self.shared_expert_intermediate_size:
+            mlp += " + shared expert"
+        if self.num_dense_layers:
+            mlp += f", {self.num_dense_layers} dense layers"
+        return f"{attn}; {mlp}"
+
+    @property
+    def num_moe_layers(self) -> int:
+        """Layers with an MoE MLP (0 for dense models)."""
+        return self.num_layers - self.num_dense_layers if self.is_moe else 0
+
+    @property
+    def num_full_attention_layers(self) -> int:
+        """Layers attending to the whole context (all but the windowed ones)."""
+        return self.num_layers - self.num_window_layers
+
+    @property
+    def kv_values_per_token_per_layer(self) -> int:
+        """KV-cache values one layer stores per token over all heads: ``2·n_kv·d``, or
+        ``kv_lora_rank + qk_rope_head_dim`` with MLA (one latent vector shared by the heads)."""
+        if self.is_mla:
+            return self.kv_lora_rank + self.qk_rope_head_dim
+        return 2 * self.num_kv_heads * self.head_dim
+
+    @property
     def attn_params_per_layer(self) -> int:
-        """Weights of one layer's attention: QKV ``h·d·(n_h + 2·n_kv)`` + output ``n_h·d·h``."""
+        """Weights of one layer's attention: QKV ``h·d·(n_h + 2·n_kv)`` + output ``n_h·d·h``; with
+        MLA (:meth:`mla_params`) the query, latent KV and output projections."""
+        if self.is_mla:
+            return int(sum(self.mla_params(1).values()))
         h, d = self.hidden_size, self.head_dim
         return h * d * (self.num_heads + 2 * self.num_kv_heads) + self.num_heads * d * h
+
+    def mla_params(self, tp: int) -> dict[str, float]:
+        """MLA projection weights of one layer on one GPU of a ``tp`` group (vLLM's
+        ``DeepseekV2MLAAttention``): ``q_a`` (h × q_lora, replicated), ``q_b`` (q_lora ×
+        n_h·(nope+rope), split), or ``q`` (h × n_h·(nope+rope)) without query compression;
+        ``kv_a`` (h × (r + rope), replicated), ``kv_b`` (r × n_h·(nope + v), split), ``o``
+        (n_h·v × h, split). The small norms of the latent vectors are left out."""
+        h, nh = self.hidden_size, self.num_heads / tp
+        qk = self.qk_nope_head_dim + self.qk_rope_head_dim
+        out = {"q_a": h * self.q_lora_rank, "q_b": self.q_lora_rank * nh * qk} if self.q_lora_rank else \
+            {"q": h * nh * qk}
+        out["kv_a"] = h * (self.kv_lora_rank + self.qk_rope_head_dim)
+        out["kv_b"] = self.kv_lora_rank * nh * (self.qk_nope_head_dim + self.v_head_dim)
+        out["o"] = nh * self.v_head_dim * h
+        return out
 
     @property
     def mlp_matrices(self) -> int:
@@ -94,20 +192,27 @@ class ModelSpec:
 
     @property
     def mlp_params_per_layer(self) -> int:
-        """Weights of one layer's MLP; for MoE all experts plus the router (``h·E``)."""
+        """Weights of one (MoE, if the model is) layer's MLP; for MoE all experts, the shared
+        expert(s) and the router (``h·E``)."""
         h = self.hidden_size
         if self.is_moe:
-            return self.num_experts * self.mlp_matrices * h * self.expert_intermediate_size + h * self.num_experts
+            return ((self.num_experts * self.expert_intermediate_size + self.shared_expert_intermediate_size)
+                    * self.mlp_matrices * h + h * self.num_experts)
         return self.mlp_matrices * h * self.intermediate_size
 
     @property
     def active_mlp_params_per_layer(self) -> int:
-        """MLP weights one token uses in one layer (k experts + router for MoE)."""
+        """MLP weights one token uses in one (MoE) layer (k experts, shared expert(s), router)."""
         h = self.hidden_size
         if self.is_moe:
-            return (self.num_active_experts * self.mlp_matrices * h * self.expert_intermediate_size
-                    + h * self.num_experts)
+            return ((self.num_active_experts * self.expert_intermediate_size + self.shared_expert_intermediate_size)
+                    * self.mlp_matrices * h + h * self.num_experts)
         return self.mlp_matrices * h * self.intermediate_size
+
+    @property
+    def dense_mlp_params(self) -> int:
+        """Weights of the dense MLPs of an MoE model's ``num_dense_layers`` (0 otherwise)."""
+        return self.num_dense_layers * self.mlp_matrices * self.hidden_size * self.intermediate_size
 
     @property
     def embedding_params(self) -> int:
@@ -122,14 +227,19 @@ class ModelSpec:
     @property
     def num_params(self) -> int:
         """Total parameters (biases ignored: Qwen2.5's QKV biases are < 0.01 % of weights)."""
-        return (self.num_layers * (self.attn_params_per_layer + self.mlp_params_per_layer)
-                + self.embedding_params + self.norm_params)
+        return (self.num_layers * self.attn_params_per_layer + self._mlp_layers * self.mlp_params_per_layer
+                + self.dense_mlp_params + self.embedding_params + self.norm_params)
 
     @property
     def num_active_params(self) -> int:
         """Parameters used per token (= ``num_params`` for dense models)."""
-        return (self.num_layers * (self.attn_params_per_layer + self.active_mlp_params_per_layer)
-                + self.embedding_params + self.norm_params)
+        return (self.num_layers * self.attn_params_per_layer + self._mlp_layers * self.active_mlp_params_per_layer
+                + self.dense_mlp_params + self.embedding_params + self.norm_params)
+
+    @property
+    def _mlp_layers(self) -> int:
+        """Layers whose MLP is :attr:`mlp_params_per_layer` (all but an MoE model's dense ones)."""
+        return self.num_layers - self.num_dense_layers
 
 
 @dataclass(frozen=True)
@@ -143,6 +253,8 @@ class GpuSpec:
     mem_bw_gbps: peak DRAM bandwidth, GB/s (1e9 bytes/s).
     peak_tflops_bf16: dense BF16/FP16 tensor-core peak, TFLOP/s.
     peak_tflops_fp8: dense FP8 peak, TFLOP/s; 0 when the GPU has no FP8 tensor cores.
+    peak_tflops_fp4: dense FP4 (MXFP4/NVFP4) peak, TFLOP/s; 0 when the GPU has no FP4 tensor
+        cores (FP4 weights then run weight-only at the 16-bit peak, see ``oracle.cost``).
     link_bw_gbps: GPU-to-GPU bandwidth per direction, GB/s (NVLink, else PCIe).
     eff_compute: achievable fraction of peak FLOP/s in GEMMs (fitted).
     eff_memory: achievable fraction of peak DRAM bandwidth (fitted).
@@ -195,6 +307,7 @@ class GpuSpec:
     link_kind: str = "nvlink"
     custom_ar_latency_s: float = 0.0
     e2e_calibration_note: str = ""
+    peak_tflops_fp4: float = 0.0
 
     @property
     def memory_bytes(self) -> int:
@@ -205,6 +318,11 @@ class GpuSpec:
     def has_fp8(self) -> bool:
         """True when the GPU has FP8 tensor cores."""
         return self.peak_tflops_fp8 > 0
+
+    @property
+    def has_fp4(self) -> bool:
+        """True when the GPU has FP4 tensor cores."""
+        return self.peak_tflops_fp4 > 0
 
 
 @dataclass(frozen=True)
@@ -258,6 +376,9 @@ def model_from_table(t: Table, *, name: str | None = None) -> ModelSpec:
     ``num_kv_heads`` (= num_heads), ``head_dim`` (= hidden_size / num_heads),
     ``tied_embeddings`` (false), ``gated_mlp`` (true), ``num_experts`` (0),
     ``num_active_experts``, ``expert_intermediate_size`` (required when num_experts > 0),
+    ``shared_expert_intermediate_size`` and ``num_dense_layers`` (0; MoE only), MLA's
+    ``kv_lora_rank`` (0), ``q_lora_rank``, ``qk_rope_head_dim``, ``qk_nope_head_dim``,
+    ``v_head_dim``, ``sliding_window`` (0; < max_context), ``num_window_layers`` (all layers),
     ``dtype`` ("bf16"), ``source`` (""). Unknown keys are errors; ``t.done()`` is called.
     """
     model_name = t.str("name", name or "custom")
@@ -283,6 +404,18 @@ def model_from_table(t: Table, *, name: str | None = None) -> ModelSpec:
     else:
         active = t.int("num_active_experts", 0, lo=0, hi=0)
         expert_inter = t.int("expert_intermediate_size", 0, lo=0, hi=0)
+    moe_zero = {} if num_experts else {"hi": 0}   # MoE-only keys must stay 0 for a dense model
+    shared = t.int("shared_expert_intermediate_size", 0, lo=0, **moe_zero)
+    dense_layers = t.int("num_dense_layers", 0, lo=0, hi=num_layers - 1 if num_experts else 0)
+    arch = {"shared_expert_intermediate_size": shared, "num_dense_layers": dense_layers}
+    arch.update(_mla_keys(t, head_dim))
+    window = t.int("sliding_window", 0, lo=0)
+    if t.ok("sliding_window") and window >= max_context:
+        t.report("sliding_window", f"must be smaller than max_context ({max_context}) (a window as long as the "
+                                   f"context is full attention; leave it 0), got {window}")
+    arch["sliding_window"] = window
+    arch["num_window_layers"] = t.int("num_window_layers", num_layers if window else 0, lo=1 if window else 0,
+                                      hi=num_layers if window else 0)
     dtype = t.str("dtype", "bf16", choices=DTYPES)
     source = t.str("source", "")
     t.done()
@@ -290,7 +423,39 @@ def model_from_table(t: Table, *, name: str | None = None) -> ModelSpec:
                      num_kv_heads=num_kv_heads, head_dim=head_dim, intermediate_size=intermediate,
                      vocab_size=vocab, max_context=max_context, tied_embeddings=tied, gated_mlp=gated,
                      num_experts=num_experts, num_active_experts=active,
-                     expert_intermediate_size=expert_inter, source=source, dtype=dtype)
+                     expert_intermediate_size=expert_inter, source=source, dtype=dtype, **arch)
+
+
+_MLA_DIMS = ("qk_rope_head_dim", "qk_nope_head_dim", "v_head_dim")
+
+
+def _mla_keys(t: Table, head_dim: int) -> dict[str, int]:
+    """MLA keys of a model table: ``kv_lora_rank`` > 0 needs the three per-head widths (and
+    ``head_dim = qk_nope_head_dim + qk_rope_head_dim``); without it they must be absent."""
+    rank = t.int("kv_lora_rank", 0, lo=0)
+    if not rank:
+        for key in ("q_lora_rank", *_MLA_DIMS):
+            t.int(key, 0, lo=0, hi=0)
+        return {}
+    out = {"kv_lora_rank": rank, "q_lora_rank": t.int("q_lora_rank", 0, lo=0)}
+    for key in _MLA_DIMS:
+        out[key] = t.int(key, lo=1)
+    if t.ok(*_MLA_DIMS) and head_dim != out["qk_nope_head_dim"] + out["qk_rope_head_dim"]:
+        t.report("head_dim", f"must be qk_nope_head_dim + qk_rope_head_dim "
+                             f"({out['qk_nope_head_dim'] + out['qk_rope_head_dim']}) for MLA, got {head_dim}")
+    return out
+
+
+def gpu_table_items(spec: GpuSpec) -> dict:
+    """A spec's fields as an inline ``[hardware.gpu]`` table would hold them (no ``name``; None
+    and "" left out, :data:`OPTIONAL_GPU_KEYS` only when non-zero)."""
+    out = {}
+    for f in dataclasses.fields(spec):
+        v = getattr(spec, f.name)
+        if f.name == "name" or v is None or v == "" or (f.name in OPTIONAL_GPU_KEYS and not v):
+            continue
+        out[f.name] = v
+    return out
 
 
 def _fitted_values(t: Table, defaults: dict[str, float]) -> dict[str, float]:
@@ -305,7 +470,7 @@ def gpu_from_table(t: Table, *, name: str | None = None) -> GpuSpec:
     """Build a :class:`GpuSpec` from a validated table (``[hardware.custom]``).
 
     Required keys: ``memory_gib, mem_bw_gbps, peak_tflops_bf16``. Optional: ``name``
-    (default ``name`` argument or ``"custom"``), ``peak_tflops_fp8`` (0),
+    (default ``name`` argument or ``"custom"``), ``peak_tflops_fp8`` (0), ``peak_tflops_fp4`` (0),
     ``link_bw_gbps`` (32, PCIe Gen4 x16 per direction), ``source``, ``calibration_note``, and
     every fitted factor (``eff_compute``, ``eff_memory``, ``roofline_overlap``,
     ``kernel_overhead_s``, ``eff_elementwise``, ``layer_overhead_s``, ``eff_attn_compute``, ``eff_attn_memory``,
@@ -321,6 +486,7 @@ def gpu_from_table(t: Table, *, name: str | None = None) -> GpuSpec:
     bw = t.float("mem_bw_gbps", lo=0.0, lo_open=True)
     bf16 = t.float("peak_tflops_bf16", lo=0.0, lo_open=True)
     fp8 = t.float("peak_tflops_fp8", 0.0, lo=0.0)
+    fp4 = t.float("peak_tflops_fp4", 0.0, lo=0.0)
     link = t.float("link_bw_gbps", 32.0, lo=0.0, lo_open=True)
     link_kind = t.str("link_kind", "nvlink" if link > 64.0 else "pcie",
                       choices=LINK_KINDS)
@@ -331,7 +497,7 @@ def gpu_from_table(t: Table, *, name: str | None = None) -> GpuSpec:
     e2e_note = t.str("e2e_calibration_note", "")
     t.done()
     return GpuSpec(name=gpu_name, memory_gib=memory, mem_bw_gbps=bw, peak_tflops_bf16=bf16,
-                   peak_tflops_fp8=fp8, link_bw_gbps=link, source=source, calibration_note=note,
+                   peak_tflops_fp8=fp8, peak_tflops_fp4=fp4, link_bw_gbps=link, source=source, calibration_note=note,
                    link_kind=link_kind, e2e_calibration_note=e2e_note, **fitted)
 
 

@@ -29,12 +29,13 @@ def gpu_records() -> dict[str, dict]:
 def model_records() -> dict[str, dict]:
     """``{name: ModelSpec fields + aliases, num_params, num_active_params, kv_bytes_per_token}``."""
     from oracle.catalog import aliases_of, load_models   # lazy: see oracle.commands
-    from oracle.memory import kv_bytes_per_token
+    from oracle.memory import kv_bytes_per_token, resolve_kv_dtype
     out = {}
     for name, m in load_models().items():
         rec = {k: v for k, v in dataclasses.asdict(m).items() if k != "name"}
         rec.update(num_params=m.num_params, num_active_params=m.num_active_params,
-                   kv_bytes_per_token=kv_bytes_per_token(m, "auto"), aliases=list(aliases_of(name)))
+                   kv_bytes_per_token=kv_bytes_per_token(m, resolve_kv_dtype("auto", "auto", m)),
+                   architecture=m.describe(), aliases=list(aliases_of(name)))
         out[name] = rec
     return out
 
@@ -54,7 +55,7 @@ def gpus(as_json: JsonOpt = False) -> None:
     from rich.table import Table   # lazy: rich (~0.05 s)
     table = Table(title="GPUs (dense peaks; link bandwidth per direction)")
     for col, justify in (("name", "left"), ("memory GiB", "right"), ("mem GB/s", "right"),
-                         ("BF16 TF/s", "right"), ("FP8 TF/s", "right"), ("link GB/s", "right"),
+                         ("BF16 TF/s", "right"), ("FP8 TF/s", "right"), ("FP4 TF/s", "right"), ("link GB/s", "right"),
                          ("eff compute", "right"), ("eff memory", "right"), ("note", "right")):
         table.add_column(col, justify=justify, no_wrap=col == "name")
     notes: list[str] = []
@@ -63,6 +64,7 @@ def gpus(as_json: JsonOpt = False) -> None:
             notes.append(g["calibration_note"])
         table.add_row(name, f"{g['memory_gib']:g}", f"{g['mem_bw_gbps']:,.0f}", f"{g['peak_tflops_bf16']:,.1f}",
                       f"{g['peak_tflops_fp8']:,.1f}" if g["peak_tflops_fp8"] else "-",
+                      f"{g['peak_tflops_fp4']:,.1f}" if g["peak_tflops_fp4"] else "-",
                       f"{g['link_bw_gbps']:g}", f"{g['eff_compute']:.3f}", f"{g['eff_memory']:.3f}",
                       f"[{notes.index(g['calibration_note']) + 1}]")
     console = _console()
@@ -87,15 +89,17 @@ def models(as_json: JsonOpt = False) -> None:
     table = Table(title="Models (from Hugging Face config.json)")
     for col, justify in (("name", "left"), ("params", "right"), ("active", "right"), ("layers", "right"),
                          ("hidden", "right"), ("heads/kv", "right"), ("MLP", "right"), ("experts", "right"),
-                         ("vocab", "right"), ("context", "right"), ("KV KiB/token", "right")):
+                         ("vocab", "right"), ("context", "right"), ("KV KiB/token", "right"),
+                         ("architecture", "left"), ("dtype", "left")):
         table.add_column(col, justify=justify, no_wrap=col == "name")
     for name, m in records.items():
         mlp = m["expert_intermediate_size"] if m["num_experts"] else m["intermediate_size"]
         table.add_row(name, f"{m['num_params'] / 1e9:.2f} B", f"{m['num_active_params'] / 1e9:.2f} B",
                       str(m["num_layers"]), str(m["hidden_size"]), f"{m['num_heads']}/{m['num_kv_heads']}",
                       str(mlp), f"{m['num_active_experts']}/{m['num_experts']}" if m["num_experts"] else "-",
-                      f"{m['vocab_size']:,}", f"{m['max_context']:,}", f"{m['kv_bytes_per_token'] / 1024:g}")
-    console = _console()
+                      f"{m['vocab_size']:,}", f"{m['max_context']:,}", f"{m['kv_bytes_per_token'] / 1024:g}",
+                      m["architecture"], m["dtype"])
+    console = _console(min_width=200)
     console.print(table)
     console.print("Aliases (case-insensitive):")
     for name, m in records.items():
@@ -103,10 +107,10 @@ def models(as_json: JsonOpt = False) -> None:
             console.print(f"  {name}: {', '.join(m['aliases'])}", markup=False, overflow="ignore", crop=False)
 
 
-def _console():
+def _console(min_width: int = 140):
     """A rich console; when not writing to a terminal, wide enough not to wrap the tables."""
     from rich.console import Console   # lazy: rich (~0.05 s)
     console = Console()
     if not console.is_terminal:
-        console.width = max(console.width, 140)
+        console.width = max(console.width, min_width)
     return console

@@ -25,7 +25,8 @@ def cost(
     gpu: GpuOpt,
     tp: Annotated[int, typer.Option("--tp", min=1, help="Tensor-parallel size (GPUs sharing each layer).")] = 1,
     pp: Annotated[int, typer.Option("--pp", min=1, help="Pipeline-parallel size (stages run in sequence).")] = 1,
-    dtype: Annotated[str, typer.Option("--dtype", help="Weight dtype: auto, bf16, fp16, fp8 or fp32.")] = "bf16",
+    dtype: Annotated[str, typer.Option("--dtype", help="Weight dtype: auto (the checkpoint's), bf16, fp16, fp8, fp32, "
+                                                       "mxfp4 or nvfp4 (FP4: MLP/expert weights).")] = "bf16",
     kv_dtype: Annotated[Optional[str], typer.Option(
         "--kv-dtype", help="KV-cache dtype: auto, bf16, fp16, fp8 or fp32 (default: the activation dtype).")] = None,
     prefill_tokens: Annotated[int, typer.Option(
@@ -47,6 +48,13 @@ def cost(
     max_num_seqs: Annotated[Optional[int], typer.Option(
         "--max-num-seqs", min=1, help="The engine's max_num_seqs: caps CUDA-graph capture at twice it, as vLLM "
                                       "does (default: no cap, 512 tokens).")] = None,
+    dp: Annotated[int, typer.Option("--dp", min=1, help="Attention data-parallel ranks sharing the MoE layers "
+                                                        "(vLLM --data-parallel-size; needs --expert-parallel).")] = 1,
+    expert_parallel: Annotated[bool, typer.Option(
+        "--expert-parallel", help="vLLM --enable-expert-parallel: EP size tp x dp, whole experts per GPU, "
+                                  "all-to-all dispatch and combine.")] = False,
+    expert_imbalance: Annotated[float, typer.Option(
+        "--expert-imbalance", min=1.0, help="The busiest expert-parallel rank's routed tokens over the mean.")] = 1.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")] = False,
 ) -> None:
     """Predict the duration of one forward pass (one engine step) and break it down per op.
@@ -63,6 +71,8 @@ def cost(
       oracle cost -m llama-3.1-70b -g h100-sxm --tp 4 --prefill-tokens 4096
       oracle cost -m mixtral-8x7b -g h100-sxm --tp 2 --prefill-tokens 512 --decode-batch 64
       oracle cost -m llama-2-70b -g h100-sxm --tp 4 --decode-batch 37 --decode-context 700 --framework none
+      oracle cost -m deepseek-v3 -g h200 --dtype auto --dp 8 --expert-parallel --decode-batch 64
+      oracle cost -m gpt-oss-120b -g b200 --dtype auto --decode-batch 64 --decode-context 8192
     """
     with user_errors():
         from oracle.catalog import get_framework, get_gpu, get_model   # lazy: numba (~0.4 s; see oracle.commands)
@@ -80,32 +90,40 @@ def cost(
                                prefill_tokens=prefill_tokens, prefill_context=prefill_context,
                                decode_batch=decode_batch, decode_context=decode_context,
                                scheduler_overhead_s=scheduler_overhead_s, framework=framework_spec,
-                               max_num_seqs=max_num_seqs)
+                               max_num_seqs=max_num_seqs, dp=dp, expert_parallel=expert_parallel,
+                               expert_imbalance=expert_imbalance)
         except ScenarioError as exc:
             raise ScenarioError(exc.reason, key=f"--{exc.key.replace('_', '-')}" if exc.key else None) from None
-        result["memory"] = memory_summary(model_spec, gpu_spec, tp=tp, pp=pp, dtype=dtype, kv_dtype=kv_dtype)
+        result["memory"] = memory_summary(model_spec, gpu_spec, tp=tp, pp=pp, dtype=dtype, kv_dtype=kv_dtype,
+                                          ep=result["config"]["ep"])
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:
         _print_table(result)
 
 
-def memory_summary(model, gpu, *, tp: int, pp: int, dtype: str, kv_dtype: str | None) -> dict:
+def memory_summary(model, gpu, *, tp: int, pp: int, dtype: str, kv_dtype: str | None, ep: int = 1) -> dict:
     """Per-GPU weights and the KV pool at a framework's defaults (vLLM's: block 16, utilization
-    0.9, 8192 tokens, 256 sequences; ``oracle.scenario.FRAMEWORK_DEFAULTS``)."""
+    0.9, 8192 tokens, 256 sequences; ``oracle.scenario.FRAMEWORK_DEFAULTS``); for hybrid
+    (full + windowed) models also vLLM's KV cache groups (``kv_cache_groups``)."""
     # lazy: numpy (see oracle.commands)
-    from oracle.memory import (compute_num_gpu_blocks, kv_bytes_per_token_per_gpu, resolve_kv_dtype,
-                               weight_bytes_per_gpu)
+    from oracle.memory import (compute_num_gpu_blocks, kv_bytes_per_token_per_gpu, kv_cache_groups,
+                               resolve_kv_dtype, weight_bytes_per_gpu)
     from oracle.scenario import FRAMEWORK_DEFAULTS as d
-    out = {"weight_bytes_per_gpu": weight_bytes_per_gpu(model, dtype, tp=tp, pp=pp),
+    out = {"weight_bytes_per_gpu": weight_bytes_per_gpu(model, dtype, tp=tp, pp=pp, ep=ep),
            "kv_bytes_per_token_per_gpu": kv_bytes_per_token_per_gpu(model, resolve_kv_dtype(kv_dtype, dtype, model),
                                                                     tp=tp, pp=pp),
            "block_size": d.block_size, "gpu_memory_utilization": d.gpu_memory_utilization}
+    if model.sliding_window:
+        size, full, window = kv_cache_groups(model, pp)
+        out["kv_cache_groups"] = {"group_size": size, "full_attention": full, "windowed": window,
+                                  "window": model.sliding_window,
+                                  "note": "engine charges the full-attention group's blocks only (approximation)"}
     try:
         out["num_gpu_blocks"] = compute_num_gpu_blocks(
             model, gpu, tp=tp, pp=pp, block_size=d.block_size, gpu_memory_utilization=d.gpu_memory_utilization,
             dtype=dtype, kv_dtype=kv_dtype, max_num_batched_tokens=d.max_num_batched_tokens,
-            max_num_seqs=d.max_num_seqs)
+            max_num_seqs=d.max_num_seqs, ep=ep)
     except CapacityError as exc:
         out["num_gpu_blocks"] = None
         out["error"] = exc.reason
@@ -121,7 +139,8 @@ def _print_table(result: dict) -> None:
     total = result["total_ms"]
     padded = (f" (GEMMs on {cfg['padded_tokens']}: CUDA-graph size)" if cfg["padded_tokens"] != agg["num_tokens"]
               else "")
-    title = (f"{cfg['model']} on {cfg['gpu']} (tp={cfg['tp']}, pp={cfg['pp']}, {cfg['dtype']} weights, "
+    ep = f", dp={cfg['dp']}, ep={cfg['ep']}" if cfg.get("ep", 1) > 1 else ""
+    title = (f"{cfg['model']} on {cfg['gpu']} (tp={cfg['tp']}, pp={cfg['pp']}{ep}, {cfg['dtype']} weights, "
              f"{cfg['kv_dtype']} KV, framework {cfg['framework']}): {agg['num_tokens']} tokens{padded}, "
              f"{agg['num_decode']} decodes")
     table = Table(title=title)
@@ -153,3 +172,8 @@ def _print_table(result: dict) -> None:
                           f"{mem['num_gpu_blocks']:,} blocks x {mem['block_size']} = "
                           f"{mem['block_size'] * mem['num_gpu_blocks']:,} tokens per replica "
                           f"at gpu_memory_utilization {mem['gpu_memory_utilization']:g}", markup=False)
+        groups = mem.get("kv_cache_groups")
+        if groups:
+            console.print(f"KV cache groups (vLLM's hybrid manager): {groups['full_attention']} full-attention + "
+                          f"{groups['windowed']} windowed (W = {groups['window']:,}) of {groups['group_size']} layers "
+                          f"each; {groups['note']}", markup=False)

@@ -109,6 +109,23 @@ PARAM_NAMES = (
     "ar_oneshot_bytes_per_token",  # 48 (tp−1) · h · act_bytes read per GPU per token in a one-shot
     "cpu_seq_s",                # 49 CPU time per emitting sequence, s
     "cpu_overlap",              # 50 1: CPU overlaps the GPU step (async scheduling), 0: adds to it
+    # -- architectures (issue 17); each is neutral for the models and settings that predate it
+    "mlp_s_per_flop",           # 51 1 / (peak (MLP weight dtype) × eff_compute): FP4 MLPs; = [1] otherwise
+    "mlp_layers",               # 52 layers whose MLP is [17:25] (MoE models: the MoE layers), = L otherwise
+    "dense_up_flops_per_token",  # 53 an MoE model's dense layers: gate+up, as [17:21]
+    "dense_up_weight_bytes",    # 54
+    "dense_up_expert_bytes",    # 55 (0)
+    "dense_up_act_bytes_per_token",  # 56
+    "dense_down_flops_per_token",  # 57 their down projection, as [21:25]
+    "dense_down_weight_bytes",  # 58
+    "dense_down_expert_bytes",  # 59 (0)
+    "dense_down_act_bytes_per_token",  # 60
+    "dense_layers",             # 61 an MoE model's layers with a dense MLP (0: none)
+    "a2a_calls",                # 62 expert-parallel all-to-alls per step: 2 (dispatch, combine) × MoE layers
+    "a2a_bytes_per_token",      # 63 bytes one GPU sends per token per all-to-all
+    "prefill_q_dim",            # 64 as [27] for prefill attention (MLA prefill runs unabsorbed), = [27] otherwise
+    "window",                   # 65 W, keys a windowed layer attends to (0: none)
+    "window_layers",            # 66 layers with the window ([0] − [66] attend to the full context)
 )
 NUM_PARAMS = len(PARAM_NAMES)
 
@@ -116,7 +133,8 @@ NUM_PARAMS = len(PARAM_NAMES)
 #: ``overhead`` is the GPU's fixed per-layer time; ``cpu`` the CPU time the step waits for
 #: (all of it without async scheduling, the excess over the GPU time with it).
 OP_NAMES = ("qkv_proj", "attn_out_proj", "mlp_gate_up", "mlp_down", "attention_prefill",
-            "attention_decode", "lm_head", "allreduce", "overhead", "pp_handoff", "elementwise", "cpu")
+            "attention_decode", "lm_head", "allreduce", "overhead", "pp_handoff", "elementwise",
+            "moe_all_to_all", "cpu")
 #: ops of the GPU side (all but ``cpu``)
 NUM_GPU_OPS = len(OP_NAMES) - 1
 NUM_OPS = len(OP_NAMES)
@@ -154,26 +172,75 @@ def _padded_tokens(params, t):
 
 
 @jit(inline="always")
-def _linear(params, base, t, touched):
-    """One GEMM type over all layers: (seconds, FLOPs, DRAM bytes); constants at params[base:base+4]."""
-    num_layers = params[0]
+def _linear(params, base, t, touched, num_layers=-1.0, s_per_flop=-1.0):
+    """One GEMM type over ``num_layers`` layers (default all) at ``s_per_flop`` (default the
+    linear rate): (seconds, FLOPs, DRAM bytes); constants at params[base:base+4]."""
+    if num_layers < 0.0:
+        num_layers = params[0]
+    if s_per_flop < 0.0:
+        s_per_flop = params[1]
     flops = t * params[base]
     nbytes = params[base + 1] + touched * params[base + 2] + t * params[base + 3]
-    sec = _roofline(flops, nbytes, params[1], params[2], params[3]) + params[4]
+    sec = _roofline(flops, nbytes, s_per_flop, params[2], params[3]) + params[4]
     return num_layers * sec, num_layers * flops, num_layers * nbytes
 
 
 @jit(inline="always")
-def _attention(params, tq, ctx_units, kv_tokens):
-    """Attention over all layers for ``tq`` query tokens: (seconds, FLOPs, DRAM bytes).
+def _mlp(params, base, dense_base, t, touched):
+    """An MLP GEMM (gate+up or down) over its layers: the MoE (or dense) layers' at params[base:],
+    plus an MoE model's dense layers' at params[dense_base:] when it has any."""
+    s, f, b = _linear(params, base, t, touched, params[52], params[51])
+    if params[61] > 0.0:
+        s2, f2, b2 = _linear(params, dense_base, t, 0.0, params[61], params[51])
+        s += s2
+        f += f2
+        b += b2
+    return s, f, b
 
-    ``ctx_units``: Σ query×key pairs; ``kv_tokens``: KV-cache tokens read.
+
+@jit(inline="always")
+def _attention(params, tq, ctx_units, kv_tokens, num_layers=-1.0, q_dim=-1.0):
+    """Attention over ``num_layers`` layers (default all) for ``tq`` query tokens: (seconds,
+    FLOPs, DRAM bytes).
+
+    ``ctx_units``: Σ query×key pairs; ``kv_tokens``: KV-cache tokens read; ``q_dim``: FLOPs per
+    pair / 4 (default params[27]).
     """
-    num_layers = params[0]
-    flops = 4.0 * params[27] * ctx_units
+    if num_layers < 0.0:
+        num_layers = params[0]
+    if q_dim < 0.0:
+        q_dim = params[27]
+    flops = 4.0 * q_dim * ctx_units
     nbytes = kv_tokens * params[28] + tq * params[29]
     sec = _roofline(flops, nbytes, params[5], params[6], params[3]) + params[7] * min(tq, 1.0)
     return num_layers * sec, num_layers * flops, num_layers * nbytes
+
+
+@jit(inline="always")
+def _attention_prefill(params, tq, units, prefix):
+    """Prefill attention of ``tq`` chunk tokens (``units`` query×key pairs, ``prefix`` cached
+    tokens read). Windowed layers (params[66] > 0) see at most W keys per query: pairs
+    ``min(U, tq·W)``, KV read ``min(Sp, W) + tq`` (the step's chunks bounded as one)."""
+    win_layers = params[66]
+    if win_layers <= 0.0:
+        return _attention(params, tq, units, prefix + tq, params[0], params[64])
+    s, f, b = _attention(params, tq, units, prefix + tq, params[0] - win_layers, params[64])
+    w = params[65]
+    s2, f2, b2 = _attention(params, tq, min(units, tq * w), min(prefix, w) + tq, win_layers, params[64])
+    return s + s2, f + f2, b + b2
+
+
+@jit(inline="always")
+def _attention_decode(params, d, keys):
+    """Decode attention of ``d`` sequences reading ``keys`` keys in all. Windowed layers read
+    ``min(Sd, D·W)`` (exact when every context is at least W, or none exceeds it)."""
+    win_layers = params[66]
+    if win_layers <= 0.0:
+        return _attention(params, d, keys, keys)
+    s, f, b = _attention(params, d, keys, keys, params[0] - win_layers)
+    wkeys = min(keys, d * params[65])
+    s2, f2, b2 = _attention(params, d, wkeys, wkeys, win_layers)
+    return s + s2, f + f2, b + b2
 
 
 @jit(inline="always")
@@ -247,15 +314,16 @@ def step_time_s(params, num_tokens, num_emit, num_decode, decode_ctx_sum, prefil
     touched = _experts_touched(params, t)
     total = _linear(params, 9, tp, touched)[0]
     total += _linear(params, 13, tp, touched)[0]
-    total += _linear(params, 17, tp, touched)[0]
-    total += _linear(params, 21, tp, touched)[0]
-    total += _attention(params, t - d, float(prefill_attn_units), float(prefill_ctx_sum) + t - d)[0]
-    total += _attention(params, d, float(decode_ctx_sum), float(decode_ctx_sum))[0]
+    total += _mlp(params, 17, 53, tp, touched)[0]
+    total += _mlp(params, 21, 57, tp, touched)[0]
+    total += _attention_prefill(params, t - d, float(prefill_attn_units), float(prefill_ctx_sum))[0]
+    total += _attention_decode(params, d, float(decode_ctx_sum))[0]
     total += _lm_head(params, float(num_emit))[0]
     total += _allreduce(params, tp)[0]
     total += params[0] * params[40]
     total += _link(params[37], tp, params[38], params)[0]
     total += _elementwise(params, tp)[0]
+    total += _link(params[62], tp, params[63], params)[0]
     total += _cpu(params, float(num_emit), total)
     return total
 
@@ -272,7 +340,7 @@ def step_work(params, num_tokens, num_emit, num_decode, decode_ctx_sum, prefill_
     out_s (out): float64[::1], shape (NUM_OPS,), seconds per op, summed over layers.
     out_flops (out): float64[::1], shape (NUM_OPS,), FLOPs per op on one GPU.
     out_bytes (out): float64[::1], shape (NUM_OPS,), DRAM bytes per op on one GPU, except for
-        ``allreduce`` and ``pp_handoff``, which hold bytes sent over the GPU link.
+        ``allreduce``, ``pp_handoff`` and ``moe_all_to_all``, which hold bytes sent over the GPU link.
 
     All outputs are zero when ``num_tokens == 0``.
     """
@@ -285,20 +353,23 @@ def step_work(params, num_tokens, num_emit, num_decode, decode_ctx_sum, prefill_
     d = float(num_decode)
     tp = _padded_tokens(params, t)
     touched = _experts_touched(params, t)
-    for i in range(4):
+    for i in range(2):
         out_s[i], out_flops[i], out_bytes[i] = _linear(params, 9 + 4 * i, tp, touched)
-    out_s[4], out_flops[4], out_bytes[4] = _attention(params, t - d, float(prefill_attn_units),
-                                                      float(prefill_ctx_sum) + t - d)
-    out_s[5], out_flops[5], out_bytes[5] = _attention(params, d, float(decode_ctx_sum), float(decode_ctx_sum))
+    for i in range(2, 4):
+        out_s[i], out_flops[i], out_bytes[i] = _mlp(params, 9 + 4 * i, 45 + 4 * i, tp, touched)
+    out_s[4], out_flops[4], out_bytes[4] = _attention_prefill(params, t - d, float(prefill_attn_units),
+                                                              float(prefill_ctx_sum))
+    out_s[5], out_flops[5], out_bytes[5] = _attention_decode(params, d, float(decode_ctx_sum))
     out_s[6], out_flops[6], out_bytes[6] = _lm_head(params, float(num_emit))
     out_s[7], out_bytes[7] = _allreduce(params, tp)
     out_s[8] = params[0] * params[40]
     out_s[9], out_bytes[9] = _link(params[37], tp, params[38], params)
     out_s[10], out_bytes[10] = _elementwise(params, tp)
+    out_s[11], out_bytes[11] = _link(params[62], tp, params[63], params)
     gpu = 0.0
     for i in range(out_s.shape[0] - 1):   # every op but cpu, in the order step_time_s adds them
         gpu += out_s[i]
-    out_s[11] = _cpu(params, float(num_emit), gpu)
+    out_s[12] = _cpu(params, float(num_emit), gpu)
 
 
 @jit

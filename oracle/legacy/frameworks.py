@@ -455,12 +455,8 @@ def _links(hw: dict, path: str, groups: list[set[str]], device_ids: set[str],
 def _inline_catalog_gpu(g, link_bw: float, link_latency: float) -> dict:
     """A catalog GPU as an inline ``[hardware.gpu]`` table (every number, fitted ones too), with
     another GPU-to-GPU link."""
-    import dataclasses
-    out = {"name": g.name}
-    for f in dataclasses.fields(g):
-        v = getattr(g, f.name)
-        if f.name != "name" and v is not None and v != "":
-            out[f.name] = v
+    from oracle.catalog import gpu_table_items
+    out = {"name": g.name, **gpu_table_items(g)}
     out["link_bw_gbps"] = link_bw
     out["link_latency_s"] = link_latency
     return out

@@ -230,5 +230,33 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
             "enable_chunked_prefill": fw.enable_chunked_prefill,
             "enable_prefix_caching": fw.enable_prefix_caching,
             "scheduler_reserve_full_isl": fw.scheduler_reserve_full_isl,
+            **architecture_config(scenario, fw),
         },
     }
+
+
+def architecture_config(scenario, fw) -> dict[str, Any]:
+    """Summary ``config`` keys for the architectures of issue 17, present only when a run uses
+    one (existing summaries keep their keys): ``architecture`` (:meth:`ModelSpec.describe`),
+    ``precision`` (weights and KV dtypes, with the FP4/FP8 peak used), ``expert_parallel_size``,
+    ``data_parallel_size``, ``expert_imbalance``, and ``kv_cache_groups`` for windowed models
+    (vLLM's hybrid KV cache groups, ``oracle.memory.kv_cache_groups``)."""
+    from oracle.catalog import FP4_DTYPES
+    from oracle.memory import kv_cache_groups
+    from oracle.scenario import framework_dtypes
+    model, gpu = scenario.model_of(fw), scenario.gpu
+    dtype, kv_dtype = framework_dtypes(scenario, fw)
+    if not (model.uses_new_architecture or fw.expert_parallel or dtype in FP4_DTYPES):
+        return {}
+    peak = {"fp8": gpu.peak_tflops_fp8, **dict.fromkeys(FP4_DTYPES, gpu.peak_tflops_fp4)}.get(dtype)
+    precision = f"{dtype} weights, {kv_dtype} KV cache"
+    if peak is not None:
+        precision += f", {peak:g} TF/s peak" if peak else ", weight-only (no tensor cores for it): 16-bit peak"
+    out: dict[str, Any] = {"architecture": model.describe(), "precision": precision,
+                           "expert_parallel_size": fw.ep_size, "data_parallel_size": fw.data_parallel_size,
+                           "expert_imbalance": fw.expert_imbalance}
+    if model.sliding_window:
+        size, full, window = kv_cache_groups(model, fw.pp)
+        out["kv_cache_groups"] = (f"{full} full-attention + {window} windowed group(s) of {size} layers; the engine "
+                                  "charges the full-attention blocks only (approximation)")
+    return out

@@ -132,9 +132,10 @@ def model_of(plan: ReplayPlan) -> str:
 
 def gpu_table(gpu: str, factors: dict[str, float]) -> dict[str, Any]:
     """The catalog GPU as an inline ``[hardware.gpu]`` table with ``factors`` applied."""
-    from oracle.catalog import get_gpu
+    from oracle.catalog import OPTIONAL_GPU_KEYS, get_gpu
     spec = dataclasses.replace(get_gpu(gpu, key="--gpu"), **{k: v for k, v in factors.items() if k in STEP_FACTORS})
-    return {k: v for k, v in dataclasses.asdict(spec).items() if v is not None}
+    return {k: v for k, v in dataclasses.asdict(spec).items()
+            if v is not None and not (k in OPTIONAL_GPU_KEYS and not v)}
 
 
 def evaluate(plans: dict[str, ReplayPlan], factors: dict[str, float], *, gpu: str, seed: int = 0) -> Evaluation:

@@ -287,14 +287,25 @@ CONFIG_ROWS = (("model", ("config", "model")), ("GPU", ("config", "gpu")), ("GPU
                ("block size", ("kv_cache", "block_size")), ("max_num_seqs", ("config", "max_num_seqs")),
                ("max_num_batched_tokens", ("config", "max_num_batched_tokens")),
                ("chunked prefill", ("config", "enable_chunked_prefill")),
-               ("prefix caching", ("config", "enable_prefix_caching")), ("seed", ("seed",)))
+               ("prefix caching", ("config", "enable_prefix_caching")), ("seed", ("seed",)),
+               ("architecture", ("config", "architecture")), ("precision", ("config", "precision")),
+               ("EP size / DP ranks", None), ("KV cache groups", ("config", "kv_cache_groups")))
+#: rows shown only when some run has them (architecture features of issue 17)
+_OPTIONAL_CONFIG_ROWS = ("architecture", "precision", "EP size / DP ranks", "KV cache groups")
 
 
 def config_table(summaries: dict[str, dict[str, Any]]) -> Table:
     t = Table(title="Configuration", columns=["setting", *summaries])
     for label, path in CONFIG_ROWS:
+        key = path or ("config", "expert_parallel_size")
+        if label in _OPTIONAL_CONFIG_ROWS and all(lookup(s, key) is None for s in summaries.values()):
+            continue
         cells = [Cell(label)]
         for s in summaries.values():
+            if label == "EP size / DP ranks":
+                ep, dp = lookup(s, ("config", "expert_parallel_size")), lookup(s, ("config", "data_parallel_size"))
+                cells.append(Cell(DASH if ep is None else f"{ep} / {dp}"))
+                continue
             if path is None:
                 tp, pp = lookup(s, ("config", "tp")), lookup(s, ("config", "pp"))
                 cells.append(Cell(DASH if tp is None else f"{tp} x {pp}"))
