@@ -61,6 +61,7 @@ class FrameworkConfig:
     kv_cache_dtype: str | None = None           # KV dtype override (default: [model].kv_cache_dtype)
     scheduler_overhead_s: float | None = None   # per-step CPU time (default: framework catalog / GPU)
     api_server_s: float | None = None           # per-request time outside the engine (default: framework catalog)
+    async_scheduling: bool | None = None        # vLLM async scheduling (default: framework catalog; vllm: on)
     model: Any = None                           # its own ModelSpec (``model = ...``), else [model]
 
     @property
@@ -357,7 +358,6 @@ UNMODELLED_VLLM_KEYS = {
     "watermark": "0.0: no free blocks held back at admission",
     "policy": "\"fcfs\"",
     "scheduling_policy": "\"fcfs\"",
-    "async_scheduling": "false",
     "num_lookahead_slots": "0",
     "num_speculative_tokens": "0: no speculative decoding",
     "speculative_config": "none",
@@ -399,6 +399,7 @@ def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str)
         kv_cache_dtype=t.str("kv_cache_dtype", d.kv_cache_dtype, choices=KV_DTYPES),
         scheduler_overhead_s=t.float("scheduler_overhead_s", d.scheduler_overhead_s, lo=0.0, hi=10.0),
         api_server_s=t.float("api_server_s", d.api_server_s, lo=0.0, hi=10.0),
+        async_scheduling=t.bool("async_scheduling") if t.has("async_scheduling") else d.async_scheduling,
         model=own_model,
     )
     if t.ok("name") and (not f["name"].strip() or "/" in f["name"] or f["name"] in (".", "..")):
