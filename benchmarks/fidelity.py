@@ -160,18 +160,22 @@ def lomo_table(cal: dict) -> str:
     return "\n".join(lines)
 
 
-#: ablation variants: label -> (GPU factor overrides, framework-spec overrides, framework scenario keys)
+#: ablation variants: label -> (GPU factor overrides, framework-spec overrides, framework scenario keys,
+#: EngineConfig overrides)
 def _ablations():
     from oracle.catalog import gpu_defaults
     d = gpu_defaults()
     return {
-        "every term (after)": ({}, {}, {}),
-        "no API-server time (api_server_s = 0)": ({}, {}, {"api_server_s": 0.0}),
-        "NCCL all-reduce instead of vLLM's custom one": ({}, {"custom_allreduce_max_bytes": 0}, {}),
-        "CPU time added to each step (no async overlap)": ({}, {"async_scheduling": False}, {}),
-        "no CUDA-graph padding": ({}, {"cudagraph_max_tokens": 0}, {}),
+        "every term (after)": ({}, {}, {}, {}),
+        "no API-server time (api_server_s = 0)": ({}, {}, {"api_server_s": 0.0}, {}),
+        "NCCL all-reduce instead of vLLM's custom one": ({}, {"custom_allreduce_max_bytes": 0}, {}, {}),
+        "engine without async scheduling (admission at each step's start), CPU time still overlapped": (
+            {}, {}, {}, {"async_scheduling": False}),
+        "synchronous scheduling (async_scheduling = false: the above and CPU time added to each step)": (
+            {}, {"async_scheduling": False}, {}, {}),
+        "no CUDA-graph padding": ({}, {"cudagraph_max_tokens": 0}, {}, {}),
         "A100 op-level eff_attn_memory and layer_overhead_s ([defaults])": (
-            {"eff_attn_memory": d["eff_attn_memory"], "layer_overhead_s": d["layer_overhead_s"]}, {}, {}),
+            {"eff_attn_memory": d["eff_attn_memory"], "layer_overhead_s": d["layer_overhead_s"]}, {}, {}, {}),
     }
 
 
@@ -185,13 +189,18 @@ def ablation(runs: Path, gpu: str, seed: int) -> str:
     from oracle.replay.calibrate import gpu_table
     from oracle.replay.run import simulate_plan
     real = oracle.api.framework_spec
+    real_config = oracle.api.engine_config
     plans = [load_plan(p, seed=seed) for p in sorted(q for q in runs.iterdir() if q.is_dir())]
     lines = ["| variant | TTFT mean | TTFT p90 | TPOT/token | E2E | req/s |", "|---|---|---|---|---|---|"]
     base = None
-    for label, (gpu_over, fw_over, fw_keys) in _ablations().items():
+    for label, (gpu_over, fw_over, fw_keys, eng_over) in _ablations().items():
         def spec(fw, _over=fw_over):
             return dataclasses.replace(real(fw), **_over)
-        with mock.patch.object(oracle.api, "framework_spec", spec):
+
+        def config(*a, _over=eng_over, **kw):
+            return dataclasses.replace(real_config(*a, **kw), **_over)
+        with mock.patch.object(oracle.api, "framework_spec", spec), \
+                mock.patch.object(oracle.api, "engine_config", config):
             comps = [simulate_plan(p, gpu=gpu, seed=seed, gpu_table=gpu_table(gpu, gpu_over) if gpu_over else None,
                                    framework_keys=fw_keys or None).comparison for p in plans]
         med = medians_line(comps)

@@ -127,19 +127,22 @@ def engine_config(scenario: Scenario, fw: FrameworkConfig, *, num_gpu_blocks: in
         max_num_batched_tokens=fw.max_num_batched_tokens, max_model_len=fw.max_model_len,
         enable_chunked_prefill=fw.enable_chunked_prefill, enable_prefix_caching=fw.enable_prefix_caching,
         scheduler_reserve_full_isl=fw.scheduler_reserve_full_isl,
+        async_scheduling=framework_spec(fw).async_scheduling,
         record_steps=scenario.output.steps if record_steps is None else record_steps,
         warm_up_s=scenario.simulation.warm_up_s)
 
 
 def framework_spec(fw: FrameworkConfig):
     """The catalog's :class:`~oracle.catalog.FrameworkSpec` of ``fw.type`` with the entry's own
-    ``api_server_s`` when it sets one."""
+    ``api_server_s`` and ``async_scheduling`` when it sets them."""
     import dataclasses
 
     from oracle.catalog import get_framework
     spec = get_framework(fw.type)
     if fw.api_server_s is not None:
         spec = dataclasses.replace(spec, api_server_s=fw.api_server_s)
+    if fw.async_scheduling is not None:
+        spec = dataclasses.replace(spec, async_scheduling=fw.async_scheduling)
     return spec
 
 

@@ -61,6 +61,7 @@ class FrameworkConfig:
     kv_cache_dtype: str | None = None           # KV dtype override (default: [model].kv_cache_dtype)
     scheduler_overhead_s: float | None = None   # per-step CPU time (default: framework catalog / GPU)
     api_server_s: float | None = None           # per-request time outside the engine (default: framework catalog)
+    async_scheduling: bool | None = None        # vLLM async scheduling (default: framework catalog; vllm: on)
     model: Any = None                           # its own ModelSpec (``model = ...``), else [model]
     data_parallel_size: int = 1                 # attention-DP ranks sharing the MoE layers (each one replica)
     expert_parallel: bool = False               # vLLM --enable-expert-parallel: EP size tp x data_parallel_size
@@ -365,7 +366,6 @@ UNMODELLED_VLLM_KEYS = {
     "watermark": "0.0: no free blocks held back at admission",
     "policy": "\"fcfs\"",
     "scheduling_policy": "\"fcfs\"",
-    "async_scheduling": "false",
     "num_lookahead_slots": "0",
     "num_speculative_tokens": "0: no speculative decoding",
     "speculative_config": "none",
@@ -407,6 +407,7 @@ def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str)
         kv_cache_dtype=t.str("kv_cache_dtype", d.kv_cache_dtype, choices=KV_DTYPES),
         scheduler_overhead_s=t.float("scheduler_overhead_s", d.scheduler_overhead_s, lo=0.0, hi=10.0),
         api_server_s=t.float("api_server_s", d.api_server_s, lo=0.0, hi=10.0),
+        async_scheduling=t.bool("async_scheduling") if t.has("async_scheduling") else d.async_scheduling,
         model=own_model,
         data_parallel_size=t.int("data_parallel_size", d.data_parallel_size, lo=1, hi=100_000),
         expert_parallel=t.bool("expert_parallel", d.expert_parallel),

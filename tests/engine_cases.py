@@ -175,12 +175,12 @@ def _tokens(rng: random.Random, n: int, vocab: int) -> list[int]:
 def scenarios(draw, max_requests: int = 40, router: Router | None = None,
               pool_kinds: Sequence[str] = ("tight", "loose", "unlimited"),
               caching: bool | None = None, record_steps: bool | None = None,
-              timeouts: bool = False) -> Scenario:
+              timeouts: bool = False, async_scheduling: bool = False) -> Scenario:
     """A small random scenario: 1-3 replicas, any router, block size 1-16, tight / loose /
     unlimited pools, chunked prefill on/off, caching on/off, sessions with follow-ups,
     shared system prompts, arrival ties, and a few requests over ``max_model_len``; with
     ``timeouts``, some clients give up after a few step times (waiting, running, or done
-    too late)."""
+    too late); ``async_scheduling`` sets the engine option."""
     rng = random.Random(draw(st.integers(0, 2**32 - 1)))
     unit = time_unit_s()
     num_replicas = draw(st.integers(1, 3))
@@ -256,6 +256,7 @@ def scenarios(draw, max_requests: int = 40, router: Router | None = None,
         max_num_batched_tokens=max_num_batched_tokens, max_model_len=max_model_len,
         enable_chunked_prefill=chunked, enable_prefix_caching=caching,
         record_steps=draw(st.booleans()) if record_steps is None else record_steps,
+        async_scheduling=async_scheduling,
     )
     return Scenario(specs, config, pool_kind)
 

@@ -89,3 +89,23 @@ def test_random_scenarios(router, data):
 @given(sc=scenarios(max_requests=25, pool_kinds=("tight",), record_steps=True, timeouts=True))
 def test_random_tight_pools_with_steps(sc: Scenario):
     compare(sc.inputs())
+
+
+# --- async scheduling (README "Async scheduling")
+@pytest.mark.parametrize("name", sorted(hand_cases()))
+def test_hand_cases_async(name):
+    compare(hand_cases()[name].with_config(async_scheduling=True, record_steps=True).inputs())
+
+
+@pytest.mark.parametrize("router", list(Router), ids=[r.name.lower() for r in Router])
+@given(data=st.data())
+def test_random_scenarios_async(router, data):
+    sc: Scenario = data.draw(scenarios(max_requests=40, router=router, timeouts=True, async_scheduling=True),
+                             label="scenario")
+    compare(sc.inputs())
+
+
+@given(sc=scenarios(max_requests=25, pool_kinds=("tight",), record_steps=True, timeouts=True,
+                    async_scheduling=True))
+def test_random_tight_pools_with_steps_async(sc: Scenario):
+    compare(sc.inputs())

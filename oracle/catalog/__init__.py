@@ -337,7 +337,9 @@ class FrameworkSpec:
         hand-over to the engine, detokenization and streaming of the first token. Added to
         TTFT and E2E (the simulator shifts each request's arrival into the engine by it).
     async_scheduling: the engine prepares step k+1 on the CPU while the GPU runs step k, so a
-        step lasts ``max(gpu, cpu)`` instead of ``gpu + cpu``.
+        step lasts ``max(gpu, cpu)`` instead of ``gpu + cpu``, and step k+1 is scheduled before
+        step k's outputs exist (vLLM ``AsyncScheduler``; oracle/engine/README.md "Async
+        scheduling"). A ``[[frameworks]]`` entry may override it.
     cudagraph_max_tokens: steps of at most this many tokens run a captured CUDA graph padded
         to the next capture size (0: no CUDA graphs); capped at ``2 x max_num_seqs`` (vLLM).
     custom_allreduce_max_bytes: all-reduce messages up to this size use the framework's own

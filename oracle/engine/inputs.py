@@ -79,6 +79,7 @@ class EngineConfig:
     enable_chunked_prefill: bool = True
     enable_prefix_caching: bool = True
     scheduler_reserve_full_isl: bool = True  # vLLM: admit only if the whole known sequence fits
+    async_scheduling: bool = False  # vLLM AsyncScheduler: step k+1 scheduled while step k runs (README)
     record_steps: bool = False
     warm_up_s: float = 0.0  # ITL gaps of requests arriving before this are not histogrammed
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from oracle.engine.async_sched import apply_last_outputs
 from oracle.engine.cohort import CNT, NPOST, NUM, SUM, J
 from oracle.engine.inputs import ITL_BINS_PER_DECADE, ITL_MIN_S, STEP_COLUMNS, EngineInputs, EngineOutputs, Status
 from oracle.engine.queues import heap_pop, heap_push, release_followups, wq_push_back, wq_remove
@@ -172,7 +173,51 @@ def _abort(q, a, cfg, req, st):
 @jit(inline="always")
 def _step(r, t, cfg, req, st):
     """One engine step on replica r starting at t (README "One step"). Returns
-    ``(duration, num_decode, num_tokens)``; duration -1 when nothing was scheduled."""
+    ``(duration, num_decode, num_tokens)``; duration -1 when nothing was scheduled.
+
+    With async scheduling (README "Async scheduling", ``async_sched.py``) a step that starts
+    as the last one ends was scheduled when that one started: it is scheduled with that
+    view, then the last step's outputs are applied; if it scheduled nothing, vLLM schedules
+    again once they are in."""
+    pool, qs = st.pool, st.qs
+    asy = cfg.async_scheduling and t == qs.last_end[r]
+    if cfg.async_scheduling and not asy and qs.held_len[r] > 0:
+        apply_last_outputs(r, 0, 0, cfg, req, st)
+    cutoff = qs.last_start[r] if asy else np.inf
+    while True:
+        nb, nsch, nrun = _schedule(r, t, cutoff, 1 if asy else 0, cfg, req, st)
+        if not asy:
+            break
+        apply_last_outputs(r, nrun, qs.act_len[r] - (nsch - nrun), cfg, req, st)
+        if nsch > 0 or nb > 0:
+            break
+        asy = False
+        cutoff = np.inf
+    if nsch == 0 and nb == 0:
+        qs.last_end[r] = np.nan
+        return -1.0, 0, 0
+    out = st.out
+    out.counters[Counter.STEPS.value] += 1
+    out.counters[Counter.COHORT_REQUEST_STEPS.value] += nb
+    out.counters[Counter.ACTIVE_REQUEST_STEPS.value] += nsch
+    dt, num_decode, num_tokens = _price(r, nb, nsch, cfg, req, st)
+    t_end = t + dt
+    qs.busy_until[r] = t_end
+    qs.last_start[r] = t
+    qs.last_end[r] = t_end
+    used = num_used(pool, r)  # blocks held during the step (after its allocations)
+    out.kv_integral[r] += used * dt
+    if used > out.kv_max[r]:
+        out.kv_max[r] = used
+    _end_step(r, t, t_end, nb, nsch, cfg, req, st)
+    return dt, num_decode, num_tokens
+
+
+@jit(inline="always")
+def _schedule(r, t, cutoff, lag, cfg, req, st):
+    """vLLM ``Scheduler.schedule()`` on replica r at t: the cohort, the active running
+    requests, then admissions of requests that arrived by ``cutoff``. Returns ``(cohort
+    members scheduled, active requests scheduled, of which running before)``."""
     pool, qs, coh, out = st.pool, st.qs, st.coh, st.out
     bs = cfg.block_size
     # the cohort takes one token each, unless that could starve or preempt somebody
@@ -194,25 +239,13 @@ def _step(r, t, cfg, req, st):
     budget = cfg.max_num_batched_tokens - nb
     preempted = False
     if qs.act_len[r] > 0:
-        nsch, budget, preempted = schedule_active(r, budget, cfg, req, st)
-    elif pool.caching and nb > 0 and fill_bucket(cfg, coh, r) >= 0:
-        cache_cohort(r, cfg, req, st)  # the members that fill a block register it now
+        nsch, budget, preempted = schedule_active(r, budget, lag, cfg, req, st)
+    elif pool.caching and nb > 0 and fill_bucket(cfg, coh, r, lag) >= 0:
+        cache_cohort(r, lag, cfg, req, st)  # the members that fill a block register it now
+    nrun = nsch
     if not preempted and qs.wq_len[r] > 0:
-        nsch = schedule_waiting(r, t, budget, nsch, cfg, req, st)
-    if nsch == 0 and nb == 0:
-        return -1.0, 0, 0
-    out.counters[Counter.STEPS.value] += 1
-    out.counters[Counter.COHORT_REQUEST_STEPS.value] += nb
-    out.counters[Counter.ACTIVE_REQUEST_STEPS.value] += nsch
-    dt, num_decode, num_tokens = _price(r, nb, nsch, cfg, req, st)
-    t_end = t + dt
-    qs.busy_until[r] = t_end
-    used = num_used(pool, r)  # blocks held during the step (after its allocations)
-    out.kv_integral[r] += used * dt
-    if used > out.kv_max[r]:
-        out.kv_max[r] = used
-    _end_step(r, t, t_end, nb, nsch, cfg, req, st)
-    return dt, num_decode, num_tokens
+        nsch = schedule_waiting(r, t, cutoff, budget, nsch, cfg, req, st)
+    return nb, nsch, nrun
 
 
 @jit(inline="always")
@@ -329,6 +362,7 @@ def _config(inputs: EngineInputs) -> Config:
                   max_model_len=np.int64(cfg.max_model_len), enable_chunked_prefill=bool(cfg.enable_chunked_prefill),
                   scheduler_reserve_full_isl=bool(cfg.scheduler_reserve_full_isl),
                   enable_prefix_caching=bool(cfg.enable_prefix_caching), record_steps=bool(cfg.record_steps),
+                  async_scheduling=bool(cfg.async_scheduling),
                   ring=np.int64(ring), itl_min_s=float(ITL_MIN_S), itl_bins_per_decade=float(ITL_BINS_PER_DECADE),
                   itl_from_s=float(cfg.warm_up_s), cost_params=np.ascontiguousarray(inputs.cost_params, np.float64))
 

@@ -113,6 +113,7 @@ def materialize_cohort(r, t_last, cfg, st):
     for i in range(cnt):
         g = members[i]
         coh_materialize(coh, r, g, t_last, bs, rs, st.out)
+        rs.ph[sl[g, REQ]] = 1  # a member emitted in the replica's last step
         cl[r * w + (sl[g, JDONE] & (w - 1))] = -1
         sl[g, JJOIN] = -1
         while a < al and sl[abase + rs.slot[qs.act[abase + a]], SEQ] < sl[g, SEQ]:
@@ -165,36 +166,61 @@ def _cache_upto(q, gs, upto, r, cfg, req, pool, rs):
 
 
 @jit(inline="always")
-def _cache_member(x, jc, r, cfg, req, st):
+def _cache_member(x, jc, lag, r, cfg, req, st):
     """Cohort member in slot x fills a block in the step numbered jc (it computes token
-    ``base + jc``): register it."""
+    ``base + jc``): register it. ``lag`` 1 (async scheduling, the step scheduled while the
+    last one ran): the member's last token is a placeholder, so the block it filled in the
+    last step is registered now instead (README "Async scheduling")."""
     q = st.coh.sl[x, REQ]
-    _cache_upto(q, x, (st.coh.sl[x, BASE] + jc + 1) // cfg.block_size, r, cfg, req, st.pool, st.rs)
+    _cache_upto(q, x, (st.coh.sl[x, BASE] + jc + 1 - lag) // cfg.block_size, r, cfg, req, st.pool, st.rs)
 
 
 @jit(inline="always")
-def fill_bucket(cfg, coh, r):
-    """First member (running order) of the bucket that fills a block in the coming step."""
-    return coh.bk[r * cfg.block_size + (-coh.rp[r, J] - 1) % cfg.block_size, HEAD]
+def fill_bucket(cfg, coh, r, lag):
+    """First member (running order) of the bucket that fills a block in the coming step
+    (``lag`` 1: that filled one in the last step)."""
+    return coh.bk[r * cfg.block_size + (-coh.rp[r, J] - 1 + lag) % cfg.block_size, HEAD]
 
 
 @jit(inline="always")
-def cache_cohort(r, cfg, req, st):
+def cache_cohort(r, lag, cfg, req, st):
     """Register the blocks the cohort fills in the coming step (a step with no active
     request; at scheduling, before admissions)."""
     jc = st.coh.rp[r, J]
-    x = fill_bucket(cfg, st.coh, r)
+    x = fill_bucket(cfg, st.coh, r, lag)
     while x >= 0:
-        _cache_member(x, jc, r, cfg, req, st)
+        _cache_member(x, jc, lag, r, cfg, req, st)
         x = st.coh.sl[x, BKN]
 
 
 # ---------------------------------------------------------------------- running requests
 @jit(inline="always")
-def schedule_active(r, budget, cfg, req, st):
+def _preempt_held(r, cfg, st):
+    """Async scheduling: if the last running request is one that completed in the step in
+    flight (still holding its blocks), it is the victim: its blocks are freed and it counts a
+    preemption, but it never waits again (its output finishes it). Returns whether it was."""
+    rs, qs, sl = st.rs, st.qs, st.coh.sl
+    abase = r * cfg.max_num_seqs
+    for i in range(qs.held_len[r] - 1, -1, -1):
+        h = qs.held[abase + i]
+        if rs.slot[h] < 0:
+            continue
+        last = qs.act[abase + qs.act_len[r] - 1]
+        if sl[abase + rs.slot[h], SEQ] < sl[abase + rs.slot[last], SEQ]:
+            return False
+        _free_request(h, r, cfg, st.pool, rs)
+        st.out.preemptions[h] += 1
+        return True
+    return False
+
+
+@jit(inline="always")
+def schedule_active(r, budget, lag, cfg, req, st):
     """vLLM v1 pass over the active running requests; returns (num_scheduled, budget_left,
     preempted). Preemption (victim: the last running request) only happens with an empty
-    cohort, when the active list is the whole running list.
+    cohort, when the active list is the whole running list (and, with async scheduling, the
+    requests that completed in the step in flight). ``lag`` 1: a request that emitted in the
+    last step registers blocks only up to its known tokens less that placeholder.
 
     With prefix caching, each scheduled request registers the blocks it fills in this step
     right after its allocation (vLLM ``allocate_slots`` -> ``cache_blocks``); the cohort
@@ -205,7 +231,7 @@ def schedule_active(r, budget, cfg, req, st):
     jc = coh.rp[r, J]
     x = -1  # the next cohort member (running order) that fills a block this step
     if pool.caching and coh.rp[r, NUM] > 0:
-        x = fill_bucket(cfg, coh, r)
+        x = fill_bucket(cfg, coh, r, lag)
     abase = r * cfg.max_num_seqs
     nsch = 0
     preempted = False
@@ -216,6 +242,9 @@ def schedule_active(r, budget, cfg, req, st):
         need = cdiv(rs.num_computed[q] + num_new, bs) - rs.num_blocks[q]
         can_schedule = True
         while need > num_free(pool, r):
+            if cfg.async_scheduling and _preempt_held(r, cfg, st):
+                preempted = True
+                continue
             qs.act_len[r] -= 1
             v = qs.act[abase + qs.act_len[r]]
             _free_request(v, r, cfg, pool, rs)
@@ -235,16 +264,16 @@ def schedule_active(r, budget, cfg, req, st):
             rs.num_blocks[q] += need
         if pool.caching:
             while x >= 0 and coh.sl[x, SEQ] < coh.sl[gs, SEQ]:
-                _cache_member(x, jc, r, cfg, req, st)
+                _cache_member(x, jc, lag, r, cfg, req, st)
                 x = coh.sl[x, BKN]
-            _cache_upto(q, gs, (rs.num_computed[q] + num_new) // bs, r, cfg, req, pool, rs)
+            _cache_upto(q, gs, (rs.num_computed[q] + num_new - lag * rs.ph[q]) // bs, r, cfg, req, pool, rs)
         sc.sch_req[nsch] = q
         sc.sch_new[nsch] = num_new
         nsch += 1
         budget -= num_new
         i += 1
     while x >= 0:
-        _cache_member(x, jc, r, cfg, req, st)
+        _cache_member(x, jc, lag, r, cfg, req, st)
         x = coh.sl[x, BKN]
     return nsch, budget, preempted
 
@@ -266,9 +295,10 @@ def _classify(q, hit, row, r, cfg, req, pool, rs):
 
 
 @jit(inline="always")
-def schedule_waiting(r, t, budget, nsch, cfg, req, st):
-    """Admit waiting requests FCFS until one does not fit (they join the active list);
-    returns num_scheduled. With ``scheduler_reserve_full_isl`` the free blocks must cover
+def schedule_waiting(r, t, cutoff, budget, nsch, cfg, req, st):
+    """Admit waiting requests FCFS until one does not fit (they join the active list) or
+    arrived after ``cutoff`` (async scheduling: after this step was scheduled); returns
+    num_scheduled. With ``scheduler_reserve_full_isl`` the free blocks must cover
     the request's whole known sequence, not just this step's chunk (vLLM
     ``allocate_slots(full_sequence_must_fit=True)``)."""
     pool, rs, qs, coh, sc, out = st.pool, st.rs, st.qs, st.coh, st.sc, st.out
@@ -277,6 +307,8 @@ def schedule_waiting(r, t, budget, nsch, cfg, req, st):
     counters = out.counters
     while qs.wq_len[r] > 0 and budget > 0 and rs.slot_top[r] > 0:
         q = wq_front(qs, r)
+        if out.arrival_s[q] > cutoff:
+            break
         num_tokens = req.prompt[q] + rs.generated[q]
         hit = 0
         counters[Counter.ADMISSION_ATTEMPTS.value] += 1
@@ -325,6 +357,7 @@ def schedule_waiting(r, t, budget, nsch, cfg, req, st):
         rp[r, NEXTSEQ] += 1
         sl[gs, JJOIN] = -1
         sl[gs, EMIT] = 0
+        rs.ph[q] = 0
         if math.isnan(out.admitted_s[q]):
             out.admitted_s[q] = t
             out.cached_tokens[q] = hit_tokens
@@ -374,6 +407,7 @@ def finish_active(r, t_end, nsch, cfg, req, st):
                     out.max_itl_s[q] = gap
             rs.last_token_s[q] = t_end
         sl[r * cfg.max_num_seqs + rs.slot[q], EMIT] = 1 if emitted else 0
+        rs.ph[q] = 1 if emitted else 0
 
 
 @jit(inline="always")
@@ -388,7 +422,12 @@ def _complete(q, r, t_end, cfg, req, st):
     else:
         st.out.status[q] = Status.TIMED_OUT
         release_followups(st.qs, req, q, deadline)
-    _free_request(q, r, cfg, st.pool, st.rs)
+    if cfg.async_scheduling:  # slot and blocks held until the next schedule (async_sched.py)
+        qs = st.qs
+        qs.held[r * cfg.max_num_seqs + qs.held_len[r]] = q
+        qs.held_len[r] += 1
+    else:
+        _free_request(q, r, cfg, st.pool, st.rs)
 
 
 @jit(inline="always")

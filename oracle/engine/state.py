@@ -53,6 +53,7 @@ Config = namedtuple("Config", [
     "num_replicas", "router", "block_size", "max_num_seqs", "max_blocks_per_request",
     "max_num_batched_tokens", "max_model_len", "enable_chunked_prefill",
     "scheduler_reserve_full_isl", "enable_prefix_caching", "record_steps",
+    "async_scheduling",  # vLLM AsyncScheduler (README "Async scheduling"; async_sched.py)
     "ring",            # W: a power of two above the longest output (cohort rings)
     "itl_min_s", "itl_bins_per_decade",
     "itl_from_s",      # gaps of requests arriving before this stay out of the histogram
@@ -78,6 +79,7 @@ RequestState = namedtuple("RequestState", [
     "table",         # i4[R*s_max*m] block tables, one row of m per slot
     "slot_free",     # i4[R*s_max] stack of free slots per replica
     "slot_top",      # i4[R] free slots per replica (running = s_max - slot_top)
+    "ph",            # i1[n] async: emitted in its replica's last step (an output placeholder)
 ])
 
 Queues = namedtuple("Queues", [
@@ -88,6 +90,10 @@ Queues = namedtuple("Queues", [
     "ab_t", "ab_id", "ab_n",     # abort heap on (client deadline, id); ab_n i8[1] its size
     "rr_counter",                # i8[1] requests routed round robin so far
     "sess_rep",                  # i4[sessions] replica a session is pinned to (-1 none)
+    # async scheduling (async_sched.py): each replica's last step, and the requests that
+    # completed in it, still holding their slot and blocks (running order)
+    "last_start", "last_end",    # f8[R] (NaN: none, or the replica has been idle since)
+    "held", "held_len",          # i4[R*s_max], i8[R]
 ])
 
 Cohort = namedtuple("Cohort", ["sl", "bk", "cl", "dtlog", "rp"])
@@ -153,7 +159,7 @@ def new_state(req: Requests, cfg: Config, num_blocks: int, num_sessions: int) ->
         num_blocks=np.zeros(n_req, np.int32), num_cached=np.zeros(n_req, np.int32),
         slot=np.full(n_req, -1, np.int32), last_token_s=np.zeros(n_req, np.float64),
         table=np.empty(R * s_max * m, np.int32), slot_free=slot_free,
-        slot_top=np.full(R, s_max, np.int32))
+        slot_top=np.full(R, s_max, np.int32), ph=np.zeros(n_req, np.int8))
     wcap = n_req + 1
     qs = Queues(
         wq=np.empty(R * wcap, np.int32), wq_head=np.zeros(R, np.int64), wq_len=np.zeros(R, np.int64),
@@ -161,7 +167,9 @@ def new_state(req: Requests, cfg: Config, num_blocks: int, num_sessions: int) ->
         busy_until=np.zeros(R, np.float64), hp_t=np.empty(n_req + 1, np.float64),
         hp_id=np.empty(n_req + 1, np.int64), hp_n=np.zeros(1, np.int64),
         ab_t=np.empty(n_req + 1, np.float64), ab_id=np.empty(n_req + 1, np.int64), ab_n=np.zeros(1, np.int64),
-        rr_counter=np.zeros(1, np.int64), sess_rep=np.full(max(num_sessions, 1), -1, np.int32))
+        rr_counter=np.zeros(1, np.int64), sess_rep=np.full(max(num_sessions, 1), -1, np.int32),
+        last_start=np.full(R, np.nan), last_end=np.full(R, np.nan),
+        held=np.empty(R * s_max, np.int32), held_len=np.zeros(R, np.int64))
     coh = Cohort(*new_cohort(R, s_max, int(cfg.block_size), int(cfg.ring)))
     sc = Scratch(sch_req=np.empty(s_max, np.int32), sch_new=np.empty(s_max, np.int32),
                  hit_blocks=np.empty(m, np.int32), members=np.empty(s_max, np.int64),

@@ -54,6 +54,7 @@ class ServerSettings:
     block_size: int = 16
     enable_prefix_caching: bool = True
     enable_chunked_prefill: bool = True
+    async_scheduling: bool | None = None  # None: the framework catalog's (vLLM: on, its default since v0.14)
     sources: dict[str, str] = field(default_factory=dict, compare=False)
 
     def framework_table(self) -> dict[str, Any]:
@@ -68,6 +69,8 @@ class ServerSettings:
             fw["max_model_len"] = self.max_model_len
         if self.num_gpu_blocks is not None:
             fw["num_gpu_blocks"] = self.num_gpu_blocks
+        if self.async_scheduling is not None:
+            fw["async_scheduling"] = self.async_scheduling
         return fw
 
 

@@ -8,7 +8,8 @@ records which one each setting came from, and the replay prints it.
 ``exp-config.yaml`` keys (vLLM's own flag names, with ``-`` or ``_``): ``model``,
 ``tensor_parallelism`` / ``tensor_parallel_size``, ``max_model_len``, ``max_num_batched_tokens``,
 ``max_num_seqs``, ``gpu_memory_utilization``, ``block_size``, ``enable_prefix_caching``,
-``enable_chunked_prefill``, ``num_gpu_blocks_override`` / ``num_gpu_blocks``. ``app`` (the
+``enable_chunked_prefill``, ``num_gpu_blocks_override`` / ``num_gpu_blocks``,
+``async_scheduling`` (absent: the framework catalog's, on for vLLM as in its defaults). ``app`` (the
 load generator's name) is read and not used; any other key is listed in the notes as ignored
 (an external file: noted, not rejected, as for original-LLMPerfOracle configs).
 """
@@ -35,6 +36,7 @@ SERVER_KEYS: dict[str, tuple[str, type]] = {
     "enable_chunked_prefill": ("enable_chunked_prefill", bool),
     "num_gpu_blocks_override": ("num_gpu_blocks", int),
     "num_gpu_blocks": ("num_gpu_blocks", int),
+    "async_scheduling": ("async_scheduling", bool),
 }
 NOT_SERVER_KEYS = ("app",)
 _DEFAULTS = {f: getattr(ServerSettings, f) for f in ("tp", "max_num_seqs", "max_num_batched_tokens",

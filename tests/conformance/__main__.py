@@ -4,6 +4,7 @@
     python -m tests.conformance run burst_shared_prefix            # vLLM vs oracle and reference
     python -m tests.conformance run free_order --side oracle --steps
     python -m tests.conformance run /tmp/conformance-failures/gen_chat-1a2b3c4d5e.json
+    python -m tests.conformance run tight_kv_preemption --async    # vLLM's AsyncScheduler
 
 Run from the repository root with the Python that has vLLM (``pip install -e .[conformance]``).
 ``--steps`` also prints every step of each side; ``--vllm-option k=v`` overrides a vLLM
@@ -20,7 +21,7 @@ from pathlib import Path
 
 from .harness import RUNNERS, compare, run_vllm
 from .trace import steps_table, summary
-from .workloads import TRACE_CASES, Case, hand_made, trace_case
+from .workloads import TRACE_CASES, Case, as_async, hand_made, trace_case
 
 
 def load_case(name: str) -> Case:
@@ -45,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
                      help="what to compare vLLM with")
     run.add_argument("--steps", action="store_true", help="print every step of every side")
     run.add_argument("--vllm-option", action="append", default=[], metavar="K=V")
+    run.add_argument("--async", dest="async_", action="store_true",
+                     help="async scheduling on both sides (client timeouts dropped)")
     args = ap.parse_args(argv)
     if args.cmd == "list":
         for name, c in hand_made().items():
@@ -53,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:32s} (bundled trace sample)")
         return 0
     case = load_case(args.name)
+    if args.async_:
+        case = as_async(case)
     overrides = {}
     for kv in args.vllm_option:
         k, _, v = kv.partition("=")

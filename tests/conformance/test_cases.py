@@ -16,7 +16,7 @@ pytest.importorskip("vllm", minversion="0.33.0",
                     reason="vLLM not installed (pip install -e '.[conformance]')")
 
 from conformance.harness import compare, run_oracle, run_reference, run_vllm  # noqa: E402
-from conformance.workloads import TRACE_CASES, hand_made, trace_case  # noqa: E402
+from conformance.workloads import TRACE_CASES, as_async, hand_made, trace_case  # noqa: E402
 
 SIDES = {"oracle": run_oracle, "reference": run_reference}
 pytestmark = pytest.mark.usefixtures("vllm_session")
@@ -49,6 +49,21 @@ def _assert_same(case, vllm_trace, side):
 @pytest.mark.parametrize("name", list(hand_made()))
 def test_hand_made(name, side):
     case, v = _hand(name)
+    _assert_same(case, v, side)
+
+
+@functools.lru_cache(maxsize=None)
+def _hand_async(name):
+    case = as_async(hand_made()[name])
+    return case, run_vllm(case)
+
+
+@pytest.mark.parametrize("side", sorted(SIDES))
+@pytest.mark.parametrize("name", list(hand_made()))
+def test_hand_made_async(name, side):
+    """vLLM's ``AsyncScheduler`` driven as ``EngineCore.step_with_batch_queue`` does, against
+    the engine with ``async_scheduling`` on."""
+    case, v = _hand_async(name)
     _assert_same(case, v, side)
 
 

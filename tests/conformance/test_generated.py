@@ -20,7 +20,7 @@ pytest.importorskip("vllm", minversion="0.33.0",
                     reason="vLLM not installed (pip install -e '.[conformance]')")
 
 from conformance.harness import check  # noqa: E402
-from conformance.workloads import THEMES, workloads  # noqa: E402
+from conformance.workloads import ASYNC_THEMES, THEMES, as_async, workloads  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("vllm_session")
 PER_THEME = max(4, settings.default.max_examples // len(THEMES))
@@ -62,6 +62,22 @@ def _run(case, failures_dir):
 @given(data=st.data())
 def test_generated(failures_dir, theme, data):
     _run(data.draw(workloads(theme), label="case"), failures_dir)
+
+
+@pytest.mark.parametrize("theme", ASYNC_THEMES)
+@settings(max_examples=PER_THEME, deadline=None, suppress_health_check=SLOW)
+@given(data=st.data())
+def test_generated_async(failures_dir, theme, data):
+    """The same themes with vLLM's ``AsyncScheduler`` and the engine's ``async_scheduling``
+    (client timeouts left out: README "Async scheduling", what differs)."""
+    _run(as_async(data.draw(workloads(theme), label="case")), failures_dir)
+
+
+@pytest.mark.nightly
+@settings(max_examples=NIGHTLY // 4, deadline=None, suppress_health_check=SLOW)
+@given(data=st.data())
+def test_generated_async_nightly(failures_dir, data):
+    _run(as_async(data.draw(workloads("mixed"), label="case")), failures_dir)
 
 
 @pytest.mark.nightly

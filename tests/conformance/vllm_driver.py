@@ -111,7 +111,7 @@ def make_vllm_config(cfg, num_gpu_blocks: int) -> VllmConfig:
     sc = SchedulerConfig(
         max_num_seqs=int(cfg.max_num_seqs), max_num_batched_tokens=int(cfg.max_num_batched_tokens),
         max_model_len=int(cfg.max_model_len), enable_chunked_prefill=bool(cfg.enable_chunked_prefill),
-        is_encoder_decoder=False, async_scheduling=False, policy="fcfs")
+        is_encoder_decoder=False, async_scheduling=bool(getattr(cfg, "async_scheduling", False)), policy="fcfs")
     cc = CacheConfig(block_size=int(cfg.block_size), enable_prefix_caching=bool(cfg.enable_prefix_caching))
     cc.num_gpu_blocks = int(num_gpu_blocks)
     vc = VllmConfig(model_config=mc, scheduler_config=sc, cache_config=cc,
@@ -129,7 +129,8 @@ def make_vllm_config(cfg, num_gpu_blocks: int) -> VllmConfig:
               "num_gpu_blocks": num_gpu_blocks}
     assert effective == wanted, f"vLLM changed the configuration: {effective} != {wanted}"
     # The knobs that change which tokens get scheduled, at the values this suite assumes.
-    assert not s.async_scheduling and s.policy == "fcfs" and vc.speculative_config is None
+    assert s.async_scheduling == bool(getattr(cfg, "async_scheduling", False))
+    assert s.policy == "fcfs" and vc.speculative_config is None
     assert s.long_prefill_token_threshold == 0 and s.max_num_scheduled_tokens is None
     assert s.max_num_active_seqs is None and s.prefill_schedule_interval == 1 and s.watermark == 0.0
     assert vc.kv_transfer_config is None and vc.num_lookahead_tokens == 0
@@ -156,7 +157,7 @@ def make_scheduler(cfg, num_gpu_blocks: int, **scheduler_overrides) -> Scheduler
     spec = FullAttentionSpec(block_size=bs, num_kv_heads=4, head_size=16, dtype=torch.float32)
     kv = KVCacheConfig(num_blocks=int(num_gpu_blocks), kv_cache_tensors=[],
                        kv_cache_groups=[KVCacheGroupSpec(["model.layers.0.self_attn.attn"], spec)])
-    sched = Scheduler(vllm_config=vc, kv_cache_config=kv, structured_output_manager=StructuredOutputManager(vc),
+    sched = vc.scheduler_config.get_scheduler_cls()(vllm_config=vc, kv_cache_config=kv, structured_output_manager=StructuredOutputManager(vc),
                       block_size=bs, log_stats=True)
     assert sched.kv_cache_manager.block_pool.num_gpu_blocks == num_gpu_blocks
     return sched
@@ -171,120 +172,141 @@ def _hashed_blocks(pool) -> int:
 def run_vllm(specs: Sequence, cfg, step_time_fn: StepTimeFn, num_gpu_blocks: int,
              **scheduler_overrides) -> Trace:
     """Run the workload ``specs`` (``engine_cases.ReqSpec`` rows; row = request id) through
-    vLLM's scheduler with the engine's clock; ``cfg`` is the ``EngineConfig`` (one replica)."""
+    vLLM's scheduler with the engine's clock; ``cfg`` is the ``EngineConfig`` (one replica).
+    With ``cfg.async_scheduling`` the scheduler is vLLM's ``AsyncScheduler``, driven as
+    ``EngineCore.step_with_batch_queue`` drives it (:meth:`_Driver.run_async`)."""
     assert int(cfg.num_replicas) == 1, "the conformance harness drives one replica"
-    sched = make_scheduler(cfg, num_gpu_blocks, **scheduler_overrides)
-    bs = int(cfg.block_size)
-    hasher = get_request_block_hasher(bs, sha256)
-    pool = sched.kv_cache_manager.block_pool
-    n = len(specs)
-    rows = [ReqRow() for _ in specs]
-    children: list[list[int]] = [[] for _ in specs]
-    for i, s in enumerate(specs):
-        if s.parent >= 0:
-            children[s.parent].append(i)
-    static = sorted((float(s.arrival_s), i) for i, s in enumerate(specs) if s.parent < 0)
-    heap: list[tuple[float, int]] = []          # follow-ups: (arrival, id)
-    aborts: list[tuple[float, int]] = []        # clients giving up: (deadline, id)
-    reqs: dict[str, Request] = {}
-    ever_admitted = [False] * n
-    last_token_s = [math.nan] * n
-    counters = {"requests": 0, "queries": 0, "hits": 0, "preempted_requests": 0,
-                "preempted_queries": 0, "preempted_hits": 0}
-    steps: list[StepRow] = []
-    busy_until = 0.0
-    nxt = 0
-    empty_in_a_row = 0
+    d = _Driver(specs, cfg, step_time_fn, num_gpu_blocks, make_scheduler(cfg, num_gpu_blocks, **scheduler_overrides))
+    if getattr(cfg, "async_scheduling", False):
+        d.run_async()
+    else:
+        d.run_sync()
+    for i, r in enumerate(d.rows):
+        assert r.status in (FINISHED, REJECTED, TIMED_OUT), f"request {i} never ended"
+    return Trace(source=f"vllm {VLLM_VERSION}", num_gpu_blocks=num_gpu_blocks, requests=d.rows,
+                 steps=d.steps, counters=d.counters, notes=[vllm_settings_note(d.sched.vllm_config)])
 
-    def release(i: int, t_end: float) -> None:
-        for j in children[i]:
-            heapq.heappush(heap, (t_end + float(specs[j].think_s), j))
 
-    def peek() -> tuple[float, int] | None:
+class _Batch:
+    """One scheduled step: its ``SchedulerOutput``, timing and aggregates."""
+
+    def __init__(self, so, t: float, dt: float, num_tokens: int, num_decode: int, num_prefill_tokens: int,
+                 sched_rows: list, emitting: list[str]):
+        self.so, self.t, self.dt, self.t_end = so, t, dt, t + dt
+        self.num_tokens, self.num_decode, self.num_prefill_tokens = num_tokens, num_decode, num_prefill_tokens
+        self.sched_rows, self.emitting = sched_rows, emitting
+        self.preempted = tuple(sorted(int(r) for r in so.preempted_req_ids))
+
+
+class _Driver:
+    """The engine README's loop ("Time and events") around one vLLM scheduler."""
+
+    def __init__(self, specs, cfg, step_time_fn, num_gpu_blocks, sched):
+        self.specs, self.cfg, self.step_time_fn, self.num_gpu_blocks = specs, cfg, step_time_fn, num_gpu_blocks
+        self.sched = sched
+        self.bs = int(cfg.block_size)
+        self.hasher = get_request_block_hasher(self.bs, sha256)
+        self.pool = sched.kv_cache_manager.block_pool
+        self.rows = [ReqRow() for _ in specs]
+        self.children: list[list[int]] = [[] for _ in specs]
+        for i, s in enumerate(specs):
+            if s.parent >= 0:
+                self.children[s.parent].append(i)
+        self.static = sorted((float(s.arrival_s), i) for i, s in enumerate(specs) if s.parent < 0)
+        self.heap: list[tuple[float, int]] = []          # follow-ups: (arrival, id)
+        self.aborts: list[tuple[float, int]] = []        # clients giving up: (deadline, id)
+        self.reqs: dict[str, Request] = {}
+        self.ever_admitted = [False] * len(specs)
+        self.counters = {"requests": 0, "queries": 0, "hits": 0, "preempted_requests": 0,
+                         "preempted_queries": 0, "preempted_hits": 0}
+        self.steps: list[StepRow] = []
+        self.nxt = 0
+
+    # ------------------------------------------------------------------ events
+    def release(self, i: int, t_end: float) -> None:
+        for j in self.children[i]:
+            heapq.heappush(self.heap, (t_end + float(self.specs[j].think_s), j))
+
+    def peek(self) -> tuple[float, int] | None:
         cands = []
-        if nxt < len(static):
-            cands.append(static[nxt])
-        if heap:
-            cands.append(heap[0])
+        if self.nxt < len(self.static):
+            cands.append(self.static[self.nxt])
+        if self.heap:
+            cands.append(self.heap[0])
         return min(cands) if cands else None
 
-    def has_work() -> bool:
-        return sched.get_num_unfinished_requests() > 0
+    def has_work(self) -> bool:
+        return self.sched.get_num_unfinished_requests() > 0
 
-    def add_stats(outs) -> None:
+    def add_stats(self, outs) -> None:
         for eco in outs.values():
             st = eco.scheduler_stats
             if st is None or st.prefix_cache_stats is None:
                 continue
             pc = st.prefix_cache_stats
-            for k in counters:
-                counters[k] += int(getattr(pc, k))
+            for k in self.counters:
+                self.counters[k] += int(getattr(pc, k))
 
-    while True:
-        arr = peek()
-        work = has_work()
-        if aborts and (arr is None or aborts[0][0] <= arr[0]) and (not work or aborts[0][0] <= busy_until):
-            # ---- a client gives up (engine README: "Client timeouts"): the API server
-            # aborts the request, which the engine core applies between steps
-            d, i = heapq.heappop(aborts)
-            req = reqs.get(str(i))
-            if req is not None and not req.is_finished():
-                sched.finish_requests(str(i), RequestStatus.FINISHED_ABORTED)
-                rows[i].status = TIMED_OUT
-                rows[i].preemptions = req.num_preemptions
-                release(i, d)
-            continue
-        if arr is not None and (not work or arr[0] <= busy_until):
-            # ---- an arrival (engine README: "Arrival at time a of request i")
-            if heap and heap[0] == arr:
-                heapq.heappop(heap)
+    def abort(self) -> None:
+        """A client gives up (engine README: "Client timeouts"): the API server aborts the
+        request, which the engine core applies between steps."""
+        d, i = heapq.heappop(self.aborts)
+        req = self.reqs.get(str(i))
+        if req is not None and not req.is_finished():
+            self.sched.finish_requests(str(i), RequestStatus.FINISHED_ABORTED)
+            self.rows[i].status = TIMED_OUT
+            self.rows[i].preemptions = req.num_preemptions
+            self.release(i, d)
+
+    def arrive(self, arr: tuple[float, int]) -> None:
+        """An arrival (engine README: "Arrival at time a of request i")."""
+        if self.heap and self.heap[0] == arr:
+            heapq.heappop(self.heap)
+        else:
+            self.nxt += 1
+        a, i = arr
+        s = self.specs[i]
+        p, o = len(s.prompt), len(s.output)
+        if p + o > self.cfg.max_model_len or -(-(p + o) // self.bs) > self.num_gpu_blocks - 1:
+            self.rows[i].status = REJECTED    # mirrored: the engine rejects before routing
+            self.release(i, a)
+            return
+        req = Request(request_id=str(i), prompt_token_ids=[int(x) for x in s.prompt],
+                      sampling_params=SamplingParams(max_tokens=o, ignore_eos=True),
+                      pooling_params=None, arrival_time=a, block_hasher=self.hasher)
+        self.reqs[req.request_id] = req
+        self.sched.add_request(req)
+        if math.isfinite(getattr(s, "timeout_s", math.inf)):
+            heapq.heappush(self.aborts, (a + float(s.timeout_s), i))
+
+    def ingest(self, t: float) -> None:
+        """Aborts and arrivals up to ``t``, in time order (ties: aborts first)."""
+        while True:
+            arr = self.peek()
+            if self.aborts and self.aborts[0][0] <= t and (arr is None or self.aborts[0][0] <= arr[0]):
+                self.abort()
+            elif arr is not None and arr[0] <= t:
+                self.arrive(arr)
             else:
-                nxt += 1
-            a, i = arr
-            s = specs[i]
-            p, o = len(s.prompt), len(s.output)
-            if p + o > cfg.max_model_len or -(-(p + o) // bs) > num_gpu_blocks - 1:
-                rows[i].status = REJECTED    # mirrored: the engine rejects before routing
-                release(i, a)
-                continue
-            req = Request(request_id=str(i), prompt_token_ids=[int(x) for x in s.prompt],
-                          sampling_params=SamplingParams(max_tokens=o, ignore_eos=True),
-                          pooling_params=None, arrival_time=a, block_hasher=hasher)
-            reqs[req.request_id] = req
-            sched.add_request(req)
-            if math.isfinite(getattr(s, "timeout_s", math.inf)):
-                heapq.heappush(aborts, (a + float(s.timeout_s), i))
-            if not work:
-                busy_until = max(busy_until, a)
-            continue
-        if not work:
-            break
+                return
 
-        # ---- one step at t = busy_until
-        t = busy_until
-        so = sched.schedule()
-        if so.total_num_scheduled_tokens == 0:
-            # Nothing scheduled (only after a preemption): no time passes, no row.
-            add_stats(sched.update_from_output(so, EMPTY_MODEL_RUNNER_OUTPUT))
-            empty_in_a_row += 1
-            if empty_in_a_row > 2:
-                raise RuntimeError(f"vLLM scheduled nothing {empty_in_a_row} times in a row at t={t} "
-                                   f"(running {len(sched.running)}, waiting {len(sched.waiting)})")
-            continue
-        empty_in_a_row = 0
-
-        # Step aggregates (README "Step aggregates"), in schedule order.
+    # ------------------------------------------------------------------ steps
+    def price(self, so, t: float) -> _Batch:
+        """Step aggregates (README "Step aggregates"), in schedule order, and the step's
+        duration. ``schedule()`` has already advanced ``num_computed_tokens`` and (async) added
+        an output placeholder for each request that samples in this step, so the tokens
+        computed before are ``num_computed_tokens - scheduled`` and the tokens known to the
+        engine ``num_tokens`` plus the placeholders of earlier steps."""
         num_tokens = num_emit = num_decode = decode_ctx_sum = prefill_ctx_sum = 0
         prefill_attn_units = 0.0
         num_prefill_tokens = 0
-        sched_rows = []
-        req_ids = []
-        sampled = []
+        sched_rows, emitting = [], []
         for rid, c in so.num_scheduled_tokens.items():
-            req = sched.requests[rid]
+            req = self.sched.requests[rid]
             i = int(rid)
-            p0 = req.num_computed_tokens - c     # schedule() already advanced it
-            known = req.num_tokens               # prompt + generated so far
+            p0 = req.num_computed_tokens - c
+            emits = not req.is_prefill_chunk
+            known = req.num_tokens + req.num_output_placeholders - (1 if emits and self.cfg.async_scheduling else 0)
             sched_rows.append((i, c, p0))
             num_tokens += c
             if c == 1 and p0 > 0 and p0 + 1 == known:
@@ -294,53 +316,147 @@ def run_vllm(specs: Sequence, cfg, step_time_fn: StepTimeFn, num_gpu_blocks: int
                 prefill_attn_units += c * (p0 + (c + 1) / 2)
                 prefill_ctx_sum += p0
                 num_prefill_tokens += c
-            emits = p0 + c == known
             if emits:
+                assert p0 + c == known, (rid, p0, c, known)
                 num_emit += 1
-            if not ever_admitted[i]:
-                ever_admitted[i] = True
-                rows[i].admitted_s = t
-                rows[i].cached_tokens = p0   # the prefix hit of the first admission
-            rows[i].computed_tokens += c
-            req_ids.append(rid)
-            sampled.append([int(specs[i].output[req.num_output_tokens])] if emits else [])
-        dt = float(step_time_fn(num_tokens, num_emit, num_decode, decode_ctx_sum,
-                                prefill_attn_units, prefill_ctx_sum))
-        t_end = t + dt
-        preempted = tuple(sorted(int(r) for r in so.preempted_req_ids))
+                emitting.append(rid)
+            if not self.ever_admitted[i]:
+                self.ever_admitted[i] = True
+                self.rows[i].admitted_s = t
+                self.rows[i].cached_tokens = p0   # the prefix hit of the first admission
+            self.rows[i].computed_tokens += c
+        dt = float(self.step_time_fn(num_tokens, num_emit, num_decode, decode_ctx_sum,
+                                     prefill_attn_units, prefill_ctx_sum))
+        return _Batch(so, t, dt, num_tokens, num_decode, num_prefill_tokens, sched_rows, emitting)
 
+    def outputs(self, b: _Batch) -> None:
+        """``update_from_output`` with the step's model output: one sampled token (the
+        workload's next output token) for each request whose scheduled tokens reach its known
+        tokens; then the requests that finished."""
+        req_ids = list(b.so.num_scheduled_tokens)
+        sampled = []
+        for rid in req_ids:
+            req = self.reqs[rid]
+            k = min(req.num_output_tokens, len(self.specs[int(rid)].output) - 1)
+            sampled.append([int(self.specs[int(rid)].output[k])] if rid in b.emitting else [])
         mro = ModelRunnerOutput(req_ids=req_ids, req_id_to_index={r: k for k, r in enumerate(req_ids)},
                                 sampled_token_ids=sampled)
-        add_stats(sched.update_from_output(so, mro))
-        busy_until = t_end
-
-        for rid, tok in zip(req_ids, sampled):
-            if not tok:
+        alive = {rid for rid in b.emitting if not self.reqs[rid].is_finished()}  # not aborted meanwhile
+        self.add_stats(self.sched.update_from_output(b.so, mro))
+        for rid in b.emitting:
+            if rid not in alive:
                 continue
             i = int(rid)
-            req = reqs[rid]
-            r = rows[i]
+            req = self.reqs[rid]
+            r = self.rows[i]
             if math.isnan(r.first_token_s):
-                r.first_token_s = t_end
-            last_token_s[i] = t_end
+                r.first_token_s = b.t_end
             if req.is_finished():
-                assert req.num_output_tokens == len(specs[i].output), (rid, req.num_output_tokens)
-                r.completion_s = t_end
+                assert req.num_output_tokens == len(self.specs[i].output), (rid, req.num_output_tokens)
+                r.completion_s = b.t_end
                 r.preemptions = req.num_preemptions
-                deadline = float(req.arrival_time) + float(getattr(specs[i], "timeout_s", math.inf))
+                deadline = float(req.arrival_time) + float(getattr(self.specs[i], "timeout_s", math.inf))
                 # past its client's deadline: the client already gave up (follow-ups go then)
-                r.status = FINISHED if t_end <= deadline else TIMED_OUT
-                release(i, min(t_end, deadline))
+                r.status = FINISHED if b.t_end <= deadline else TIMED_OUT
+                self.release(i, min(b.t_end, deadline))
 
-        free = pool.get_num_free_blocks()
-        steps.append(StepRow(
-            start_s=t, duration_s=dt, num_scheduled=num_tokens, num_decode=num_decode,
-            num_prefill_tokens=num_prefill_tokens, num_running=len(sched.running),
-            num_waiting=len(sched.waiting) + len(sched.kv_holding_waiting),
-            kv_blocks_used=num_gpu_blocks - 1 - free, kv_blocks_cached=_hashed_blocks(pool),
-            sched=tuple(sched_rows), preempted=preempted, distinct_hashes=len(pool.cached_block_hash_to_block)))
+    def record(self, b: _Batch) -> None:
+        free = self.pool.get_num_free_blocks()
+        self.steps.append(StepRow(
+            start_s=b.t, duration_s=b.dt, num_scheduled=b.num_tokens, num_decode=b.num_decode,
+            num_prefill_tokens=b.num_prefill_tokens, num_running=len(self.sched.running),
+            num_waiting=len(self.sched.waiting) + len(self.sched.kv_holding_waiting),
+            kv_blocks_used=self.num_gpu_blocks - 1 - free, kv_blocks_cached=_hashed_blocks(self.pool),
+            sched=tuple(b.sched_rows), preempted=b.preempted,
+            distinct_hashes=len(self.pool.cached_block_hash_to_block)))
 
-    for i, r in enumerate(rows):
-        assert r.status in (FINISHED, REJECTED, TIMED_OUT), f"request {i} never ended"
-    return Trace(source=f"vllm {VLLM_VERSION}", num_gpu_blocks=num_gpu_blocks, requests=rows,
-                 steps=steps, counters=counters, notes=[vllm_settings_note(sched.vllm_config)])
+    def schedule(self):
+        """``Scheduler.schedule()``; a step that scheduled nothing (only after a preemption,
+        or under async scheduling when every running request's last token is in flight) gets
+        ``update_from_output`` with ``EMPTY_MODEL_RUNNER_OUTPUT`` and None is returned."""
+        so = self.sched.schedule()
+        if so.total_num_scheduled_tokens > 0:
+            return so
+        self.add_stats(self.sched.update_from_output(so, EMPTY_MODEL_RUNNER_OUTPUT))
+        return None
+
+    def run_sync(self) -> None:
+        """``EngineCore.step``: schedule, execute, apply the outputs; inputs between steps."""
+        busy_until = 0.0
+        empty_in_a_row = 0
+        while True:
+            arr = self.peek()
+            work = self.has_work()
+            if self.aborts and (arr is None or self.aborts[0][0] <= arr[0]) and \
+                    (not work or self.aborts[0][0] <= busy_until):
+                self.abort()
+                continue
+            if arr is not None and (not work or arr[0] <= busy_until):
+                self.arrive(arr)
+                if not work:
+                    busy_until = max(busy_until, arr[0])
+                continue
+            if not work:
+                break
+            so = self.schedule()
+            if so is None:  # no time passes, no row
+                empty_in_a_row += 1
+                if empty_in_a_row > 2:
+                    raise RuntimeError(f"vLLM scheduled nothing {empty_in_a_row} times in a row at "
+                                       f"t={busy_until} (running {len(self.sched.running)}, "
+                                       f"waiting {len(self.sched.waiting)})")
+                continue
+            empty_in_a_row = 0
+            b = self.price(so, busy_until)
+            self.outputs(b)
+            busy_until = b.t_end
+            self.record(b)
+
+    def run_async(self) -> None:
+        """``EngineCore.step_with_batch_queue`` with a batch queue of 2 and no CPU time: with
+        a step in flight the next one is scheduled at once (it sees that step's outputs as
+        placeholders and the inputs received so far), then the engine core waits for the step
+        in flight, applies aborts that came meanwhile and its outputs, and receives the next
+        inputs. A step starts when it is scheduled or when the step before it ends. Its row
+        is taken just before the next ``schedule()``, so that its queue sizes and blocks are
+        those the engine reports (the outputs of the step before applied, its own not)."""
+        now = 0.0
+        flight: _Batch | None = None     # the step on the GPU
+        pending: _Batch | None = None    # the last scheduled step, row not yet taken
+        empty_in_a_row = 0
+        while True:
+            self.ingest(now)
+            if flight is None and not self.has_work():
+                nxt = [t for t in ((self.aborts[0][0] if self.aborts else None),
+                                   (self.peek() or (None,))[0]) if t is not None]
+                if not nxt:
+                    break
+                now = max(now, min(nxt))
+                continue
+            so = None
+            if self.has_work():
+                if pending is not None:
+                    self.record(pending)
+                    pending = None
+                so = self.schedule()
+            if so is not None:
+                empty_in_a_row = 0
+                b = self.price(so, now if flight is None else flight.t_end)
+                pending = b
+                if flight is None:
+                    flight = b
+                    continue                  # queue not full: schedule the next step at once
+            elif flight is None:              # nothing scheduled, nothing in flight: a preemption
+                empty_in_a_row += 1
+                if empty_in_a_row > 2:
+                    raise RuntimeError(f"vLLM scheduled nothing {empty_in_a_row} times in a row at t={now}")
+                continue
+            # wait for the step in flight; aborts received meanwhile first, then its outputs
+            now = flight.t_end
+            while self.aborts and self.aborts[0][0] <= now:
+                self.abort()
+            self.outputs(flight)
+            flight = b if so is not None else None
+        if pending is not None:
+            self.record(pending)
+

@@ -297,6 +297,18 @@ def trace_case(name: str, tmp_dir: str | Path) -> Case:
 
 # ============================================================================== generated
 THEMES = ("burst", "chat", "tight_kv", "long_prompts", "few_seqs", "timeouts", "mixed")
+#: Themes compared with async scheduling: every one but client timeouts (an abort received
+#: while a step runs reaches vLLM's AsyncScheduler after it has scheduled the next step, the
+#: engine before: oracle/engine/README.md "Async scheduling").
+ASYNC_THEMES = tuple(t for t in THEMES if t != "timeouts")
+
+
+def as_async(case: Case) -> Case:
+    """The case with ``async_scheduling`` on and no client timeouts (see ``ASYNC_THEMES``)."""
+    specs = [replace(s, timeout_s=math.inf) if math.isfinite(getattr(s, "timeout_s", math.inf)) else s
+             for s in case.specs]
+    return replace(case, name=case.name + "+async", specs=specs,
+                   config=replace(case.config, async_scheduling=True))
 
 
 def _toks(rng: random.Random, n: int) -> list[int]:

@@ -76,6 +76,8 @@ class Request:
     cache_event: int = int(CacheEvent.NONE)
     max_itl_s: float = NAN
     status: int = int(Status.PENDING)
+    # async scheduling: completed, still in `running` with its blocks until the next schedule
+    held: bool = False
 
     @property
     def num_tokens(self) -> int:
@@ -95,6 +97,12 @@ class Replica:
     waiting: deque = field(default_factory=deque)
     running: list = field(default_factory=list)
     busy_until: float = 0.0
+    # async scheduling (README "Async scheduling"): the last step's start and end, and the
+    # requests that emitted in it (schedule order): their outputs are placeholders when the
+    # next step is scheduled back to back
+    last_start: float = NAN
+    last_end: float = NAN
+    emitters: list = field(default_factory=list)
 
     @property
     def has_work(self) -> bool:
@@ -281,13 +289,14 @@ class ReferenceEngine:
         return CacheEvent.CROSS_REQUEST_HIT
 
     # ---------------------------------------------------------------- one step
-    def _cache_blocks(self, rep: Replica, req: Request, num_tokens: int) -> None:
+    def _cache_blocks(self, rep: Replica, req: Request, num_tokens: int, known: int | None = None) -> None:
         """Register the request's full blocks up to ``num_tokens`` (computed + scheduled this
         step), at scheduling time as vLLM's ``allocate_slots`` -> ``cache_blocks`` does: a
-        request scheduled later in the same step can already hit them."""
+        request scheduled later in the same step can already hit them. ``known``: the tokens
+        vLLM knows (default all; one less while the last sampled token is a placeholder)."""
         if not self.caching:
             return
-        stop = min(num_tokens, req.num_tokens) // self.bs
+        stop = min(num_tokens, req.num_tokens if known is None else known) // self.bs
         for b in range(req.num_cached_blocks, stop):
             rep.pool.cache_block(req.block_table[b], req.hashes[b], req.session_label)
         req.num_cached_blocks = max(req.num_cached_blocks, stop)
@@ -298,13 +307,20 @@ class ReferenceEngine:
         victim.num_computed = 0
         victim.num_cached_blocks = 0
         victim.preemptions += 1
+        if victim.held:  # completed in the step in flight: its output finishes it, it never waits
+            victim.held = False
+            return
         rep.waiting.appendleft(victim)
 
-    def _schedule_running(self, rep: Replica, sched: list[Scheduled], budget: int) -> tuple[int, bool]:
+    def _schedule_running(self, rep: Replica, sched: list[Scheduled], budget: int,
+                          lag: bool = False) -> tuple[int, bool]:
         preempted = False
         i = 0
         while i < len(rep.running) and budget > 0:
             req = rep.running[i]
+            if req.held:  # async: its last token is in flight; no step after it (AsyncScheduler)
+                i += 1
+                continue
             num_new = min(req.num_tokens - req.num_computed, budget)
             need = cdiv(req.num_computed + num_new, self.bs) - len(req.block_table)
             assert num_new > 0 and need >= 0
@@ -319,15 +335,19 @@ class ReferenceEngine:
             if self_preempted:
                 break
             req.block_table.extend(rep.pool.allocate(need))
-            self._cache_blocks(rep, req, req.num_computed + num_new)
+            placeholder = lag and req in rep.emitters  # its last token is not known yet
+            self._cache_blocks(rep, req, req.num_computed + num_new, req.num_tokens - 1 if placeholder else None)
             sched.append(Scheduled(req, num_new, req.num_computed))
             budget -= num_new
             i += 1
         return budget, preempted
 
-    def _schedule_waiting(self, rep: Replica, sched: list[Scheduled], budget: int, t: float) -> int:
+    def _schedule_waiting(self, rep: Replica, sched: list[Scheduled], budget: int, t: float,
+                          cutoff: float = math.inf) -> int:
         while rep.waiting and budget > 0 and len(rep.running) < self.cfg.max_num_seqs:
             req = rep.waiting[0]
+            if req.arrival_s > cutoff:  # async: not yet arrived when this step was scheduled
+                break
             hit = self._lookup(rep, req)
             hit_tokens = len(hit) * self.bs
             num_new = req.num_tokens - hit_tokens
@@ -368,15 +388,49 @@ class ReferenceEngine:
                 req.cache_event = int(self._classify(req, hit))
         return budget
 
-    def _step(self, rep: Replica, t: float) -> None:
+    def _schedule(self, rep: Replica, t: float, cutoff: float = math.inf,
+                  lag: bool = False) -> tuple[list[Scheduled], bool]:
+        """vLLM ``Scheduler.schedule()``: running requests, then (if nobody was preempted)
+        admissions of requests that arrived by ``cutoff``."""
         sched: list[Scheduled] = []
         budget = int(self.cfg.max_num_batched_tokens)
-        budget, preempted = self._schedule_running(rep, sched, budget)
+        budget, preempted = self._schedule_running(rep, sched, budget, lag)
         if not preempted:
-            budget = self._schedule_waiting(rep, sched, budget, t)
+            budget = self._schedule_waiting(rep, sched, budget, t, cutoff)
         assert budget >= 0 and len(rep.running) <= self.cfg.max_num_seqs
-        if not sched:
-            assert preempted and not rep.running
+        return sched, preempted
+
+    def _apply_last_outputs(self, rep: Replica) -> None:
+        """Async scheduling: the outputs of the replica's last step reach the scheduler (vLLM
+        ``update_from_output``, in that step's schedule order): each request that emitted
+        registers its blocks up to its computed tokens (``cache_blocks``), and those that
+        completed leave ``running`` and free their blocks."""
+        for req in rep.emitters:
+            if req.block_table:  # not preempted since
+                self._cache_blocks(rep, req, req.num_computed)
+            if req.held:
+                req.held = False
+                rep.pool.free_blocks(reversed(req.block_table))
+                req.block_table = []
+                rep.running.remove(req)
+        rep.emitters = []
+
+    def _step(self, rep: Replica, t: float) -> None:
+        if not self.cfg.async_scheduling:
+            sched, preempted = self._schedule(rep, t)
+        elif t == rep.last_end:
+            # back to back: vLLM scheduled this step when the last one started, before its
+            # outputs (README "Async scheduling")
+            sched, preempted = self._schedule(rep, t, cutoff=rep.last_start, lag=True)
+            self._apply_last_outputs(rep)
+            if not sched:  # an empty batch; the next one is scheduled once the outputs are in
+                sched, preempted = self._schedule(rep, t)
+        else:
+            self._apply_last_outputs(rep)
+            sched, preempted = self._schedule(rep, t)
+        if not sched:  # only after a preemption, or (async) when the last step's outputs ended the work
+            assert (preempted and not rep.running) or not rep.has_work
+            rep.last_start = rep.last_end = NAN
             if self.debug:
                 self.check_invariants()
             return
@@ -401,6 +455,8 @@ class ReferenceEngine:
         t_end = t + dt
         rep.busy_until = t_end
         self.num_steps += 1
+        rep.last_start, rep.last_end = t, t_end
+        rep.emitters = [s.req for s in sched if s.emits] if self.cfg.async_scheduling else []
 
         for s in sched:
             self._finish_scheduled(rep, s, t_end)
@@ -432,9 +488,12 @@ class ReferenceEngine:
             deadline = req.arrival_s + req.timeout_s
             # past the client's deadline: TIMED_OUT, follow-ups from the deadline
             req.status = int(Status.FINISHED if t_end <= deadline else Status.TIMED_OUT)
-            rep.pool.free_blocks(reversed(req.block_table))
-            req.block_table = []
-            rep.running.remove(req)
+            if self.cfg.async_scheduling:
+                req.held = True  # until the next schedule (README "Async scheduling")
+            else:
+                rep.pool.free_blocks(reversed(req.block_table))
+                req.block_table = []
+                rep.running.remove(req)
             self._release_followups(req, min(t_end, deadline))
 
     # ---------------------------------------------------------------- debug
