@@ -61,6 +61,7 @@ class FrameworkConfig:
     kv_cache_dtype: str | None = None           # KV dtype override (default: [model].kv_cache_dtype)
     scheduler_overhead_s: float | None = None   # per-step CPU time (default: framework catalog / GPU)
     api_server_s: float | None = None           # per-request time outside the engine (default: framework catalog)
+    kv_offload: Any = None                      # host KV tier (oracle.kv_offload.KvOffloadConfig), None: off
     model: Any = None                           # its own ModelSpec (``model = ...``), else [model]
 
     @property
@@ -401,6 +402,13 @@ def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str)
         api_server_s=t.float("api_server_s", d.api_server_s, lo=0.0, hi=10.0),
         model=own_model,
     )
+    if t.has("kv_offload"):
+        from oracle.kv_offload import parse_kv_offload
+        with t.guard():
+            f["kv_offload"] = parse_kv_offload(t.table("kv_offload"))
+        if t.ok("enable_prefix_caching") and not f["enable_prefix_caching"]:
+            t.report("kv_offload", "needs enable_prefix_caching = true (the host tier is keyed by "
+                                   "the prefix cache's block hashes, as vLLM's offloading connector)")
     if t.ok("name") and (not f["name"].strip() or "/" in f["name"] or f["name"] in (".", "..")):
         t.report("name", f"must be a non-empty name usable as a folder, got {f['name']!r}")
     if t.has("num_gpu_blocks"):
