@@ -137,3 +137,66 @@ def test_host_tier_matches_reference(seed):
         assert got == ((-1, 0) if want is None else want)
         assert _lru_order(arrs, 1) == list(ref.lru)
         assert _lru_order(arrs, 0) == []
+
+
+# ------------------------------------------------------------------- scenario keys and metrics
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+KV_SCENARIO = ROOT / "scenarios" / "kv_offload.toml"
+
+
+def _scenario(**overrides):
+    import oracle
+    base = {"simulation.duration_s": 300, "simulation.warm_up_s": 10}
+    return oracle.load_scenario(KV_SCENARIO, overrides={**base, **overrides})
+
+
+@pytest.mark.parametrize("value, key, reason", [
+    ({"gib": 8, "blocks": 10}, "frameworks.1.kv_offload", "exactly one of `blocks`"),
+    ({}, "frameworks.1.kv_offload", "exactly one of `blocks`"),
+    ({"gib": -1}, "frameworks.1.kv_offload.gib", "must be > 0"),
+    ({"blocks": 0}, "frameworks.1.kv_offload.blocks", ">= 1"),
+    ({"gib": 8, "link_gbps": 0}, "frameworks.1.kv_offload.link_gbps", "must be > 0"),
+    ({"gib": 8, "bandwidth": 3}, "frameworks.1.kv_offload.bandwidth", "unknown key"),
+])
+def test_bad_kv_offload_names_key_and_reason(value, key, reason):
+    from oracle.errors import ScenarioError
+    with pytest.raises(ScenarioError) as exc:
+        _scenario(**{"frameworks.1.kv_offload": value})
+    assert exc.value.key == key and reason in exc.value.reason, (exc.value.key, exc.value.reason)
+
+
+def test_kv_offload_needs_prefix_caching():
+    from oracle.errors import ScenarioError
+    with pytest.raises(ScenarioError) as exc:
+        _scenario(**{"frameworks.1.enable_prefix_caching": False})
+    assert exc.value.key == "frameworks.1.kv_offload" and "enable_prefix_caching" in exc.value.reason
+
+
+def test_host_tier_size_and_link_from_the_catalog():
+    from oracle.kv_offload import host_block_bytes, host_tier_params
+    sc = _scenario(**{"frameworks.1.tp": 2})
+    fw = sc.frameworks[1]
+    # Llama 3.1 8B, bf16: 32 layers x 8 KV heads x 128 x 2 (K, V) x 2 bytes = 128 KiB per token
+    assert host_block_bytes(sc, fw) == 16 * 131072
+    blocks, s_per_block, latency = host_tier_params(sc, fw)
+    assert blocks == 8 * 2**30 // (16 * 131072)
+    # each of the 2 GPUs moves its half of a block over its own PCIe Gen4 link (25 GB/s)
+    assert s_per_block == pytest.approx(16 * 131072 / 2 / 25e9)
+    assert latency == sc.gpu.host_link_latency_s
+    assert host_tier_params(sc, sc.frameworks[0]) == (0, 0.0, 0.0)
+
+
+def test_simulate_reports_gpu_and_host_hits():
+    import oracle
+    res = oracle.simulate(_scenario())
+    off, on = res.summaries["gpu-only"], res.summaries["host-32g"]
+    assert "kv_offload" not in off and "host_cached_tokens" not in res.frameworks["gpu-only"].requests.columns
+    k = on["kv_offload"]
+    assert k["host_hit_blocks"] > 0 and k["bytes_loaded"] == k["host_hit_blocks"] * k["block_bytes"]
+    assert k["bytes_written"] == k["blocks_stored"] * k["block_bytes"]
+    assert k["gpu_hit_tokens"] == on["prefix_caching"]["prefix_cache_hits"] + \
+        on["prefix_caching"]["preempted_prefix_cache_hits"]
+    req = res.frameworks["host-32g"].requests
+    assert req["host_cached_tokens"].sum() <= k["host_hit_tokens"]
+    # the host tier serves history the GPU lost: faster first tokens
+    assert on["latency"]["time_to_first_token_ms"]["p50"] < off["latency"]["time_to_first_token_ms"]["p50"]
