@@ -200,3 +200,22 @@ def test_simulate_reports_gpu_and_host_hits():
     assert req["host_cached_tokens"].sum() <= k["host_hit_tokens"]
     # the host tier serves history the GPU lost: faster first tokens
     assert on["latency"]["time_to_first_token_ms"]["p50"] < off["latency"]["time_to_first_token_ms"]["p50"]
+
+
+def test_sweep_over_the_tier_size(tmp_path):
+    """The tier size is sweepable; the host metrics are columns of sweep.parquet."""
+    import polars as pl
+    from typer.testing import CliRunner
+
+    from oracle.cli import build_app
+    sweep = tmp_path / "sweep.toml"
+    sweep.write_text(f'base = "{KV_SCENARIO.as_posix()}"\n[grid]\n"simulation.duration_s" = [150]\n'
+                     '"frameworks.1.kv_offload.gib" = [0.25, 8]\n')
+    result = CliRunner().invoke(build_app(), ["sweep", str(sweep), "--out", str(tmp_path / "sw"), "--workers", "1",
+                                              "--quiet"])
+    assert result.exit_code == 0, result.output
+    df = pl.read_parquet(tmp_path / "sw" / "sweep.parquet").filter(pl.col("framework") == "host-8g")
+    assert df["frameworks.1.kv_offload.gib"].to_list() == [0.25, 8]
+    assert df["host_bytes_loaded"].null_count() == 0 and df["host_token_hit_rate"].null_count() == 0
+    gpu_only = pl.read_parquet(tmp_path / "sw" / "sweep.parquet").filter(pl.col("framework") == "gpu-only")
+    assert gpu_only["host_token_hit_rate"].null_count() == gpu_only.height

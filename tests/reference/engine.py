@@ -505,6 +505,9 @@ class ReferenceEngine:
             rep.pool.check_invariants(owned)
             if rep.host is not None:
                 rep.host.check_invariants()
+        if self.offload:  # no block lost: the tiers hold what was stored and not evicted
+            held = sum(len(rep.host.lru) for rep in self.replicas)
+            assert held == self.host["stored_blocks"] - self.host["evicted_blocks"], "host tier lost a block"
             assert len(rep.running) <= self.cfg.max_num_seqs
 
     # ---------------------------------------------------------------- results
