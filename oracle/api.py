@@ -24,6 +24,7 @@ import polars as pl
 from oracle.engine.inputs import ROUTER_NAMES, EngineConfig, EngineInputs, EngineOutputs
 from oracle.errors import OracleError, ScenarioError
 from oracle.host_memory import check_memory, check_workload_size
+from oracle.kv_offload import host_tier_params
 from oracle.legacy import load_legacy_scenario
 from oracle.memory import kv_bytes_per_token
 from oracle.metrics.compare import comparison_table
@@ -129,7 +130,9 @@ def engine_config(scenario: Scenario, fw: FrameworkConfig, *, num_gpu_blocks: in
         scheduler_reserve_full_isl=fw.scheduler_reserve_full_isl,
         async_scheduling=framework_spec(fw).async_scheduling,
         record_steps=scenario.output.steps if record_steps is None else record_steps,
-        warm_up_s=scenario.simulation.warm_up_s)
+        warm_up_s=scenario.simulation.warm_up_s,
+        **dict(zip(("host_kv_blocks", "host_load_s_per_block", "host_load_latency_s"),
+                   host_tier_params(scenario, fw))))
 
 
 def framework_spec(fw: FrameworkConfig):
@@ -313,7 +316,7 @@ def _run_engine(inputs: EngineInputs) -> EngineOutputs:
 
 def _collect(sc: Scenario, fw: FrameworkConfig, workload, inputs: EngineInputs, out: EngineOutputs,
              *, wall: float, keep_steps: bool = True) -> FrameworkResult:
-    requests = request_table(workload, out, warm_up_s=sc.simulation.warm_up_s)
+    requests = request_table(workload, out, warm_up_s=sc.simulation.warm_up_s, kv_offload=fw.kv_offload is not None)
     _, kv_dtype = framework_dtypes(sc, fw)
     summary = build_summary(sc, fw, requests, out, num_gpu_blocks=inputs.config.num_gpu_blocks,
                             kv_bytes_per_token=kv_bytes_per_token(sc.model_of(fw), kv_dtype), wall_time_s=wall)

@@ -15,6 +15,8 @@ from oracle.errors import CapacityError
 PER_REQUEST_BYTES = 400
 # Bytes per KV block in the pool (ref_cnt, hash, session, free links, 2-4 map slots x 16 bytes).
 PER_BLOCK_BYTES = 4 + 8 + 8 + 8 + 4 * 16
+# Bytes per slot of a KV offload tier (hash, LRU links, 2-4 map slots x 16 bytes).
+PER_HOST_SLOT_BYTES = 8 + 4 + 4 + 4 * 16
 
 
 def available_memory_bytes() -> int | None:
@@ -54,6 +56,9 @@ def estimate_bytes(scenario, frameworks, workload, num_gpu_blocks: dict[str, int
         if blocks < 0:   # unlimited: the engine sizes the pool for every request's blocks
             blocks = int(((total_tokens + bs - 1) // bs).sum()) + 1
         pool = fw.replicas * blocks * PER_BLOCK_BYTES
+        if fw.kv_offload is not None:
+            from oracle.kv_offload import host_tier_params
+            pool += fw.replicas * host_tier_params(scenario, fw)[0] * PER_HOST_SLOT_BYTES
         queues = fw.replicas * n * 4
         tables = fw.replicas * fw.max_num_seqs * (fw.max_model_len // bs + 1) * 4
         # style "original" records the steps for gpu_utilization even when they are not written

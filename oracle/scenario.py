@@ -62,6 +62,7 @@ class FrameworkConfig:
     scheduler_overhead_s: float | None = None   # per-step CPU time (default: framework catalog / GPU)
     api_server_s: float | None = None           # per-request time outside the engine (default: framework catalog)
     async_scheduling: bool | None = None        # vLLM async scheduling (default: framework catalog; vllm: on)
+    kv_offload: Any = None                      # host KV tier (oracle.kv_offload.KvOffloadConfig), None: off
     model: Any = None                           # its own ModelSpec (``model = ...``), else [model]
     data_parallel_size: int = 1                 # attention-DP ranks sharing the MoE layers (each one replica)
     expert_parallel: bool = False               # vLLM --enable-expert-parallel: EP size tp x data_parallel_size
@@ -413,6 +414,13 @@ def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str)
         expert_parallel=t.bool("expert_parallel", d.expert_parallel),
         expert_imbalance=t.float("expert_imbalance", d.expert_imbalance, lo=1.0, hi=1024.0),
     )
+    if t.has("kv_offload"):
+        from oracle.kv_offload import parse_kv_offload
+        with t.guard():
+            f["kv_offload"] = parse_kv_offload(t.table("kv_offload"))
+        if t.ok("enable_prefix_caching") and not f["enable_prefix_caching"]:
+            t.report("kv_offload", "needs enable_prefix_caching = true (the host tier is keyed by "
+                                   "the prefix cache's block hashes, as vLLM's offloading connector)")
     if t.ok("name") and (not f["name"].strip() or "/" in f["name"] or f["name"] in (".", "..")):
         t.report("name", f"must be a non-empty name usable as a folder, got {f['name']!r}")
     if t.has("num_gpu_blocks"):

@@ -175,18 +175,19 @@ def _tokens(rng: random.Random, n: int, vocab: int) -> list[int]:
 def scenarios(draw, max_requests: int = 40, router: Router | None = None,
               pool_kinds: Sequence[str] = ("tight", "loose", "unlimited"),
               caching: bool | None = None, record_steps: bool | None = None,
-              timeouts: bool = False, async_scheduling: bool = False) -> Scenario:
+              timeouts: bool = False, async_scheduling: bool = False, offload: bool = False) -> Scenario:
     """A small random scenario: 1-3 replicas, any router, block size 1-16, tight / loose /
     unlimited pools, chunked prefill on/off, caching on/off, sessions with follow-ups,
     shared system prompts, arrival ties, and a few requests over ``max_model_len``; with
     ``timeouts``, some clients give up after a few step times (waiting, running, or done
-    too late); ``async_scheduling`` sets the engine option."""
+    too late); ``async_scheduling`` sets the engine option; with ``offload``, prefix caching
+    is on and each replica has a host KV tier of 1 to ~3 requests' blocks (README "KV offload")."""
     rng = random.Random(draw(st.integers(0, 2**32 - 1)))
     unit = time_unit_s()
     num_replicas = draw(st.integers(1, 3))
     router = draw(st.sampled_from(list(Router))) if router is None else router
     block_size = draw(st.one_of(st.sampled_from([1, 2, 4, 16]), st.integers(1, 16)))
-    caching = draw(st.booleans()) if caching is None else caching
+    caching = True if offload else draw(st.booleans()) if caching is None else caching
     chunked = draw(st.booleans())
     vocab = draw(st.sampled_from([2, 50, 10**6]))  # tiny vocabularies give accidental sharing
     system_prompts = [_tokens(rng, draw(st.integers(1, 40)), vocab)
@@ -258,6 +259,10 @@ def scenarios(draw, max_requests: int = 40, router: Router | None = None,
         record_steps=draw(st.booleans()) if record_steps is None else record_steps,
         async_scheduling=async_scheduling,
     )
+    if offload:
+        config = replace(config, host_kv_blocks=draw(st.integers(1, 3 * need_max)),
+                         host_load_s_per_block=draw(st.sampled_from([0.0, 0.05, 0.5])) * unit,
+                         host_load_latency_s=draw(st.sampled_from([0.0, 0.3])) * unit)
     return Scenario(specs, config, pool_kind)
 
 

@@ -88,7 +88,9 @@ def check_output_invariants(inp: EngineInputs, out: EngineOutputs) -> None:
     # but it always computes its last prompt token and every output token after the first.
     assert np.all(computed[fin] >= o[fin])
     no_pre = fin & (out.preemptions == 0)
-    np.testing.assert_array_equal(computed[no_pre], (p - cached + o - 1)[no_pre])
+    # (with a KV offload tier the blocks loaded from the host are not computed either)
+    host = np.zeros(n, np.int64) if out.host_cached_tokens is None else out.host_cached_tokens.astype(np.int64)
+    np.testing.assert_array_equal(computed[no_pre], (p - cached - host + o - 1)[no_pre])
     # vLLM PrefixCacheStats: first admissions apart from re-admissions after a preemption
     # (every preemption of a finished request is followed by one re-admission, but with async
     # scheduling that of a request whose last token was in flight); nothing is recorded with
@@ -258,3 +260,31 @@ def test_async_admission_cutoff(engine, sc: Scenario):
             if len(late):
                 before = mine[out.admitted_s[mine] < starts[k]]
                 assert np.all(out.completion_s[before] <= starts[k]), (k, late)
+@pytest.mark.parametrize("engine", ENGINES)
+@given(sc=scenarios(max_requests=25, offload=True))
+def test_offload_invariants(engine, sc: Scenario):
+    """KV offload tier (README "KV offload"): the output invariants hold with loaded blocks
+    counted as not computed; a load never reaches the last prompt token; blocks loaded =
+    first-admission host hits (plus re-admissions'); the tier never holds more than its size;
+    the load time is latency + blocks x time per block for every load."""
+    inp = sc.inputs()
+    out = engine(inp)
+    check_output_invariants(inp, out)
+    cfg = inp.config
+    bs = cfg.block_size
+    fin = out.status == Status.FINISHED
+    host = out.host_cached_tokens.astype(np.int64)
+    cached = out.cached_tokens.astype(np.int64)
+    p = inp.prompt_tokens.astype(np.int64)
+    assert np.all(host % bs == 0) and np.all(host[~fin] == 0)
+    assert np.all(cached[fin] + host[fin] <= p[fin] - 1)
+    h = out.host
+    first_loads = int(np.count_nonzero(host))
+    if out.preemptions.sum() == 0:
+        assert h["hit_blocks"] * bs == int(host.sum()) and h["loads"] == first_loads
+    else:
+        assert h["hit_blocks"] * bs >= int(host.sum()) and h["loads"] >= first_loads
+    assert 0 <= h["stored_blocks"] - h["evicted_blocks"] <= cfg.host_kv_blocks * cfg.num_replicas
+    assert h["stored_blocks"] <= int((p[fin] // bs).sum()) * (1 + int(out.preemptions.sum())) + h["evicted_blocks"]
+    assert out.host_load_s == pytest.approx(h["loads"] * cfg.host_load_latency_s
+                                            + h["hit_blocks"] * cfg.host_load_s_per_block, rel=1e-9, abs=1e-12)

@@ -282,6 +282,9 @@ class GpuSpec:
         link, seconds (framework all-reduce of small messages; NCCL's is ``link_latency_s``).
     e2e_calibration_note: which factors were fitted end to end on real serving runs
         (``oracle calibrate-e2e``), on what, and with which errors ("" if none).
+    host_link_gbps: GPU <-> host-memory bandwidth per direction, effective GB/s (PCIe Gen4 x16
+        ~25, Gen5 x16 ~50, NVLink-C2C ~450): KV offload loads (``oracle.kv_offload``).
+    host_link_latency_s: fixed time of one host -> GPU KV load (copy launch and DMA setup).
     """
 
     name: str
@@ -308,6 +311,8 @@ class GpuSpec:
     custom_ar_latency_s: float = 0.0
     e2e_calibration_note: str = ""
     peak_tflops_fp4: float = 0.0
+    host_link_gbps: float = 25.0
+    host_link_latency_s: float = 1e-5
 
     @property
     def memory_bytes(self) -> int:
@@ -473,7 +478,8 @@ def gpu_from_table(t: Table, *, name: str | None = None) -> GpuSpec:
 
     Required keys: ``memory_gib, mem_bw_gbps, peak_tflops_bf16``. Optional: ``name``
     (default ``name`` argument or ``"custom"``), ``peak_tflops_fp8`` (0), ``peak_tflops_fp4`` (0),
-    ``link_bw_gbps`` (32, PCIe Gen4 x16 per direction), ``source``, ``calibration_note``, and
+    ``link_bw_gbps`` (32, PCIe Gen4 x16 per direction), ``host_link_gbps`` (25, PCIe Gen4 x16
+    effective), ``host_link_latency_s`` (1e-5), ``source``, ``calibration_note``, and
     every fitted factor (``eff_compute``, ``eff_memory``, ``roofline_overlap``,
     ``kernel_overhead_s``, ``eff_elementwise``, ``layer_overhead_s``, ``eff_attn_compute``, ``eff_attn_memory``,
     ``attn_overhead_s``, ``eff_link``, ``link_latency_s``, ``step_overhead_s``,
@@ -497,10 +503,13 @@ def gpu_from_table(t: Table, *, name: str | None = None) -> GpuSpec:
     has_own = any(t.has(k) for k in _FITTED_KEYS)
     note = t.str("calibration_note", "" if has_own else str(defaults["calibration_note"]))
     e2e_note = t.str("e2e_calibration_note", "")
+    host_link = t.float("host_link_gbps", 25.0, lo=0.0, lo_open=True, hi=1e5)
+    host_latency = t.float("host_link_latency_s", 1e-5, lo=0.0, hi=1.0)
     t.done()
     return GpuSpec(name=gpu_name, memory_gib=memory, mem_bw_gbps=bw, peak_tflops_bf16=bf16,
                    peak_tflops_fp8=fp8, peak_tflops_fp4=fp4, link_bw_gbps=link, source=source, calibration_note=note,
-                   link_kind=link_kind, e2e_calibration_note=e2e_note, **fitted)
+                   link_kind=link_kind, e2e_calibration_note=e2e_note, host_link_gbps=host_link,
+                   host_link_latency_s=host_latency, **fitted)
 
 
 # -- the catalog files -----------------------------------------------------------------------

@@ -20,12 +20,15 @@ def print_summary(res, dest: Path) -> None:
     console = Console() if sys.stdout.isatty() else Console(width=160)
     table = Table(title=f"{res.scenario.name}: {res.scenario.model.name} on {res.scenario.gpu.name}")
     table.add_column("framework")
+    offload = any("kv_offload" in fr.summary for fr in res.frameworks.values())
     for col in ("GPUs", "req/s", "out tok/s", "TTFT p50", "TTFT p99", "TPOT p50", "TPOT p99", "goodput",
-                "token hit", "preempt"):
+                "token hit", *(("host hit",) if offload else ()), "preempt"):
         table.add_column(col, justify="right")
     for name, fr in res.frameworks.items():
         s = fr.summary
         lat = s["latency"]
+        host = s.get("kv_offload")
+        host_cell = (_fmt(100 * host["host_token_hit_rate"], " %") if host else "-",) if offload else ()
         table.add_row(
             name, str(s["config"]["num_gpus"]),
             _fmt(s["throughput"]["requests_per_second"], digits=2),
@@ -33,7 +36,7 @@ def print_summary(res, dest: Path) -> None:
             _fmt(lat["time_to_first_token_ms"]["p50"], " ms"), _fmt(lat["time_to_first_token_ms"]["p99"], " ms"),
             _fmt(lat["time_per_output_token_ms"]["p50"], " ms"), _fmt(lat["time_per_output_token_ms"]["p99"], " ms"),
             _fmt(100 * s["goodput"]["fraction"], " %"),
-            _fmt(100 * s["prefix_caching"]["token_hit_rate"], " %"),
+            _fmt(100 * s["prefix_caching"]["token_hit_rate"], " %"), *host_cell,
             str(s["preemptions"]))
     console.print(table)
     n = res.first.summary["requests"]

@@ -82,6 +82,11 @@ class EngineConfig:
     async_scheduling: bool = False  # vLLM AsyncScheduler: step k+1 scheduled while step k runs (README)
     record_steps: bool = False
     warm_up_s: float = 0.0  # ITL gaps of requests arriving before this are not histogrammed
+    # KV offload tier (README "KV offload"): host blocks per replica (0 = off; needs prefix
+    # caching), seconds to load one block over the replica's host links, fixed time per load
+    host_kv_blocks: int = 0
+    host_load_s_per_block: float = 0.0
+    host_load_latency_s: float = 0.0
 
 
 @dataclass
@@ -154,4 +159,10 @@ class EngineOutputs:
     kv_used_max: np.ndarray | None = None       # i8[R]: peak blocks in use, per replica
     sim_end_s: float = 0.0                      # time of the last step end
     diagnostics: dict[str, int] = field(default_factory=dict)  # engine work counters (benchmarks)
+    # KV offload tier (README "KV offload"), zero when off: per request the tokens loaded from
+    # the host at its first admission; run totals named as oracle.engine.offload.HostCounter
+    # (lower case) plus the total load time
+    host_cached_tokens: np.ndarray | None = None  # i4
+    host: dict[str, int] = field(default_factory=dict)
+    host_load_s: float = 0.0
     steps: dict[str, np.ndarray] | None = None  # column -> array, when record_steps

@@ -27,6 +27,7 @@ from oracle.engine.async_sched import apply_last_outputs
 from oracle.engine.cohort import CNT, NPOST, NUM, SUM, J
 from oracle.engine.inputs import ITL_BINS_PER_DECADE, ITL_MIN_S, STEP_COLUMNS, EngineInputs, EngineOutputs, Status
 from oracle.engine.queues import heap_pop, heap_push, release_followups, wq_push_back, wq_remove
+from oracle.engine.offload import HostCounter, offload_scheduled, take_load_s
 from oracle.engine.router import route
 from oracle.engine.scheduler import (abort_running, cache_cohort, cohort_fits, fill_bucket, finish_active,
                                      finish_completions,
@@ -197,10 +198,14 @@ def _step(r, t, cfg, req, st):
         qs.last_end[r] = np.nan
         return -1.0, 0, 0
     out = st.out
+    if st.host.enabled:
+        offload_scheduled(nsch, r, cfg, req, st)
     out.counters[Counter.STEPS.value] += 1
     out.counters[Counter.COHORT_REQUEST_STEPS.value] += nb
     out.counters[Counter.ACTIVE_REQUEST_STEPS.value] += nsch
     dt, num_decode, num_tokens = _price(r, nb, nsch, cfg, req, st)
+    if st.host.enabled:
+        dt += take_load_s(st.host, r)  # host loads complete before the forward pass
     t_end = t + dt
     qs.busy_until[r] = t_end
     qs.last_start[r] = t
@@ -364,7 +369,9 @@ def _config(inputs: EngineInputs) -> Config:
                   enable_prefix_caching=bool(cfg.enable_prefix_caching), record_steps=bool(cfg.record_steps),
                   async_scheduling=bool(cfg.async_scheduling),
                   ring=np.int64(ring), itl_min_s=float(ITL_MIN_S), itl_bins_per_decade=float(ITL_BINS_PER_DECADE),
-                  itl_from_s=float(cfg.warm_up_s), cost_params=np.ascontiguousarray(inputs.cost_params, np.float64))
+                  itl_from_s=float(cfg.warm_up_s), cost_params=np.ascontiguousarray(inputs.cost_params, np.float64),
+                  host_kv_blocks=np.int64(cfg.host_kv_blocks), host_load_s_per_block=float(cfg.host_load_s_per_block),
+                  host_load_latency_s=float(cfg.host_load_latency_s))
 
 
 def run_engine(inputs: EngineInputs) -> EngineOutputs:
@@ -394,4 +401,7 @@ def run_engine(inputs: EngineInputs) -> EngineOutputs:
                          itl_hist=out.itl_hist, num_steps=int(num_steps), steps=step_table,
                          diagnostics={k.name.lower(): int(c[k]) for k in DIAGNOSTICS},
                          kv_used_integral=out.kv_integral, kv_used_max=out.kv_max,
-                         sim_end_s=float(np.nanmax(out.completion_s)) if np.isfinite(out.completion_s).any() else 0.0)
+                         sim_end_s=float(np.nanmax(out.completion_s)) if np.isfinite(out.completion_s).any() else 0.0,
+                         host_cached_tokens=st.host.host_tokens,
+                         host={k.name.lower(): int(st.host.counts[k]) for k in HostCounter},
+                         host_load_s=float(st.host.load_s[0]))

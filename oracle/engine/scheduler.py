@@ -25,6 +25,7 @@ import math
 from oracle.engine.cohort import (BASE, BKN, CLN, CNT, EMIT, HEAD, JDONE, JJOIN, MAXSEQ, NEXTSEQ, NPOST, NUM, REQ, SEQ,
                                   SUM, TAIL, J, coh_join, coh_materialize, coh_unlink, sort_slots_by_seq)
 from oracle.engine.inputs import CacheEvent, Status
+from oracle.engine.offload import host_admit, host_lookup
 from oracle.engine.queues import release_followups, wq_front, wq_pop_front, wq_push_front
 from oracle.engine.state import Counter
 from oracle.kernels._jit import jit
@@ -316,7 +317,10 @@ def schedule_waiting(r, t, cutoff, budget, nsch, cfg, req, st):
             hit = match_prefix(pool, r, req.hashes, req.hash_off[q], (num_tokens - 1) // bs, sc.hit_blocks)
             counters[Counter.ADMISSION_HIT_BLOCKS.value] += hit
         hit_tokens = hit * bs
-        num_new = num_tokens - hit_tokens
+        num_host = 0  # blocks loaded from the host tier after the GPU hit (offload.py)
+        if st.host.enabled:
+            num_host = host_lookup(q, r, hit, (num_tokens - 1) // bs, req, st.host)
+        num_new = num_tokens - hit_tokens - num_host * bs
         if not cfg.enable_chunked_prefill and num_new > budget:
             break
         num_new = min(num_new, budget)
@@ -326,7 +330,7 @@ def schedule_waiting(r, t, cutoff, budget, nsch, cfg, req, st):
         if cfg.scheduler_reserve_full_isl and cdiv(num_tokens, bs) - hit + evictable > num_free(pool, r):
             counters[Counter.FAILED_ADMISSIONS.value] += 1
             break
-        need = cdiv(hit_tokens + num_new, bs) - hit
+        need = cdiv(hit_tokens + num_host * bs + num_new, bs) - hit
         if need + evictable > num_free(pool, r):
             counters[Counter.FAILED_ADMISSIONS.value] += 1
             break
@@ -338,10 +342,12 @@ def schedule_waiting(r, t, cutoff, budget, nsch, cfg, req, st):
             touch_hits(pool, r, sc.hit_blocks, hit, rs.table, row)
         allocate(pool, r, need, rs.table, row + hit)
         rs.num_blocks[q] = hit + need
-        rs.num_computed[q] = hit_tokens
+        rs.num_computed[q] = hit_tokens + num_host * bs
         rs.num_cached[q] = hit
+        if st.host.enabled:
+            host_admit(q, r, hit, num_host, num_tokens, math.isnan(out.admitted_s[q]), cfg, req, st.host)
         if pool.caching:
-            _cache_upto(q, gs, (hit_tokens + num_new) // bs, r, cfg, req, pool, rs)
+            _cache_upto(q, gs, (rs.num_computed[q] + num_new) // bs, r, cfg, req, pool, rs)
             if out.preemptions[q] > 0:  # vLLM PrefixCacheStats: re-admissions counted apart
                 counters[Counter.PREEMPTED_REQUESTS.value] += 1
                 counters[Counter.PREEMPTED_PREFIX_CACHE_QUERIES.value] += num_tokens

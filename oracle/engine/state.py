@@ -14,7 +14,8 @@ into the arrays.
     Queues        waiting rings, active lists, replica clocks, the follow-up heap, routers
     Cohort        the decode cohort (``cohort.py``)
     Scratch       per-step buffers (scheduled requests, hit blocks, sort space)
-    State         the six mutable records above, passed to the kernels as one argument
+    HostTier      the KV offload tier of every replica (``offload.py``; empty when off)
+    State         the seven mutable records above, passed to the kernels as one argument
 
 Sizes: ``R`` replicas, ``N`` blocks per replica (with the null block), ``s_max`` slots per
 replica (max_num_seqs), ``m`` blocks in the longest block table, ``W`` a power of two above
@@ -30,6 +31,7 @@ import numpy as np
 
 from oracle.engine.cohort import new_cohort
 from oracle.engine.inputs import ITL_NUM_BINS
+from oracle.engine.offload import new_host_tier
 from oracle.kernels.kvcache import Pool, new_pool
 
 Requests = namedtuple("Requests", [
@@ -58,6 +60,7 @@ Config = namedtuple("Config", [
     "itl_min_s", "itl_bins_per_decade",
     "itl_from_s",      # gaps of requests arriving before this stay out of the histogram
     "cost_params",     # f8[:] for oracle.kernels.cost.step_time_s
+    "host_kv_blocks", "host_load_s_per_block", "host_load_latency_s",  # KV offload tier (offload.py; 0: off)
 ])
 
 Outputs = namedtuple("Outputs", [
@@ -106,7 +109,7 @@ Scratch = namedtuple("Scratch", [
 ])
 
 
-State = namedtuple("State", ["out", "pool", "rs", "qs", "coh", "sc"])
+State = namedtuple("State", ["out", "pool", "rs", "qs", "coh", "sc", "host"])
 
 
 class Counter(IntEnum):
@@ -174,4 +177,5 @@ def new_state(req: Requests, cfg: Config, num_blocks: int, num_sessions: int) ->
     sc = Scratch(sch_req=np.empty(s_max, np.int32), sch_new=np.empty(s_max, np.int32),
                  hit_blocks=np.empty(m, np.int32), members=np.empty(s_max, np.int64),
                  merged=np.empty(s_max, np.int32), comp=np.empty(s_max, np.int64))
-    return State(out=out, pool=pool, rs=rs, qs=qs, coh=coh, sc=sc)
+    host = new_host_tier(R, n_req, int(cfg.host_kv_blocks), cfg.host_load_s_per_block, cfg.host_load_latency_s)
+    return State(out=out, pool=pool, rs=rs, qs=qs, coh=coh, sc=sc, host=host)

@@ -28,6 +28,12 @@ COMPARISON_FIELDS = (
     ("kv_peak_utilization", ("kv_cache", "peak_utilization")),
     ("num_gpus", ("config", "num_gpus")),
 )
+# Appended when a framework has a KV offload tier (summary "kv_offload"; null for the others).
+OFFLOAD_COMPARISON_FIELDS = (
+    ("host_token_hit_rate", ("kv_offload", "host_token_hit_rate")),
+    ("host_bytes_loaded", ("kv_offload", "bytes_loaded")),
+    ("host_bytes_written", ("kv_offload", "bytes_written")),
+)
 
 
 def lookup(summary: dict[str, Any], path: tuple[str, ...]) -> Any:
@@ -41,12 +47,15 @@ def lookup(summary: dict[str, Any], path: tuple[str, ...]) -> Any:
 
 def comparison_table(summaries: dict[str, dict[str, Any]]) -> pl.DataFrame:
     """One row per framework: ``framework`` then the COMPARISON_FIELDS columns (float)."""
+    fields = COMPARISON_FIELDS
+    if any("kv_offload" in s for s in summaries.values()):
+        fields += OFFLOAD_COMPARISON_FIELDS
     rows = []
     for name, s in summaries.items():
         row: dict[str, Any] = {"framework": name}
-        for col, path in COMPARISON_FIELDS:
+        for col, path in fields:
             v = lookup(s, path)
             row[col] = None if v is None else float(v)
         rows.append(row)
-    schema = {"framework": pl.Utf8, **{c: pl.Float64 for c, _ in COMPARISON_FIELDS}}
+    schema = {"framework": pl.Utf8, **{c: pl.Float64 for c, _ in fields}}
     return pl.DataFrame(rows, schema=schema)

@@ -17,8 +17,10 @@ from oracle.engine.inputs import ITL_BINS_PER_DECADE, CacheEvent, EngineOutputs,
 from oracle.metrics.columns import CACHE_EVENT_NAMES, PERCENTILES, STATUS_NAMES, STEP_COLUMNS
 
 
-def request_table(workload, out: EngineOutputs, *, warm_up_s: float) -> pl.DataFrame:
-    """One row per request (columns: ``oracle.metrics.columns.REQUEST_COLUMNS``)."""
+def request_table(workload, out: EngineOutputs, *, warm_up_s: float, kv_offload: bool = False) -> pl.DataFrame:
+    """One row per request (columns: ``oracle.metrics.columns.REQUEST_COLUMNS``; with a KV
+    offload tier also ``host_cached_tokens``, the tokens loaded from host memory at the
+    request's first admission, after its ``cached_tokens`` GPU prefix hit)."""
     n = len(workload)
     prompt = np.asarray(workload.prompt_tokens, np.int64)
     output = np.asarray(workload.output_tokens, np.int64)
@@ -30,7 +32,7 @@ def request_table(workload, out: EngineOutputs, *, warm_up_s: float) -> pl.DataF
     prefilled = np.where(finished, out.computed_tokens - np.maximum(output - 1, 0), 0)
     clients = [str(c) for c in workload.client_names] or ["default"]
     client_idx = np.asarray(workload.client, np.int64)
-    return pl.DataFrame({
+    df = pl.DataFrame({
         "request_id": np.arange(n, dtype=np.int64),
         "client": _labels(dict(enumerate(clients)), client_idx),
         "session": np.asarray(workload.session, np.int64),
@@ -54,6 +56,9 @@ def request_table(workload, out: EngineOutputs, *, warm_up_s: float) -> pl.DataF
         "prefilled_tokens": prefilled.astype(np.int64),
         "warm_up": out.arrival_s < warm_up_s,
     })
+    if kv_offload:
+        df = df.with_columns(pl.Series("host_cached_tokens", out.host_cached_tokens.astype(np.int32)))
+    return df
 
 
 def _labels(names: dict[int, str], codes: np.ndarray) -> pl.Series:
@@ -223,6 +228,7 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
             "average_cached_prefix_length": float(with_hit["cached_tokens"].mean()) if with_hit.height else 0.0,
             "event_counts": events,
         },
+        **({"kv_offload": kv_offload_summary(scenario, fw, out, requests)} if fw.kv_offload is not None else {}),
         "config": {
             "model": scenario.model_of(fw).name, "gpu": scenario.gpu.name, "tp": fw.tp, "pp": fw.pp,
             "replicas": fw.replicas, "num_gpus": fw.num_gpus, "router": fw.router,
@@ -260,3 +266,35 @@ def architecture_config(scenario, fw) -> dict[str, Any]:
         out["kv_cache_groups"] = (f"{full} full-attention + {window} windowed group(s) of {size} layers; the engine "
                                   "charges the full-attention blocks only (approximation)")
     return out
+def kv_offload_summary(scenario, fw, out: EngineOutputs, requests: pl.DataFrame) -> dict[str, Any]:
+    """The ``kv_offload`` section: the host tier, GPU vs host prefix hits, bytes moved over the
+    host link (loads = host-hit blocks x block bytes; writes = blocks stored x block bytes)."""
+    from oracle.kv_offload import host_block_bytes, host_tier_params   # lazy: with a tier only
+    blocks, s_per_block, latency = host_tier_params(scenario, fw)
+    block_bytes = host_block_bytes(scenario, fw)
+    h = out.host
+    bs = fw.block_size
+    host_hit = h.get("hit_blocks", 0)
+    gpu_hits = int(out.prefix_cache_hits) + int(out.preempted_prefix_cache_hits)
+    df = requests.filter(~pl.col("warm_up")) if requests["warm_up"].any() else requests
+    with_host = int((df["host_cached_tokens"] > 0).sum()) if "host_cached_tokens" in df.columns else 0
+    return {
+        "host_blocks_per_replica": int(blocks),
+        "host_bytes_per_replica": int(blocks) * block_bytes,
+        "block_bytes": block_bytes,
+        "load_s_per_block": s_per_block,
+        "load_latency_s": latency,
+        "gpu_hit_tokens": gpu_hits,
+        "host_hit_tokens": int(host_hit * bs),
+        "host_hit_blocks": int(host_hit),
+        "host_queries_tokens": int(h.get("queries", 0)),
+        "host_token_hit_rate": float(host_hit * bs / h["queries"]) if h.get("queries") else 0.0,
+        "requests_with_host_hit": with_host,
+        "loads": int(h.get("loads", 0)),
+        "load_time_s": float(out.host_load_s),
+        "bytes_loaded": int(host_hit) * block_bytes,
+        "blocks_stored": int(h.get("stored_blocks", 0)),
+        "bytes_written": int(h.get("stored_blocks", 0)) * block_bytes,
+        "blocks_evicted": int(h.get("evicted_blocks", 0)),
+        "refused_stores": int(h.get("failed_stores", 0)),
+    }

@@ -24,10 +24,13 @@ from oracle.report.plots import (TIME_BINS, Plot, _end_time, _figure, _figure_le
 MAX_REPLICAS_SHOWN = 16
 
 
-def _hit_rate(df, edges: np.ndarray, mask=None) -> np.ndarray:
-    """Token hit rate of the requests first admitted in each bin (NaN where none was)."""
+def _hit_rate(df, edges: np.ndarray, mask=None, *, with_host: bool = False) -> np.ndarray:
+    """Token hit rate of the requests first admitted in each bin (NaN where none was);
+    ``with_host``: GPU hits plus the tokens loaded from a KV offload tier."""
     adm = df["admitted_s"].to_numpy().astype(np.float64)
     cached = df["cached_tokens"].to_numpy().astype(np.float64)
+    if with_host:
+        cached = cached + df["host_cached_tokens"].to_numpy().astype(np.float64)
     prompt = df["prompt_tokens"].to_numpy().astype(np.float64)
     keep = np.isfinite(adm) if mask is None else (np.isfinite(adm) & mask)
     hits, _ = np.histogram(adm[keep], bins=edges, weights=cached[keep])
@@ -47,7 +50,11 @@ def prefix_hit_rate_over_time(run: RunFolder, colors: dict[str, Any]) -> Plot | 
         ax = axes[0][0]
         _shade_warm_up(ax, _warm_up(run), label=True)
         for fr in frs:
-            _stairs(ax, _hit_rate(fr.requests(), edges), edges, color=colors[fr.name], lw=1.6, label=fr.name)
+            req = fr.requests()
+            _stairs(ax, _hit_rate(req, edges), edges, color=colors[fr.name], lw=1.6, label=fr.name)
+            if "host_cached_tokens" in req.columns:  # a KV offload tier: GPU + host hits, dashed
+                _stairs(ax, _hit_rate(req, edges, with_host=True), edges, color=colors[fr.name], lw=1.2,
+                        ls="--", label=f"{fr.name}: GPU + host tier")
         ax.set_ylim(0, 100)
         ax.set_xlim(0, edges[-1])
         ax.set_ylabel("prompt tokens from the cache (%)")

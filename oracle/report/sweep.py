@@ -35,6 +35,7 @@ KNOWN_METRICS = {
     "goodput_rps": ("goodput req/s", "float"),
     "goodput_fraction": ("goodput", "pct"),
     "token_hit_rate": ("token hit", "pct"),
+    "host_token_hit_rate": ("host hit", "pct"),
     "preemptions": ("preempt.", "count"),
 }
 TABLE_METRICS = ("throughput_rps", "ttft_p50_ms", "ttft_p99_ms", "tpot_p50_ms", "tpot_p99_ms", "e2e_p99_ms",

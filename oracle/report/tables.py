@@ -89,6 +89,18 @@ PREFIX_ROWS: tuple[RowSpec, ...] = (
 ) + tuple(RowSpec(f"event: {label}", ("prefix_caching", "event_counts", name), "count")
           for name, label in EVENT_LABELS.items())
 
+OFFLOAD_ROWS: tuple[RowSpec, ...] = (   # frameworks with a KV offload tier (summary "kv_offload")
+    RowSpec("host tier blocks per replica", ("kv_offload", "host_blocks_per_replica"), "count"),
+    RowSpec("GPU prefix hits (tokens)", ("kv_offload", "gpu_hit_tokens"), "count", True),
+    RowSpec("host hits (tokens)", ("kv_offload", "host_hit_tokens"), "count", True),
+    RowSpec("host token hit rate", ("kv_offload", "host_token_hit_rate"), "pct", True),
+    RowSpec("requests with a host hit", ("kv_offload", "requests_with_host_hit"), "count"),
+    RowSpec("bytes loaded from host", ("kv_offload", "bytes_loaded"), "count"),
+    RowSpec("load time (s)", ("kv_offload", "load_time_s"), "s"),
+    RowSpec("bytes written to host", ("kv_offload", "bytes_written"), "count"),
+    RowSpec("host blocks evicted", ("kv_offload", "blocks_evicted"), "count"),
+)
+
 COMPARISON_ROWS: tuple[RowSpec, ...] = (
     RowSpec("TTFT p50 (ms)", ("latency", "time_to_first_token_ms", "p50"), "float", False),
     RowSpec("TTFT p99 (ms)", ("latency", "time_to_first_token_ms", "p99"), "float", False),
@@ -252,6 +264,12 @@ def prefix_table(summaries: dict[str, dict[str, Any]]) -> Table:
                                  "prefix_cache_hits / prefix_cache_queries); events: one per admitted request.")
 
 
+def offload_table(summaries: dict[str, dict[str, Any]]) -> Table:
+    return _metric_table("KV offload to host memory", ((None, OFFLOAD_ROWS),), summaries,
+                         caption="GPU hits are found first, then the host tier from the first block the GPU "
+                                 "missed (oracle/engine/README.md, \"KV offload\"); \u2013: no host tier.")
+
+
 def comparison_table(summaries: dict[str, dict[str, Any]]) -> Table:
     names = list(summaries)
     base = names[0]
@@ -323,6 +341,8 @@ def run_tables(summaries: dict[str, dict[str, Any]]) -> list[Table]:
     if len(summaries) > 1:
         tables.append(comparison_table(summaries))
     tables += [latency_table(summaries), overview_table(summaries), prefix_table(summaries)]
+    if any("kv_offload" in s for s in summaries.values()):
+        tables.append(offload_table(summaries))
     return tables
 
 

@@ -47,6 +47,8 @@ METRICS: tuple[tuple[str, tuple[str, ...], str], ...] = (
     ("prefill_reduction_ratio", ("prefix_caching", "prefill_reduction_ratio"), "f"),
     ("kv_mean_utilization", ("kv_cache", "mean_utilization"), "f"),
     ("kv_peak_utilization", ("kv_cache", "peak_utilization"), "f"),
+    ("host_token_hit_rate", ("kv_offload", "host_token_hit_rate"), "f"),   # null without a KV offload tier
+    ("host_bytes_loaded", ("kv_offload", "bytes_loaded"), "i"),
     ("preemptions", ("preemptions",), "i"),
     ("num_gpus", ("config", "num_gpus"), "i"),
     ("requests_total", ("requests", "total"), "i"),

@@ -35,6 +35,7 @@ from oracle.engine.inputs import (
 )
 
 from .blockpool import BlockPool, KVCacheBlock
+from .hosttier import HostTier
 
 StepTimeFn = Callable[[int, int, int, int, float, int], float]
 
@@ -63,6 +64,7 @@ class Request:
     block_table: list[KVCacheBlock] = field(default_factory=list)
     num_cached_blocks: int = 0
     ever_admitted: bool = False
+    next_store: int = 0       # first prompt block not yet offered to the host tier
 
     # results
     replica: int = -1
@@ -71,6 +73,7 @@ class Request:
     last_token_s: float = NAN
     completion_s: float = NAN
     cached_tokens: int = 0
+    host_cached_tokens: int = 0
     computed_tokens: int = 0
     preemptions: int = 0
     cache_event: int = int(CacheEvent.NONE)
@@ -103,6 +106,8 @@ class Replica:
     last_start: float = NAN
     last_end: float = NAN
     emitters: list = field(default_factory=list)
+    host: HostTier | None = None   # KV offload tier (README "KV offload")
+    pending_load_s: float = 0.0    # load time of the step being scheduled
 
     @property
     def has_work(self) -> bool:
@@ -155,6 +160,12 @@ class ReferenceEngine:
             if req.parent >= 0:
                 self.requests[req.parent].children.append(req.rid)
         self.replicas = [Replica(r, BlockPool(self.N)) for r in range(int(self.cfg.num_replicas))]
+        self.offload = int(self.cfg.host_kv_blocks) > 0
+        if self.offload:
+            for rep in self.replicas:
+                rep.host = HostTier(int(self.cfg.host_kv_blocks))
+        self.host = dict(queries=0, hit_blocks=0, loads=0, stored_blocks=0, evicted_blocks=0, failed_stores=0)
+        self.host_load_s = 0.0
         self.static_arrivals = sorted((req.arrival_s, req.rid) for req in self.requests
                                       if req.parent < 0)
         self.next_static = 0
@@ -350,7 +361,10 @@ class ReferenceEngine:
                 break
             hit = self._lookup(rep, req)
             hit_tokens = len(hit) * self.bs
-            num_new = req.num_tokens - hit_tokens
+            num_host = 0  # blocks loaded from the host tier after the GPU hit
+            if self.offload:
+                num_host = rep.host.match(req.hashes[len(hit):(req.num_tokens - 1) // self.bs])
+            num_new = req.num_tokens - hit_tokens - num_host * self.bs
             if not self.cfg.enable_chunked_prefill:
                 if num_new > budget:
                     break
@@ -361,16 +375,18 @@ class ReferenceEngine:
                 # the whole known sequence must fit (vLLM allocate_slots, full_sequence_must_fit)
                 if cdiv(req.num_tokens, self.bs) - len(hit) + evictable > rep.pool.num_free:
                     break
-            need = cdiv(hit_tokens + num_new, self.bs) - len(hit)
+            need = cdiv(hit_tokens + num_host * self.bs + num_new, self.bs) - len(hit)
             if need + evictable > rep.pool.num_free:
                 break
             rep.pool.touch(hit)
             req.block_table = list(hit) + rep.pool.allocate(need)
             req.num_cached_blocks = len(hit)
-            self._cache_blocks(rep, req, hit_tokens + num_new)
+            req.num_computed = hit_tokens + num_host * self.bs
+            if self.offload:
+                self._host_admit(rep, req, len(hit), num_host)
+            self._cache_blocks(rep, req, req.num_computed + num_new)
             rep.waiting.popleft()
             rep.running.append(req)
-            req.num_computed = hit_tokens
             sched.append(Scheduled(req, num_new, req.num_computed))
             budget -= num_new
             if self.caching:  # vLLM record_prefix_cache_stats, at every admission
@@ -387,6 +403,35 @@ class ReferenceEngine:
                 req.cached_tokens = hit_tokens
                 req.cache_event = int(self._classify(req, hit))
         return budget
+
+    # ---------------------------------------------------------------- KV offload
+    def _host_admit(self, rep: Replica, req: Request, hit: int, num_host: int) -> None:
+        """Load ``num_host`` blocks from the host after the GPU hit (README "KV offload")."""
+        self.host["queries"] += req.num_tokens - hit * self.bs
+        req.next_store = 0
+        if num_host:
+            rep.host.touch(req.hashes[hit:hit + num_host])
+            rep.pending_load_s += self.cfg.host_load_latency_s + num_host * self.cfg.host_load_s_per_block
+            self.host["hit_blocks"] += num_host
+            self.host["loads"] += 1
+            req.next_store = hit + num_host
+        if not req.ever_admitted:
+            req.host_cached_tokens = num_host * self.bs
+
+    def _offload_scheduled(self, rep: Replica, sched: list[Scheduled]) -> None:
+        """Each scheduled request offers the prompt blocks full after this step, in schedule order."""
+        for s in sched:
+            req = s.req
+            upto = min(s.p0 + s.num_new, req.prompt) // self.bs
+            if s.p0 >= req.prompt or upto <= req.next_store:  # only steps computing prompt tokens offer
+                continue
+            res = rep.host.store(req.hashes[req.next_store:upto])
+            if res is None:
+                self.host["failed_stores"] += 1
+                continue
+            self.host["stored_blocks"] += res[0]
+            self.host["evicted_blocks"] += res[1]
+            req.next_store = upto
 
     def _schedule(self, rep: Replica, t: float, cutoff: float = math.inf,
                   lag: bool = False) -> tuple[list[Scheduled], bool]:
@@ -435,6 +480,8 @@ class ReferenceEngine:
                 self.check_invariants()
             return
 
+        if self.offload:
+            self._offload_scheduled(rep, sched)
         # Step aggregates, in schedule order (running first, then newly admitted).
         num_tokens = num_emit = num_decode = decode_ctx_sum = prefill_ctx_sum = 0
         prefill_attn_units = 0.0
@@ -452,6 +499,10 @@ class ReferenceEngine:
                 num_emit += 1
         dt = float(self.step_time_fn(num_tokens, num_emit, num_decode, decode_ctx_sum,
                                      prefill_attn_units, prefill_ctx_sum))
+        if self.offload:  # host loads complete before the forward pass
+            dt += rep.pending_load_s
+            self.host_load_s += rep.pending_load_s
+            rep.pending_load_s = 0.0
         t_end = t + dt
         rep.busy_until = t_end
         self.num_steps += 1
@@ -511,6 +562,11 @@ class ReferenceEngine:
             for req in rep.waiting:
                 assert not req.block_table and req.num_computed == 0
             rep.pool.check_invariants(owned)
+            if rep.host is not None:
+                rep.host.check_invariants()
+        if self.offload:  # no block lost: the tiers hold what was stored and not evicted
+            held = sum(len(rep.host.lru) for rep in self.replicas)
+            assert held == self.host["stored_blocks"] - self.host["evicted_blocks"], "host tier lost a block"
             assert len(rep.running) <= self.cfg.max_num_seqs
 
     # ---------------------------------------------------------------- results
@@ -537,6 +593,9 @@ class ReferenceEngine:
             preempted_prefix_cache_hits=self.preempted_prefix_cache_hits,
             itl_hist=self.itl_hist,
             num_steps=self.num_steps,
+            host_cached_tokens=np.array([r.host_cached_tokens for r in reqs], np.int32),
+            host=dict(self.host),
+            host_load_s=self.host_load_s,
         )
         if self.cfg.record_steps:
             dtypes = (np.int32, np.float64, np.float64, np.int32, np.int64, np.int32, np.int32,
