@@ -30,7 +30,7 @@ def request_table(workload, out: EngineOutputs, *, warm_up_s: float) -> pl.DataF
     prefilled = np.where(finished, out.computed_tokens - np.maximum(output - 1, 0), 0)
     clients = [str(c) for c in workload.client_names] or ["default"]
     client_idx = np.asarray(workload.client, np.int64)
-    return pl.DataFrame({
+    table = pl.DataFrame({
         "request_id": np.arange(n, dtype=np.int64),
         "client": _labels(dict(enumerate(clients)), client_idx),
         "session": np.asarray(workload.session, np.int64),
@@ -54,6 +54,21 @@ def request_table(workload, out: EngineOutputs, *, warm_up_s: float) -> pl.DataF
         "prefilled_tokens": prefilled.astype(np.int64),
         "warm_up": out.arrival_s < warm_up_s,
     })
+    return table if out.pd is None else table.with_columns(**_pd_columns(out))
+
+
+def _pd_columns(out: EngineOutputs) -> dict[str, np.ndarray]:
+    """The PD_REQUEST_COLUMNS of a disaggregated run (times on the engine's clock, as admitted_s;
+    the four TTFT parts add up to ttft_ms)."""
+    pd = out.pd
+    cols = {k: pd[k] for k in ("prefill_replica", "prefill_admitted_s", "prefill_end_s", "transfer_start_s",
+                               "transfer_end_s", "transfer_tokens", "transfer_bytes", "decode_admitted_s")}
+    with np.errstate(invalid="ignore"):
+        cols["ttft_queue_ms"] = (pd["prefill_admitted_s"] - out.arrival_s) * 1e3
+        cols["ttft_prefill_ms"] = (pd["prefill_end_s"] - pd["prefill_admitted_s"]) * 1e3
+        cols["ttft_transfer_ms"] = (pd["transfer_end_s"] - pd["prefill_end_s"]) * 1e3
+        cols["ttft_decode_ms"] = (out.first_token_s - pd["transfer_end_s"]) * 1e3
+    return {k: pl.Series(k, np.asarray(v)) for k, v in cols.items()}
 
 
 def _labels(names: dict[int, str], codes: np.ndarray) -> pl.Series:
@@ -151,13 +166,17 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
     max_itl = df["max_itl_ms"].drop_nans().drop_nulls()
 
     kv_capacity = (num_gpu_blocks - 1) if num_gpu_blocks > 0 else None
-    kv_mean_used = float(out.kv_used_integral.sum() / max(out.sim_end_s, 1e-12) / len(out.kv_used_integral)) \
-        if out.kv_used_integral is not None else None
+    kv_used_integral, kv_used_max = out.kv_used_integral, out.kv_used_max
+    if out.pd is not None:   # disaggregated: this section is the decode pool's (both in "disaggregation")
+        kv_used_integral = out.pd["pools"]["decode"]["kv_used_integral"]
+        kv_used_max = out.pd["pools"]["decode"]["kv_used_max"]
+    kv_mean_used = float(kv_used_integral.sum() / max(out.sim_end_s, 1e-12) / len(kv_used_integral)) \
+        if kv_used_integral is not None else None
 
     def rate(num: float, den: float) -> float:
         return float(num / den) if den else 0.0
 
-    return {
+    summary = {
         "scenario": scenario.name,
         "framework": fw.name,
         "seed": scenario.seed,
@@ -200,10 +219,10 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
             "kv_bytes_per_token": float(kv_bytes_per_token),
             "capacity_tokens_per_replica": None if kv_capacity is None else int(kv_capacity * fw.block_size),
             "mean_blocks_used": kv_mean_used,
-            "peak_blocks_used": int(out.kv_used_max.max()) if out.kv_used_max is not None else None,
+            "peak_blocks_used": int(kv_used_max.max()) if kv_used_max is not None else None,
             "mean_utilization": (kv_mean_used / kv_capacity) if (kv_capacity and kv_mean_used is not None) else None,
-            "peak_utilization": (float(out.kv_used_max.max()) / kv_capacity)
-            if (kv_capacity and out.kv_used_max is not None) else None,
+            "peak_utilization": (float(kv_used_max.max()) / kv_capacity)
+            if (kv_capacity and kv_used_max is not None) else None,
         },
         "preemptions": _sum(df["preemptions"]),
         "prefix_caching": {
@@ -232,3 +251,11 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
             "scheduler_reserve_full_isl": fw.scheduler_reserve_full_isl,
         },
     }
+    if out.pd is not None:
+        from oracle.metrics.disagg import disaggregation_summary   # only disaggregated frameworks
+        summary["disaggregation"] = disaggregation_summary(scenario, fw, requests, out, pcts)
+        d = summary["disaggregation"]
+        summary["config"].update(replicas=d["prefill"]["replicas"] + d["decode"]["replicas"],
+                                 disaggregated=d["p_to_d_ratio"],
+                                 router=f"{d['prefill']['router']} / {d['decode']['router']}")
+    return summary

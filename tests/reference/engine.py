@@ -63,6 +63,7 @@ class Request:
     block_table: list[KVCacheBlock] = field(default_factory=list)
     num_cached_blocks: int = 0
     ever_admitted: bool = False
+    remote_tokens: int = 0    # prompt tokens whose KV a prefill instance sent (P/D decode pool)
 
     # results
     replica: int = -1
@@ -209,7 +210,9 @@ class ReferenceEngine:
             req.status = int(Status.REJECTED)
             self._release_followups(req, a)
             return
-        rep = self.replicas[self.route(req)]
+        self._enqueue(req, self.replicas[self.route(req)], a)
+
+    def _enqueue(self, req: Request, rep: Replica, a: float) -> None:
         req.replica = rep.index
         had_work = rep.has_work
         rep.waiting.append(req)
@@ -297,6 +300,7 @@ class ReferenceEngine:
         victim.block_table = []
         victim.num_computed = 0
         victim.num_cached_blocks = 0
+        victim.remote_tokens = 0  # the received KV is gone: recomputed locally
         victim.preemptions += 1
         rep.waiting.appendleft(victim)
 
@@ -330,7 +334,8 @@ class ReferenceEngine:
             req = rep.waiting[0]
             hit = self._lookup(rep, req)
             hit_tokens = len(hit) * self.bs
-            num_new = req.num_tokens - hit_tokens
+            start = max(hit_tokens, req.remote_tokens)  # KV received from a prefill instance
+            num_new = req.num_tokens - start
             if not self.cfg.enable_chunked_prefill:
                 if num_new > budget:
                     break
@@ -341,16 +346,16 @@ class ReferenceEngine:
                 # the whole known sequence must fit (vLLM allocate_slots, full_sequence_must_fit)
                 if cdiv(req.num_tokens, self.bs) - len(hit) + evictable > rep.pool.num_free:
                     break
-            need = cdiv(hit_tokens + num_new, self.bs) - len(hit)
+            need = cdiv(start + num_new, self.bs) - len(hit)
             if need + evictable > rep.pool.num_free:
                 break
             rep.pool.touch(hit)
             req.block_table = list(hit) + rep.pool.allocate(need)
             req.num_cached_blocks = len(hit)
-            self._cache_blocks(rep, req, hit_tokens + num_new)
+            self._cache_blocks(rep, req, start + num_new)
             rep.waiting.popleft()
             rep.running.append(req)
-            req.num_computed = hit_tokens
+            req.num_computed = start
             sched.append(Scheduled(req, num_new, req.num_computed))
             budget -= num_new
             if self.caching:  # vLLM record_prefix_cache_stats, at every admission
