@@ -38,9 +38,7 @@ def pd_inputs(sc: Scenario, *, num_prefill: int = 1, num_decode: int = 1, prefil
     """The scenario's requests on a prefill pool and a decode pool (config overrides per pool)."""
     inp = sc.inputs()
     cfg = inp.config
-    p_router = cfg.router
-    p = dataclasses.replace(inp, config=dataclasses.replace(cfg, num_replicas=num_prefill, router=p_router,
-                                                            **(prefill or {})))
+    p = dataclasses.replace(inp, config=dataclasses.replace(cfg, num_replicas=num_prefill, **(prefill or {})))
     d = dataclasses.replace(inp, config=dataclasses.replace(cfg, num_replicas=num_decode, **(decode or {})))
     return PDInputs(prefill=p, decode=d, link=link)
 
@@ -229,7 +227,7 @@ def test_pool_settings_and_link_catalog():
     assert fw.disaggregated and fw.num_gpus == 2 * 2 + 4
     p, d = pool_framework(fw, "prefill"), pool_framework(fw, "decode")
     assert (p.replicas, p.tp, p.max_num_batched_tokens, p.max_num_seqs) == (2, 2, 4096, 256)
-    assert (d.replicas, d.tp, d.max_num_seqs, d.router) == (1, 4, 512, "least_kv_transfer")
+    assert (d.replicas, d.tp, d.max_num_seqs, d.router) == (1, 4, 512, "round_robin")   # the entry's default
     link = load_links()["ethernet"]
     assert fw.kv_transfer.bandwidth_gbps == link.bandwidth_gbps and fw.kv_transfer.latency_s == 1e-4
     assert set(load_links()) == {"nvlink", "infiniband", "roce", "ethernet"}
@@ -312,3 +310,15 @@ def test_bundled_scenario_validates():
     from oracle.sweep.spec import load_sweep
     spec = load_sweep(root / "sweep_pd_ratio.toml")
     assert spec is not None
+
+
+def test_catalog_links_command():
+    from typer.testing import CliRunner
+
+    from oracle.cli import build_app
+    app = build_app()
+    out = CliRunner().invoke(app, ["catalog", "links", "--json"])
+    assert out.exit_code == 0, out.output
+    assert set(json.loads(out.stdout)) == {"nvlink", "infiniband", "roce", "ethernet"}
+    out = CliRunner().invoke(app, ["catalog", "links"])
+    assert out.exit_code == 0 and "infiniband" in out.stdout, out.output

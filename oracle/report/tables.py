@@ -296,6 +296,8 @@ CONFIG_ROWS = (("model", ("config", "model")), ("GPU", ("config", "gpu")), ("GPU
 def config_table(summaries: dict[str, dict[str, Any]]) -> Table:
     t = Table(title="Configuration", columns=["setting", *summaries])
     for label, path in CONFIG_ROWS:
+        if path == ("config", "disaggregated") and not any(lookup(s, path) for s in summaries.values()):
+            continue   # only with a prefill/decode framework in the run
         cells = [Cell(label)]
         for s in summaries.values():
             if path is None:
