@@ -18,7 +18,7 @@ import pytest
 from engine_cases import ReqSpec, Scenario, hand_cases, scenarios, step_time_fn_for
 from hypothesis import given
 from hypothesis import strategies as st
-from reference.pd import run_reference_pd
+from reference.pd import ReferencePD
 from test_engine_diff import assert_same_outputs
 
 from oracle.engine.disagg import KvLink, PDInputs
@@ -44,7 +44,12 @@ def pd_inputs(sc: Scenario, *, num_prefill: int = 1, num_decode: int = 1, prefil
 
 
 def compare_pd(inputs: PDInputs):
-    ref = run_reference_pd(inputs, step_time_fn_for(inputs.prefill), step_time_fn_for(inputs.decode), debug=True)
+    model = ReferencePD(inputs, step_time_fn_for(inputs.prefill), step_time_fn_for(inputs.decode), debug=True)
+    ref = model.run()   # debug: every pool's blocks checked after every step
+    for engine in (model.P, model.D):   # no block lost: at the end every block is free again
+        for rep in engine.replicas:
+            assert not rep.running and not rep.waiting
+            assert rep.pool.num_free == rep.pool.num_usable
     jit = run_pd_engine(inputs)
     assert_same_outputs(ref, jit)
     for name in PD_INT_COLUMNS:
