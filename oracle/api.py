@@ -21,7 +21,8 @@ from typing import Any, Callable
 import numpy as np
 import polars as pl
 
-from oracle.engine.inputs import ROUTER_NAMES, EngineConfig, EngineInputs, EngineOutputs
+from oracle.engine.disagg import KvLink, PDInputs
+from oracle.engine.inputs import DECODE_ROUTER_NAMES, EngineConfig, EngineInputs, EngineOutputs
 from oracle.errors import OracleError, ScenarioError
 from oracle.host_memory import check_memory, check_workload_size
 from oracle.kv_offload import host_tier_params
@@ -31,8 +32,8 @@ from oracle.metrics.compare import comparison_table
 from oracle.metrics.output import default_out_dir, write_results
 from oracle.metrics.summary import build_summary, request_table, step_table
 from oracle.metrics.writers import check_out_dir
-from oracle.scenario import FrameworkConfig, Scenario, framework_dtypes, load_scenario, resolve_num_gpu_blocks, \
-    scenario_from_dict
+from oracle.scenario import POOLS, FrameworkConfig, Scenario, framework_dtypes, load_scenario, \
+    pool_scenario, resolve_num_gpu_blocks, scenario_from_dict
 from oracle.workload import build_workload
 
 
@@ -123,7 +124,7 @@ def engine_config(scenario: Scenario, fw: FrameworkConfig, *, num_gpu_blocks: in
     if num_gpu_blocks is None:
         num_gpu_blocks = resolve_num_gpu_blocks(scenario, fw)
     return EngineConfig(
-        num_replicas=fw.replicas, router=ROUTER_NAMES[fw.router], block_size=fw.block_size,
+        num_replicas=fw.replicas, router=DECODE_ROUTER_NAMES[fw.router], block_size=fw.block_size,
         num_gpu_blocks=num_gpu_blocks, max_num_seqs=fw.max_num_seqs,
         max_num_batched_tokens=fw.max_num_batched_tokens, max_model_len=fw.max_model_len,
         enable_chunked_prefill=fw.enable_chunked_prefill, enable_prefix_caching=fw.enable_prefix_caching,
@@ -181,6 +182,25 @@ def engine_inputs(scenario: Scenario, fw: FrameworkConfig, workload, *, hashes=N
         hash_offsets=hash_offsets, hashes=block_hashes,
         cost_params=cost_params(scenario, fw),
         timeout_s=None if timeout is None else np.full(len(workload), max(timeout - api, 0.0), np.float64))
+
+
+def pd_inputs(scenario: Scenario, fw: FrameworkConfig, workload, *, hashes=None,
+              record_steps: bool | None = None) -> PDInputs:
+    """The :class:`~oracle.engine.disagg.PDInputs` of a disaggregated ``[[frameworks]]`` entry:
+    each pool's engine inputs (its GPU, settings and cost) and the KV link between them. The
+    link's bandwidth is per GPU: the KV of a replica's shards moves over ``min(GPUs per prefill
+    replica, GPUs per decode replica)`` links at once (README "Prefill/decode disaggregation")."""
+    parts = {}
+    for which in POOLS:
+        sc_pool, fw_pool = pool_scenario(scenario, fw, which)
+        parts[which] = engine_inputs(sc_pool, fw_pool, workload, hashes=hashes, record_steps=record_steps)
+    sc_d, fw_d = pool_scenario(scenario, fw, "decode")
+    _, fw_p = pool_scenario(scenario, fw, "prefill")
+    x = fw.kv_transfer
+    lanes = min(fw_p.gpus_per_replica, fw_d.gpus_per_replica)
+    link = KvLink(bytes_per_token=float(kv_bytes_per_token(sc_d.model_of(fw_d), framework_dtypes(sc_d, fw_d)[1])),
+                  bandwidth_bytes_s=x.bandwidth_gbps * 1e9 * lanes, latency_s=x.latency_s, overhead_s=x.overhead_s)
+    return PDInputs(prefill=parts["prefill"], decode=parts["decode"], link=link)
 
 
 def to_client_clock(out: EngineOutputs, api_server_s: float) -> EngineOutputs:
@@ -248,13 +268,15 @@ def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None,
     if workload is None:
         say("generating workload")
         workload = load_workload(sc, max_memory_bytes=max_memory_bytes)
-    num_gpu_blocks = {fw.name: resolve_num_gpu_blocks(sc, fw) for fw in fws}   # per replica; -1: unlimited
-    check_memory(sc, fws, workload, num_gpu_blocks, max_memory_bytes=max_memory_bytes)
+    num_gpu_blocks = {fw.name: resolve_num_gpu_blocks(sc, fw) for fw in fws if not fw.disaggregated}
+    pools = [pool_scenario(sc, fw, which) for fw in fws if fw.disaggregated for which in POOLS]
+    num_gpu_blocks.update({pf.name: resolve_num_gpu_blocks(ps, pf) for ps, pf in pools})  # per replica; -1: unlimited
+    check_memory(sc, [fw for fw in fws if not fw.disaggregated] + [pf for _, pf in pools], workload, num_gpu_blocks,
+                 max_memory_bytes=max_memory_bytes)
     results: dict[str, FrameworkResult] = {}
     hash_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}   # block size (0: caching off) -> hashes
     for k, fw in enumerate(fws, start=1):
-        say(f"simulating framework {k}/{len(fws)}: {fw.name} ({len(workload):,} requests, "
-            f"{fw.replicas} x tp{fw.tp} pp{fw.pp})")
+        say(f"simulating framework {k}/{len(fws)}: {fw.name} ({len(workload):,} requests, {fw.shape(' x')})")
         t1 = time.perf_counter()
         keep_steps = sc.output.steps if record_steps is None else record_steps
         if _closed_loop_by_duration(sc):
@@ -265,9 +287,9 @@ def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None,
             if key not in hash_cache:
                 hash_cache[key] = engine_block_hashes(workload, fw)
             # style "original" reports the GPUs' busy time, which the steps give
-            inputs = engine_inputs(sc, fw, workload, hashes=hash_cache[key], num_gpu_blocks=num_gpu_blocks[fw.name],
-                                   record_steps=keep_steps or sc.output.style == "original")
-            out = to_client_clock(_run_engine(inputs), framework_spec(fw).api_server_s)
+            inputs, out = _inputs_and_run(sc, fw, workload, hashes=hash_cache[key],
+                                          num_gpu_blocks=num_gpu_blocks.get(fw.name),
+                                          record_steps=keep_steps or sc.output.style == "original")
         results[fw.name] = _collect(sc, fw, wl_fw, inputs, out, wall=time.perf_counter() - t1,
                                     keep_steps=keep_steps)
     res = SimulationResult(scenario=sc, workload=workload, frameworks=results,
@@ -276,6 +298,18 @@ def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None,
         say("writing results")
         res.write(out_dir, format=format, start_time_s=start_time_s)
     return res
+
+
+def _inputs_and_run(sc: Scenario, fw: FrameworkConfig, workload, *, hashes=None, num_gpu_blocks: int | None = None,
+                    record_steps: bool | None = None):
+    """Build the engine inputs of one framework entry (aggregated or disaggregated) and run
+    them; returns ``(inputs, outputs on the client's clock)``."""
+    if fw.disaggregated:
+        inputs = pd_inputs(sc, fw, workload, hashes=hashes, record_steps=record_steps)
+    else:
+        inputs = engine_inputs(sc, fw, workload, hashes=hashes, num_gpu_blocks=num_gpu_blocks,
+                               record_steps=record_steps)
+    return inputs, to_client_clock(_run_engine(inputs), framework_spec(fw).api_server_s)
 
 
 def _closed_loop_by_duration(sc: Scenario) -> bool:
@@ -290,18 +324,20 @@ def _simulate_closed_loop(sc: Scenario, fw: FrameworkConfig, workload, record_st
     last: dict[str, Any] = {}
 
     def run(wl, final: bool) -> EngineOutputs:
-        inputs = engine_inputs(sc, fw, wl, record_steps=record_steps if final else False)
-        last["inputs"] = inputs
-        return to_client_clock(_run_engine(inputs), framework_spec(fw).api_server_s)
+        last["inputs"], out = _inputs_and_run(sc, fw, wl, record_steps=record_steps if final else False)
+        return out
 
     wl, out = simulate_closed_loop(sc.workload, workload, duration_s=sc.simulation.duration_s,
                                    num_requests=sc.simulation.num_requests, seed=sc.seed, run=run)
     return wl, last["inputs"], out
 
 
-def _run_engine(inputs: EngineInputs) -> EngineOutputs:
+def _run_engine(inputs: EngineInputs | PDInputs) -> EngineOutputs:
     from oracle.engine.loop import run_engine   # lazy: numba (~0.4 s), see cost_params
     try:
+        if isinstance(inputs, PDInputs):
+            from oracle.engine.pd import run_pd_engine
+            return run_pd_engine(inputs)
         return run_engine(inputs)
     except SystemError as exc:
         # Ctrl-C / SIGTERM while the compiled engine runs: numba reports the handler's
@@ -314,11 +350,15 @@ def _run_engine(inputs: EngineInputs) -> EngineOutputs:
                           "replicas, or pin num_gpu_blocks instead of \"unlimited\"") from None
 
 
-def _collect(sc: Scenario, fw: FrameworkConfig, workload, inputs: EngineInputs, out: EngineOutputs,
+def _collect(sc: Scenario, fw: FrameworkConfig, workload, inputs: EngineInputs | PDInputs, out: EngineOutputs,
              *, wall: float, keep_steps: bool = True) -> FrameworkResult:
     requests = request_table(workload, out, warm_up_s=sc.simulation.warm_up_s, kv_offload=fw.kv_offload is not None)
     _, kv_dtype = framework_dtypes(sc, fw)
-    summary = build_summary(sc, fw, requests, out, num_gpu_blocks=inputs.config.num_gpu_blocks,
+    if isinstance(inputs, PDInputs):   # the kv_cache section is the decode pool's; both in "disaggregation"
+        _, kv_dtype = framework_dtypes(*pool_scenario(sc, fw, "decode"))
+        out.pd["num_gpu_blocks"] = {w: getattr(inputs, w).resolved_num_gpu_blocks() for w in POOLS}
+    cfg = inputs.decode.config if isinstance(inputs, PDInputs) else inputs.config
+    summary = build_summary(sc, fw, requests, out, num_gpu_blocks=cfg.num_gpu_blocks,
                             kv_bytes_per_token=kv_bytes_per_token(sc.model_of(fw), kv_dtype), wall_time_s=wall)
     if sc.output.style == "original":
         from oracle.metrics.original import adjust_summary  # lazy: only converted original-tool configs

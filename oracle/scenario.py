@@ -17,7 +17,7 @@ from typing import Any
 
 from oracle._config import Table, key_position
 from oracle.catalog import get_gpu, get_model, gpu_from_table, model_from_table
-from oracle.engine.inputs import ROUTER_NAMES
+from oracle.engine.inputs import DECODE_ROUTER_NAMES, ROUTER_NAMES
 from oracle.errors import OracleError, Problems, ScenarioError, Skip, read_text_file
 from oracle.memory import check_dtype_on_gpu, check_expert_parallel, compute_num_gpu_blocks, resolve_kv_dtype
 from oracle.workload.spec import max_prompt_tokens, parse_workload
@@ -72,14 +72,78 @@ class FrameworkConfig:
     def ep_size(self) -> int:
         """Expert-parallel size (1 without expert parallelism)."""
         return self.tp * self.data_parallel_size if self.expert_parallel else 1
+    prefill: Any = None       # PoolConfig: prefill pool of a disaggregated deployment (None: aggregated)
+    decode: Any = None        # PoolConfig: its decode pool
+    kv_transfer: Any = None   # KvTransferConfig: the link between them
 
     @property
     def gpus_per_replica(self) -> int:
         return self.tp * self.pp
 
     @property
+    def disaggregated(self) -> bool:
+        return self.prefill is not None
+
+    def shape(self, sep: str = "x") -> str:
+        """``4x tp1 pp1``, or ``1P x tp2 pp1 + 1D x tp2 pp1`` for a disaggregated entry."""
+        if not self.disaggregated:
+            return f"{self.replicas}{sep} tp{self.tp} pp{self.pp}"
+        p, d = (pool_framework(self, w) for w in POOLS)
+        return f"{p.replicas}P x tp{p.tp} pp{p.pp} + {d.replicas}D x tp{d.tp} pp{d.pp}"
+
+    @property
     def num_gpus(self) -> int:
+        if self.disaggregated:
+            return sum(pool_framework(self, which).num_gpus for which in POOLS)
         return self.tp * self.pp * self.replicas
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """``prefill = { ... }`` / ``decode = { ... }`` of a ``[[frameworks]]`` entry: a pool of
+    replicas with its own engine settings (None: the entry's own value)."""
+
+    replicas: int = 1
+    tp: int | None = None
+    pp: int | None = None
+    gpu: str | None = None                 # catalog GPU of this pool (default: [hardware] gpu)
+    router: str | None = None
+    num_gpu_blocks: int | str | None = None
+    gpu_memory_utilization: float | None = None
+    max_num_seqs: int | None = None
+    max_num_batched_tokens: int | None = None
+    enable_chunked_prefill: bool | None = None
+    enable_prefix_caching: bool | None = None
+    scheduler_overhead_s: float | None = None
+
+
+@dataclass(frozen=True)
+class KvTransferConfig:
+    """``kv_transfer = { link, bandwidth_gbps?, latency_s?, overhead_s? }``: the link a decode
+    replica pulls a prompt's KV over (catalog ``links.toml``; given values override it)."""
+
+    link: str = "infiniband"
+    bandwidth_gbps: float = 50.0   # per GPU and direction, GB/s
+    latency_s: float = 5e-6
+    overhead_s: float = 1e-4
+
+
+POOLS = ("prefill", "decode")
+POOL_KEYS = tuple(f.name for f in dataclasses.fields(PoolConfig))
+
+
+def pool_framework(fw: FrameworkConfig, which: str) -> FrameworkConfig:
+    """The aggregated-style config of one pool: the entry's settings with the pool's own."""
+    pool = getattr(fw, which)
+    own = {k: getattr(pool, k) for k in POOL_KEYS if k != "gpu" and getattr(pool, k) is not None}
+    return dataclasses.replace(fw, name=f"{fw.name}:{which}", prefill=None, decode=None, kv_transfer=None, **own)
+
+
+def pool_scenario(scenario: Scenario, fw: FrameworkConfig, which: str) -> tuple[Scenario, FrameworkConfig]:
+    """(scenario with the pool's GPU, the pool's config) of one pool of a disaggregated entry."""
+    pool = getattr(fw, which)
+    sc = scenario if pool.gpu is None else dataclasses.replace(scenario, gpu=get_gpu(pool.gpu))
+    return sc, pool_framework(fw, which)
 
 
 # The defaults of a [[frameworks]] entry, defined once (above): the parser, the legacy
@@ -279,6 +343,11 @@ def _parse(raw: dict, *, base_dir: Path, file, problems: Problems) -> Scenario:
                 problems.add(ScenarioError(f"duplicate framework name {n!r}", key=f"frameworks.{i}.name"))
         frameworks = [fw for fw, _ in parsed]
         longest = max_prompt_tokens(workload) if workload_ok else None
+        if workload_ok and workload.timeout_s is not None:
+            for i, (fw, _) in enumerate(parsed):
+                if fw.disaggregated:
+                    problems.add(ScenarioError("client timeouts (workload.timeout_s) are not modelled with "
+                                               "prefill/decode pools yet", key=f"frameworks.{i}.prefill"))
         if longest is not None:
             for fw, t in parsed:
                 if t.ok("max_model_len") and fw.max_model_len is not None and longest > fw.max_model_len:
@@ -421,6 +490,9 @@ def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str)
         if t.ok("enable_prefix_caching") and not f["enable_prefix_caching"]:
             t.report("kv_offload", "needs enable_prefix_caching = true (the host tier is keyed by "
                                    "the prefix cache's block hashes, as vLLM's offloading connector)")
+    if t.has("prefill") or t.has("decode") or t.has("kv_transfer"):
+        with t.guard():
+            f.update(_parse_pools(t, f, model=model, gpu=gpu, dtype=dtype, kv_dtype=kv_dtype))
     if t.ok("name") and (not f["name"].strip() or "/" in f["name"] or f["name"] in (".", "..")):
         t.report("name", f"must be a non-empty name usable as a folder, got {f['name']!r}")
     if t.has("num_gpu_blocks"):
@@ -460,7 +532,7 @@ def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str)
     ok = t.ok()
     t.done()
     fw = FrameworkConfig(**f)
-    if ok and model is not None and gpu is not None and fw.num_gpu_blocks is None:
+    if ok and model is not None and gpu is not None and fw.num_gpu_blocks is None and not fw.disaggregated:
         try:  # the model must leave room for KV blocks on these GPUs
             _memory_num_gpu_blocks(model, gpu, fw, *_dtypes(fw, dtype, kv_dtype))
         except OracleError as exc:
@@ -481,6 +553,95 @@ def _framework_model(t: Table):
         model = get_model(mt.str("name"), key=mt.key("name"))
     mt.done()
     return model
+
+
+def _parse_pools(t: Table, f: dict, *, model, gpu, dtype: str, kv_dtype: str) -> dict:
+    """``prefill``, ``decode`` and ``kv_transfer`` of a ``[[frameworks]]`` entry (README
+    "Prefill/decode disaggregation"); ``f``: the entry's other values."""
+    if not (t.has("prefill") and t.has("decode")):
+        missing = "decode" if t.has("prefill") else "prefill"
+        t.report(missing if t.has("prefill") or t.has("decode") else "kv_transfer",
+                 "a disaggregated deployment needs both a prefill and a decode pool "
+                 "(prefill = { replicas = ... }, decode = { replicas = ... })", required=True)
+    if t.has("replicas"):
+        t.report("replicas", "the replicas of a disaggregated deployment are set per pool "
+                             "(prefill.replicas, decode.replicas), not for the whole entry")
+    if t.has("router"):
+        t.report("router", "set a router per pool (prefill.router, decode.router)")
+    pools = {which: _parse_pool(t.table(which), which) for which in POOLS}
+    link = _parse_kv_transfer(t.table("kv_transfer", {}))
+    out = {"prefill": pools["prefill"], "decode": pools["decode"], "kv_transfer": link}
+    if model is None or gpu is None:
+        return out
+    fw = FrameworkConfig(**{**FRAMEWORK_DEFAULTS.__dict__, **f, **out})
+    for which in POOLS:
+        pt = t.table(which)
+        pool_fw = pool_framework(fw, which)
+        pool_gpu = get_gpu(pools[which].gpu) if pools[which].gpu else gpu
+        if model.num_kv_heads and pool_fw.tp > model.num_heads:
+            pt.report("tp", f"tensor parallel size {pool_fw.tp} exceeds the model's {model.num_heads} attention heads")
+        if pool_fw.max_model_len is not None and not pool_fw.enable_chunked_prefill \
+                and pool_fw.max_num_batched_tokens < pool_fw.max_model_len:
+            pt.report("max_num_batched_tokens", f"must be >= max_model_len ({pool_fw.max_model_len}) when "
+                                                f"enable_chunked_prefill = false")
+        blocks = pool_fw.num_gpu_blocks
+        if blocks is None:
+            try:
+                blocks = _memory_num_gpu_blocks(model, pool_gpu, pool_fw, *_dtypes(pool_fw, dtype, kv_dtype))
+            except OracleError as exc:
+                pt.report(None, exc.reason)
+                continue
+        if which == "decode" and isinstance(blocks, int) and pool_fw.max_model_len is not None \
+                and (blocks - 1) * pool_fw.block_size < pool_fw.max_model_len:
+            # vLLM refuses to start such an engine (kv_cache_utils.check_enough_kv_cache_memory)
+            pt.report(None, f"the decode pool's KV cache holds {(blocks - 1) * pool_fw.block_size} tokens per "
+                            f"replica, less than one request of max_model_len = {pool_fw.max_model_len}; give "
+                            f"it more memory (tp, gpu_memory_utilization, num_gpu_blocks) or lower max_model_len")
+    return out
+
+
+def _parse_pool(pt: Table, which: str) -> PoolConfig:
+    """One ``prefill``/``decode`` table: replicas is required, every other key optional."""
+    routers = tuple(DECODE_ROUTER_NAMES) if which == "decode" else ROUTERS
+    v = dict(
+        replicas=pt.int("replicas", lo=1, hi=100_000),
+        tp=pt.int("tp", None, lo=1, hi=1024), pp=pt.int("pp", None, lo=1, hi=1024),
+        gpu=pt.str("gpu", None),
+        router=pt.str("router", None, choices=routers),
+        gpu_memory_utilization=pt.float("gpu_memory_utilization", None, lo=0.0, hi=1.0, lo_open=True),
+        max_num_seqs=pt.int("max_num_seqs", None, lo=1, hi=1_000_000),
+        max_num_batched_tokens=pt.int("max_num_batched_tokens", None, lo=1, hi=10_000_000),
+        enable_chunked_prefill=pt.bool("enable_chunked_prefill", True) if pt.has("enable_chunked_prefill") else None,
+        enable_prefix_caching=pt.bool("enable_prefix_caching", True) if pt.has("enable_prefix_caching") else None,
+        scheduler_overhead_s=pt.float("scheduler_overhead_s", None, lo=0.0, hi=10.0),
+    )
+    if v["gpu"] is not None:
+        with pt.guard():
+            get_gpu(v["gpu"], key=pt.key("gpu"))
+    if pt.has("num_gpu_blocks"):
+        nb = pt.any("num_gpu_blocks")
+        if nb == "unlimited":
+            v["num_gpu_blocks"] = "unlimited"
+        elif isinstance(nb, int) and not isinstance(nb, bool):
+            v["num_gpu_blocks"] = pt.int("num_gpu_blocks", None, lo=2)
+        else:
+            pt.report("num_gpu_blocks", f"must be an integer >= 2 or \"unlimited\", got {nb!r}")
+    pt.done()
+    return PoolConfig(**v)
+
+
+def _parse_kv_transfer(lt: Table) -> KvTransferConfig:
+    """``kv_transfer``: a catalog link (default infiniband) with optional overrides."""
+    from oracle.catalog import load_links
+    links = load_links()
+    name = lt.str("link", KvTransferConfig.link, choices=tuple(sorted(links)))
+    spec = links.get(name, links[KvTransferConfig.link])
+    cfg = KvTransferConfig(link=name,
+                           bandwidth_gbps=lt.float("bandwidth_gbps", spec.bandwidth_gbps, lo=0.0, lo_open=True),
+                           latency_s=lt.float("latency_s", spec.latency_s, lo=0.0, hi=10.0),
+                           overhead_s=lt.float("overhead_s", spec.overhead_s, lo=0.0, hi=10.0))
+    lt.done()
+    return cfg
 
 
 def _dtypes(fw: FrameworkConfig, dtype: str, kv_cache_dtype: str) -> tuple[str, str]:

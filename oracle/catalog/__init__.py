@@ -30,6 +30,7 @@ _HERE = Path(__file__).resolve().parent
 MODELS_TOML = _HERE / "models.toml"
 GPUS_TOML = _HERE / "gpus.toml"
 FRAMEWORKS_TOML = _HERE / "frameworks.toml"
+LINKS_TOML = _HERE / "links.toml"
 
 DTYPES = ("bf16", "fp16", "fp8", "fp32", "mxfp4", "nvfp4")
 #: 4-bit weight formats (block-scaled: MXFP4 = E2M1 + an 8-bit scale per 32 values, NVFP4 = E2M1 + an
@@ -368,6 +369,26 @@ class FrameworkSpec:
     calibration_note: str = ""
 
 
+@dataclass(frozen=True)
+class LinkSpec:
+    """A link a decode replica pulls KV over in a disaggregated deployment (``links.toml``).
+
+    Attributes
+    ----------
+    name: catalog name (``"infiniband"``).
+    bandwidth_gbps: per GPU and direction, GB/s (1e9 bytes/s).
+    latency_s: one-way latency of a transfer, seconds.
+    overhead_s: fixed cost per request transfer, seconds.
+    source: where the figures come from.
+    """
+
+    name: str
+    bandwidth_gbps: float
+    latency_s: float
+    overhead_s: float
+    source: str = ""
+
+
 # -- validation of one table ---------------------------------------------------------------
 
 _FITTED_KEYS = ("eff_compute", "eff_memory", "roofline_overlap", "kernel_overhead_s",
@@ -683,6 +704,21 @@ def framework_from_table(t: Table, *, name: str | None = None) -> FrameworkSpec:
 def load_frameworks() -> dict[str, FrameworkSpec]:
     """All catalog frameworks by name (cached; do not mutate the returned dict)."""
     return _load_section(FRAMEWORKS_TOML, "frameworks", framework_from_table)
+
+
+def link_from_table(t: Table, *, name: str | None = None) -> LinkSpec:
+    """Build a :class:`LinkSpec` from a ``[links.<name>]`` table (``t.done()`` is called)."""
+    spec = LinkSpec(name=name or "custom", bandwidth_gbps=t.float("bandwidth_gbps", lo=0.0, lo_open=True),
+                    latency_s=t.float("latency_s", lo=0.0), overhead_s=t.float("overhead_s", lo=0.0),
+                    source=t.str("source", ""))
+    t.done()
+    return spec
+
+
+@functools.cache
+def load_links() -> dict[str, LinkSpec]:
+    """All catalog KV-transfer links by name (cached; do not mutate the returned dict)."""
+    return _load_section(LINKS_TOML, "links", link_from_table)
 
 
 def get_framework(name: str, *, key: str = "frameworks.type") -> FrameworkSpec:

@@ -1,4 +1,4 @@
-"""``oracle catalog gpus|models``: list the built-in GPUs and models with their sources."""
+"""``oracle catalog gpus|models|links``: list the built-in GPUs, models and KV-transfer links with their sources."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ def register(app: typer.Typer) -> None:
     sub = typer_factory("List the built-in GPUs and models (datasheet / config.json facts and their sources).")
     sub.command("gpus")(gpus)
     sub.command("models")(models)
+    sub.command("links")(links)
     app.add_typer(sub, name="catalog")
 
 
@@ -105,6 +106,32 @@ def models(as_json: JsonOpt = False) -> None:
     for name, m in records.items():
         if m["aliases"]:
             console.print(f"  {name}: {', '.join(m['aliases'])}", markup=False, overflow="ignore", crop=False)
+
+
+def links(as_json: JsonOpt = False) -> None:
+    """List the KV-transfer links of prefill/decode disaggregation (``kv_transfer = { link }``).
+
+    Examples:
+      oracle catalog links
+      oracle catalog links --json
+    """
+    from oracle.catalog import load_links   # lazy: see oracle.commands
+    with user_errors():
+        records = {name: {k: v for k, v in dataclasses.asdict(x).items() if k != "name"}
+                   for name, x in load_links().items()}
+    if as_json:
+        typer.echo(json.dumps(records, indent=2))
+        return
+    from rich.table import Table   # lazy: rich (~0.05 s)
+    table = Table(title="KV-transfer links (bandwidth per GPU and direction)")
+    for col in ("name", "GB/s", "latency us", "overhead us"):
+        table.add_column(col, justify="left" if col == "name" else "right", no_wrap=col == "name")
+    for name, x in records.items():
+        table.add_row(name, f"{x['bandwidth_gbps']:g}", f"{x['latency_s'] * 1e6:g}", f"{x['overhead_s'] * 1e6:g}")
+    console = _console()
+    console.print(table)
+    for name, x in records.items():
+        console.print(f"{name}: {x['source']}", markup=False)
 
 
 def _console(min_width: int = 140):

@@ -53,7 +53,8 @@ def register(app: typer.Typer) -> None:
     def search(
         scenario: ScenarioArg,
         vary: Annotated[str, typer.Option("--vary", help="What to search: rate (largest arrival-rate "
-                                          "multiplier) or replicas (fewest replicas).")] = "rate",
+                                          "multiplier), replicas (fewest replicas), or prefill_replicas / decode_replicas (fewest replicas of one "
+                                          "pool of a disaggregated framework).")] = "rate",
         slo_ttft_ms: Annotated[Optional[float], typer.Option("--slo-ttft-ms", help="TTFT objective in ms "
                                                              "(default: the scenario's \\[slo]).")] = None,
         slo_tpot_ms: Annotated[Optional[float], typer.Option("--slo-tpot-ms", help="TPOT objective in ms "

@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
                 for line in error_lines(exc):
                     typer.echo(line, err=True)
                 continue
-            fws = ", ".join(f"{fw.name} ({fw.replicas}x tp{fw.tp} pp{fw.pp}"
+            fws = ", ".join(f"{fw.name} ({fw.shape()}"
                             + (f", {fw.model.name}" if fw.model is not None else "") + ")" for fw in sc.frameworks)
             typer.echo(f"ok: {f}: {sc.name}: {sc.model.name} on {sc.gpu.name}; frameworks: {fws}")
         if bad:

@@ -24,6 +24,10 @@ class Router(IntEnum):
 
 ROUTER_NAMES = {"round_robin": Router.ROUND_ROBIN, "least_loaded": Router.LEAST_LOADED,
                 "session_affinity": Router.SESSION_AFFINITY, "prefix_aware": Router.PREFIX_AWARE}
+# A decode pool's router may also pick the replica that needs the least KV transferred
+# (oracle.engine.pd); not a Router member: an aggregated engine has no such router.
+LEAST_KV_TRANSFER = 4
+DECODE_ROUTER_NAMES = {**ROUTER_NAMES, "least_kv_transfer": LEAST_KV_TRANSFER}
 
 
 class CacheEvent(IntEnum):
@@ -166,3 +170,6 @@ class EngineOutputs:
     host: dict[str, int] = field(default_factory=dict)
     host_load_s: float = 0.0
     steps: dict[str, np.ndarray] | None = None  # column -> array, when record_steps
+    # prefill/decode disaggregation (oracle.engine.pd): per-request prefill and transfer
+    # columns and per-pool totals; None for an aggregated run
+    pd: dict | None = None

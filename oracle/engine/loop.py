@@ -54,10 +54,16 @@ def _simulate(req, cfg, st):
     steps = np.empty((1024 if cfg.record_steps else 0, NUM_STEP_COLUMNS), np.float64)
     pos = np.zeros(2, np.int64)  # (next request without a parent, in arrival order; steps so far)
     while not _run(req, cfg, st, steps, pos):
-        bigger = np.empty((2 * steps.shape[0], NUM_STEP_COLUMNS), np.float64)
-        bigger[:pos[1]] = steps[:pos[1]]
-        steps = bigger
+        steps = grow_steps(steps, pos[1])
     return steps, pos[1]
+
+
+@jit
+def grow_steps(steps, num_steps):
+    """The steps table with twice the rows, its first ``num_steps`` rows copied."""
+    bigger = np.empty((2 * steps.shape[0], steps.shape[1]), np.float64)
+    bigger[:num_steps] = steps[:num_steps]
+    return bigger
 
 
 @kernel
@@ -146,8 +152,14 @@ def _arrive(q, ta, cfg, req, st):
         out.status[q] = Status.REJECTED
         release_followups(qs, req, q, ta)
         return
-    r = route(q, cfg, req, st)
-    out.replica[q] = r
+    _enqueue(q, route(q, cfg, req, st), ta, cfg, req, st)
+
+
+@jit(inline="always")
+def _enqueue(q, r, ta, cfg, req, st):
+    """Request q joins replica r's waiting tail at ta (its client's deadline, if any, armed)."""
+    qs = st.qs
+    st.out.replica[q] = r
     if not _has_work(cfg, st, r) and qs.busy_until[r] < ta:
         qs.busy_until[r] = ta
     wq_push_back(qs, r, q)
@@ -380,9 +392,14 @@ def run_engine(inputs: EngineInputs) -> EngineOutputs:
     cfg = _config(inputs)
     st = new_state(req, cfg, inputs.resolved_num_gpu_blocks(), num_sessions)
     steps, num_steps = _simulate(req, cfg, st)
+    return engine_outputs(st, steps, num_steps, cfg.record_steps)
+
+
+def engine_outputs(st, steps: np.ndarray, num_steps: int, record_steps: bool) -> EngineOutputs:
+    """The :class:`EngineOutputs` of a finished run's state and steps matrix."""
     out, c = st.out, st.out.counters
     step_table = None
-    if cfg.record_steps:
+    if record_steps:
         rows = steps[:num_steps]  # in (start time, replica) order, as the loop ran them
         step_table = {name: rows[:, j].copy() for j, name in enumerate(STEP_COLUMNS)}
         for name in STEP_COLUMNS:

@@ -320,7 +320,10 @@ def schedule_waiting(r, t, cutoff, budget, nsch, cfg, req, st):
         num_host = 0  # blocks loaded from the host tier after the GPU hit (offload.py)
         if st.host.enabled:
             num_host = host_lookup(q, r, hit, (num_tokens - 1) // bs, req, st.host)
-        num_new = num_tokens - hit_tokens - num_host * bs
+        # a waiting request's num_computed is 0, or the tokens whose KV a prefill instance
+        # sent it (README "Prefill/decode disaggregation"; 0 again after a preemption)
+        start = max(hit_tokens + num_host * bs, rs.num_computed[q])
+        num_new = num_tokens - start
         if not cfg.enable_chunked_prefill and num_new > budget:
             break
         num_new = min(num_new, budget)
@@ -330,7 +333,7 @@ def schedule_waiting(r, t, cutoff, budget, nsch, cfg, req, st):
         if cfg.scheduler_reserve_full_isl and cdiv(num_tokens, bs) - hit + evictable > num_free(pool, r):
             counters[Counter.FAILED_ADMISSIONS.value] += 1
             break
-        need = cdiv(hit_tokens + num_host * bs + num_new, bs) - hit
+        need = cdiv(start + num_new, bs) - hit
         if need + evictable > num_free(pool, r):
             counters[Counter.FAILED_ADMISSIONS.value] += 1
             break
@@ -342,12 +345,12 @@ def schedule_waiting(r, t, cutoff, budget, nsch, cfg, req, st):
             touch_hits(pool, r, sc.hit_blocks, hit, rs.table, row)
         allocate(pool, r, need, rs.table, row + hit)
         rs.num_blocks[q] = hit + need
-        rs.num_computed[q] = hit_tokens + num_host * bs
+        rs.num_computed[q] = start
         rs.num_cached[q] = hit
         if st.host.enabled:
             host_admit(q, r, hit, num_host, num_tokens, math.isnan(out.admitted_s[q]), cfg, req, st.host)
         if pool.caching:
-            _cache_upto(q, gs, (rs.num_computed[q] + num_new) // bs, r, cfg, req, pool, rs)
+            _cache_upto(q, gs, (start + num_new) // bs, r, cfg, req, pool, rs)
             if out.preemptions[q] > 0:  # vLLM PrefixCacheStats: re-admissions counted apart
                 counters[Counter.PREEMPTED_REQUESTS.value] += 1
                 counters[Counter.PREEMPTED_PREFIX_CACHE_QUERIES.value] += num_tokens

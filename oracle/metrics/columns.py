@@ -10,6 +10,15 @@ REQUEST_COLUMNS = (
     "ttft_ms", "tpot_ms", "e2e_ms", "max_itl_ms", "status", "computed_tokens", "prefilled_tokens", "warm_up",
 )
 
+# Extra columns of a disaggregated framework (prefill pool, KV transfer, decode pool), after
+# REQUEST_COLUMNS; the TTFT split: queue (arrival -> prefill admission), prefill (-> the prefill
+# pool's token), transfer (-> KV in the decode replica, link queueing included), decode (-> the
+# decode pool's first token: its queue and first step).
+PD_REQUEST_COLUMNS = (
+    "prefill_replica", "prefill_admitted_s", "prefill_end_s", "transfer_start_s", "transfer_end_s",
+    "transfer_tokens", "transfer_bytes", "decode_admitted_s", "ttft_queue_ms", "ttft_prefill_ms",
+    "ttft_transfer_ms", "ttft_decode_ms",
+)
 
 # The original LLMPerfOracle's requests CSV, in its column order; extra columns follow.
 LEGACY_CSV_COLUMNS = (

@@ -58,7 +58,21 @@ def request_table(workload, out: EngineOutputs, *, warm_up_s: float, kv_offload:
     })
     if kv_offload:
         df = df.with_columns(pl.Series("host_cached_tokens", out.host_cached_tokens.astype(np.int32)))
-    return df
+    return df if out.pd is None else df.with_columns(**_pd_columns(out))
+
+
+def _pd_columns(out: EngineOutputs) -> dict[str, np.ndarray]:
+    """The PD_REQUEST_COLUMNS of a disaggregated run (times on the engine's clock, as admitted_s;
+    the four TTFT parts add up to ttft_ms)."""
+    pd = out.pd
+    cols = {k: pd[k] for k in ("prefill_replica", "prefill_admitted_s", "prefill_end_s", "transfer_start_s",
+                               "transfer_end_s", "transfer_tokens", "transfer_bytes", "decode_admitted_s")}
+    with np.errstate(invalid="ignore"):
+        cols["ttft_queue_ms"] = (pd["prefill_admitted_s"] - out.arrival_s) * 1e3
+        cols["ttft_prefill_ms"] = (pd["prefill_end_s"] - pd["prefill_admitted_s"]) * 1e3
+        cols["ttft_transfer_ms"] = (pd["transfer_end_s"] - pd["prefill_end_s"]) * 1e3
+        cols["ttft_decode_ms"] = (out.first_token_s - pd["transfer_end_s"]) * 1e3
+    return {k: pl.Series(k, np.asarray(v)) for k, v in cols.items()}
 
 
 def _labels(names: dict[int, str], codes: np.ndarray) -> pl.Series:
@@ -156,13 +170,17 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
     max_itl = df["max_itl_ms"].drop_nans().drop_nulls()
 
     kv_capacity = (num_gpu_blocks - 1) if num_gpu_blocks > 0 else None
-    kv_mean_used = float(out.kv_used_integral.sum() / max(out.sim_end_s, 1e-12) / len(out.kv_used_integral)) \
-        if out.kv_used_integral is not None else None
+    kv_used_integral, kv_used_max = out.kv_used_integral, out.kv_used_max
+    if out.pd is not None:   # disaggregated: this section is the decode pool's (both in "disaggregation")
+        kv_used_integral = out.pd["pools"]["decode"]["kv_used_integral"]
+        kv_used_max = out.pd["pools"]["decode"]["kv_used_max"]
+    kv_mean_used = float(kv_used_integral.sum() / max(out.sim_end_s, 1e-12) / len(kv_used_integral)) \
+        if kv_used_integral is not None else None
 
     def rate(num: float, den: float) -> float:
         return float(num / den) if den else 0.0
 
-    return {
+    summary = {
         "scenario": scenario.name,
         "framework": fw.name,
         "seed": scenario.seed,
@@ -205,10 +223,10 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
             "kv_bytes_per_token": float(kv_bytes_per_token),
             "capacity_tokens_per_replica": None if kv_capacity is None else int(kv_capacity * fw.block_size),
             "mean_blocks_used": kv_mean_used,
-            "peak_blocks_used": int(out.kv_used_max.max()) if out.kv_used_max is not None else None,
+            "peak_blocks_used": int(kv_used_max.max()) if kv_used_max is not None else None,
             "mean_utilization": (kv_mean_used / kv_capacity) if (kv_capacity and kv_mean_used is not None) else None,
-            "peak_utilization": (float(out.kv_used_max.max()) / kv_capacity)
-            if (kv_capacity and out.kv_used_max is not None) else None,
+            "peak_utilization": (float(kv_used_max.max()) / kv_capacity)
+            if (kv_capacity and kv_used_max is not None) else None,
         },
         "preemptions": _sum(df["preemptions"]),
         "prefix_caching": {
@@ -266,6 +284,8 @@ def architecture_config(scenario, fw) -> dict[str, Any]:
         out["kv_cache_groups"] = (f"{full} full-attention + {window} windowed group(s) of {size} layers; the engine "
                                   "charges the full-attention blocks only (approximation)")
     return out
+
+
 def kv_offload_summary(scenario, fw, out: EngineOutputs, requests: pl.DataFrame) -> dict[str, Any]:
     """The ``kv_offload`` section: the host tier, GPU vs host prefix hits, bytes moved over the
     host link (loads = host-hit blocks x block bytes; writes = blocks stored x block bytes)."""
@@ -298,3 +318,11 @@ def kv_offload_summary(scenario, fw, out: EngineOutputs, requests: pl.DataFrame)
         "blocks_evicted": int(h.get("evicted_blocks", 0)),
         "refused_stores": int(h.get("failed_stores", 0)),
     }
+    if out.pd is not None:
+        from oracle.metrics.disagg import disaggregation_summary   # only disaggregated frameworks
+        summary["disaggregation"] = disaggregation_summary(scenario, fw, requests, out, pcts)
+        d = summary["disaggregation"]
+        summary["config"].update(replicas=d["prefill"]["replicas"] + d["decode"]["replicas"],
+                                 disaggregated=d["p_to_d_ratio"],
+                                 router=f"{d['prefill']['router']} / {d['decode']['router']}")
+    return summary

@@ -399,7 +399,9 @@ def run_plots(run: RunFolder, colors: dict[str, Any] | None = None) -> list[Plot
     if not run.frameworks:
         return []
     colors = colors or framework_colors([fr.name for fr in run.frameworks])
+    from oracle.report.disagg import ttft_split
     from oracle.report.replica_plots import prefix_hit_rate_over_time, replica_plots
     plots = [latency_cdf(run, colors), throughput_over_time(run, colors), queue_over_time(run, colors),
-             kv_over_time(run, colors), prefix_hit_rate_over_time(run, colors), cache_events(run, colors)]
+             kv_over_time(run, colors), prefix_hit_rate_over_time(run, colors), cache_events(run, colors),
+             ttft_split(run, colors)]
     return [p for p in plots if p is not None] + replica_plots(run)

@@ -43,7 +43,7 @@ class RowSpec:
 
     label: str
     path: tuple[str, ...]
-    kind: str  # "float" | "pct" | "count" | "s" | "onoff"
+    kind: str  # "float" | "pct" | "count" | "s" | "onoff" | "text"
     higher_is_better: bool | None = None
 
 
@@ -142,6 +142,8 @@ def fmt_value(v: Any, kind: str) -> str:
         return DASH
     if kind == "onoff":
         return "on" if v else "off"
+    if kind == "text":
+        return str(v)
     if kind == "pct":
         return f"{100 * float(v):.1f} %".replace("-", MINUS)
     if kind == "count":
@@ -301,7 +303,8 @@ def comparison_json(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 CONFIG_ROWS = (("model", ("config", "model")), ("GPU", ("config", "gpu")), ("GPUs", ("config", "num_gpus")),
-               ("tp x pp", None), ("replicas", ("config", "replicas")), ("router", ("config", "router")),
+               ("tp x pp", None), ("replicas", ("config", "replicas")), ("P:D pools", ("config", "disaggregated")),
+               ("router", ("config", "router")),
                ("block size", ("kv_cache", "block_size")), ("max_num_seqs", ("config", "max_num_seqs")),
                ("max_num_batched_tokens", ("config", "max_num_batched_tokens")),
                ("chunked prefill", ("config", "enable_chunked_prefill")),
@@ -318,6 +321,8 @@ def config_table(summaries: dict[str, dict[str, Any]]) -> Table:
         key = path or ("config", "expert_parallel_size")
         if label in _OPTIONAL_CONFIG_ROWS and all(lookup(s, key) is None for s in summaries.values()):
             continue
+        if path == ("config", "disaggregated") and not any(lookup(s, path) for s in summaries.values()):
+            continue   # only with a prefill/decode framework in the run
         cells = [Cell(label)]
         for s in summaries.values():
             if label == "EP size / DP ranks":
@@ -343,7 +348,9 @@ def run_tables(summaries: dict[str, dict[str, Any]]) -> list[Table]:
     tables += [latency_table(summaries), overview_table(summaries), prefix_table(summaries)]
     if any("kv_offload" in s for s in summaries.values()):
         tables.append(offload_table(summaries))
-    return tables
+    from oracle.report.disagg import disaggregation_table   # prefill/decode pools, when a framework has them
+    pd = disaggregation_table(summaries)
+    return tables + ([pd] if pd is not None else [])
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,6 +13,9 @@ replace the scenario's ``[slo]`` table for the search.
 * ``vary="replicas"``: replicas of one framework, doubling from ``lo`` (default 1) until a
   count passes, then integer bisection; the answer is the fewest passing replicas, and
   ``answer - 1`` was measured and fails (unless the answer is ``lo``).
+* ``vary="prefill_replicas"`` / ``"decode_replicas"``: the same over one pool of a
+  disaggregated framework (``prefill = { replicas }`` / ``decode = { replicas }``), the other
+  pool as written.
 
 Every simulation uses the scenario's seed, so the measured curve compares like with like
 (common random numbers). Goodput is not strictly monotone in load; bisection assumes it is
@@ -34,7 +37,7 @@ from oracle.errors import OracleError, ScenarioError
 from oracle.scenario import Scenario, apply_overrides, load_scenario, scenario_from_dict
 from oracle.sweep.task import METRICS, _summary_row
 
-VARY = ("rate", "replicas")
+VARY = ("rate", "replicas", "prefill_replicas", "decode_replicas")  # the last two: disaggregated pools
 MAX_RATE_MULTIPLIER = 2.0 ** 16
 MIN_RATE_MULTIPLIER = 2.0 ** -16
 MAX_STEPS = 200
@@ -65,7 +68,7 @@ class SearchResult:
     @property
     def table(self):
         """The measured curve, sorted by value (polars DataFrame)."""
-        schema = {"value": pl.Int64 if self.vary == "replicas" else pl.Float64, "order": pl.Int64,
+        schema = {"value": pl.Int64 if self.vary != "rate" else pl.Float64, "order": pl.Int64,
                   "offered_sessions_per_s": pl.Float64, "passed": pl.Boolean,
                   **{m: (pl.Int64 if k == "i" else pl.Float64) for m, _, k in METRICS}}
         rows = sorted(self.points, key=lambda p: p["value"])
@@ -123,25 +126,27 @@ class _Evaluator:
         ov: dict[str, Any] = {"slo": dict(self.slo)}
         if self.vary == "rate":
             ov.update(rate_overrides(self.raw, float(value)))
-        else:
+        elif self.vary == "replicas":
             ov[f"frameworks.{self.fw_index}.replicas"] = int(value)
+        else:   # prefill_replicas / decode_replicas: one pool of a disaggregated framework
+            ov[f"frameworks.{self.fw_index}.{self.vary.split('_')[0]}.replicas"] = int(value)
         raw = apply_overrides(self.raw, ov, file=self.file)
         raw.pop("output", None)
         try:
             return scenario_from_dict(raw, base_dir=self.base_dir, file=self.file)
         except OracleError as exc:
-            what = f"rate multiplier {value:g}" if self.vary == "rate" else f"{value} replicas"
+            what = f"rate multiplier {value:g}" if self.vary == "rate" else f"{value} {self.vary.replace('_', ' ')}"
             raise exc.each(lambda p: ScenarioError(f"at {what}: {p.reason}", file=p.file, key=p.key)) from None
 
     def __call__(self, value) -> bool:
         if value in self.points:
             return self.points[value]["passed"]
         if self.progress is not None:
-            label = f"rate x{value:.4g}" if self.vary == "rate" else f"{value} replicas"
+            label = f"rate x{value:.4g}" if self.vary == "rate" else f"{value} {self.vary.replace('_', ' ')}"
             self.progress(f"step {len(self.points) + 1}: simulating {label}")
         sc = self.scenario(value)
         wl = None
-        if self.vary == "replicas":   # the workload does not depend on the replica count
+        if self.vary != "rate":   # the workload does not depend on the replica count
             if self._workload is None:
                 self._workload = load_workload(sc)
             wl = self._workload
@@ -172,7 +177,7 @@ def search(scenario: str | Path | Scenario, *, vary: str, slo_ttft_ms: float | N
             raise OracleError(f"{name} must be > 0, got {v:g}")
     if lo is not None and hi is not None and hi < lo:
         raise OracleError(f"--hi ({hi:g}) must be >= --lo ({lo:g})")
-    if vary == "replicas":
+    if vary != "rate":
         for name, v in (("--lo", lo), ("--hi", hi)):
             if v is not None and float(v) != int(v):
                 raise OracleError(f"{name} must be a whole number of replicas with --vary replicas, got {v:g}")
@@ -189,6 +194,10 @@ def search(scenario: str | Path | Scenario, *, vary: str, slo_ttft_ms: float | N
     fw_name = framework or sc0.frameworks[0].name
     sc0.framework(fw_name)   # raises with the available names
     fw_index = [f.name for f in sc0.frameworks].index(fw_name)
+    if vary != "rate" and sc0.frameworks[fw_index].disaggregated != (vary != "replicas"):
+        raise OracleError(f"--vary {vary} needs " + ("an aggregated framework (disaggregated ones: --vary "
+                          "prefill_replicas or decode_replicas)" if vary == "replicas" else
+                          "a framework with prefill/decode pools") + f"; {fw_name!r} is not one", file=sc0.path)
     slo = {"ttft_ms": slo_ttft_ms if slo_ttft_ms is not None else sc0.slo.ttft_ms,
            "tpot_ms": slo_tpot_ms if slo_tpot_ms is not None else sc0.slo.tpot_ms}
     slo = {k: v for k, v in slo.items() if v is not None}

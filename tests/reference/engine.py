@@ -65,6 +65,7 @@ class Request:
     num_cached_blocks: int = 0
     ever_admitted: bool = False
     next_store: int = 0       # first prompt block not yet offered to the host tier
+    remote_tokens: int = 0    # prompt tokens whose KV a prefill instance sent (P/D decode pool)
 
     # results
     replica: int = -1
@@ -228,7 +229,9 @@ class ReferenceEngine:
             req.status = int(Status.REJECTED)
             self._release_followups(req, a)
             return
-        rep = self.replicas[self.route(req)]
+        self._enqueue(req, self.replicas[self.route(req)], a)
+
+    def _enqueue(self, req: Request, rep: Replica, a: float) -> None:
         req.replica = rep.index
         had_work = rep.has_work
         rep.waiting.append(req)
@@ -317,6 +320,7 @@ class ReferenceEngine:
         victim.block_table = []
         victim.num_computed = 0
         victim.num_cached_blocks = 0
+        victim.remote_tokens = 0  # the received KV is gone: recomputed locally
         victim.preemptions += 1
         if victim.held:  # completed in the step in flight: its output finishes it, it never waits
             victim.held = False
@@ -364,7 +368,9 @@ class ReferenceEngine:
             num_host = 0  # blocks loaded from the host tier after the GPU hit
             if self.offload:
                 num_host = rep.host.match(req.hashes[len(hit):(req.num_tokens - 1) // self.bs])
-            num_new = req.num_tokens - hit_tokens - num_host * self.bs
+            # KV received from a prefill instance (P/D decode pool)
+            start = max(hit_tokens + num_host * self.bs, req.remote_tokens)
+            num_new = req.num_tokens - start
             if not self.cfg.enable_chunked_prefill:
                 if num_new > budget:
                     break
@@ -375,16 +381,16 @@ class ReferenceEngine:
                 # the whole known sequence must fit (vLLM allocate_slots, full_sequence_must_fit)
                 if cdiv(req.num_tokens, self.bs) - len(hit) + evictable > rep.pool.num_free:
                     break
-            need = cdiv(hit_tokens + num_host * self.bs + num_new, self.bs) - len(hit)
+            need = cdiv(start + num_new, self.bs) - len(hit)
             if need + evictable > rep.pool.num_free:
                 break
             rep.pool.touch(hit)
             req.block_table = list(hit) + rep.pool.allocate(need)
             req.num_cached_blocks = len(hit)
-            req.num_computed = hit_tokens + num_host * self.bs
+            req.num_computed = start
             if self.offload:
                 self._host_admit(rep, req, len(hit), num_host)
-            self._cache_blocks(rep, req, req.num_computed + num_new)
+            self._cache_blocks(rep, req, start + num_new)
             rep.waiting.popleft()
             rep.running.append(req)
             sched.append(Scheduled(req, num_new, req.num_computed))
