@@ -20,6 +20,7 @@ from oracle.catalog import get_gpu, get_model, gpu_from_table, model_from_table
 from oracle.engine.inputs import ROUTER_NAMES
 from oracle.errors import OracleError, Problems, ScenarioError, Skip, read_text_file
 from oracle.memory import compute_num_gpu_blocks, resolve_kv_dtype
+from oracle.specdec import check_budget, parse_speculative
 from oracle.workload.spec import max_prompt_tokens, parse_workload
 
 DTYPES = ("bf16", "fp16", "fp8")
@@ -62,6 +63,7 @@ class FrameworkConfig:
     scheduler_overhead_s: float | None = None   # per-step CPU time (default: framework catalog / GPU)
     api_server_s: float | None = None           # per-request time outside the engine (default: framework catalog)
     model: Any = None                           # its own ModelSpec (``model = ...``), else [model]
+    speculative: Any = None                     # oracle.specdec.SpecConfig ([frameworks.speculative]), None: off
 
     @property
     def gpus_per_replica(self) -> int:
@@ -359,8 +361,6 @@ UNMODELLED_VLLM_KEYS = {
     "scheduling_policy": "\"fcfs\"",
     "async_scheduling": "false",
     "num_lookahead_slots": "0",
-    "num_speculative_tokens": "0: no speculative decoding",
-    "speculative_config": "none",
     "disable_hybrid_kv_cache_manager": "one full-attention KV group",
 }
 
@@ -418,6 +418,16 @@ def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str)
                  f"(got {f['max_num_batched_tokens']}); lower max_model_len or turn chunked prefill on")
     if model is not None and t.ok("tp") and model.num_kv_heads and f["tp"] > model.num_heads:
         t.report("tp", f"tensor parallel size {f['tp']} exceeds the model's {model.num_heads} attention heads")
+    if t.has("speculative"):
+        with t.guard():
+            f["speculative"] = parse_speculative(t.table("speculative"), model)
+            if t.ok("max_num_batched_tokens", "max_model_len", "enable_chunked_prefill"):
+                check_budget(t, f["speculative"], f["max_num_batched_tokens"], f["max_model_len"],
+                             f["enable_chunked_prefill"])
+    for key in ("num_speculative_tokens", "speculative_config"):
+        if t.has(key):
+            t.report(key, "speculative decoding is set in a [frameworks.speculative] table: method, "
+                          "num_speculative_tokens, acceptance (see README)")
     for key, default in UNMODELLED_VLLM_KEYS.items():
         if t.has(key):
             t.report(key, f"is a vLLM scheduler option that changes which tokens are scheduled and is not "

@@ -43,7 +43,7 @@ class RowSpec:
 
     label: str
     path: tuple[str, ...]
-    kind: str  # "float" | "pct" | "count" | "s" | "onoff"
+    kind: str  # "float" | "pct" | "count" | "s" | "onoff" | "text"
     higher_is_better: bool | None = None
 
 
@@ -89,6 +89,16 @@ PREFIX_ROWS: tuple[RowSpec, ...] = (
 ) + tuple(RowSpec(f"event: {label}", ("prefix_caching", "event_counts", name), "count")
           for name, label in EVENT_LABELS.items())
 
+SPEC_ROWS: tuple[RowSpec, ...] = (
+    RowSpec("method", ("speculative_decoding", "method"), "text"),
+    RowSpec("draft tokens per step (k)", ("speculative_decoding", "num_speculative_tokens"), "count"),
+    RowSpec("draft tokens verified", ("speculative_decoding", "num_draft_tokens"), "count"),
+    RowSpec("draft tokens accepted", ("speculative_decoding", "num_accepted_tokens"), "count", True),
+    RowSpec("acceptance rate", ("speculative_decoding", "acceptance_rate"), "pct", True),
+    RowSpec("mean acceptance length", ("speculative_decoding", "mean_acceptance_length"), "float", True),
+    RowSpec("output tokens per step", ("speculative_decoding", "output_tokens_per_step"), "float", True),
+)
+
 COMPARISON_ROWS: tuple[RowSpec, ...] = (
     RowSpec("TTFT p50 (ms)", ("latency", "time_to_first_token_ms", "p50"), "float", False),
     RowSpec("TTFT p99 (ms)", ("latency", "time_to_first_token_ms", "p99"), "float", False),
@@ -130,6 +140,8 @@ def fmt_value(v: Any, kind: str) -> str:
         return DASH
     if kind == "onoff":
         return "on" if v else "off"
+    if kind == "text":
+        return str(v)
     if kind == "pct":
         return f"{100 * float(v):.1f} %".replace("-", MINUS)
     if kind == "count":
@@ -312,7 +324,16 @@ def run_tables(summaries: dict[str, dict[str, Any]]) -> list[Table]:
     if len(summaries) > 1:
         tables.append(comparison_table(summaries))
     tables += [latency_table(summaries), overview_table(summaries), prefix_table(summaries)]
+    if any("speculative_decoding" in s for s in summaries.values()):
+        tables.append(spec_table(summaries))
     return tables
+
+
+def spec_table(summaries: dict[str, dict[str, Any]]) -> Table:
+    """Speculative decoding (frameworks without it show dashes)."""
+    return _metric_table("Speculative decoding", ((None, SPEC_ROWS),), summaries,
+                         caption="vLLM SpecDecodingStats: acceptance rate = accepted / verified drafts; mean "
+                                 "acceptance length = 1 + accepted drafts per verification.")
 
 
 # ---------------------------------------------------------------------------------------------
