@@ -3,6 +3,7 @@
     python benchmarks/bench_engine.py                        # chat + plain at 10k, 100k, 1M
     python benchmarks/bench_engine.py --requests 10000 --repeats 3 --json
     python benchmarks/bench_engine.py --reference 2000       # ratio vs the plain-Python engine
+    python benchmarks/bench_engine.py --scenario plain plain-spec --requests 100000   # spec decode on vs off
 
 Every measured run happens in a fresh subprocess (so ``peak_rss_mb`` is that run's own peak)
 that first warms the compiled kernels on a tiny run, then times: workload generation +
@@ -24,7 +25,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCENARIOS = {"chat": HERE / "chat.toml", "plain": HERE / "plain.toml"}
+SCENARIOS = {"chat": HERE / "chat.toml", "plain": HERE / "plain.toml", "plain-spec": HERE / "plain_spec.toml"}
 
 
 def _one_run(scenario: str, requests: int, out_dir: str) -> dict:
@@ -107,7 +108,7 @@ def _subprocess(fn: str, *args, env: dict | None = None) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scenario", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
+    ap.add_argument("--scenario", nargs="+", default=["chat", "plain"], choices=list(SCENARIOS))
     ap.add_argument("--requests", nargs="+", type=int, default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--reference", type=int, default=0, metavar="N",
