@@ -130,7 +130,8 @@ def spec_finish(q, k, known, emitted, cfg, req, rs, sc, counters):
     its scheduled tokens; ``known`` its tokens before the step): the rejected drafts are rolled
     back (vLLM ``num_computed_tokens -= num_rejected``), the drafts counted, and a request that
     emits gets ``k`` new drafts. Returns the tokens it emits: accepted + 1, clipped by its
-    output length."""
+    output length (then, as vLLM's ``_update_request_with_output`` at a stop, ``num_computed``
+    drops the tokens cut off)."""
     rej = sc.sch_rej[k]
     d = sc.sch_draft[k]
     if d > 0:
@@ -142,4 +143,8 @@ def spec_finish(q, k, known, emitted, cfg, req, rs, sc, counters):
     if not emitted:
         return 0
     rs.num_spec[q] = cfg.spec_k
-    return min(n_emit, req.output[q] - rs.generated[q])
+    left = req.output[q] - rs.generated[q]
+    if n_emit > left:  # the request stops: vLLM trims num_computed to its tokens but the last
+        rs.num_computed[q] -= n_emit - left
+        n_emit = left
+    return n_emit

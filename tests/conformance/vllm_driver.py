@@ -43,6 +43,15 @@ vLLM functions used, in order, and why:
   ``EngineCore.step`` does.
 * Read-outs after each step: ``scheduler.running``, ``waiting`` + ``kv_holding_waiting``,
   ``block_pool.get_num_free_blocks()`` and ``block_pool.cached_block_hash_to_block``.
+
+Speculative decoding (``cfg.num_speculative_tokens`` k > 0): ``SpeculativeConfig`` with method
+``ngram`` (no lookahead slots, no draft slots) or ``draft_model`` pointing at the same tiny
+model (k lookahead slots, one draft slot per request), whichever matches the engine config.
+The model's answer to a request that verified drafts is ``accepted + 1`` tokens (the next
+output tokens of the workload, zeros past its end), ``accepted`` read from the engine's own
+table (``oracle.engine.specdec.accepted_table``) and 0 for vLLM's padding drafts (-1); after
+``update_from_output`` the proposer's drafts go in with ``Scheduler.update_draft_token_ids``
+(the next k output tokens, for every request of the batch), as ``EngineCore.step`` does.
 """
 
 from __future__ import annotations
@@ -61,13 +70,14 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
 import torch  # noqa: E402
 import vllm  # noqa: E402
-from vllm.config import CacheConfig, DeviceConfig, ModelConfig, SchedulerConfig, VllmConfig  # noqa: E402
+from vllm.config import (CacheConfig, DeviceConfig, ModelConfig, ParallelConfig, SchedulerConfig,  # noqa: E402
+                         SpeculativeConfig, VllmConfig)
 from vllm.sampling_params import SamplingParams  # noqa: E402
 from vllm.utils.hashing import sha256  # noqa: E402
 from vllm.v1.core.kv_cache_utils import KVCacheBlock, get_request_block_hasher, init_none_hash  # noqa: E402
 from vllm.v1.core.sched.scheduler import Scheduler  # noqa: E402
 from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec  # noqa: E402
-from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, ModelRunnerOutput  # noqa: E402
+from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, DraftTokenIds, ModelRunnerOutput  # noqa: E402
 from vllm.v1.request import Request, RequestStatus  # noqa: E402
 from vllm.v1.structured_output import StructuredOutputManager  # noqa: E402
 
@@ -114,8 +124,15 @@ def make_vllm_config(cfg, num_gpu_blocks: int) -> VllmConfig:
         is_encoder_decoder=False, async_scheduling=False, policy="fcfs")
     cc = CacheConfig(block_size=int(cfg.block_size), enable_prefix_caching=bool(cfg.enable_prefix_caching))
     cc.num_gpu_blocks = int(num_gpu_blocks)
+    k = int(getattr(cfg, "num_speculative_tokens", 0))
+    spec = None
+    if k:  # ngram: no lookahead / draft slots; draft_model (the same tiny model): k and 1
+        method = "draft_model" if cfg.spec_draft_slots else "ngram"
+        extra = {"model": mc.model} if method == "draft_model" else {"prompt_lookup_max": 3, "prompt_lookup_min": 1}
+        spec = SpeculativeConfig(method=method, num_speculative_tokens=k, target_model_config=mc,
+                                 target_parallel_config=ParallelConfig(), **extra)
     vc = VllmConfig(model_config=mc, scheduler_config=sc, cache_config=cc,
-                    device_config=DeviceConfig(device="cpu"))
+                    device_config=DeviceConfig(device="cpu"), speculative_config=spec)
     s = vc.scheduler_config
     effective = {
         "max_num_seqs": s.max_num_seqs, "max_num_batched_tokens": s.max_num_batched_tokens,
@@ -129,10 +146,16 @@ def make_vllm_config(cfg, num_gpu_blocks: int) -> VllmConfig:
               "num_gpu_blocks": num_gpu_blocks}
     assert effective == wanted, f"vLLM changed the configuration: {effective} != {wanted}"
     # The knobs that change which tokens get scheduled, at the values this suite assumes.
-    assert not s.async_scheduling and s.policy == "fcfs" and vc.speculative_config is None
-    assert s.long_prefill_token_threshold == 0 and s.max_num_scheduled_tokens is None
+    assert not s.async_scheduling and s.policy == "fcfs"
+    assert s.long_prefill_token_threshold == 0 and s.max_num_scheduled_tokens in (None, s.max_num_batched_tokens)
     assert s.max_num_active_seqs is None and s.prefill_schedule_interval == 1 and s.watermark == 0.0
-    assert vc.kv_transfer_config is None and vc.num_lookahead_tokens == 0
+    assert vc.kv_transfer_config is None
+    if k:
+        assert vc.num_lookahead_tokens == cfg.spec_num_lookahead_tokens, vc.num_lookahead_tokens
+        assert vc.speculative_config.max_num_new_slots_for_drafting == cfg.spec_draft_slots
+        assert vc.num_prefill_lookahead_tokens == 0 and vc.num_hash_lookahead_tokens == 0
+    else:
+        assert vc.speculative_config is None and vc.num_lookahead_tokens == 0
     return vc
 
 
@@ -192,6 +215,10 @@ def run_vllm(specs: Sequence, cfg, step_time_fn: StepTimeFn, num_gpu_blocks: int
     counters = {"requests": 0, "queries": 0, "hits": 0, "preempted_requests": 0,
                 "preempted_queries": 0, "preempted_hits": 0}
     steps: list[StepRow] = []
+    k = int(getattr(cfg, "num_speculative_tokens", 0))
+    if k:  # the engine's accepted lengths, and its bound on the blocks a request can hold
+        from oracle.engine.specdec import accepted_table
+        acc_off, acc = accepted_table([len(s.output) for s in specs], cfg.spec_acceptance, cfg.spec_seed)
     busy_until = 0.0
     nxt = 0
     empty_in_a_row = 0
@@ -243,7 +270,8 @@ def run_vllm(specs: Sequence, cfg, step_time_fn: StepTimeFn, num_gpu_blocks: int
             a, i = arr
             s = specs[i]
             p, o = len(s.prompt), len(s.output)
-            if p + o > cfg.max_model_len or -(-(p + o) // bs) > num_gpu_blocks - 1:
+            most = min(p + o + k + cfg.spec_num_lookahead_tokens, cfg.max_model_len) if k else p + o
+            if p + o > cfg.max_model_len or -(-most // bs) > num_gpu_blocks - 1:
                 rows[i].status = REJECTED    # mirrored: the engine rejects before routing
                 release(i, a)
                 continue
@@ -294,16 +322,23 @@ def run_vllm(specs: Sequence, cfg, step_time_fn: StepTimeFn, num_gpu_blocks: int
                 prefill_attn_units += c * (p0 + (c + 1) / 2)
                 prefill_ctx_sum += p0
                 num_prefill_tokens += c
-            emits = p0 + c == known
+            emits = p0 + c >= known
             if emits:
-                num_emit += 1
+                num_emit += p0 + c - known + 1   # the LM head runs on the last token and each draft
             if not ever_admitted[i]:
                 ever_admitted[i] = True
                 rows[i].admitted_s = t
                 rows[i].cached_tokens = p0   # the prefix hit of the first admission
             rows[i].computed_tokens += c
             req_ids.append(rid)
-            sampled.append([int(specs[i].output[req.num_output_tokens])] if emits else [])
+            tokens = []
+            if emits:
+                g = req.num_output_tokens
+                drafts = so.scheduled_spec_decode_tokens.get(rid) or []
+                accepted = min(int(acc[acc_off[i] + g]), len(drafts)) if drafts and drafts[0] != -1 else 0
+                out_i = specs[i].output
+                tokens = [int(out_i[g + j]) if g + j < len(out_i) else 0 for j in range(accepted + 1)]
+            sampled.append(tokens)
         dt = float(step_time_fn(num_tokens, num_emit, num_decode, decode_ctx_sum,
                                 prefill_attn_units, prefill_ctx_sum))
         t_end = t + dt
@@ -312,6 +347,13 @@ def run_vllm(specs: Sequence, cfg, step_time_fn: StepTimeFn, num_gpu_blocks: int
         mro = ModelRunnerOutput(req_ids=req_ids, req_id_to_index={r: k for k, r in enumerate(req_ids)},
                                 sampled_token_ids=sampled)
         add_stats(sched.update_from_output(so, mro))
+        if k:  # the proposer's drafts for the batch (EngineCore.step -> update_draft_token_ids)
+            live = [rid for rid in req_ids if not reqs[rid].is_finished()]
+            drafts = []
+            for rid in live:
+                g, out_i = reqs[rid].num_output_tokens, specs[int(rid)].output
+                drafts.append([int(out_i[g + j]) if g + j < len(out_i) else 0 for j in range(k)])
+            sched.update_draft_token_ids(DraftTokenIds(live, drafts))
         busy_until = t_end
 
         for rid, tok in zip(req_ids, sampled):

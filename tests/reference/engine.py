@@ -497,6 +497,8 @@ class ReferenceEngine:
         # accepted + 1 tokens (clipped by the output length); 1 without speculative decoding
         num_emitted = min(s.lm_head_positions - s.rejected, req.output - req.generated)
         req.num_computed += s.num_new - s.rejected  # vLLM: num_computed_tokens -= num_rejected
+        if emits:  # at a stop vLLM also drops the tokens cut off (_update_request_with_output)
+            req.num_computed -= s.lm_head_positions - s.rejected - num_emitted
         req.computed_tokens += s.num_new
         if s.drafts:
             self.spec_drafts += s.drafts
