@@ -4,6 +4,7 @@
     python benchmarks/bench_engine.py --requests 10000 --repeats 3 --json
     python benchmarks/bench_engine.py --reference 2000       # ratio vs the plain-Python engine
     python benchmarks/bench_engine.py --scenario chat chat-pd --requests 1000000 --repeats 1   # P/D vs aggregated
+    python benchmarks/bench_engine.py --scenario plain plain-spec --requests 100000   # spec decode on vs off
 
 Every measured run happens in a fresh subprocess (so ``peak_rss_mb`` is that run's own peak)
 that first warms the compiled kernels on a tiny run, then times: workload generation +
@@ -25,7 +26,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCENARIOS = {"chat": HERE / "chat.toml", "plain": HERE / "plain.toml", "chat-pd": HERE / "chat_pd.toml"}
+SCENARIOS = {"chat": HERE / "chat.toml", "plain": HERE / "plain.toml", "chat-pd": HERE / "chat_pd.toml",
+             "plain-spec": HERE / "plain_spec.toml"}
 DEFAULT_SCENARIOS = ["chat", "plain"]   # chat-pd: --scenario chat chat-pd (disaggregated vs aggregated)
 
 

@@ -32,6 +32,7 @@ from oracle.metrics.compare import comparison_table
 from oracle.metrics.output import default_out_dir, write_results
 from oracle.metrics.summary import build_summary, request_table, step_table
 from oracle.metrics.writers import check_out_dir
+from oracle.specdec import draft_params, engine_fields
 from oracle.scenario import POOLS, FrameworkConfig, Scenario, framework_dtypes, load_scenario, \
     pool_scenario, resolve_num_gpu_blocks, scenario_from_dict
 from oracle.workload import build_workload
@@ -131,7 +132,7 @@ def engine_config(scenario: Scenario, fw: FrameworkConfig, *, num_gpu_blocks: in
         scheduler_reserve_full_isl=fw.scheduler_reserve_full_isl,
         async_scheduling=framework_spec(fw).async_scheduling,
         record_steps=scenario.output.steps if record_steps is None else record_steps,
-        warm_up_s=scenario.simulation.warm_up_s,
+        warm_up_s=scenario.simulation.warm_up_s, **engine_fields(fw.speculative, scenario.seed),
         **dict(zip(("host_kv_blocks", "host_load_s_per_block", "host_load_latency_s"),
                    host_tier_params(scenario, fw))))
 
@@ -174,14 +175,17 @@ def engine_inputs(scenario: Scenario, fw: FrameworkConfig, workload, *, hashes=N
     hash_offsets, block_hashes = hashes if hashes is not None else engine_block_hashes(workload, fw)
     api = framework_spec(fw).api_server_s
     timeout = scenario.workload.timeout_s
+    params = cost_params(scenario, fw)
     return EngineInputs(
         config=cfg, arrival_s=workload.arrival_s + api if api else workload.arrival_s,
         prompt_tokens=workload.prompt_tokens,
         output_tokens=workload.output_tokens, session=workload.session, turn=workload.turn,
         parent=workload.parent, think_s=workload.think_s + api if api else workload.think_s,
         hash_offsets=hash_offsets, hashes=block_hashes,
-        cost_params=cost_params(scenario, fw),
-        timeout_s=None if timeout is None else np.full(len(workload), max(timeout - api, 0.0), np.float64))
+        cost_params=params,
+        timeout_s=None if timeout is None else np.full(len(workload), max(timeout - api, 0.0), np.float64),
+        draft_cost_params=draft_params(fw.speculative, params, scenario.gpu, tp=fw.tp,
+                                       dtype=framework_dtypes(scenario, fw)[0], framework=framework_spec(fw)))
 
 
 def pd_inputs(scenario: Scenario, fw: FrameworkConfig, workload, *, hashes=None,

@@ -20,6 +20,7 @@ from oracle.catalog import get_gpu, get_model, gpu_from_table, model_from_table
 from oracle.engine.inputs import DECODE_ROUTER_NAMES, ROUTER_NAMES
 from oracle.errors import OracleError, Problems, ScenarioError, Skip, read_text_file
 from oracle.memory import check_dtype_on_gpu, check_expert_parallel, compute_num_gpu_blocks, resolve_kv_dtype
+from oracle.specdec import check_budget, parse_speculative
 from oracle.workload.spec import max_prompt_tokens, parse_workload
 
 DTYPES = ("bf16", "fp16", "fp8", "mxfp4", "nvfp4")
@@ -75,6 +76,7 @@ class FrameworkConfig:
     prefill: Any = None       # PoolConfig: prefill pool of a disaggregated deployment (None: aggregated)
     decode: Any = None        # PoolConfig: its decode pool
     kv_transfer: Any = None   # KvTransferConfig: the link between them
+    speculative: Any = None                     # oracle.specdec.SpecConfig ([frameworks.speculative]), None: off
 
     @property
     def gpus_per_replica(self) -> int:
@@ -437,8 +439,6 @@ UNMODELLED_VLLM_KEYS = {
     "policy": "\"fcfs\"",
     "scheduling_policy": "\"fcfs\"",
     "num_lookahead_slots": "0",
-    "num_speculative_tokens": "0: no speculative decoding",
-    "speculative_config": "none",
     "disable_hybrid_kv_cache_manager": "one full-attention KV group",
 }
 
@@ -525,6 +525,16 @@ def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str)
             check_dtype_on_gpu(_dtypes(FrameworkConfig(dtype=f["dtype"]), dtype, kv_dtype)[0], gpu, model)
         except ScenarioError as exc:
             t.report("dtype" if f["dtype"] else None, f"{exc.reason} (model dtype)" if not f["dtype"] else exc.reason)
+    if t.has("speculative"):
+        with t.guard():
+            f["speculative"] = parse_speculative(t.table("speculative"), model)
+            if t.ok("max_num_batched_tokens", "max_model_len", "enable_chunked_prefill"):
+                check_budget(t, f["speculative"], f["max_num_batched_tokens"], f["max_model_len"],
+                             f["enable_chunked_prefill"])
+    for key in ("num_speculative_tokens", "speculative_config"):
+        if t.has(key):
+            t.report(key, "speculative decoding is set in a [frameworks.speculative] table: method, "
+                          "num_speculative_tokens, acceptance (see README)")
     for key, default in UNMODELLED_VLLM_KEYS.items():
         if t.has(key):
             t.report(key, f"is a vLLM scheduler option that changes which tokens are scheduled and is not "

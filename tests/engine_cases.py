@@ -65,7 +65,7 @@ class ReqSpec:
 
 
 def build_inputs(specs: Sequence[ReqSpec], config: EngineConfig,
-                 cost_params: np.ndarray | None = None) -> EngineInputs:
+                 cost_params: np.ndarray | None = None, draft_cost_params: np.ndarray | None = None) -> EngineInputs:
     """EngineInputs for ``specs`` (row = index in ``specs``) with hashes for config.block_size."""
     n = len(specs)
     bs = config.block_size
@@ -91,6 +91,7 @@ def build_inputs(specs: Sequence[ReqSpec], config: EngineConfig,
         cost_params=np.asarray(cost_params, np.float64),
         timeout_s=np.array([float(s.timeout_s) for s in specs], np.float64)
         if any(math.isfinite(s.timeout_s) for s in specs) else None,
+        draft_cost_params=draft_cost_params,
     )
 
 
@@ -137,6 +138,21 @@ def step_time_fn_for(inputs: EngineInputs) -> StepTimeFn:
     return lambda *args: float(fn(params, *args))
 
 
+def draft_step_time_fn_for(inputs: EngineInputs) -> StepTimeFn | None:
+    """Python-callable cost of one drafter pass (speculative decoding), None without a GPU drafter."""
+    if inputs.draft_cost_params is None or not inputs.config.num_speculative_tokens:
+        return None
+    _, fn, _ = cost_model()
+    params = np.asarray(inputs.draft_cost_params, np.float64)
+    return lambda *args: float(fn(params, *args))
+
+
+def head_draft_params() -> np.ndarray:
+    """Cost parameters of an EAGLE-style head: one decoder layer of the test model, no CPU terms."""
+    from oracle.specdec import draft_head_params  # noqa: PLC0415
+    return draft_head_params(cost_model()[0])
+
+
 @functools.lru_cache(maxsize=1)
 def time_unit_s() -> float:
     """Duration of a one-token decode step with a short context: the arrival grid unit."""
@@ -151,12 +167,13 @@ class Scenario:
     config: EngineConfig
     pool_kind: str = "unlimited"
     notes: dict = field(default_factory=dict)
+    draft_params: np.ndarray | None = None  # the drafter's cost parameters (speculative decoding)
 
     def inputs(self) -> EngineInputs:
-        return build_inputs(self.specs, self.config)
+        return build_inputs(self.specs, self.config, draft_cost_params=self.draft_params)
 
     def with_config(self, **kw) -> Scenario:
-        return Scenario(self.specs, replace(self.config, **kw), self.pool_kind, self.notes)
+        return Scenario(self.specs, replace(self.config, **kw), self.pool_kind, self.notes, self.draft_params)
 
     def __repr__(self) -> str:  # what hypothesis prints for a falsifying example
         lines = [f"Scenario(pool={self.pool_kind}, config={self.config})"]
@@ -175,14 +192,22 @@ def _tokens(rng: random.Random, n: int, vocab: int) -> list[int]:
 def scenarios(draw, max_requests: int = 40, router: Router | None = None,
               pool_kinds: Sequence[str] = ("tight", "loose", "unlimited"),
               caching: bool | None = None, record_steps: bool | None = None,
-              timeouts: bool = False, async_scheduling: bool = False, offload: bool = False) -> Scenario:
+              timeouts: bool = False, async_scheduling: bool = False, offload: bool = False,
+              spec: bool = False) -> Scenario:
     """A small random scenario: 1-3 replicas, any router, block size 1-16, tight / loose /
     unlimited pools, chunked prefill on/off, caching on/off, sessions with follow-ups,
     shared system prompts, arrival ties, and a few requests over ``max_model_len``; with
     ``timeouts``, some clients give up after a few step times (waiting, running, or done
     too late); ``async_scheduling`` sets the engine option; with ``offload``, prefix caching
-    is on and each replica has a host KV tier of 1 to ~3 requests' blocks (README "KV offload")."""
+    is on and each replica has a host KV tier of 1 to ~3 requests' blocks (README "KV offload").;
+    with ``spec``, speculative decoding (k 1-4, lookahead 0 or k, draft slots 0 or 1,
+    random non-increasing acceptance rates, with or without a GPU drafter)."""
     rng = random.Random(draw(st.integers(0, 2**32 - 1)))
+    k = lookahead = draft_slots = 0
+    if spec:
+        k = draw(st.integers(1, 4))
+        lookahead = draw(st.sampled_from([0, k]))
+        draft_slots = draw(st.integers(0, 1))
     unit = time_unit_s()
     num_replicas = draw(st.integers(1, 3))
     router = draw(st.sampled_from(list(Router))) if router is None else router
@@ -236,14 +261,16 @@ def scenarios(draw, max_requests: int = 40, router: Router | None = None,
     num_too_long = draw(st.sampled_from([0, 0, 1, 2]))
     num_too_long = min(num_too_long, len(totals) - 1)
     max_model_len = totals[-1 - num_too_long] if num_too_long else totals[-1] + draw(st.integers(0, 64))
-    if chunked:
-        max_num_batched_tokens = draw(st.one_of(st.integers(1, 48), st.just(8192)))
+    if chunked:  # (validation: at least 1 + k + draft slots with speculative decoding)
+        max_num_batched_tokens = max(draw(st.one_of(st.integers(1, 48), st.just(8192))),
+                                     1 + k + draft_slots if k else 1)
     else:
-        max_num_batched_tokens = max_model_len + draw(st.integers(0, 32))
+        max_num_batched_tokens = max_model_len + draft_slots + draw(st.integers(0, 32))
     max_num_seqs = draw(st.sampled_from([256, 8, 5, 3, 2, 1]))
 
     pool_kind = draw(st.sampled_from(list(pool_kinds)))
-    eligible = [cdiv(t, block_size) for t in totals if t <= max_model_len]
+    eligible = [cdiv(min(t + k + lookahead, max_model_len) if k else t, block_size)
+                for t in totals if t <= max_model_len]
     need_max = max(eligible, default=1)
     if pool_kind == "unlimited":
         num_gpu_blocks = -1
@@ -263,7 +290,14 @@ def scenarios(draw, max_requests: int = 40, router: Router | None = None,
         config = replace(config, host_kv_blocks=draw(st.integers(1, 3 * need_max)),
                          host_load_s_per_block=draw(st.sampled_from([0.0, 0.05, 0.5])) * unit,
                          host_load_latency_s=draw(st.sampled_from([0.0, 0.3])) * unit)
-    return Scenario(specs, config, pool_kind)
+    draft_params = None
+    if spec:
+        rates = sorted((draw(st.sampled_from([1.0, 0.9, 0.6, 0.3, 0.05])) for _ in range(k)), reverse=True)
+        config = replace(config, num_speculative_tokens=k, spec_num_lookahead_tokens=lookahead,
+                         spec_draft_slots=draft_slots, spec_acceptance=tuple(rates),
+                         spec_seed=draw(st.integers(0, 2**31)))
+        draft_params = head_draft_params() if draw(st.booleans()) else None
+    return Scenario(specs, config, pool_kind, draft_params=draft_params)
 
 
 # ------------------------------------------------------------------------- hand-written cases

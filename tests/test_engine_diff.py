@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from engine_cases import Scenario, build_inputs, cost_model, hand_cases, scenarios, step_time_fn_for
+from engine_cases import Scenario, build_inputs, cost_model, draft_step_time_fn_for, hand_cases, scenarios, step_time_fn_for
 from hypothesis import given
 from hypothesis import strategies as st
 from reference.engine import run_reference
@@ -40,6 +40,8 @@ def assert_same_outputs(ref: EngineOutputs, jit: EngineOutputs) -> None:
                                    equal_nan=True, err_msg=name)
     assert int(jit.prefix_cache_queries) == ref.prefix_cache_queries
     assert int(jit.prefix_cache_hits) == ref.prefix_cache_hits
+    assert (jit.spec_drafts, jit.spec_accepted, jit.spec_verifications) == \
+        (ref.spec_drafts, ref.spec_accepted, ref.spec_verifications)
     np.testing.assert_array_equal(np.asarray(jit.itl_hist, np.int64), ref.itl_hist,
                                   err_msg="itl_hist")
     assert int(jit.num_steps) == ref.num_steps
@@ -54,7 +56,7 @@ def assert_same_outputs(ref: EngineOutputs, jit: EngineOutputs) -> None:
 
 
 def compare(inputs: EngineInputs) -> tuple[EngineOutputs, EngineOutputs]:
-    ref = run_reference(inputs, step_time_fn_for(inputs))
+    ref = run_reference(inputs, step_time_fn_for(inputs), draft_step_time_fn=draft_step_time_fn_for(inputs))
     jit = run_engine(inputs)
     assert_same_outputs(ref, jit)
     return ref, jit
@@ -108,4 +110,12 @@ def test_random_scenarios_async(router, data):
 @given(sc=scenarios(max_requests=25, pool_kinds=("tight",), record_steps=True, timeouts=True,
                     async_scheduling=True))
 def test_random_tight_pools_with_steps_async(sc: Scenario):
+@given(sc=scenarios(max_requests=25, spec=True, timeouts=True))
+def test_random_spec_decode(sc: Scenario):
+    """Speculative decoding: drafts, rejections, lookahead slots, padding, drafter cost."""
+    compare(sc.inputs())
+
+
+@given(sc=scenarios(max_requests=20, pool_kinds=("tight",), record_steps=True, spec=True))
+def test_random_spec_decode_tight_pools(sc: Scenario):
     compare(sc.inputs())

@@ -13,7 +13,8 @@ import random
 
 import numpy as np
 import pytest
-from engine_cases import ReqSpec, Scenario, cost_model, scenarios, step_time_fn_for, time_unit_s
+from engine_cases import (ReqSpec, Scenario, cost_model, draft_step_time_fn_for, scenarios, step_time_fn_for,
+                          time_unit_s)
 from hypothesis import given
 from reference.engine import ReferenceEngine, run_reference
 
@@ -29,7 +30,8 @@ else:
 
 
 def _run_reference(inputs: EngineInputs) -> EngineOutputs:
-    return run_reference(inputs, step_time_fn_for(inputs), debug=True)
+    return run_reference(inputs, step_time_fn_for(inputs), debug=True,
+                         draft_step_time_fn=draft_step_time_fn_for(inputs))
 
 
 def _run_jitted(inputs: EngineInputs) -> EngineOutputs:
@@ -55,7 +57,7 @@ def check_output_invariants(inp: EngineInputs, out: EngineOutputs) -> None:
     rej = status == Status.REJECTED
     # Every request ends; a request is rejected exactly when it cannot ever fit.
     assert np.all(fin | rej), status
-    too_big = (p + o > cfg.max_model_len) | ((p + o + bs - 1) // bs > N - 1)
+    too_big = (p + o > cfg.max_model_len) | (inp.max_blocks() > N - 1)
     np.testing.assert_array_equal(rej, too_big)
     # Rejected: no replica, no timestamps but the arrival, no event, nothing computed.
     assert np.all(out.replica[rej] == -1)
@@ -91,6 +93,15 @@ def check_output_invariants(inp: EngineInputs, out: EngineOutputs) -> None:
     # (with a KV offload tier the blocks loaded from the host are not computed either)
     host = np.zeros(n, np.int64) if out.host_cached_tokens is None else out.host_cached_tokens.astype(np.int64)
     np.testing.assert_array_equal(computed[no_pre], (p - cached - host + o - 1)[no_pre])
+    k = cfg.num_speculative_tokens
+    if k:  # speculative decoding: rejected drafts are computed too, and at most k a step
+        assert np.all(computed[no_pre] >= (p - cached + o - 1)[no_pre])
+        assert 0 <= out.spec_accepted <= out.spec_drafts <= k * out.spec_verifications
+        assert out.spec_verifications <= out.spec_drafts
+        assert int(computed.sum()) >= int((p - cached + o - 1)[fin].sum()) + out.spec_drafts - out.spec_accepted
+    else:
+        np.testing.assert_array_equal(computed[no_pre], (p - cached + o - 1)[no_pre])
+        assert out.spec_drafts == out.spec_accepted == out.spec_verifications == 0
     # vLLM PrefixCacheStats: first admissions apart from re-admissions after a preemption
     # (every preemption of a finished request is followed by one re-admission, but with async
     # scheduling that of a request whose last token was in flight); nothing is recorded with
@@ -112,8 +123,11 @@ def check_output_invariants(inp: EngineInputs, out: EngineOutputs) -> None:
     ev = out.cache_event.astype(int)
     assert np.all((cached[fin] == 0) == np.isin(ev[fin], [CacheEvent.MISS_FULL,
                                                           CacheEvent.CONVERSATIONAL_MISS_EVICTED]))
-    # Tokens and inter-token gaps.
-    assert int(out.itl_hist.sum()) == int((o[fin] - 1).sum())
+    # Tokens and inter-token gaps (one gap per step: fewer gaps than tokens with drafts accepted).
+    if k:
+        assert int(out.itl_hist.sum()) <= int((o[fin] - 1).sum())
+    else:
+        assert int(out.itl_hist.sum()) == int((o[fin] - 1).sum())
     assert np.all(np.isnan(out.max_itl_s[fin]) == (o[fin] < 2))
     multi = fin & (o >= 2)
     assert np.all(out.max_itl_s[multi] <= out.completion_s[multi] - out.first_token_s[multi]
@@ -159,6 +173,25 @@ def test_output_invariants_tight_pools(engine, sc: Scenario):
 def test_prefix_stability(engine, sc: Scenario):
     """A request arriving after everything else has finished changes none of the earlier
     results (numbagg's "bigger arrays have the same beginning")."""
+    check_prefix_stability(engine, sc)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@given(sc=scenarios(max_requests=20, spec=True))
+def test_spec_decode_invariants_and_prefix_stability(engine, sc: Scenario):
+    """Speculative decoding: the invariants hold, and a late request changes nothing earlier
+    (its accepted lengths depend on (seed, request, tokens generated) only)."""
+    check_prefix_stability(engine, sc)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@given(sc=scenarios(max_requests=15, pool_kinds=("tight",), spec=True))
+def test_spec_decode_invariants_tight_pools(engine, sc: Scenario):
+    inp = sc.inputs()
+    check_output_invariants(inp, engine(inp))
+
+
+def check_prefix_stability(engine, sc: Scenario) -> None:
     inp = sc.inputs()
     out = engine(inp)
     times = np.concatenate([out.arrival_s, out.completion_s])
@@ -167,7 +200,7 @@ def test_prefix_stability(engine, sc: Scenario):
     base = sc.specs[rng.randrange(len(sc.specs))]  # reuse a prefix: a cache hit is likely
     extra = ReqSpec(prompt=base.tokens[: max(1, len(base.tokens) - 1)], output=[7, 7, 7],
                     arrival_s=late, session=-1)
-    sc2 = Scenario(sc.specs + [extra], sc.config, sc.pool_kind)
+    sc2 = Scenario(sc.specs + [extra], sc.config, sc.pool_kind, draft_params=sc.draft_params)
     out2 = engine(sc2.inputs())
     n = len(sc.specs)
     for name in ("replica", "admitted_s", "first_token_s", "completion_s", "arrival_s",

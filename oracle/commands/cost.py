@@ -55,6 +55,16 @@ def cost(
                                   "all-to-all dispatch and combine.")] = False,
     expert_imbalance: Annotated[float, typer.Option(
         "--expert-imbalance", min=1.0, help="The busiest expert-parallel rank's routed tokens over the mean.")] = 1.0,
+    spec_method: Annotated[Optional[str], typer.Option(
+        "--spec-method", help="Speculative decoding: draft_model, eagle, eagle3, mtp or ngram; prices the "
+                              "decode batch verifying --num-speculative-tokens drafts each, plus the drafter.")] = None,
+    num_speculative_tokens: Annotated[int, typer.Option(
+        "--num-speculative-tokens", "-k", min=0, help="Draft tokens per sequence and step (with --spec-method).")] = 0,
+    draft_model: Annotated[Optional[str], typer.Option(
+        "--draft-model", help="Catalog model of the drafter (--spec-method draft_model).")] = None,
+    acceptance_rate: Annotated[Optional[float], typer.Option(
+        "--acceptance-rate", min=0.0, max=1.0, help="Geometric per-position acceptance rate (default: the "
+                                                    "method's published one, if any).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")] = False,
 ) -> None:
     """Predict the duration of one forward pass (one engine step) and break it down per op.
@@ -96,12 +106,48 @@ def cost(
             raise ScenarioError(exc.reason, key=f"--{exc.key.replace('_', '-')}" if exc.key else None) from None
         result["memory"] = memory_summary(model_spec, gpu_spec, tp=tp, pp=pp, dtype=dtype, kv_dtype=kv_dtype,
                                           ep=result["config"]["ep"])
+        if spec_method is not None or num_speculative_tokens:
+            result["speculative"] = _spec_cost(model_spec, gpu_spec, framework_spec, spec_method, num_speculative_tokens,
+                                               draft_model, acceptance_rate, decode_batch, decode_context,
+                                               tp=tp, pp=pp, dtype=dtype, kv_dtype=kv_dtype, max_num_seqs=max_num_seqs,
+                                               scheduler_overhead_s=scheduler_overhead_s)
     if as_json:
         typer.echo(json.dumps(result, indent=2))
     else:
         _print_table(result)
 
 
+def _spec_cost(model, gpu, framework, method, k, draft_model, acceptance_rate, decode_batch, decode_context,
+               **kw) -> dict:
+    """The speculative-decoding terms (``oracle.specdec.spec_step_cost``), with the scenario's checks."""
+    from oracle.catalog import get_model
+    from oracle.specdec import DEFAULT_ACCEPTANCE, METHODS, spec_step_cost
+    if method is None:
+        raise ScenarioError("speculative decoding needs a method: --spec-method " + "|".join(METHODS),
+                            key="--num-speculative-tokens")
+    if method not in METHODS:
+        raise ScenarioError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}", key="--spec-method")
+    if k < 1:
+        raise ScenarioError("must be >= 1 with --spec-method", key="--num-speculative-tokens")
+    if not decode_batch:
+        raise ScenarioError("speculative decoding prices a decode batch: give --decode-batch", key="--spec-method")
+    draft = None
+    if method == "draft_model":
+        if draft_model is None:
+            raise ScenarioError("is required with --spec-method draft_model", key="--draft-model")
+        draft = get_model(draft_model, key="--draft-model")
+        if draft.vocab_size != model.vocab_size:
+            raise ScenarioError(f"{draft.name!r} has vocab_size {draft.vocab_size}, the target {model.vocab_size}: "
+                                f"vLLM needs the same vocabulary for a draft model", key="--draft-model")
+    elif draft_model is not None:
+        raise ScenarioError(f"is only for --spec-method draft_model, not {method!r}", key="--draft-model")
+    rate = acceptance_rate if acceptance_rate is not None else DEFAULT_ACCEPTANCE.get(method, (None,))[0]
+    acceptance = tuple(rate ** (i + 1) for i in range(k)) if rate else None
+    return spec_step_cost(model, gpu, method=method, k=k, decode_batch=decode_batch, decode_context=decode_context,
+                          draft_model=draft, acceptance=acceptance, framework=framework, **kw)
+
+
+def memory_summary(model, gpu, *, tp: int, pp: int, dtype: str, kv_dtype: str | None) -> dict:
 def memory_summary(model, gpu, *, tp: int, pp: int, dtype: str, kv_dtype: str | None, ep: int = 1) -> dict:
     """Per-GPU weights and the KV pool at a framework's defaults (vLLM's: block 16, utilization
     0.9, 8192 tokens, 256 sequences; ``oracle.scenario.FRAMEWORK_DEFAULTS``); for hybrid
@@ -163,6 +209,16 @@ def _print_table(result: dict) -> None:
     console.print(f"{result['flops'] / 1e9:,.2f} GFLOP, {result['bytes'] / 1e9:,.3f} GB of DRAM traffic "
                   f"({intensity:,.1f} FLOP/byte), {result['link_bytes'] / 1e6:,.2f} MB over the GPU link, "
                   "per GPU")
+    spec = result.get("speculative")
+    if spec:
+        line = (f"Speculative decoding ({spec['method']}, k = {spec['num_speculative_tokens']}): each decode sequence "
+                f"verifies {spec['num_speculative_tokens'] + 1} tokens: target {spec['verify_ms']:,.4f} ms + drafter "
+                f"{spec['draft_ms']:,.4f} ms = {spec['step_ms']:,.4f} ms per step (plain decode step "
+                f"{spec['plain_decode_step_ms']:,.4f} ms)")
+        if "expected_tokens_per_sequence" in spec:
+            line += (f"; {spec['expected_tokens_per_sequence']:.2f} tokens expected per sequence and step: "
+                     f"{spec['ms_per_output_token']:,.4f} ms per output token, {spec['speedup']:.2f}x")
+        console.print(line, markup=False)
     mem = result.get("memory")
     if mem:
         if mem["num_gpu_blocks"] is None:

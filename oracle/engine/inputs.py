@@ -91,6 +91,12 @@ class EngineConfig:
     host_kv_blocks: int = 0
     host_load_s_per_block: float = 0.0
     host_load_latency_s: float = 0.0
+    # speculative decoding (README "Speculative decoding"); k = 0: off
+    num_speculative_tokens: int = 0        # k drafts per decoding request and step
+    spec_num_lookahead_tokens: int = 0     # KV slots past the scheduled tokens (vLLM num_lookahead_tokens)
+    spec_draft_slots: int = 0              # budget slots per scheduled request (vLLM max_num_new_slots_for_drafting)
+    spec_acceptance: tuple = ()            # k per-position acceptance rates, non-increasing in (0, 1]
+    spec_seed: int = 0                     # seed of the accepted lengths (oracle.engine.specdec)
 
 
 @dataclass
@@ -121,17 +127,35 @@ class EngineInputs:
     hashes: np.ndarray
     cost_params: np.ndarray
     timeout_s: np.ndarray | None = None  # f8[n]: the client gives up this long after arrival (inf: never)
+    draft_cost_params: np.ndarray | None = None  # f8[:]: the drafter's cost parameters (None: no GPU drafter)
+
+    def accepted_table(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(offsets, accepted)`` of ``oracle.engine.specdec.accepted_table`` (empty when
+        speculative decoding is off)."""
+        from oracle.engine.specdec import accepted_table
+        if self.config.num_speculative_tokens <= 0:
+            return np.zeros(len(self), np.int64), np.zeros(0, np.int8)
+        return accepted_table(self.output_tokens, self.config.spec_acceptance, self.config.spec_seed)
 
     def __len__(self) -> int:
         return int(self.prompt_tokens.shape[0])
+
+    def max_blocks(self) -> np.ndarray:
+        """i8[n]: the most blocks each request can hold, cdiv(p + o, bs), or with speculative
+        decoding cdiv(min(p + o + k + lookahead, max_model_len), bs) (drafts and the drafter's
+        slots; README "Speculative decoding")."""
+        c = self.config
+        total = self.prompt_tokens.astype(np.int64) + self.output_tokens
+        if c.num_speculative_tokens > 0:
+            total = np.minimum(total + c.num_speculative_tokens + c.spec_num_lookahead_tokens,
+                               max(c.max_model_len, 1))
+        return (total + c.block_size - 1) // c.block_size
 
     def resolved_num_gpu_blocks(self) -> int:
         """N per replica, including the null block (unlimited -> every request's blocks + 1)."""
         if self.config.num_gpu_blocks >= 0:
             return int(self.config.num_gpu_blocks)
-        bs = self.config.block_size
-        total = (self.prompt_tokens.astype(np.int64) + self.output_tokens + bs - 1) // bs
-        return int(total.sum()) + 1
+        return int(self.max_blocks().sum()) + 1
 
 
 @dataclass
@@ -169,6 +193,11 @@ class EngineOutputs:
     host_cached_tokens: np.ndarray | None = None  # i4
     host: dict[str, int] = field(default_factory=dict)
     host_load_s: float = 0.0
+    # speculative decoding, summed over the run (vLLM SpecDecodingStats): draft tokens
+    # verified, accepted, and request-steps that verified drafts; 0 when off
+    spec_drafts: int = 0
+    spec_accepted: int = 0
+    spec_verifications: int = 0
     steps: dict[str, np.ndarray] | None = None  # column -> array, when record_steps
     # prefill/decode disaggregation (oracle.engine.pd): per-request prefill and transfer
     # columns and per-pool totals; None for an aggregated run

@@ -33,10 +33,12 @@ from oracle.engine.scheduler import (abort_running, cache_cohort, cohort_fits, f
                                      finish_completions,
                                      itl_bin, join_active, materialize_cohort, schedule_active, schedule_cohort,
                                      schedule_waiting)
+from oracle.engine.specdec import max_blocks
 from oracle.engine.state import DIAGNOSTICS, Config, Counter, Requests, new_state
 from oracle.kernels._jit import jit, kernel
 from oracle.kernels.blockpool import cdiv
 from oracle.kernels.cost import step_time_s
+from oracle.kernels.drafter import draft_time_s
 from oracle.kernels.kvcache import num_free, num_hashed, num_used
 
 NUM_STEP_COLUMNS = len(STEP_COLUMNS)
@@ -148,7 +150,7 @@ def _arrive(q, ta, cfg, req, st):
     out, qs = st.out, st.qs
     out.arrival_s[q] = ta
     total = req.prompt[q] + req.output[q]
-    if total > cfg.max_model_len or cdiv(total, cfg.block_size) > st.pool.n - 1:
+    if total > cfg.max_model_len or max_blocks(total, cfg) > st.pool.n - 1:
         out.status[q] = Status.REJECTED
         release_followups(qs, req, q, ta)
         return
@@ -253,7 +255,7 @@ def _schedule(r, t, cutoff, lag, cfg, req, st):
         schedule_cohort(r, kb, cfg, st)
     # running requests, then admissions
     nsch = 0
-    budget = cfg.max_num_batched_tokens - nb
+    budget = cfg.max_num_batched_tokens - cfg.spec_draft_slots - nb  # vLLM input_budget - draft_slots
     preempted = False
     if qs.act_len[r] > 0:
         nsch, budget, preempted = schedule_active(r, budget, lag, cfg, req, st)
@@ -277,6 +279,8 @@ def _price(r, nb, nsch, cfg, req, st):
     decode_ctx = float(rp[r, SUM] + nb * (rp[r, J] + 1))
     attn_units = 0.0
     prefill_ctx = 0.0
+    num_propose = 0  # sequences that emit (and so propose drafts)
+    propose_ctx = 0.0
     for k in range(nsch):
         q = sc.sch_req[k]
         c = sc.sch_new[k]
@@ -286,12 +290,17 @@ def _price(r, nb, nsch, cfg, req, st):
         if c == 1 and p0 > 0 and p0 + 1 == known:
             num_decode += 1
             decode_ctx += p0 + 1
-        else:
+        else:  # a prefill chunk, or a verification of drafts (1 + drafts query tokens)
             attn_units += c * (p0 + (c + 1) / 2.0)
             prefill_ctx += p0
-        if p0 + c == known:
-            num_emit += 1
+        if p0 + c >= known:  # the LM head runs on the last known token and every draft
+            num_emit += p0 + c - known + 1
+            num_propose += 1
+            propose_ctx += p0 + c
     dt = step_time_s(cfg.cost_params, num_tokens, num_emit, num_decode, decode_ctx, attn_units, prefill_ctx)
+    if cfg.spec_k > 0:  # (no cohort then: nb == 0)
+        dt += draft_time_s(cfg.draft_params, cfg.spec_k, num_tokens, num_decode, decode_ctx, attn_units, prefill_ctx,
+                           num_propose, propose_ctx)
     return dt, num_decode, num_tokens
 
 
@@ -349,6 +358,7 @@ def _requests(inputs: EngineInputs) -> tuple[Requests, int]:
     static = static[np.lexsort((static, arrival[static]))].astype(np.int64)
     child_off, child_ids = _children_csr(parent)
     session = np.ascontiguousarray(inputs.session, np.int64)
+    spec_off, spec_acc = inputs.accepted_table()
     uniq, inv = np.unique(session, return_inverse=True)
     sess_idx = np.where(session >= 0, inv - np.count_nonzero(uniq < 0), -1).astype(np.int32)
     req = Requests(arrival_s=arrival, prompt=np.ascontiguousarray(inputs.prompt_tokens, np.int32),
@@ -359,7 +369,8 @@ def _requests(inputs: EngineInputs) -> tuple[Requests, int]:
                    hash_off=np.ascontiguousarray(inputs.hash_offsets, np.int64),
                    hashes=np.ascontiguousarray(inputs.hashes, np.uint64),
                    timeout_s=np.full(len(inputs), np.inf) if inputs.timeout_s is None
-                   else np.ascontiguousarray(inputs.timeout_s, np.float64))
+                   else np.ascontiguousarray(inputs.timeout_s, np.float64),
+                   spec_off=spec_off, spec_acc=spec_acc)
     return req, int(np.count_nonzero(uniq >= 0))
 
 
@@ -369,7 +380,7 @@ def _config(inputs: EngineInputs) -> Config:
     bs = int(cfg.block_size)
     total = inputs.prompt_tokens.astype(np.int64) + inputs.output_tokens
     fits = total <= cfg.max_model_len
-    m = int(((total[fits] + bs - 1) // bs).max()) if fits.any() else 1
+    m = int(inputs.max_blocks()[fits].max()) if fits.any() else 1
     ring = 4
     while ring < int(inputs.output_tokens.max(initial=0)) + 2:
         ring *= 2
@@ -383,7 +394,11 @@ def _config(inputs: EngineInputs) -> Config:
                   ring=np.int64(ring), itl_min_s=float(ITL_MIN_S), itl_bins_per_decade=float(ITL_BINS_PER_DECADE),
                   itl_from_s=float(cfg.warm_up_s), cost_params=np.ascontiguousarray(inputs.cost_params, np.float64),
                   host_kv_blocks=np.int64(cfg.host_kv_blocks), host_load_s_per_block=float(cfg.host_load_s_per_block),
-                  host_load_latency_s=float(cfg.host_load_latency_s))
+                  host_load_latency_s=float(cfg.host_load_latency_s),
+                  spec_k=np.int64(cfg.num_speculative_tokens), spec_lookahead=np.int64(cfg.spec_num_lookahead_tokens),
+                  spec_draft_slots=np.int64(cfg.spec_draft_slots),
+                  draft_params=np.zeros(0) if inputs.draft_cost_params is None
+                  else np.ascontiguousarray(inputs.draft_cost_params, np.float64))
 
 
 def run_engine(inputs: EngineInputs) -> EngineOutputs:
@@ -415,6 +430,8 @@ def engine_outputs(st, steps: np.ndarray, num_steps: int, record_steps: bool) ->
                          preempted_requests=int(c[Counter.PREEMPTED_REQUESTS.value]),
                          preempted_prefix_cache_queries=int(c[Counter.PREEMPTED_PREFIX_CACHE_QUERIES.value]),
                          preempted_prefix_cache_hits=int(c[Counter.PREEMPTED_PREFIX_CACHE_HITS.value]),
+                         spec_drafts=int(c[Counter.SPEC_DRAFTS.value]), spec_accepted=int(c[Counter.SPEC_ACCEPTED.value]),
+                         spec_verifications=int(c[Counter.SPEC_VERIFICATIONS.value]),
                          itl_hist=out.itl_hist, num_steps=int(num_steps), steps=step_table,
                          diagnostics={k.name.lower(): int(c[k]) for k in DIAGNOSTICS},
                          kv_used_integral=out.kv_integral, kv_used_max=out.kv_max,

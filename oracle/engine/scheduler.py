@@ -27,6 +27,7 @@ from oracle.engine.cohort import (BASE, BKN, CLN, CNT, EMIT, HEAD, JDONE, JJOIN,
 from oracle.engine.inputs import CacheEvent, Status
 from oracle.engine.offload import host_admit, host_lookup
 from oracle.engine.queues import release_followups, wq_front, wq_pop_front, wq_push_front
+from oracle.engine.specdec import spec_finish, spec_pad, spec_running_tokens, spec_scheduled
 from oracle.engine.state import Counter
 from oracle.kernels._jit import jit
 from oracle.kernels import arith
@@ -239,8 +240,12 @@ def schedule_active(r, budget, lag, cfg, req, st):
     i = 0
     while i < qs.act_len[r] and budget > 0:
         q = qs.act[abase + i]
-        num_new = min(req.prompt[q] + rs.generated[q] - rs.num_computed[q], budget)
-        need = cdiv(rs.num_computed[q] + num_new, bs) - rs.num_blocks[q]
+        known = req.prompt[q] + rs.generated[q]
+        if cfg.spec_k > 0:
+            num_new, need = spec_running_tokens(q, known, budget, cfg, rs)
+        else:
+            num_new = min(known - rs.num_computed[q], budget)
+            need = cdiv(rs.num_computed[q] + num_new, bs) - rs.num_blocks[q]
         can_schedule = True
         while need > num_free(pool, r):
             if cfg.async_scheduling and _preempt_held(r, cfg, st):
@@ -251,6 +256,7 @@ def schedule_active(r, budget, lag, cfg, req, st):
             _free_request(v, r, cfg, pool, rs)
             rs.num_computed[v] = 0
             rs.num_cached[v] = 0
+            rs.num_spec[v] = 0
             out.preemptions[v] += 1
             wq_push_front(qs, r, v)
             preempted = True
@@ -267,11 +273,13 @@ def schedule_active(r, budget, lag, cfg, req, st):
             while x >= 0 and coh.sl[x, SEQ] < coh.sl[gs, SEQ]:
                 _cache_member(x, jc, lag, r, cfg, req, st)
                 x = coh.sl[x, BKN]
-            _cache_upto(q, gs, (rs.num_computed[q] + num_new - lag * rs.ph[q]) // bs, r, cfg, req, pool, rs)
+            _cache_upto(q, gs, min(rs.num_computed[q] + num_new - lag * rs.ph[q], known) // bs, r, cfg, req, pool, rs)
+        if cfg.spec_k > 0:
+            spec_scheduled(q, nsch, known, num_new, cfg, req, rs, sc)
         sc.sch_req[nsch] = q
         sc.sch_new[nsch] = num_new
         nsch += 1
-        budget -= num_new
+        budget -= num_new + cfg.spec_draft_slots
         i += 1
     while x >= 0:
         _cache_member(x, jc, lag, r, cfg, req, st)
@@ -306,6 +314,7 @@ def schedule_waiting(r, t, cutoff, budget, nsch, cfg, req, st):
     sl, rp = coh.sl, coh.rp
     bs, s_max = cfg.block_size, cfg.max_num_seqs
     counters = out.counters
+    nrun = nsch  # running requests scheduled this step
     while qs.wq_len[r] > 0 and budget > 0 and rs.slot_top[r] > 0:
         q = wq_front(qs, r)
         if out.arrival_s[q] > cutoff:
@@ -324,6 +333,11 @@ def schedule_waiting(r, t, cutoff, budget, nsch, cfg, req, st):
         # sent it (README "Prefill/decode disaggregation"; 0 again after a preemption)
         start = max(hit_tokens + num_host * bs, rs.num_computed[q])
         num_new = num_tokens - start
+        padded = False
+        if cfg.spec_k > 0:
+            num_new, padded, stop = spec_pad(num_new, start, nrun, budget, cfg, sc)
+            if stop:
+                break
         if not cfg.enable_chunked_prefill and num_new > budget:
             break
         num_new = min(num_new, budget)
@@ -334,6 +348,8 @@ def schedule_waiting(r, t, cutoff, budget, nsch, cfg, req, st):
             counters[Counter.FAILED_ADMISSIONS.value] += 1
             break
         need = cdiv(start + num_new, bs) - hit
+        if cfg.spec_k > 0:  # the drafter's lookahead slots (vLLM allocate_slots)
+            need = cdiv(min(start + num_new + cfg.spec_lookahead, cfg.max_model_len), bs) - hit
         if need + evictable > num_free(pool, r):
             counters[Counter.FAILED_ADMISSIONS.value] += 1
             break
@@ -350,7 +366,7 @@ def schedule_waiting(r, t, cutoff, budget, nsch, cfg, req, st):
         if st.host.enabled:
             host_admit(q, r, hit, num_host, num_tokens, math.isnan(out.admitted_s[q]), cfg, req, st.host)
         if pool.caching:
-            _cache_upto(q, gs, (start + num_new) // bs, r, cfg, req, pool, rs)
+            _cache_upto(q, gs, min(start + num_new, num_tokens) // bs, r, cfg, req, pool, rs)
             if out.preemptions[q] > 0:  # vLLM PrefixCacheStats: re-admissions counted apart
                 counters[Counter.PREEMPTED_REQUESTS.value] += 1
                 counters[Counter.PREEMPTED_PREFIX_CACHE_QUERIES.value] += num_tokens
@@ -373,8 +389,10 @@ def schedule_waiting(r, t, cutoff, budget, nsch, cfg, req, st):
             out.cache_event[q] = _classify(q, hit, row, r, cfg, req, pool, rs)
         sc.sch_req[nsch] = q
         sc.sch_new[nsch] = num_new
+        sc.sch_draft[nsch] = 0
+        sc.sch_rej[nsch] = cfg.spec_k if padded else 0  # padding drafts: all rejected
         nsch += 1
-        budget -= num_new
+        budget -= num_new + cfg.spec_draft_slots
     return nsch
 
 
@@ -398,12 +416,16 @@ def finish_active(r, t_end, nsch, cfg, req, st):
     memo_bin = 0
     for k in range(nsch):
         q = sc.sch_req[k]
+        known = req.prompt[q] + rs.generated[q]
         rs.num_computed[q] += sc.sch_new[k]
         out.computed_tokens[q] += sc.sch_new[k]
-        emitted = rs.num_computed[q] == req.prompt[q] + rs.generated[q]
+        emitted = rs.num_computed[q] >= known
+        n_emit = 1
+        if cfg.spec_k > 0:  # rejected drafts rolled back; accepted + 1 tokens
+            n_emit = spec_finish(q, k, known, emitted, cfg, req, rs, sc, out.counters)
         if emitted:
-            rs.generated[q] += 1
-            if rs.generated[q] == 1:
+            rs.generated[q] += n_emit
+            if rs.generated[q] == n_emit:
                 out.first_token_s[q] = t_end
             else:
                 gap = t_end - rs.last_token_s[q]
@@ -415,7 +437,12 @@ def finish_active(r, t_end, nsch, cfg, req, st):
                 if math.isnan(out.max_itl_s[q]) or gap > out.max_itl_s[q]:
                     out.max_itl_s[q] = gap
             rs.last_token_s[q] = t_end
-        sl[r * cfg.max_num_seqs + rs.slot[q], EMIT] = 1 if emitted else 0
+            if cfg.spec_k > 0 and st.pool.caching:  # vLLM update_from_output -> cache_blocks(num_computed)
+                _cache_upto(q, r * cfg.max_num_seqs + rs.slot[q],
+                            min(rs.num_computed[q], req.prompt[q] + rs.generated[q]) // cfg.block_size,
+                            r, cfg, req, st.pool, rs)
+        # a request that emitted joins the cohort (never with speculative decoding)
+        sl[r * cfg.max_num_seqs + rs.slot[q], EMIT] = 1 if emitted and cfg.spec_k == 0 else 0
         rs.ph[q] = 1 if emitted else 0
 
 

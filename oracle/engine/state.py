@@ -49,6 +49,8 @@ Requests = namedtuple("Requests", [
     "hash_off",      # i8[n] first block hash of request q in ``hashes``
     "hashes",        # u8[...] chained block hashes (full blocks of p + o tokens)
     "timeout_s",     # f8[n] the client gives up this long after arrival (inf: never)
+    "spec_off",      # i8[n] first entry of request q in ``spec_acc`` (speculative decoding)
+    "spec_acc",      # i1[sum o] drafts accepted at each generated count (``specdec.accepted_table``; empty: off)
 ])
 
 Config = namedtuple("Config", [
@@ -61,6 +63,10 @@ Config = namedtuple("Config", [
     "itl_from_s",      # gaps of requests arriving before this stay out of the histogram
     "cost_params",     # f8[:] for oracle.kernels.cost.step_time_s
     "host_kv_blocks", "host_load_s_per_block", "host_load_latency_s",  # KV offload tier (offload.py; 0: off)
+    "spec_k",          # num_speculative_tokens (0: speculative decoding off)
+    "spec_lookahead",  # KV slots reserved past the scheduled tokens for the drafter (vLLM num_lookahead_tokens)
+    "spec_draft_slots",  # budget slots each scheduled request also takes (vLLM max_num_new_slots_for_drafting)
+    "draft_params",    # f8[:] cost parameters of the drafter (empty: no GPU drafter)
 ])
 
 Outputs = namedtuple("Outputs", [
@@ -83,6 +89,7 @@ RequestState = namedtuple("RequestState", [
     "slot_free",     # i4[R*s_max] stack of free slots per replica
     "slot_top",      # i4[R] free slots per replica (running = s_max - slot_top)
     "ph",            # i1[n] async: emitted in its replica's last step (an output placeholder)
+    "num_spec",      # i4[n] draft tokens the request holds for its next step (speculative decoding)
 ])
 
 Queues = namedtuple("Queues", [
@@ -106,6 +113,8 @@ Scratch = namedtuple("Scratch", [
     "hit_blocks",           # i4[m] block ids of a prefix hit
     "members", "merged",    # i8[s_max], i4[s_max] cohort materialization
     "comp",                 # i8[s_max] completing cohort members
+    "sch_draft", "sch_rej",  # i4[s_max] per scheduled request: drafts verified, tokens rejected
+    "sch_pf",               # i1[s_max] 1: a running request that was a prefill chunk (speculative decoding)
 ])
 
 
@@ -130,10 +139,13 @@ class Counter(IntEnum):
     ACTIVE_REQUEST_STEPS = 10
     ROUTER_PROBES = 11
     FAILED_ADMISSIONS = 12
+    SPEC_DRAFTS = 13          # draft tokens verified (speculative decoding; vLLM SpecDecodingStats)
+    SPEC_ACCEPTED = 14        # draft tokens accepted
+    SPEC_VERIFICATIONS = 15   # request-steps that verified at least one draft
 
 
 # Counters reported as EngineOutputs.diagnostics (engine work, for benchmarks).
-DIAGNOSTICS = tuple(c for c in Counter if c >= Counter.STEPS)
+DIAGNOSTICS = tuple(c for c in Counter if Counter.STEPS <= c <= Counter.FAILED_ADMISSIONS)
 
 
 def new_state(req: Requests, cfg: Config, num_blocks: int, num_sessions: int) -> State:
@@ -162,7 +174,7 @@ def new_state(req: Requests, cfg: Config, num_blocks: int, num_sessions: int) ->
         num_blocks=np.zeros(n_req, np.int32), num_cached=np.zeros(n_req, np.int32),
         slot=np.full(n_req, -1, np.int32), last_token_s=np.zeros(n_req, np.float64),
         table=np.empty(R * s_max * m, np.int32), slot_free=slot_free,
-        slot_top=np.full(R, s_max, np.int32), ph=np.zeros(n_req, np.int8))
+        slot_top=np.full(R, s_max, np.int32), ph=np.zeros(n_req, np.int8), num_spec=np.zeros(n_req, np.int32))
     wcap = n_req + 1
     qs = Queues(
         wq=np.empty(R * wcap, np.int32), wq_head=np.zeros(R, np.int64), wq_len=np.zeros(R, np.int64),
@@ -176,6 +188,8 @@ def new_state(req: Requests, cfg: Config, num_blocks: int, num_sessions: int) ->
     coh = Cohort(*new_cohort(R, s_max, int(cfg.block_size), int(cfg.ring)))
     sc = Scratch(sch_req=np.empty(s_max, np.int32), sch_new=np.empty(s_max, np.int32),
                  hit_blocks=np.empty(m, np.int32), members=np.empty(s_max, np.int64),
-                 merged=np.empty(s_max, np.int32), comp=np.empty(s_max, np.int64))
+                 merged=np.empty(s_max, np.int32), comp=np.empty(s_max, np.int64),
+                 sch_draft=np.zeros(s_max, np.int32), sch_rej=np.zeros(s_max, np.int32),
+                 sch_pf=np.zeros(s_max, np.int8))
     host = new_host_tier(R, n_req, int(cfg.host_kv_blocks), cfg.host_load_s_per_block, cfg.host_load_latency_s)
     return State(out=out, pool=pool, rs=rs, qs=qs, coh=coh, sc=sc, host=host)

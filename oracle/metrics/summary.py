@@ -257,6 +257,16 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
             **architecture_config(scenario, fw),
         },
     }
+    if out.pd is not None:
+        from oracle.metrics.disagg import disaggregation_summary   # only disaggregated frameworks
+        summary["disaggregation"] = disaggregation_summary(scenario, fw, requests, out, pcts)
+        d = summary["disaggregation"]
+        summary["config"].update(replicas=d["prefill"]["replicas"] + d["decode"]["replicas"],
+                                 disaggregated=d["p_to_d_ratio"],
+                                 router=f"{d['prefill']['router']} / {d['decode']['router']}")
+    if fw.speculative is not None:  # only with speculative decoding on: other summaries keep their keys
+        summary["speculative_decoding"] = _speculative(fw.speculative, out, _sum(ok["output_tokens"]))
+    return summary
 
 
 def architecture_config(scenario, fw) -> dict[str, Any]:
@@ -318,11 +328,23 @@ def kv_offload_summary(scenario, fw, out: EngineOutputs, requests: pl.DataFrame)
         "blocks_evicted": int(h.get("evicted_blocks", 0)),
         "refused_stores": int(h.get("failed_stores", 0)),
     }
-    if out.pd is not None:
-        from oracle.metrics.disagg import disaggregation_summary   # only disaggregated frameworks
-        summary["disaggregation"] = disaggregation_summary(scenario, fw, requests, out, pcts)
-        d = summary["disaggregation"]
-        summary["config"].update(replicas=d["prefill"]["replicas"] + d["decode"]["replicas"],
-                                 disaggregated=d["p_to_d_ratio"],
-                                 router=f"{d['prefill']['router']} / {d['decode']['router']}")
-    return summary
+
+
+def _speculative(spec, out: EngineOutputs, finished_output_tokens: int) -> dict[str, Any]:
+    """vLLM's ``SpecDecodingStats`` over the run (``vllm/v1/spec_decode/metrics.py``): draft
+    tokens verified and accepted, acceptance rate (accepted / drafts), mean acceptance length
+    (1 + accepted per verification), and output tokens of finished requests per engine step."""
+    drafts, accepted, verifications = int(out.spec_drafts), int(out.spec_accepted), int(out.spec_verifications)
+    return {
+        "method": spec.method,
+        "num_speculative_tokens": spec.num_speculative_tokens,
+        "draft_model": spec.draft_model.name if spec.draft_model is not None else None,
+        "acceptance_per_position": list(spec.acceptance),
+        "acceptance_source": spec.acceptance_source,
+        "num_draft_tokens": drafts,
+        "num_accepted_tokens": accepted,
+        "num_verifications": verifications,
+        "acceptance_rate": accepted / drafts if drafts else 0.0,
+        "mean_acceptance_length": 1.0 + accepted / verifications if verifications else 1.0,
+        "output_tokens_per_step": finished_output_tokens / out.num_steps if out.num_steps else 0.0,
+    }

@@ -99,6 +99,14 @@ OFFLOAD_ROWS: tuple[RowSpec, ...] = (   # frameworks with a KV offload tier (sum
     RowSpec("load time (s)", ("kv_offload", "load_time_s"), "s"),
     RowSpec("bytes written to host", ("kv_offload", "bytes_written"), "count"),
     RowSpec("host blocks evicted", ("kv_offload", "blocks_evicted"), "count"),
+SPEC_ROWS: tuple[RowSpec, ...] = (
+    RowSpec("method", ("speculative_decoding", "method"), "text"),
+    RowSpec("draft tokens per step (k)", ("speculative_decoding", "num_speculative_tokens"), "count"),
+    RowSpec("draft tokens verified", ("speculative_decoding", "num_draft_tokens"), "count"),
+    RowSpec("draft tokens accepted", ("speculative_decoding", "num_accepted_tokens"), "count", True),
+    RowSpec("acceptance rate", ("speculative_decoding", "acceptance_rate"), "pct", True),
+    RowSpec("mean acceptance length", ("speculative_decoding", "mean_acceptance_length"), "float", True),
+    RowSpec("output tokens per step", ("speculative_decoding", "output_tokens_per_step"), "float", True),
 )
 
 COMPARISON_ROWS: tuple[RowSpec, ...] = (
@@ -350,7 +358,16 @@ def run_tables(summaries: dict[str, dict[str, Any]]) -> list[Table]:
         tables.append(offload_table(summaries))
     from oracle.report.disagg import disaggregation_table   # prefill/decode pools, when a framework has them
     pd = disaggregation_table(summaries)
+    if any("speculative_decoding" in s for s in summaries.values()):
+        tables.append(spec_table(summaries))
     return tables + ([pd] if pd is not None else [])
+
+
+def spec_table(summaries: dict[str, dict[str, Any]]) -> Table:
+    """Speculative decoding (frameworks without it show dashes)."""
+    return _metric_table("Speculative decoding", ((None, SPEC_ROWS),), summaries,
+                         caption="vLLM SpecDecodingStats: acceptance rate = accepted / verified drafts; mean "
+                                 "acceptance length = 1 + accepted drafts per verification.")
 
 
 # ---------------------------------------------------------------------------------------------

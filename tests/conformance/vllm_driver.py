@@ -43,6 +43,16 @@ vLLM functions used, in order, and why:
   ``EngineCore.step`` does.
 * Read-outs after each step: ``scheduler.running``, ``waiting`` + ``kv_holding_waiting``,
   ``block_pool.get_num_free_blocks()`` and ``block_pool.cached_block_hash_to_block``.
+
+Speculative decoding (``cfg.num_speculative_tokens`` k > 0): ``SpeculativeConfig`` with method
+``ngram`` (no lookahead slots, no draft slots) or ``draft_model`` pointing at the same tiny
+model (k lookahead slots, one draft slot per request), whichever matches the engine config.
+The model's answer to a request that verified drafts is ``accepted + 1`` tokens (the next
+output tokens of the workload, zeros past its end), ``accepted`` read from the engine's own
+table (``oracle.engine.specdec.accepted_table``) and 0 for vLLM's padding drafts (-1); after
+``update_from_output`` the proposer's drafts go in with ``Scheduler.update_draft_token_ids``
+(the next k output tokens, for every request of the batch), as ``EngineCore.step`` does.
+
 """
 
 from __future__ import annotations
@@ -61,13 +71,14 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 
 import torch  # noqa: E402
 import vllm  # noqa: E402
-from vllm.config import CacheConfig, DeviceConfig, ModelConfig, SchedulerConfig, VllmConfig  # noqa: E402
+from vllm.config import (CacheConfig, DeviceConfig, ModelConfig, ParallelConfig, SchedulerConfig,  # noqa: E402
+                         SpeculativeConfig, VllmConfig)
 from vllm.sampling_params import SamplingParams  # noqa: E402
 from vllm.utils.hashing import sha256  # noqa: E402
 from vllm.v1.core.kv_cache_utils import KVCacheBlock, get_request_block_hasher, init_none_hash  # noqa: E402
 from vllm.v1.core.sched.scheduler import Scheduler  # noqa: E402
 from vllm.v1.kv_cache_interface import FullAttentionSpec, KVCacheConfig, KVCacheGroupSpec  # noqa: E402
-from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, ModelRunnerOutput  # noqa: E402
+from vllm.v1.outputs import EMPTY_MODEL_RUNNER_OUTPUT, DraftTokenIds, ModelRunnerOutput  # noqa: E402
 from vllm.v1.request import Request, RequestStatus  # noqa: E402
 from vllm.v1.structured_output import StructuredOutputManager  # noqa: E402
 
@@ -114,8 +125,15 @@ def make_vllm_config(cfg, num_gpu_blocks: int) -> VllmConfig:
         is_encoder_decoder=False, async_scheduling=bool(getattr(cfg, "async_scheduling", False)), policy="fcfs")
     cc = CacheConfig(block_size=int(cfg.block_size), enable_prefix_caching=bool(cfg.enable_prefix_caching))
     cc.num_gpu_blocks = int(num_gpu_blocks)
+    k = int(getattr(cfg, "num_speculative_tokens", 0))
+    spec = None
+    if k:  # ngram: no lookahead / draft slots; draft_model (the same tiny model): k and 1
+        method = "draft_model" if cfg.spec_draft_slots else "ngram"
+        extra = {"model": mc.model} if method == "draft_model" else {"prompt_lookup_max": 3, "prompt_lookup_min": 1}
+        spec = SpeculativeConfig(method=method, num_speculative_tokens=k, target_model_config=mc,
+                                 target_parallel_config=ParallelConfig(), **extra)
     vc = VllmConfig(model_config=mc, scheduler_config=sc, cache_config=cc,
-                    device_config=DeviceConfig(device="cpu"))
+                    device_config=DeviceConfig(device="cpu"), speculative_config=spec)
     s = vc.scheduler_config
     effective = {
         "max_num_seqs": s.max_num_seqs, "max_num_batched_tokens": s.max_num_batched_tokens,
@@ -130,10 +148,16 @@ def make_vllm_config(cfg, num_gpu_blocks: int) -> VllmConfig:
     assert effective == wanted, f"vLLM changed the configuration: {effective} != {wanted}"
     # The knobs that change which tokens get scheduled, at the values this suite assumes.
     assert s.async_scheduling == bool(getattr(cfg, "async_scheduling", False))
-    assert s.policy == "fcfs" and vc.speculative_config is None
-    assert s.long_prefill_token_threshold == 0 and s.max_num_scheduled_tokens is None
+    assert s.policy == "fcfs"
+    assert s.long_prefill_token_threshold == 0 and s.max_num_scheduled_tokens in (None, s.max_num_batched_tokens)
     assert s.max_num_active_seqs is None and s.prefill_schedule_interval == 1 and s.watermark == 0.0
-    assert vc.kv_transfer_config is None and vc.num_lookahead_tokens == 0
+    assert vc.kv_transfer_config is None
+    if k:
+        assert vc.num_lookahead_tokens == cfg.spec_num_lookahead_tokens, vc.num_lookahead_tokens
+        assert vc.speculative_config.max_num_new_slots_for_drafting == cfg.spec_draft_slots
+        assert vc.num_prefill_lookahead_tokens == 0 and vc.num_hash_lookahead_tokens == 0
+    else:
+        assert vc.speculative_config is None and vc.num_lookahead_tokens == 0
     return vc
 
 
@@ -221,6 +245,11 @@ class _Driver:
                          "preempted_queries": 0, "preempted_hits": 0}
         self.steps: list[StepRow] = []
         self.nxt = 0
+        self.k = int(getattr(cfg, "num_speculative_tokens", 0))
+        if self.k:  # the engine's accepted lengths, and its bound on the blocks a request can hold
+            from oracle.engine.specdec import accepted_table
+            self.acc_off, self.acc = accepted_table([len(s.output) for s in specs], cfg.spec_acceptance,
+                                                    cfg.spec_seed)
 
     # ------------------------------------------------------------------ events
     def release(self, i: int, t_end: float) -> None:
@@ -267,7 +296,8 @@ class _Driver:
         a, i = arr
         s = self.specs[i]
         p, o = len(s.prompt), len(s.output)
-        if p + o > self.cfg.max_model_len or -(-(p + o) // self.bs) > self.num_gpu_blocks - 1:
+        most = min(p + o + self.k + self.cfg.spec_num_lookahead_tokens, self.cfg.max_model_len) if self.k else p + o
+        if p + o > self.cfg.max_model_len or -(-most // self.bs) > self.num_gpu_blocks - 1:
             self.rows[i].status = REJECTED    # mirrored: the engine rejects before routing
             self.release(i, a)
             return
@@ -305,8 +335,12 @@ class _Driver:
             req = self.sched.requests[rid]
             i = int(rid)
             p0 = req.num_computed_tokens - c
-            emits = not req.is_prefill_chunk
-            known = req.num_tokens + req.num_output_placeholders - (1 if emits and self.cfg.async_scheduling else 0)
+            if self.k:  # drafts are scheduled past the known tokens (synchronous scheduling only)
+                known = req.num_tokens
+                emits = p0 + c >= known
+            else:
+                emits = not req.is_prefill_chunk
+                known = req.num_tokens + req.num_output_placeholders - (1 if emits and self.cfg.async_scheduling else 0)
             sched_rows.append((i, c, p0))
             num_tokens += c
             if c == 1 and p0 > 0 and p0 + 1 == known:
@@ -317,8 +351,8 @@ class _Driver:
                 prefill_ctx_sum += p0
                 num_prefill_tokens += c
             if emits:
-                assert p0 + c == known, (rid, p0, c, known)
-                num_emit += 1
+                assert p0 + c == known or (self.k and p0 + c > known), (rid, p0, c, known)
+                num_emit += p0 + c - known + 1   # the LM head runs on the last token and each draft
                 emitting.append(rid)
             if not self.ever_admitted[i]:
                 self.ever_admitted[i] = True
@@ -337,12 +371,29 @@ class _Driver:
         sampled = []
         for rid in req_ids:
             req = self.reqs[rid]
-            k = min(req.num_output_tokens, len(self.specs[int(rid)].output) - 1)
-            sampled.append([int(self.specs[int(rid)].output[k])] if rid in b.emitting else [])
+            if not self.k:
+                k = min(req.num_output_tokens, len(self.specs[int(rid)].output) - 1)
+                sampled.append([int(self.specs[int(rid)].output[k])] if rid in b.emitting else [])
+                continue
+            tokens = []
+            if rid in b.emitting:  # accepted + 1 tokens: the engine's accepted length (0 for padding drafts)
+                g, i = req.num_output_tokens, int(rid)
+                drafts = b.so.scheduled_spec_decode_tokens.get(rid) or []
+                accepted = min(int(self.acc[self.acc_off[i] + g]), len(drafts)) if drafts and drafts[0] != -1 else 0
+                out_i = self.specs[i].output
+                tokens = [int(out_i[g + j]) if g + j < len(out_i) else 0 for j in range(accepted + 1)]
+            sampled.append(tokens)
         mro = ModelRunnerOutput(req_ids=req_ids, req_id_to_index={r: k for k, r in enumerate(req_ids)},
                                 sampled_token_ids=sampled)
         alive = {rid for rid in b.emitting if not self.reqs[rid].is_finished()}  # not aborted meanwhile
         self.add_stats(self.sched.update_from_output(b.so, mro))
+        if self.k:  # the proposer's drafts for the batch (EngineCore.step -> update_draft_token_ids)
+            live = [rid for rid in req_ids if not self.reqs[rid].is_finished()]
+            drafts = []
+            for rid in live:
+                g, out_i = self.reqs[rid].num_output_tokens, self.specs[int(rid)].output
+                drafts.append([int(out_i[g + j]) if g + j < len(out_i) else 0 for j in range(self.k)])
+            self.sched.update_draft_token_ids(DraftTokenIds(live, drafts))
         for rid in b.emitting:
             if rid not in alive:
                 continue

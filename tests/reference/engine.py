@@ -7,6 +7,7 @@ the routers and the scheduler step. Slow (Python per token-step); use small inpu
 
     out = run_reference(inputs, step_time_fn)            # -> EngineOutputs
     out = run_reference(inputs, step_time_fn, debug=True)  # + invariant checks every step
+    out = run_reference(inputs, step_time_fn, draft_step_time_fn=f)  # speculative decoding's drafter priced by f
 
 ``step_time_fn(num_tokens, num_emit, num_decode, decode_ctx_sum, prefill_attn_units,
 prefill_ctx_sum) -> seconds``.
@@ -61,6 +62,7 @@ class Request:
     # scheduler state
     generated: int = 0
     num_computed: int = 0
+    num_spec: int = 0         # draft tokens held for the next step (speculative decoding)
     block_table: list[KVCacheBlock] = field(default_factory=list)
     num_cached_blocks: int = 0
     ever_admitted: bool = False
@@ -125,6 +127,9 @@ class Scheduled:
     req: Request
     num_new: int   # c
     p0: int        # num_computed before the step
+    drafts: int = 0        # draft tokens verified (speculative decoding)
+    rejected: int = 0      # scheduled tokens rolled back at the end (rejected or padding drafts)
+    was_prefill_chunk: bool = False  # a running request without drafts (vLLM is_prefill_chunk)
 
     @property
     def is_decode(self) -> bool:
@@ -132,15 +137,25 @@ class Scheduled:
 
     @property
     def emits(self) -> bool:
-        return self.p0 + self.num_new == self.req.num_tokens
+        return self.p0 + self.num_new >= self.req.num_tokens
+
+    @property
+    def lm_head_positions(self) -> int:
+        """Positions whose logits are computed: the last known token and every draft."""
+        return self.p0 + self.num_new - self.req.num_tokens + 1 if self.emits else 0
 
 
 class ReferenceEngine:
-    def __init__(self, inputs: EngineInputs, step_time_fn: StepTimeFn, debug: bool = False):
+    def __init__(self, inputs: EngineInputs, step_time_fn: StepTimeFn, debug: bool = False,
+                 draft_step_time_fn: StepTimeFn | None = None):
         self.inputs = inputs
         self.cfg = inputs.config
         self.step_time_fn = step_time_fn
+        self.draft_step_time_fn = draft_step_time_fn
         self.debug = debug
+        self.k = int(self.cfg.num_speculative_tokens)  # speculative decoding: drafts per step (0: off)
+        self.spec_off, self.spec_acc = inputs.accepted_table()
+        self.spec_drafts = self.spec_accepted = self.spec_verifications = 0
         self.bs = int(self.cfg.block_size)
         self.N = inputs.resolved_num_gpu_blocks()
         self.caching = bool(self.cfg.enable_prefix_caching)
@@ -225,7 +240,7 @@ class ReferenceEngine:
 
     def _arrive(self, req: Request, a: float) -> None:
         req.arrival_s = a
-        if req.prompt + req.output > self.cfg.max_model_len or cdiv(req.prompt + req.output, self.bs) > self.N - 1:
+        if req.prompt + req.output > self.cfg.max_model_len or self._max_blocks(req) > self.N - 1:
             req.status = int(Status.REJECTED)
             self._release_followups(req, a)
             return
@@ -254,6 +269,22 @@ class ReferenceEngine:
             rep.waiting.remove(req)
         req.status = int(Status.TIMED_OUT)
         self._release_followups(req, a)
+
+    def _max_blocks(self, req: Request) -> int:
+        """The most blocks the request can hold: its whole sequence, plus drafts and the
+        drafter's lookahead slots with speculative decoding (capped by max_model_len)."""
+        total = req.prompt + req.output
+        if self.k:
+            total = min(total + self.k + self.cfg.spec_num_lookahead_tokens, self.cfg.max_model_len)
+        return cdiv(total, self.bs)
+
+    def _slots_needed(self, req: Request, num_computed: int, num_new: int) -> int:
+        """New blocks for ``num_new`` tokens after ``num_computed`` (plus the drafter's
+        lookahead slots, capped by max_model_len: vLLM ``allocate_slots``)."""
+        end = num_computed + num_new
+        if self.k:
+            end = min(end + self.cfg.spec_num_lookahead_tokens, self.cfg.max_model_len)
+        return max(cdiv(end, self.bs) - len(req.block_table), 0)
 
     # ---------------------------------------------------------------- routers
     def route(self, req: Request) -> int:
@@ -321,6 +352,7 @@ class ReferenceEngine:
         victim.num_computed = 0
         victim.num_cached_blocks = 0
         victim.remote_tokens = 0  # the received KV is gone: recomputed locally
+        victim.num_spec = 0
         victim.preemptions += 1
         if victim.held:  # completed in the step in flight: its output finishes it, it never waits
             victim.held = False
@@ -336,8 +368,10 @@ class ReferenceEngine:
             if req.held:  # async: its last token is in flight; no step after it (AsyncScheduler)
                 i += 1
                 continue
-            num_new = min(req.num_tokens - req.num_computed, budget)
-            need = cdiv(req.num_computed + num_new, self.bs) - len(req.block_table)
+            num_new = min(req.num_tokens + req.num_spec - req.num_computed, budget)
+            if self.k:  # the input stays below max_model_len (vLLM: - num_sampled_tokens_per_step)
+                num_new = min(num_new, self.cfg.max_model_len - req.num_computed - 1)
+            need = self._slots_needed(req, req.num_computed, num_new)
             assert num_new > 0 and need >= 0
             self_preempted = False
             while need > rep.pool.num_free:
@@ -352,13 +386,38 @@ class ReferenceEngine:
             req.block_table.extend(rep.pool.allocate(need))
             placeholder = lag and req in rep.emitters  # its last token is not known yet
             self._cache_blocks(rep, req, req.num_computed + num_new, req.num_tokens - 1 if placeholder else None)
-            sched.append(Scheduled(req, num_new, req.num_computed))
-            budget -= num_new
+            sched.append(self._spec_scheduled(req, num_new))
+            budget -= num_new + self.cfg.spec_draft_slots
             i += 1
         return budget, preempted
 
+    def _spec_scheduled(self, req: Request, num_new: int) -> Scheduled:
+        """A running request's entry; with speculative decoding its drafts this step (the
+        scheduled tokens past its known ones) and how many the target rejects: the accepted
+        length drawn for its generated count, at most the drafts. Its drafts are consumed."""
+        s = Scheduled(req, num_new, req.num_computed, was_prefill_chunk=self.k > 0 and req.num_spec == 0)
+        drafts = req.num_computed + num_new - req.num_tokens
+        if req.num_spec > 0 and drafts > 0:
+            accepted = min(int(self.spec_acc[self.spec_off[req.rid] + req.generated]), drafts)
+            s.drafts, s.rejected = drafts, drafts - accepted
+        req.num_spec = 0
+        return s
+
+    def _pad_admission(self, num_new: int, hit_tokens: int, sched: list[Scheduled], budget: int):
+        """vLLM's padding of a single-token admission to 1 + k tokens (their drafts all
+        rejected) when no scheduled running request is a prefill chunk and something was
+        scheduled or the request has computed tokens. Returns ``(num_new, padded, stop)``."""
+        if not self.k or num_new != 1 or (not sched and hit_tokens == 0):
+            return num_new, False, False
+        if any(s.was_prefill_chunk for s in sched) or hit_tokens + self.k + 2 > self.cfg.max_model_len:
+            return num_new, False, False
+        if 1 + self.k > budget:
+            return num_new, False, True
+        return 1 + self.k, True, False
+
     def _schedule_waiting(self, rep: Replica, sched: list[Scheduled], budget: int, t: float,
                           cutoff: float = math.inf) -> int:
+        running_sched = list(sched)
         while rep.waiting and budget > 0 and len(rep.running) < self.cfg.max_num_seqs:
             req = rep.waiting[0]
             if req.arrival_s > cutoff:  # async: not yet arrived when this step was scheduled
@@ -371,6 +430,9 @@ class ReferenceEngine:
             # KV received from a prefill instance (P/D decode pool)
             start = max(hit_tokens + num_host * self.bs, req.remote_tokens)
             num_new = req.num_tokens - start
+            num_new, padded, stop = self._pad_admission(num_new, start, running_sched, budget)
+            if stop:
+                break
             if not self.cfg.enable_chunked_prefill:
                 if num_new > budget:
                     break
@@ -381,7 +443,7 @@ class ReferenceEngine:
                 # the whole known sequence must fit (vLLM allocate_slots, full_sequence_must_fit)
                 if cdiv(req.num_tokens, self.bs) - len(hit) + evictable > rep.pool.num_free:
                     break
-            need = cdiv(start + num_new, self.bs) - len(hit)
+            need = self._slots_needed(req, start, num_new) - len(hit)
             if need + evictable > rep.pool.num_free:
                 break
             rep.pool.touch(hit)
@@ -393,8 +455,8 @@ class ReferenceEngine:
             self._cache_blocks(rep, req, start + num_new)
             rep.waiting.popleft()
             rep.running.append(req)
-            sched.append(Scheduled(req, num_new, req.num_computed))
-            budget -= num_new
+            sched.append(Scheduled(req, num_new, req.num_computed, rejected=self.k if padded else 0))
+            budget -= num_new + self.cfg.spec_draft_slots
             if self.caching:  # vLLM record_prefix_cache_stats, at every admission
                 if req.preemptions > 0:
                     self.preempted_requests += 1
@@ -444,11 +506,11 @@ class ReferenceEngine:
         """vLLM ``Scheduler.schedule()``: running requests, then (if nobody was preempted)
         admissions of requests that arrived by ``cutoff``."""
         sched: list[Scheduled] = []
-        budget = int(self.cfg.max_num_batched_tokens)
+        budget = int(self.cfg.max_num_batched_tokens) - self.cfg.spec_draft_slots  # vLLM input_budget - draft_slots
         budget, preempted = self._schedule_running(rep, sched, budget, lag)
         if not preempted:
             budget = self._schedule_waiting(rep, sched, budget, t, cutoff)
-        assert budget >= 0 and len(rep.running) <= self.cfg.max_num_seqs
+        assert budget + self.cfg.spec_draft_slots >= 0 and len(rep.running) <= self.cfg.max_num_seqs
         return sched, preempted
 
     def _apply_last_outputs(self, rep: Replica) -> None:
@@ -492,6 +554,7 @@ class ReferenceEngine:
         num_tokens = num_emit = num_decode = decode_ctx_sum = prefill_ctx_sum = 0
         prefill_attn_units = 0.0
         num_prefill_tokens = 0
+        num_propose = propose_ctx = 0
         for s in sched:
             num_tokens += s.num_new
             if s.is_decode:
@@ -501,14 +564,19 @@ class ReferenceEngine:
                 prefill_attn_units += s.num_new * (s.p0 + (s.num_new + 1) / 2)
                 prefill_ctx_sum += s.p0
                 num_prefill_tokens += s.num_new
+            num_emit += s.lm_head_positions
             if s.emits:
-                num_emit += 1
+                num_propose += 1
+                propose_ctx += s.p0 + s.num_new
         dt = float(self.step_time_fn(num_tokens, num_emit, num_decode, decode_ctx_sum,
                                      prefill_attn_units, prefill_ctx_sum))
         if self.offload:  # host loads complete before the forward pass
             dt += rep.pending_load_s
             self.host_load_s += rep.pending_load_s
             rep.pending_load_s = 0.0
+        if self.k and self.draft_step_time_fn is not None:
+            dt += self._draft_time(num_tokens, num_decode, decode_ctx_sum, prefill_attn_units,
+                                   prefill_ctx_sum, num_propose, propose_ctx)
         t_end = t + dt
         rep.busy_until = t_end
         self.num_steps += 1
@@ -525,14 +593,36 @@ class ReferenceEngine:
         if self.debug:
             self.check_invariants()
 
+    def _draft_time(self, num_tokens, num_decode, decode_ctx_sum, prefill_attn_units, prefill_ctx_sum,
+                    num_propose, propose_ctx) -> float:
+        """The drafter's time (README "Speculative decoding"): a pass over the step's tokens,
+        then k - 1 passes of one token per proposing sequence."""
+        total = float(self.draft_step_time_fn(num_tokens, num_propose, num_decode, decode_ctx_sum,
+                                              prefill_attn_units, prefill_ctx_sum))
+        for j in range(1, self.k):
+            total += float(self.draft_step_time_fn(num_propose, num_propose, num_propose,
+                                                   propose_ctx + j * num_propose, 0.0, 0.0))
+        return total
+
     def _finish_scheduled(self, rep: Replica, s: Scheduled, t_end: float) -> None:
         req = s.req
         emits = s.emits  # decided on num_tokens before `generated` moves
-        req.num_computed += s.num_new
+        # accepted + 1 tokens (clipped by the output length); 1 without speculative decoding
+        num_emitted = min(s.lm_head_positions - s.rejected, req.output - req.generated)
+        req.num_computed += s.num_new - s.rejected  # vLLM: num_computed_tokens -= num_rejected
+        if emits:  # at a stop vLLM also drops the tokens cut off (_update_request_with_output)
+            req.num_computed -= s.lm_head_positions - s.rejected - num_emitted
         req.computed_tokens += s.num_new
+        if s.drafts:
+            self.spec_drafts += s.drafts
+            self.spec_accepted += s.drafts - s.rejected
+            self.spec_verifications += 1
         if emits:
-            req.generated += 1
-            if req.generated == 1:
+            req.generated += num_emitted
+            if self.k:
+                req.num_spec = self.k  # the drafter proposes k drafts for the next step
+                self._cache_blocks(rep, req, req.num_computed)  # vLLM update_from_output -> cache_blocks
+            if req.generated == num_emitted:
                 req.first_token_s = t_end
             else:
                 gap = t_end - req.last_token_s
@@ -562,7 +652,10 @@ class ReferenceEngine:
                 ids = [blk.block_id for blk in req.block_table]
                 assert len(set(ids)) == len(ids), "a block twice in one block table"
                 assert req.num_cached_blocks <= len(req.block_table)
-                assert len(req.block_table) == cdiv(req.num_computed, self.bs)
+                if self.k:  # rejected drafts' and lookahead slots stay allocated
+                    assert cdiv(req.num_computed, self.bs) <= len(req.block_table) <= self._max_blocks(req)
+                else:
+                    assert len(req.block_table) == cdiv(req.num_computed, self.bs)
                 for b in ids:
                     owned[b] = owned.get(b, 0) + 1
             for req in rep.waiting:
@@ -602,6 +695,9 @@ class ReferenceEngine:
             host_cached_tokens=np.array([r.host_cached_tokens for r in reqs], np.int32),
             host=dict(self.host),
             host_load_s=self.host_load_s,
+            spec_drafts=self.spec_drafts,
+            spec_accepted=self.spec_accepted,
+            spec_verifications=self.spec_verifications,
         )
         if self.cfg.record_steps:
             dtypes = (np.int32, np.float64, np.float64, np.int32, np.int64, np.int32, np.int32,
@@ -611,6 +707,8 @@ class ReferenceEngine:
         return out
 
 
-def run_reference(inputs: EngineInputs, step_time_fn: StepTimeFn, debug: bool = False) -> EngineOutputs:
-    """Simulate ``inputs`` with the reference engine (``debug``: check invariants every step)."""
-    return ReferenceEngine(inputs, step_time_fn, debug=debug).run()
+def run_reference(inputs: EngineInputs, step_time_fn: StepTimeFn, debug: bool = False,
+                  draft_step_time_fn: StepTimeFn | None = None) -> EngineOutputs:
+    """Simulate ``inputs`` with the reference engine (``debug``: check invariants every step;
+    ``draft_step_time_fn``: the drafter's step cost with speculative decoding, None: free)."""
+    return ReferenceEngine(inputs, step_time_fn, debug=debug, draft_step_time_fn=draft_step_time_fn).run()
