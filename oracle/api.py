@@ -148,6 +148,10 @@ def framework_spec(fw: FrameworkConfig):
         spec = dataclasses.replace(spec, api_server_s=fw.api_server_s)
     if fw.async_scheduling is not None:
         spec = dataclasses.replace(spec, async_scheduling=fw.async_scheduling)
+    elif spec.async_scheduling and (fw.pp > 1 or getattr(fw, "speculative", None) is not None):
+        # vLLM turns its default async scheduling off with pipeline parallelism (VllmConfig);
+        # with speculative decoding it is off here because the two are not modelled together
+        spec = dataclasses.replace(spec, async_scheduling=False)
     return spec
 
 

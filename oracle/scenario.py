@@ -443,6 +443,24 @@ UNMODELLED_VLLM_KEYS = {
 }
 
 
+def _check_feature_combinations(t: Table, f: dict) -> None:
+    """Features the engine does not model together yet are refused by name (each one alone is
+    checked against the plain-Python reference engine and, where vLLM has it, vLLM itself)."""
+    pools = f.get("prefill") is not None or f.get("decode") is not None
+    spec = f.get("speculative") is not None
+    for key, on, other, also in (("kv_offload", f.get("kv_offload") is not None, "prefill/decode pools", pools),
+                                 ("speculative", spec, "prefill/decode pools", pools),
+                                 ("speculative", spec, "kv_offload", f.get("kv_offload") is not None)):
+        if on and also:
+            t.report(key, f"is not modelled together with {other} yet: use one of them per framework")
+    if f.get("async_scheduling") and spec:
+        t.report("async_scheduling", "async scheduling is not modelled with speculative decoding yet: leave "
+                                     "async_scheduling unset (it is then off for this framework) or false")
+    if f.get("async_scheduling") and t.ok("pp") and f["pp"] > 1:
+        t.report("async_scheduling", "vLLM 0.33 does not support async scheduling with pipeline parallelism "
+                                     "(VllmConfig: 'not supported by the V1 model runner'): leave it unset or false")
+
+
 def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str) -> tuple[FrameworkConfig, Table]:
     """One ``[[frameworks]]`` entry -> (config, its table: ``t.ok(key)`` says which values were valid).
 
@@ -539,6 +557,7 @@ def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str)
         if t.has(key):
             t.report(key, f"is a vLLM scheduler option that changes which tokens are scheduled and is not "
                           f"modelled; the engine follows vLLM 0.33.0's default ({default})")
+    _check_feature_combinations(t, f)
     ok = t.ok()
     t.done()
     fw = FrameworkConfig(**f)

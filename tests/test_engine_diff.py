@@ -110,6 +110,9 @@ def test_random_scenarios_async(router, data):
 @given(sc=scenarios(max_requests=25, pool_kinds=("tight",), record_steps=True, timeouts=True,
                     async_scheduling=True))
 def test_random_tight_pools_with_steps_async(sc: Scenario):
+    compare(sc.inputs())
+
+
 @given(sc=scenarios(max_requests=25, spec=True, timeouts=True))
 def test_random_spec_decode(sc: Scenario):
     """Speculative decoding: drafts, rejections, lookahead slots, padding, drafter cost."""

@@ -293,6 +293,8 @@ def test_async_admission_cutoff(engine, sc: Scenario):
             if len(late):
                 before = mine[out.admitted_s[mine] < starts[k]]
                 assert np.all(out.completion_s[before] <= starts[k]), (k, late)
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 @given(sc=scenarios(max_requests=25, offload=True))
 def test_offload_invariants(engine, sc: Scenario):

@@ -147,7 +147,6 @@ def _spec_cost(model, gpu, framework, method, k, draft_model, acceptance_rate, d
                           draft_model=draft, acceptance=acceptance, framework=framework, **kw)
 
 
-def memory_summary(model, gpu, *, tp: int, pp: int, dtype: str, kv_dtype: str | None) -> dict:
 def memory_summary(model, gpu, *, tp: int, pp: int, dtype: str, kv_dtype: str | None, ep: int = 1) -> dict:
     """Per-GPU weights and the KV pool at a framework's defaults (vLLM's: block 16, utilization
     0.9, 8192 tokens, 256 sequences; ``oracle.scenario.FRAMEWORK_DEFAULTS``); for hybrid

@@ -99,6 +99,8 @@ OFFLOAD_ROWS: tuple[RowSpec, ...] = (   # frameworks with a KV offload tier (sum
     RowSpec("load time (s)", ("kv_offload", "load_time_s"), "s"),
     RowSpec("bytes written to host", ("kv_offload", "bytes_written"), "count"),
     RowSpec("host blocks evicted", ("kv_offload", "blocks_evicted"), "count"),
+)
+
 SPEC_ROWS: tuple[RowSpec, ...] = (
     RowSpec("method", ("speculative_decoding", "method"), "text"),
     RowSpec("draft tokens per step (k)", ("speculative_decoding", "num_speculative_tokens"), "count"),
