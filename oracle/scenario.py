@@ -19,6 +19,7 @@ from oracle._config import Table, key_position
 from oracle.catalog import get_gpu, get_model, gpu_from_table, model_from_table
 from oracle.engine.inputs import ROUTER_NAMES
 from oracle.errors import OracleError, Problems, ScenarioError, Skip, read_text_file
+from oracle.lora import DEFAULT_LORA_DISK_BW_GBPS, DEFAULT_LORA_HOST_BW_GBPS, check_lora_framework
 from oracle.memory import compute_num_gpu_blocks, resolve_kv_dtype
 from oracle.workload.spec import max_prompt_tokens, parse_workload
 
@@ -61,6 +62,12 @@ class FrameworkConfig:
     kv_cache_dtype: str | None = None           # KV dtype override (default: [model].kv_cache_dtype)
     scheduler_overhead_s: float | None = None   # per-step CPU time (default: framework catalog / GPU)
     api_server_s: float | None = None           # per-request time outside the engine (default: framework catalog)
+    enable_lora: bool = False                   # vLLM --enable-lora (oracle.lora)
+    max_loras: int = 1                          # distinct LoRA adapters in a batch (GPU slots)
+    max_lora_rank: int = 16                     # rank of the GPU LoRA buffers (adapters padded to it)
+    max_cpu_loras: int | None = None            # adapters cached in host memory (default: max_loras)
+    lora_host_bw_gbps: float = DEFAULT_LORA_HOST_BW_GBPS   # host -> GPU adapter copy, GB/s
+    lora_disk_bw_gbps: float = DEFAULT_LORA_DISK_BW_GBPS   # disk -> host adapter read, GB/s
     model: Any = None                           # its own ModelSpec (``model = ...``), else [model]
 
     @property
@@ -262,7 +269,8 @@ def _parse(raw: dict, *, base_dir: Path, file, problems: Problems) -> Scenario:
         for i, t in enumerate(fw_tables):
             with guard():
                 parsed.append(_parse_framework(t, i, model=model if model_ok else None,
-                                               gpu=gpu if gpu_ok else None, dtype=dtype, kv_dtype=kv_dtype))
+                                               gpu=gpu if gpu_ok else None, dtype=dtype, kv_dtype=kv_dtype,
+                                               lora=workload.lora if workload_ok else None))
         named = [(i, fw.name) for i, (fw, t) in enumerate(parsed) if t.ok("name")]
         for j, (i, n) in enumerate(named):
             if n in [m for _, m in named[:j]]:
@@ -365,7 +373,8 @@ UNMODELLED_VLLM_KEYS = {
 }
 
 
-def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str) -> tuple[FrameworkConfig, Table]:
+def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str,
+                     lora=None) -> tuple[FrameworkConfig, Table]:
     """One ``[[frameworks]]`` entry -> (config, its table: ``t.ok(key)`` says which values were valid).
 
     ``model`` / ``gpu`` are None when their sections have problems: the checks that need them
@@ -399,8 +408,15 @@ def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str)
         kv_cache_dtype=t.str("kv_cache_dtype", d.kv_cache_dtype, choices=KV_DTYPES),
         scheduler_overhead_s=t.float("scheduler_overhead_s", d.scheduler_overhead_s, lo=0.0, hi=10.0),
         api_server_s=t.float("api_server_s", d.api_server_s, lo=0.0, hi=10.0),
+        enable_lora=t.bool("enable_lora", d.enable_lora),
+        max_loras=t.int("max_loras", d.max_loras, lo=1, hi=4096),
+        max_lora_rank=t.int("max_lora_rank", d.max_lora_rank, lo=1, hi=512),
+        max_cpu_loras=t.int("max_cpu_loras", d.max_cpu_loras, lo=1, hi=1_000_000),
+        lora_host_bw_gbps=t.float("lora_host_bw_gbps", d.lora_host_bw_gbps, lo=0.0, lo_open=True),
+        lora_disk_bw_gbps=t.float("lora_disk_bw_gbps", d.lora_disk_bw_gbps, lo=0.0, lo_open=True),
         model=own_model,
     )
+    check_lora_framework(t, f, lora)
     if t.ok("name") and (not f["name"].strip() or "/" in f["name"] or f["name"] in (".", "..")):
         t.report("name", f"must be a non-empty name usable as a folder, got {f['name']!r}")
     if t.has("num_gpu_blocks"):

@@ -81,6 +81,8 @@ class EngineConfig:
     scheduler_reserve_full_isl: bool = True  # vLLM: admit only if the whole known sequence fits
     record_steps: bool = False
     warm_up_s: float = 0.0  # ITL gaps of requests arriving before this are not histogrammed
+    max_loras: int = 0      # LoRA: distinct adapters in a batch (GPU slots); 0 = LoRA off
+    max_cpu_loras: int = 0  # LoRA: adapters cached in host memory (>= max_loras; 0: max_loras)
 
 
 @dataclass
@@ -111,6 +113,8 @@ class EngineInputs:
     hashes: np.ndarray
     cost_params: np.ndarray
     timeout_s: np.ndarray | None = None  # f8[n]: the client gives up this long after arrival (inf: never)
+    lora_adapter: np.ndarray | None = None  # i4[n]: adapter of each request (-1 none; README "Multi-LoRA")
+    lora_params: np.ndarray | None = None   # f8[:] for oracle.kernels.lora (with config.max_loras >= 1)
 
     def __len__(self) -> int:
         return int(self.prompt_tokens.shape[0])
@@ -154,3 +158,6 @@ class EngineOutputs:
     sim_end_s: float = 0.0                      # time of the last step end
     diagnostics: dict[str, int] = field(default_factory=dict)  # engine work counters (benchmarks)
     steps: dict[str, np.ndarray] | None = None  # column -> array, when record_steps
+    # LoRA totals (None with LoRA off): gpu_loads, disk_loads, skipped_admissions (ints),
+    # load_s (float), loads_by_adapter (i8[A])
+    lora: dict | None = None

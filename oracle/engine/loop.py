@@ -25,6 +25,7 @@ import numpy as np
 
 from oracle.engine.cohort import CNT, NPOST, NUM, SUM, J
 from oracle.engine.inputs import ITL_BINS_PER_DECADE, ITL_MIN_S, STEP_COLUMNS, EngineInputs, EngineOutputs, Status
+from oracle.engine.lora import lora_outputs, lora_step_s, new_lora
 from oracle.engine.queues import heap_pop, heap_push, release_followups, wq_push_back, wq_remove
 from oracle.engine.router import route
 from oracle.engine.scheduler import (abort_running, cache_cohort, cohort_fits, fill_bucket, finish_active,
@@ -205,6 +206,8 @@ def _step(r, t, cfg, req, st):
     out.counters[Counter.COHORT_REQUEST_STEPS.value] += nb
     out.counters[Counter.ACTIVE_REQUEST_STEPS.value] += nsch
     dt, num_decode, num_tokens = _price(r, nb, nsch, cfg, req, st)
+    if st.lora.on:   # adapter loads before the forward pass, punica kernels in it
+        dt += lora_step_s(st.lora, r, nsch, st.sc.sch_req, st.sc.sch_new)
     t_end = t + dt
     qs.busy_until[r] = t_end
     used = num_used(pool, r)  # blocks held during the step (after its allocations)
@@ -337,7 +340,9 @@ def run_engine(inputs: EngineInputs) -> EngineOutputs:
     """Simulate one framework configuration over a workload (see oracle/engine/README.md)."""
     req, num_sessions = _requests(inputs)
     cfg = _config(inputs)
-    st = new_state(req, cfg, inputs.resolved_num_gpu_blocks(), num_sessions)
+    lora = new_lora(inputs.lora_adapter, int(cfg.num_replicas), int(inputs.config.max_loras),
+                    int(inputs.config.max_cpu_loras), inputs.lora_params, len(inputs))
+    st = new_state(req, cfg, inputs.resolved_num_gpu_blocks(), num_sessions, lora)
     steps, num_steps = _simulate(req, cfg, st)
     out, c = st.out, st.out.counters
     step_table = None
@@ -360,4 +365,5 @@ def run_engine(inputs: EngineInputs) -> EngineOutputs:
                          itl_hist=out.itl_hist, num_steps=int(num_steps), steps=step_table,
                          diagnostics={k.name.lower(): int(c[k]) for k in DIAGNOSTICS},
                          kv_used_integral=out.kv_integral, kv_used_max=out.kv_max,
-                         sim_end_s=float(np.nanmax(out.completion_s)) if np.isfinite(out.completion_s).any() else 0.0)
+                         sim_end_s=float(np.nanmax(out.completion_s)) if np.isfinite(out.completion_s).any() else 0.0,
+                         lora=lora_outputs(lora))

@@ -14,7 +14,8 @@ into the arrays.
     Queues        waiting rings, active lists, replica clocks, the follow-up heap, routers
     Cohort        the decode cohort (``cohort.py``)
     Scratch       per-step buffers (scheduled requests, hit blocks, sort space)
-    State         the six mutable records above, passed to the kernels as one argument
+    Lora          multi-LoRA state (``oracle.engine.lora``; placeholders when LoRA is off)
+    State         the seven mutable records above, passed to the kernels as one argument
 
 Sizes: ``R`` replicas, ``N`` blocks per replica (with the null block), ``s_max`` slots per
 replica (max_num_seqs), ``m`` blocks in the longest block table, ``W`` a power of two above
@@ -30,6 +31,7 @@ import numpy as np
 
 from oracle.engine.cohort import new_cohort
 from oracle.engine.inputs import ITL_NUM_BINS
+from oracle.engine.lora import Lora, new_lora
 from oracle.kernels.kvcache import Pool, new_pool
 
 Requests = namedtuple("Requests", [
@@ -100,7 +102,7 @@ Scratch = namedtuple("Scratch", [
 ])
 
 
-State = namedtuple("State", ["out", "pool", "rs", "qs", "coh", "sc"])
+State = namedtuple("State", ["out", "pool", "rs", "qs", "coh", "sc", "lora"])
 
 
 class Counter(IntEnum):
@@ -127,8 +129,9 @@ class Counter(IntEnum):
 DIAGNOSTICS = tuple(c for c in Counter if c >= Counter.STEPS)
 
 
-def new_state(req: Requests, cfg: Config, num_blocks: int, num_sessions: int) -> State:
-    """A fresh :data:`State` (Outputs, Pool, RequestState, Queues, Cohort, Scratch) for one run.
+def new_state(req: Requests, cfg: Config, num_blocks: int, num_sessions: int, lora: Lora | None = None) -> State:
+    """A fresh :data:`State` (Outputs, Pool, RequestState, Queues, Cohort, Scratch, Lora) for
+    one run (``lora``: :func:`oracle.engine.lora.new_lora`'s record; None: LoRA off).
 
     Large arrays come from ``np.zeros`` / ``np.empty``, which map pages lazily: a run pays
     only for the memory it touches (the pool is sized for the whole GPU). Arrays read before
@@ -166,4 +169,6 @@ def new_state(req: Requests, cfg: Config, num_blocks: int, num_sessions: int) ->
     sc = Scratch(sch_req=np.empty(s_max, np.int32), sch_new=np.empty(s_max, np.int32),
                  hit_blocks=np.empty(m, np.int32), members=np.empty(s_max, np.int64),
                  merged=np.empty(s_max, np.int32), comp=np.empty(s_max, np.int64))
-    return State(out=out, pool=pool, rs=rs, qs=qs, coh=coh, sc=sc)
+    if lora is None:
+        lora = new_lora(None, int(R), 0, 0, None, n_req)
+    return State(out=out, pool=pool, rs=rs, qs=qs, coh=coh, sc=sc, lora=lora)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -55,6 +55,7 @@ class Request:
     think_s: float
     hashes: list[int]         # chained hashes of the full blocks of the p + o tokens
     timeout_s: float = math.inf  # the client gives up this long after arrival
+    adapter: int = -1            # LoRA adapter (-1: none)
     children: list[int] = field(default_factory=list)
 
     # scheduler state
@@ -95,6 +96,11 @@ class Replica:
     waiting: deque = field(default_factory=deque)
     running: list = field(default_factory=list)
     busy_until: float = 0.0
+    lora_gpu: OrderedDict = field(default_factory=OrderedDict)  # adapters in GPU slots, LRU first
+    lora_cpu: OrderedDict = field(default_factory=OrderedDict)  # adapters in the CPU cache, LRU first
+
+    def running_adapters(self) -> set[int]:
+        return {req.adapter for req in self.running if req.adapter >= 0}
 
     @property
     def has_work(self) -> bool:
@@ -140,9 +146,15 @@ class ReferenceEngine:
                     turn=int(inputs.turn[i]), parent=int(inputs.parent[i]),
                     think_s=float(inputs.think_s[i]),
                     hashes=[int(h) for h in inputs.hashes[int(off[i]):int(off[i + 1])]],
-                    timeout_s=math.inf if inputs.timeout_s is None else float(inputs.timeout_s[i]))
+                    timeout_s=math.inf if inputs.timeout_s is None else float(inputs.timeout_s[i]),
+                    adapter=-1 if inputs.lora_adapter is None else int(inputs.lora_adapter[i]))
             for i in range(n)
         ]
+        self.max_loras = int(self.cfg.max_loras) if inputs.lora_adapter is not None else 0
+        self.max_cpu_loras = max(int(self.cfg.max_cpu_loras), self.max_loras)
+        self.lora = {"gpu_loads": 0, "disk_loads": 0, "skipped_admissions": 0, "load_s": 0.0,
+                     "loads_by_adapter": np.zeros(max(max((r.adapter for r in self.requests), default=-1) + 1, 1),
+                                                  np.int64)}
         for req in self.requests:
             if req.parent >= 0:
                 self.requests[req.parent].children.append(req.rid)
@@ -326,8 +338,26 @@ class ReferenceEngine:
         return budget, preempted
 
     def _schedule_waiting(self, rep: Replica, sched: list[Scheduled], budget: int, t: float) -> int:
+        skipped: list[Request] = []   # vLLM step_skipped_waiting: back at the head afterwards
+        budget = self._admit(rep, sched, budget, t, skipped)
+        rep.waiting.extendleft(reversed(skipped))
+        return budget
+
+    def _lora_blocked(self, rep: Replica, req: Request) -> bool:
+        """vLLM's max_loras check: the running requests' adapters are all the slots and
+        ``req``'s is not among them."""
+        if not self.max_loras or req.adapter < 0:
+            return False
+        adapters = rep.running_adapters()
+        return len(adapters) == self.max_loras and req.adapter not in adapters
+
+    def _admit(self, rep: Replica, sched: list[Scheduled], budget: int, t: float, skipped: list) -> int:
         while rep.waiting and budget > 0 and len(rep.running) < self.cfg.max_num_seqs:
             req = rep.waiting[0]
+            if self._lora_blocked(rep, req):
+                skipped.append(rep.waiting.popleft())
+                self.lora["skipped_admissions"] += 1
+                continue
             hit = self._lookup(rep, req)
             hit_tokens = len(hit) * self.bs
             num_new = req.num_tokens - hit_tokens
@@ -398,6 +428,8 @@ class ReferenceEngine:
                 num_emit += 1
         dt = float(self.step_time_fn(num_tokens, num_emit, num_decode, decode_ctx_sum,
                                      prefill_attn_units, prefill_ctx_sum))
+        if self.max_loras:
+            dt += self._lora_load_s(rep) + self._lora_kernels_s(sched)
         t_end = t + dt
         rep.busy_until = t_end
         self.num_steps += 1
@@ -411,6 +443,51 @@ class ReferenceEngine:
                                    rep.pool.num_usable - rep.pool.num_free, rep.pool.num_cached))
         if self.debug:
             self.check_invariants()
+
+    # ---------------------------------------------------------------- LoRA
+    def _lora_load_s(self, rep: Replica) -> float:
+        """Seconds to make the running requests' adapters resident (README "Multi-LoRA"):
+        mark the resident ones used (ascending id), then load the missing ones (ascending
+        id): from disk into the CPU cache if not there (its LRU entry leaves, and the GPU
+        too), then into a GPU slot (evicting the LRU one)."""
+        p = self.inputs.lora_params
+        active = sorted(rep.running_adapters())
+        for a in active:
+            if a in rep.lora_gpu:
+                rep.lora_gpu.move_to_end(a)
+            if a in rep.lora_cpu:
+                rep.lora_cpu.move_to_end(a)
+        secs = 0.0
+        for a in active:
+            if a in rep.lora_gpu:
+                continue
+            if a not in rep.lora_cpu:
+                if len(rep.lora_cpu) == self.max_cpu_loras:
+                    old, _ = rep.lora_cpu.popitem(last=False)
+                    rep.lora_gpu.pop(old, None)
+                rep.lora_cpu[a] = True
+                self.lora["disk_loads"] += 1
+                secs += p[7]
+            if len(rep.lora_gpu) == self.max_loras:
+                rep.lora_gpu.popitem(last=False)
+            rep.lora_gpu[a] = True
+            self.lora["gpu_loads"] += 1
+            self.lora["loads_by_adapter"][a] += 1
+            secs += p[6]
+        self.lora["load_s"] += secs
+        return secs
+
+    def _lora_kernels_s(self, sched: list[Scheduled]) -> float:
+        """The punica kernels: max(FLOPs, bytes) roofline over the scheduled adapter tokens
+        and the weights of their distinct adapters (``oracle.kernels.lora``)."""
+        p = self.inputs.lora_params
+        tokens = sum(s.num_new for s in sched if s.req.adapter >= 0)
+        if tokens == 0:
+            return 0.0
+        adapters = len({s.req.adapter for s in sched if s.req.adapter >= 0})
+        compute = p[0] * tokens * p[3]
+        memory = (p[1] * adapters + p[2] * tokens) * p[4]
+        return max(compute, memory) + p[5]
 
     def _finish_scheduled(self, rep: Replica, s: Scheduled, t_end: float) -> None:
         req = s.req
@@ -453,6 +530,9 @@ class ReferenceEngine:
                 assert not req.block_table and req.num_computed == 0
             rep.pool.check_invariants(owned)
             assert len(rep.running) <= self.cfg.max_num_seqs
+            if self.max_loras:   # never more than max_loras distinct adapters running (so in a batch)
+                assert len(rep.running_adapters()) <= self.max_loras
+                assert len(rep.lora_gpu) <= self.max_loras and len(rep.lora_cpu) <= self.max_cpu_loras
 
     # ---------------------------------------------------------------- results
     def _outputs(self) -> EngineOutputs:
@@ -478,6 +558,7 @@ class ReferenceEngine:
             preempted_prefix_cache_hits=self.preempted_prefix_cache_hits,
             itl_hist=self.itl_hist,
             num_steps=self.num_steps,
+            lora=self.lora if self.max_loras else None,
         )
         if self.cfg.record_steps:
             dtypes = (np.int32, np.float64, np.float64, np.int32, np.int64, np.int32, np.int32,
