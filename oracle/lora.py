@@ -188,3 +188,24 @@ def lora_terms(params: np.ndarray, num_lora_tokens: int, num_adapters: int) -> d
             "bytes": p["weight_bytes_per_adapter"] * num_adapters + p["act_bytes_per_token"] * num_lora_tokens,
             "punica_s": float(lora_step_time_s(params, num_lora_tokens, num_adapters)),
             "adapter_load_host_s": p["load_host_s"], "adapter_load_disk_s": p["load_disk_s"]}
+
+
+def add_lora_to_step_cost(result: dict, params: np.ndarray, num_adapters: int, *, max_lora_rank: int,
+                          rank: int) -> dict:
+    """Add the LoRA terms to an ``oracle.cost.step_cost`` result (every token of the step
+    names one of ``num_adapters`` adapters): the punica kernels join the ops and the total;
+    ``result["lora"]`` holds the terms and the load time of one adapter (paid before a step
+    that needs it, not included)."""
+    num_tokens = int(result["aggregates"]["num_tokens"])
+    terms = lora_terms(params, num_tokens, num_adapters)
+    terms.update(max_lora_rank=max_lora_rank, rank=rank)
+    result["lora"] = terms
+    result["ops"]["lora_punica_ms"] = terms["punica_s"] * 1e3
+    result["total_ms"] += terms["punica_s"] * 1e3
+    result["flops"] += terms["flops"]
+    result["bytes"] += terms["bytes"]
+    result["sources"]["lora_punica"] = (
+        f"shrink + expand per LoRA layer: 2·r·(d_in + d_out) FLOPs per token and adapted matrix at "
+        f"r = max_lora_rank = {max_lora_rank} (vLLM pads the GPU buffers); weights of {num_adapters} "
+        f"adapter(s) read once; roofline max(FLOPs, bytes) + kernel time [gpu]")
+    return result

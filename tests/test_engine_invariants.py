@@ -221,3 +221,35 @@ def test_client_timeout_invariants(engine, sc: Scenario):
             else:
                 end = deadline[par]
             assert out.arrival_s[i] == end + inp.think_s[i], i
+
+
+def check_lora_invariants(inp: EngineInputs, out: EngineOutputs) -> None:
+    """Never more than max_loras distinct adapters running on a replica at a step's start
+    (checked on replicas without preemptions or aborts, whose running sets the timestamps
+    give: admitted at a step start, gone at the end of its last step); every adapter that
+    ran was loaded at least once on some replica."""
+    adapter = inp.lora_adapter
+    fin = out.status == Status.FINISHED
+    for r in np.unique(out.replica[out.replica >= 0]):
+        on_r = (out.replica == r) & fin
+        if not np.array_equal(on_r, (out.replica == r)) or out.preemptions[out.replica == r].any():
+            continue
+        starts = out.steps["start_s"][out.steps["replica"] == r]
+        for t in starts:
+            running = on_r & (out.admitted_s <= t) & (out.completion_s > t)
+            used = set(adapter[running & (adapter >= 0)].tolist())
+            assert len(used) <= inp.config.max_loras, (r, t, used)
+    ran = set(adapter[fin & (adapter >= 0)].tolist())
+    assert all(out.lora["loads_by_adapter"][a] >= 1 for a in ran)
+    assert out.lora["gpu_loads"] == int(out.lora["loads_by_adapter"].sum()) >= len(ran)
+    assert out.lora["disk_loads"] <= out.lora["gpu_loads"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@given(sc=scenarios(max_requests=25, lora=True, record_steps=True))
+def test_lora_invariants(engine, sc: Scenario):
+    inp = sc.inputs()
+    out = engine(inp)
+    check_output_invariants(inp, out)
+    if inp.lora_adapter is not None:
+        check_lora_invariants(inp, out)

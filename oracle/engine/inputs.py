@@ -159,5 +159,5 @@ class EngineOutputs:
     diagnostics: dict[str, int] = field(default_factory=dict)  # engine work counters (benchmarks)
     steps: dict[str, np.ndarray] | None = None  # column -> array, when record_steps
     # LoRA totals (None with LoRA off): gpu_loads, disk_loads, skipped_admissions (ints),
-    # load_s (float), loads_by_adapter (i8[A])
+    # load_s (float), loads_by_adapter (i8[A]), adapter (i4[n], each request's; -1 none)
     lora: dict | None = None

@@ -227,4 +227,4 @@ def lora_outputs(lo: Lora) -> dict | None:
         return None
     return {"gpu_loads": int(lo.stats[GPU_LOADS]), "disk_loads": int(lo.stats[DISK_LOADS]),
             "skipped_admissions": int(lo.stats[SKIPS]), "load_s": float(lo.load_s[0]),
-            "loads_by_adapter": lo.loads_by_adapter.copy()}
+            "loads_by_adapter": lo.loads_by_adapter.copy(), "adapter": lo.adapter.copy()}

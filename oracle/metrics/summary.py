@@ -53,6 +53,7 @@ def request_table(workload, out: EngineOutputs, *, warm_up_s: float) -> pl.DataF
         "computed_tokens": out.computed_tokens.astype(np.int64),
         "prefilled_tokens": prefilled.astype(np.int64),
         "warm_up": out.arrival_s < warm_up_s,
+        **({"lora_adapter": out.lora["adapter"].astype(np.int32)} if out.lora is not None else {}),
     })
 
 
@@ -157,7 +158,7 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
     def rate(num: float, den: float) -> float:
         return float(num / den) if den else 0.0
 
-    return {
+    summary = {
         "scenario": scenario.name,
         "framework": fw.name,
         "seed": scenario.seed,
@@ -232,3 +233,7 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
             "scheduler_reserve_full_isl": fw.scheduler_reserve_full_isl,
         },
     }
+    if out.lora is not None:   # frameworks with enable_lora and a workload naming adapters
+        from oracle.metrics.lora import lora_summary
+        summary["lora"] = lora_summary(scenario, fw, requests, out)
+    return summary

@@ -153,6 +153,7 @@ class ReferenceEngine:
         self.max_loras = int(self.cfg.max_loras) if inputs.lora_adapter is not None else 0
         self.max_cpu_loras = max(int(self.cfg.max_cpu_loras), self.max_loras)
         self.lora = {"gpu_loads": 0, "disk_loads": 0, "skipped_admissions": 0, "load_s": 0.0,
+                     "adapter": None if inputs.lora_adapter is None else np.asarray(inputs.lora_adapter, np.int32),
                      "loads_by_adapter": np.zeros(max(max((r.adapter for r in self.requests), default=-1) + 1, 1),
                                                   np.int64)}
         for req in self.requests:
