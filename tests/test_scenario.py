@@ -45,6 +45,7 @@ BAD_CASES = {
     "bool_as_int": ("frameworks.0.max_num_seqs", "must be an integer"),
     "negative_warm_up": ("simulation.warm_up_s", "must be >= 0"),
     "unmodelled_vllm_option": ("frameworks.0.long_prefill_token_threshold", "not modelled"),
+    "lora_without_enable_lora": ("frameworks.0.enable_lora", "set enable_lora = true"),
 }
 
 

@@ -89,6 +89,19 @@ PREFIX_ROWS: tuple[RowSpec, ...] = (
 ) + tuple(RowSpec(f"event: {label}", ("prefix_caching", "event_counts", name), "count")
           for name, label in EVENT_LABELS.items())
 
+# summary["lora"] (oracle.metrics.lora), frameworks with enable_lora
+LORA_ROWS: tuple[RowSpec, ...] = (
+    RowSpec("max_loras (adapters per batch)", ("lora", "max_loras"), "count"),
+    RowSpec("max_cpu_loras", ("lora", "max_cpu_loras"), "count"),
+    RowSpec("max_lora_rank", ("lora", "max_lora_rank"), "count"),
+    RowSpec("requests with an adapter", ("lora", "requests_with_adapter"), "count"),
+    RowSpec("distinct adapters requested", ("lora", "distinct_adapters_requested"), "count"),
+    RowSpec("adapter loads (host -> GPU)", ("lora", "adapter_loads"), "count", False),
+    RowSpec("disk loads (-> CPU cache)", ("lora", "disk_loads"), "count", False),
+    RowSpec("time loading adapters (s)", ("lora", "load_time_s"), "s", False),
+    RowSpec("admissions skipped (max_loras)", ("lora", "skipped_admissions"), "count", False),
+)
+
 COMPARISON_ROWS: tuple[RowSpec, ...] = (
     RowSpec("TTFT p50 (ms)", ("latency", "time_to_first_token_ms", "p50"), "float", False),
     RowSpec("TTFT p99 (ms)", ("latency", "time_to_first_token_ms", "p99"), "float", False),
@@ -252,6 +265,12 @@ def prefix_table(summaries: dict[str, dict[str, Any]]) -> Table:
                                  "prefix_cache_hits / prefix_cache_queries); events: one per admitted request.")
 
 
+def lora_table(summaries: dict[str, dict[str, Any]]) -> Table:
+    return _metric_table("Multi-LoRA", ((None, LORA_ROWS),), summaries,
+                         caption="Loads are paid in the step that first needs an adapter; a skipped admission is "
+                                 "one waiting request passed over in one step (its adapter would exceed max_loras).")
+
+
 def comparison_table(summaries: dict[str, dict[str, Any]]) -> Table:
     names = list(summaries)
     base = names[0]
@@ -312,6 +331,8 @@ def run_tables(summaries: dict[str, dict[str, Any]]) -> list[Table]:
     if len(summaries) > 1:
         tables.append(comparison_table(summaries))
     tables += [latency_table(summaries), overview_table(summaries), prefix_table(summaries)]
+    if any("lora" in s for s in summaries.values()):
+        tables.append(lora_table(summaries))
     return tables
 
 

@@ -28,7 +28,11 @@ vLLM functions used, in order, and why:
   blocks at creation and again in ``append_output_token_ids`` (so generated blocks hash
   like real ones: the sampled token ids are the workload's output tokens).
 * ``Request(id, prompt_token_ids, SamplingParams(max_tokens=o, ignore_eos=True), ...)``
-  and ``Scheduler.add_request``: an arrival (appended to the waiting queue).
+  and ``Scheduler.add_request``: an arrival (appended to the waiting queue). A request that
+  names a LoRA adapter ``a`` carries ``LoRARequest("adapter-a", a + 1, path)`` and the
+  config ``LoRAConfig(max_loras, max_cpu_loras)`` (the scheduler's ``max_loras`` rule; the
+  block hasher puts the adapter into every block hash). Adapter loads and punica kernels
+  are the worker's, not the scheduler's: the conformance cases price them at zero.
 * ``Scheduler.schedule()`` -> ``SchedulerOutput``: one step. ``num_scheduled_tokens`` is
   in schedule order (running requests first, then admitted ones); ``schedule()`` has
   already advanced ``request.num_computed_tokens``, so the tokens computed before the step
@@ -62,6 +66,8 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 import torch  # noqa: E402
 import vllm  # noqa: E402
 from vllm.config import CacheConfig, DeviceConfig, ModelConfig, SchedulerConfig, VllmConfig  # noqa: E402
+from vllm.config.lora import LoRAConfig  # noqa: E402
+from vllm.lora.request import LoRARequest  # noqa: E402
 from vllm.sampling_params import SamplingParams  # noqa: E402
 from vllm.utils.hashing import sha256  # noqa: E402
 from vllm.v1.core.kv_cache_utils import KVCacheBlock, get_request_block_hasher, init_none_hash  # noqa: E402
@@ -114,8 +120,11 @@ def make_vllm_config(cfg, num_gpu_blocks: int) -> VllmConfig:
         is_encoder_decoder=False, async_scheduling=False, policy="fcfs")
     cc = CacheConfig(block_size=int(cfg.block_size), enable_prefix_caching=bool(cfg.enable_prefix_caching))
     cc.num_gpu_blocks = int(num_gpu_blocks)
+    lora = None
+    if getattr(cfg, "max_loras", 0) > 0:   # multi-LoRA: the scheduler's max_loras rule (engine README)
+        lora = LoRAConfig(max_loras=int(cfg.max_loras), max_cpu_loras=int(max(cfg.max_cpu_loras, cfg.max_loras)))
     vc = VllmConfig(model_config=mc, scheduler_config=sc, cache_config=cc,
-                    device_config=DeviceConfig(device="cpu"))
+                    device_config=DeviceConfig(device="cpu"), lora_config=lora)
     s = vc.scheduler_config
     effective = {
         "max_num_seqs": s.max_num_seqs, "max_num_batched_tokens": s.max_num_batched_tokens,
@@ -247,9 +256,12 @@ def run_vllm(specs: Sequence, cfg, step_time_fn: StepTimeFn, num_gpu_blocks: int
                 rows[i].status = REJECTED    # mirrored: the engine rejects before routing
                 release(i, a)
                 continue
+            adapter = getattr(s, "lora", -1)
+            lora = (LoRARequest(f"adapter-{adapter}", adapter + 1, f"/adapters/{adapter}")
+                    if adapter >= 0 and sched.lora_config else None)
             req = Request(request_id=str(i), prompt_token_ids=[int(x) for x in s.prompt],
                           sampling_params=SamplingParams(max_tokens=o, ignore_eos=True),
-                          pooling_params=None, arrival_time=a, block_hasher=hasher)
+                          pooling_params=None, arrival_time=a, block_hasher=hasher, lora_request=lora)
             reqs[req.request_id] = req
             sched.add_request(req)
             if math.isfinite(getattr(s, "timeout_s", math.inf)):
