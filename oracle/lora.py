@@ -147,6 +147,14 @@ def adapter_bytes(model, rank: int, dtype_bytes: float = 2.0) -> float:
     return float(rank * adapted_width(model)[1] * dtype_bytes)
 
 
+def lora_buffer_bytes_per_gpu(model, max_loras: int, max_lora_rank: int, *, tp: int = 1, pp: int = 1,
+                              dtype_bytes: float = 2.0) -> float:
+    """GPU memory of vLLM's LoRA weight buffers on one GPU: ``max_loras`` slots of A and B
+    padded to ``max_lora_rank`` for every adapted layer (``lora_a_stacked`` /
+    ``lora_b_stacked``, allocated at start-up), taken from the KV cache's share."""
+    return float(max_loras * max_lora_rank * adapted_width(model, tp)[0] / pp * dtype_bytes)
+
+
 def build_lora_params(model, gpu, *, tp: int = 1, pp: int = 1, max_lora_rank: int = 16, rank: int = 16,
                       host_bw_gbps: float = DEFAULT_LORA_HOST_BW_GBPS,
                       disk_bw_gbps: float = DEFAULT_LORA_DISK_BW_GBPS) -> np.ndarray:

@@ -193,7 +193,7 @@ def activation_reserve_bytes(model: ModelSpec, *, tp: int = 1, dtype: str = "aut
 def compute_num_gpu_blocks(model: ModelSpec, gpu: GpuSpec, *, tp: int = 1, pp: int = 1, block_size: int = 16,
                            gpu_memory_utilization: float = 0.9, dtype: str = "auto",
                            kv_dtype: str | None = None, max_num_batched_tokens: int = 8192,
-                           max_num_seqs: int = _DEFAULT_MAX_NUM_SEQS) -> int:
+                           max_num_seqs: int = _DEFAULT_MAX_NUM_SEQS, lora_bytes_per_gpu: float = 0.0) -> int:
     """KV blocks per replica (every GPU of it holds its shard of each block), DESIGN §4.3.
 
     Parameters
@@ -205,6 +205,7 @@ def compute_num_gpu_blocks(model: ModelSpec, gpu: GpuSpec, *, tp: int = 1, pp: i
     dtype: weight dtype (``"auto"``, ``"bf16"``, ``"fp16"``, ``"fp8"``, ``"fp32"``).
     kv_dtype: KV-cache dtype (None/``"auto"``: see :func:`resolve_kv_dtype`).
     max_num_batched_tokens, max_num_seqs: the profiling batch (see :func:`activation_reserve_bytes`).
+    lora_bytes_per_gpu: the LoRA adapters' GPU buffers (``oracle.lora.lora_buffer_bytes_per_gpu``; 0 without LoRA).
 
     Returns the number of blocks (int >= 1).
 
@@ -221,7 +222,7 @@ def compute_num_gpu_blocks(model: ModelSpec, gpu: GpuSpec, *, tp: int = 1, pp: i
     weights = weight_bytes_per_gpu(model, dtype, tp=tp, pp=pp)
     reserve = activation_reserve_bytes(model, tp=tp, dtype=dtype, max_num_batched_tokens=max_num_batched_tokens,
                                        max_num_seqs=max_num_seqs)
-    budget = gpu.memory_bytes * gpu_memory_utilization - weights - reserve
+    budget = gpu.memory_bytes * gpu_memory_utilization - weights - reserve - lora_bytes_per_gpu
     per_block = block_size * kv_bytes_per_token_per_gpu(model, kv_dtype, tp=tp, pp=pp)
     blocks = math.floor(budget / per_block) if budget > 0 else 0
     if blocks < 1:

@@ -19,7 +19,8 @@ from oracle._config import Table, key_position
 from oracle.catalog import get_gpu, get_model, gpu_from_table, model_from_table
 from oracle.engine.inputs import ROUTER_NAMES
 from oracle.errors import OracleError, Problems, ScenarioError, Skip, read_text_file
-from oracle.lora import DEFAULT_LORA_DISK_BW_GBPS, DEFAULT_LORA_HOST_BW_GBPS, check_lora_framework
+from oracle.lora import (DEFAULT_LORA_DISK_BW_GBPS, DEFAULT_LORA_HOST_BW_GBPS, check_lora_framework,
+                         lora_buffer_bytes_per_gpu)
 from oracle.memory import compute_num_gpu_blocks, resolve_kv_dtype
 from oracle.workload.spec import max_prompt_tokens, parse_workload
 
@@ -480,10 +481,12 @@ def framework_dtypes(scenario: Scenario, fw: FrameworkConfig) -> tuple[str, str]
 
 
 def _memory_num_gpu_blocks(model, gpu, fw: FrameworkConfig, dtype: str, kv_dtype: str) -> int:
+    lora = lora_buffer_bytes_per_gpu(model, fw.max_loras, fw.max_lora_rank, tp=fw.tp, pp=fw.pp) \
+        if fw.enable_lora else 0.0
     return int(compute_num_gpu_blocks(model, gpu, tp=fw.tp, pp=fw.pp, block_size=fw.block_size,
                                       gpu_memory_utilization=fw.gpu_memory_utilization, dtype=dtype,
                                       kv_dtype=kv_dtype, max_num_batched_tokens=fw.max_num_batched_tokens,
-                                      max_num_seqs=fw.max_num_seqs))
+                                      max_num_seqs=fw.max_num_seqs, lora_bytes_per_gpu=lora))
 
 
 def resolve_num_gpu_blocks(scenario: Scenario, fw: FrameworkConfig) -> int:

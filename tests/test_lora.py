@@ -233,3 +233,21 @@ def test_simulate_lora_summary_and_determinism():
     wide = simulate(_raw({"adapters": 6, "zipf_s": 1.0}, enable_lora=True, max_loras=6)).first.summary["lora"]
     assert wide["skipped_admissions"] == 0 <= lora["skipped_admissions"]
     assert math.isfinite(fr.summary["latency"]["time_to_first_token_ms"]["p50"])
+
+
+def test_lora_buffers_take_kv_memory():
+    """vLLM allocates max_loras x max_lora_rank A and B buffers per adapted layer at start-up:
+    16 x 16 x 2,621,440 x 2 B = 1,342,177,280 B = 640 KV blocks of 16 tokens x 128 KiB."""
+    from oracle.scenario import resolve_num_gpu_blocks
+    with_lora = scenario_from_dict(_raw({"adapters": 4}, enable_lora=True, max_loras=16))
+    base = scenario_from_dict(_raw())
+    n_lora = resolve_num_gpu_blocks(with_lora, with_lora.frameworks[0])
+    assert resolve_num_gpu_blocks(base, base.frameworks[0]) - n_lora == 640
+
+
+def test_catalog_models_show_adapter_size():
+    from oracle.cli import build_app
+    out = json.loads(CliRunner().invoke(build_app(), ["catalog", "models", "--json"]).stdout)
+    assert out["llama-3.1-8b"]["lora_r16_adapter_bytes"] == 83_886_080
+    table = CliRunner().invoke(build_app(), ["catalog", "models"])
+    assert table.exit_code == 0 and "LoRA r16 MB" in table.output

@@ -27,14 +27,17 @@ def gpu_records() -> dict[str, dict]:
 
 
 def model_records() -> dict[str, dict]:
-    """``{name: ModelSpec fields + aliases, num_params, num_active_params, kv_bytes_per_token}``."""
+    """``{name: ModelSpec fields + aliases, num_params, num_active_params, kv_bytes_per_token,
+    lora_r16_adapter_bytes}`` (a rank-16 bf16 LoRA adapter over the layers ``oracle.lora`` adapts)."""
     from oracle.catalog import aliases_of, load_models   # lazy: see oracle.commands
+    from oracle.lora import adapter_bytes
     from oracle.memory import kv_bytes_per_token
     out = {}
     for name, m in load_models().items():
         rec = {k: v for k, v in dataclasses.asdict(m).items() if k != "name"}
         rec.update(num_params=m.num_params, num_active_params=m.num_active_params,
-                   kv_bytes_per_token=kv_bytes_per_token(m, "auto"), aliases=list(aliases_of(name)))
+                   kv_bytes_per_token=kv_bytes_per_token(m, "auto"), lora_r16_adapter_bytes=adapter_bytes(m, 16),
+                   aliases=list(aliases_of(name)))
         out[name] = rec
     return out
 
@@ -87,14 +90,16 @@ def models(as_json: JsonOpt = False) -> None:
     table = Table(title="Models (from Hugging Face config.json)")
     for col, justify in (("name", "left"), ("params", "right"), ("active", "right"), ("layers", "right"),
                          ("hidden", "right"), ("heads/kv", "right"), ("MLP", "right"), ("experts", "right"),
-                         ("vocab", "right"), ("context", "right"), ("KV KiB/token", "right")):
+                         ("vocab", "right"), ("context", "right"), ("KV KiB/token", "right"),
+                         ("LoRA r16 MB", "right")):
         table.add_column(col, justify=justify, no_wrap=col == "name")
     for name, m in records.items():
         mlp = m["expert_intermediate_size"] if m["num_experts"] else m["intermediate_size"]
         table.add_row(name, f"{m['num_params'] / 1e9:.2f} B", f"{m['num_active_params'] / 1e9:.2f} B",
                       str(m["num_layers"]), str(m["hidden_size"]), f"{m['num_heads']}/{m['num_kv_heads']}",
                       str(mlp), f"{m['num_active_experts']}/{m['num_experts']}" if m["num_experts"] else "-",
-                      f"{m['vocab_size']:,}", f"{m['max_context']:,}", f"{m['kv_bytes_per_token'] / 1024:g}")
+                      f"{m['vocab_size']:,}", f"{m['max_context']:,}", f"{m['kv_bytes_per_token'] / 1024:g}",
+                      f"{m['lora_r16_adapter_bytes'] / 1e6:,.0f}")
     console = _console()
     console.print(table)
     console.print("Aliases (case-insensitive):")
