@@ -134,7 +134,9 @@ def engine_config(scenario: Scenario, fw: FrameworkConfig, *, num_gpu_blocks: in
         record_steps=scenario.output.steps if record_steps is None else record_steps,
         warm_up_s=scenario.simulation.warm_up_s, **engine_fields(fw.speculative, scenario.seed),
         **dict(zip(("host_kv_blocks", "host_load_s_per_block", "host_load_latency_s"),
-                   host_tier_params(scenario, fw))))
+                   host_tier_params(scenario, fw))),
+        max_loras=fw.max_loras if fw.enable_lora else 0,
+        max_cpu_loras=(fw.max_cpu_loras or fw.max_loras) if fw.enable_lora else 0)
 
 
 def framework_spec(fw: FrameworkConfig):
@@ -176,7 +178,8 @@ def engine_inputs(scenario: Scenario, fw: FrameworkConfig, workload, *, hashes=N
     :func:`to_client_clock` turns the engine's outputs back.
     """
     cfg = engine_config(scenario, fw, num_gpu_blocks=num_gpu_blocks, record_steps=record_steps)
-    hash_offsets, block_hashes = hashes if hashes is not None else engine_block_hashes(workload, fw)
+    adapters = workload_adapters(scenario, workload)
+    hash_offsets, block_hashes = hashes if hashes is not None else engine_block_hashes(workload, fw, adapters)
     api = framework_spec(fw).api_server_s
     timeout = scenario.workload.timeout_s
     params = cost_params(scenario, fw)
@@ -189,7 +192,9 @@ def engine_inputs(scenario: Scenario, fw: FrameworkConfig, workload, *, hashes=N
         cost_params=params,
         timeout_s=None if timeout is None else np.full(len(workload), max(timeout - api, 0.0), np.float64),
         draft_cost_params=draft_params(fw.speculative, params, scenario.gpu, tp=fw.tp,
-                                       dtype=framework_dtypes(scenario, fw)[0], framework=framework_spec(fw)))
+                                       dtype=framework_dtypes(scenario, fw)[0], framework=framework_spec(fw)),
+        lora_adapter=adapters if fw.enable_lora else None,
+        lora_params=lora_params(scenario, fw) if fw.enable_lora else None)
 
 
 def pd_inputs(scenario: Scenario, fw: FrameworkConfig, workload, *, hashes=None,
@@ -211,6 +216,25 @@ def pd_inputs(scenario: Scenario, fw: FrameworkConfig, workload, *, hashes=None,
     return PDInputs(prefill=parts["prefill"], decode=parts["decode"], link=link)
 
 
+def workload_adapters(scenario: Scenario, workload) -> np.ndarray | None:
+    """The LoRA adapter of each request (i4[n], -1: none; ``oracle.lora``), None without
+    ``[workload].lora``."""
+    spec = scenario.workload.lora
+    if spec is None:
+        return None
+    from oracle.lora import assign_adapters
+    return assign_adapters(spec, workload.session, scenario.seed)
+
+
+def lora_params(scenario: Scenario, fw: FrameworkConfig) -> np.ndarray:
+    """The ``oracle.kernels.lora`` parameters of a framework with ``enable_lora``."""
+    from oracle.lora import build_lora_params
+    spec = scenario.workload.lora
+    return build_lora_params(scenario.model_of(fw), scenario.gpu, tp=fw.tp, pp=fw.pp,
+                             max_lora_rank=fw.max_lora_rank, rank=spec.rank if spec else fw.max_lora_rank,
+                             host_bw_gbps=fw.lora_host_bw_gbps, disk_bw_gbps=fw.lora_disk_bw_gbps)
+
+
 def to_client_clock(out: EngineOutputs, api_server_s: float) -> EngineOutputs:
     """Arrivals as the client sent them (``api_server_s`` before the engine saw them), in place.
 
@@ -223,15 +247,22 @@ def to_client_clock(out: EngineOutputs, api_server_s: float) -> EngineOutputs:
     return out
 
 
-def engine_block_hashes(workload, fw: FrameworkConfig) -> tuple[np.ndarray, np.ndarray]:
+def engine_block_hashes(workload, fw: FrameworkConfig, adapters: np.ndarray | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
     """The ``(hash_offsets, hashes)`` pair the engine needs for ``fw``.
 
     The engine reads block hashes only with prefix caching on (lookups in the router and the
     scheduler, and caching full blocks); with it off every request gets an empty hash range
     (offset 0 into an empty array) and hashing, the costliest input to prepare, is skipped.
+    With LoRA ``adapters`` (:func:`workload_adapters`) each request's hashes carry its adapter
+    (``oracle.lora.mix_adapter_hashes``), stored per request.
     """
     if not fw.enable_prefix_caching:
         return np.zeros(len(workload), np.int64), np.zeros(0, np.uint64)
+    if adapters is not None:
+        from oracle.lora import mix_adapter_hashes
+        hash_offsets, hashes = workload.block_hashes(fw.block_size)
+        return hash_offsets[:-1].copy(), mix_adapter_hashes(hash_offsets, hashes, adapters)
     from oracle.engine.hashes import shared_block_hashes   # lazy: numba (~0.4 s), see cost_params
     return shared_block_hashes(workload, fw.block_size)
 
@@ -293,7 +324,7 @@ def simulate(scenario: str | Path | dict | Scenario, *, seed: int | None = None,
             wl_fw = workload
             key = fw.block_size if fw.enable_prefix_caching else 0
             if key not in hash_cache:
-                hash_cache[key] = engine_block_hashes(workload, fw)
+                hash_cache[key] = engine_block_hashes(workload, fw, workload_adapters(sc, workload))
             # style "original" reports the GPUs' busy time, which the steps give
             inputs, out = _inputs_and_run(sc, fw, workload, hashes=hash_cache[key],
                                           num_gpu_blocks=num_gpu_blocks.get(fw.name),

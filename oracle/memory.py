@@ -317,7 +317,8 @@ def activation_reserve_bytes(model: ModelSpec, *, tp: int = 1, dtype: str = "aut
 def compute_num_gpu_blocks(model: ModelSpec, gpu: GpuSpec, *, tp: int = 1, pp: int = 1, block_size: int = 16,
                            gpu_memory_utilization: float = 0.9, dtype: str = "auto",
                            kv_dtype: str | None = None, max_num_batched_tokens: int = 8192,
-                           max_num_seqs: int = _DEFAULT_MAX_NUM_SEQS, ep: int = 1) -> int:
+                           max_num_seqs: int = _DEFAULT_MAX_NUM_SEQS, ep: int = 1,
+                           lora_bytes_per_gpu: float = 0.0) -> int:
     """KV blocks per replica (every GPU of it holds its shard of each block), DESIGN §4.3.
 
     Parameters
@@ -333,6 +334,7 @@ def compute_num_gpu_blocks(model: ModelSpec, gpu: GpuSpec, *, tp: int = 1, pp: i
 
     Hybrid (full + windowed) models: the blocks of the full-attention group(s), see
     :func:`kv_cache_groups`.
+    lora_bytes_per_gpu: the LoRA adapters' GPU buffers (``oracle.lora.lora_buffer_bytes_per_gpu``; 0 without LoRA).
 
     Returns the number of blocks (int >= 1).
 
@@ -349,7 +351,7 @@ def compute_num_gpu_blocks(model: ModelSpec, gpu: GpuSpec, *, tp: int = 1, pp: i
     weights = weight_bytes_per_gpu(model, dtype, tp=tp, pp=pp, ep=ep)
     reserve = activation_reserve_bytes(model, tp=tp, dtype=dtype, max_num_batched_tokens=max_num_batched_tokens,
                                        max_num_seqs=max_num_seqs)
-    budget = gpu.memory_bytes * gpu_memory_utilization - weights - reserve
+    budget = gpu.memory_bytes * gpu_memory_utilization - weights - reserve - lora_bytes_per_gpu
     check_parallel(model, tp, pp)
     group_size, full_groups, _ = kv_cache_groups(model, pp)
     per_block = block_size * group_size * kv_bytes_per_layer_per_gpu(model, kv_dtype, tp=tp)

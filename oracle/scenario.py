@@ -19,6 +19,8 @@ from oracle._config import Table, key_position
 from oracle.catalog import get_gpu, get_model, gpu_from_table, model_from_table
 from oracle.engine.inputs import DECODE_ROUTER_NAMES, ROUTER_NAMES
 from oracle.errors import OracleError, Problems, ScenarioError, Skip, read_text_file
+from oracle.lora import (DEFAULT_LORA_DISK_BW_GBPS, DEFAULT_LORA_HOST_BW_GBPS, check_lora_framework,
+                         lora_buffer_bytes_per_gpu)
 from oracle.memory import check_dtype_on_gpu, check_expert_parallel, compute_num_gpu_blocks, resolve_kv_dtype
 from oracle.specdec import check_budget, parse_speculative
 from oracle.workload.spec import max_prompt_tokens, parse_workload
@@ -64,6 +66,12 @@ class FrameworkConfig:
     api_server_s: float | None = None           # per-request time outside the engine (default: framework catalog)
     async_scheduling: bool | None = None        # vLLM async scheduling (default: framework catalog; vllm: on)
     kv_offload: Any = None                      # host KV tier (oracle.kv_offload.KvOffloadConfig), None: off
+    enable_lora: bool = False                   # vLLM --enable-lora (oracle.lora)
+    max_loras: int = 1                          # distinct LoRA adapters in a batch (GPU slots)
+    max_lora_rank: int = 16                     # rank of the GPU LoRA buffers (adapters padded to it)
+    max_cpu_loras: int | None = None            # adapters cached in host memory (default: max_loras)
+    lora_host_bw_gbps: float = DEFAULT_LORA_HOST_BW_GBPS   # host -> GPU adapter copy, GB/s
+    lora_disk_bw_gbps: float = DEFAULT_LORA_DISK_BW_GBPS   # disk -> host adapter read, GB/s
     model: Any = None                           # its own ModelSpec (``model = ...``), else [model]
     data_parallel_size: int = 1                 # attention-DP ranks sharing the MoE layers (each one replica)
     expert_parallel: bool = False               # vLLM --enable-expert-parallel: EP size tp x data_parallel_size
@@ -338,7 +346,8 @@ def _parse(raw: dict, *, base_dir: Path, file, problems: Problems) -> Scenario:
         for i, t in enumerate(fw_tables):
             with guard():
                 parsed.append(_parse_framework(t, i, model=model if model_ok else None,
-                                               gpu=gpu if gpu_ok else None, dtype=dtype, kv_dtype=kv_dtype))
+                                               gpu=gpu if gpu_ok else None, dtype=dtype, kv_dtype=kv_dtype,
+                                               lora=workload.lora if workload_ok else None))
         named = [(i, fw.name) for i, (fw, t) in enumerate(parsed) if t.ok("name")]
         for j, (i, n) in enumerate(named):
             if n in [m for _, m in named[:j]]:
@@ -448,9 +457,14 @@ def _check_feature_combinations(t: Table, f: dict) -> None:
     checked against the plain-Python reference engine and, where vLLM has it, vLLM itself)."""
     pools = f.get("prefill") is not None or f.get("decode") is not None
     spec = f.get("speculative") is not None
-    for key, on, other, also in (("kv_offload", f.get("kv_offload") is not None, "prefill/decode pools", pools),
+    offload = f.get("kv_offload") is not None
+    lora = bool(f.get("enable_lora"))
+    for key, on, other, also in (("kv_offload", offload, "prefill/decode pools", pools),
                                  ("speculative", spec, "prefill/decode pools", pools),
-                                 ("speculative", spec, "kv_offload", f.get("kv_offload") is not None)):
+                                 ("speculative", spec, "kv_offload", offload),
+                                 ("enable_lora", lora, "prefill/decode pools", pools),
+                                 ("enable_lora", lora, "speculative decoding", spec),
+                                 ("enable_lora", lora, "kv_offload", offload)):
         if on and also:
             t.report(key, f"is not modelled together with {other} yet: use one of them per framework")
     if f.get("async_scheduling") and spec:
@@ -461,7 +475,8 @@ def _check_feature_combinations(t: Table, f: dict) -> None:
                                      "(VllmConfig: 'not supported by the V1 model runner'): leave it unset or false")
 
 
-def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str) -> tuple[FrameworkConfig, Table]:
+def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str,
+                     lora=None) -> tuple[FrameworkConfig, Table]:
     """One ``[[frameworks]]`` entry -> (config, its table: ``t.ok(key)`` says which values were valid).
 
     ``model`` / ``gpu`` are None when their sections have problems: the checks that need them
@@ -496,6 +511,12 @@ def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str)
         scheduler_overhead_s=t.float("scheduler_overhead_s", d.scheduler_overhead_s, lo=0.0, hi=10.0),
         api_server_s=t.float("api_server_s", d.api_server_s, lo=0.0, hi=10.0),
         async_scheduling=t.bool("async_scheduling") if t.has("async_scheduling") else d.async_scheduling,
+        enable_lora=t.bool("enable_lora", d.enable_lora),
+        max_loras=t.int("max_loras", d.max_loras, lo=1, hi=4096),
+        max_lora_rank=t.int("max_lora_rank", d.max_lora_rank, lo=1, hi=512),
+        max_cpu_loras=t.int("max_cpu_loras", d.max_cpu_loras, lo=1, hi=1_000_000),
+        lora_host_bw_gbps=t.float("lora_host_bw_gbps", d.lora_host_bw_gbps, lo=0.0, lo_open=True),
+        lora_disk_bw_gbps=t.float("lora_disk_bw_gbps", d.lora_disk_bw_gbps, lo=0.0, lo_open=True),
         model=own_model,
         data_parallel_size=t.int("data_parallel_size", d.data_parallel_size, lo=1, hi=100_000),
         expert_parallel=t.bool("expert_parallel", d.expert_parallel),
@@ -511,6 +532,7 @@ def _parse_framework(t: Table, i: int, *, model, gpu, dtype: str, kv_dtype: str)
     if t.has("prefill") or t.has("decode") or t.has("kv_transfer"):
         with t.guard():
             f.update(_parse_pools(t, f, model=model, gpu=gpu, dtype=dtype, kv_dtype=kv_dtype))
+    check_lora_framework(t, f, lora)
     if t.ok("name") and (not f["name"].strip() or "/" in f["name"] or f["name"] in (".", "..")):
         t.report("name", f"must be a non-empty name usable as a folder, got {f['name']!r}")
     if t.has("num_gpu_blocks"):
@@ -689,10 +711,12 @@ def framework_dtypes(scenario: Scenario, fw: FrameworkConfig) -> tuple[str, str]
 
 
 def _memory_num_gpu_blocks(model, gpu, fw: FrameworkConfig, dtype: str, kv_dtype: str) -> int:
+    lora = lora_buffer_bytes_per_gpu(model, fw.max_loras, fw.max_lora_rank, tp=fw.tp, pp=fw.pp) \
+        if fw.enable_lora else 0.0
     return int(compute_num_gpu_blocks(model, gpu, tp=fw.tp, pp=fw.pp, block_size=fw.block_size,
                                       gpu_memory_utilization=fw.gpu_memory_utilization, dtype=dtype,
                                       kv_dtype=kv_dtype, max_num_batched_tokens=fw.max_num_batched_tokens,
-                                      max_num_seqs=fw.max_num_seqs, ep=fw.ep_size))
+                                      max_num_seqs=fw.max_num_seqs, ep=fw.ep_size, lora_bytes_per_gpu=lora))
 
 
 def resolve_num_gpu_blocks(scenario: Scenario, fw: FrameworkConfig) -> int:

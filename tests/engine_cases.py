@@ -35,10 +35,11 @@ def block_hash(prev: int, tokens: Sequence[int]) -> int:
     return h or 1
 
 
-def chained_block_hashes(tokens: Sequence[int], block_size: int) -> list[int]:
-    """Hashes of the full blocks of ``tokens`` (block b = tokens[b*bs:(b+1)*bs])."""
+def chained_block_hashes(tokens: Sequence[int], block_size: int, lora: int = -1) -> list[int]:
+    """Hashes of the full blocks of ``tokens`` (block b = tokens[b*bs:(b+1)*bs]); a LoRA
+    adapter (``lora >= 0``) starts its own chains (vLLM mixes it into every block's keys)."""
     out: list[int] = []
-    prev = HASH_SEED
+    prev = HASH_SEED if lora < 0 else block_hash(HASH_SEED, [-1 - lora])
     for b in range(len(tokens) // block_size):
         prev = block_hash(prev, tokens[b * block_size:(b + 1) * block_size])
         out.append(prev)
@@ -58,6 +59,7 @@ class ReqSpec:
     parent: int = -1
     think_s: float = 0.0
     timeout_s: float = math.inf  # the client gives up this long after arrival
+    lora: int = -1               # LoRA adapter (-1: none)
 
     @property
     def tokens(self) -> list[int]:
@@ -72,7 +74,7 @@ def build_inputs(specs: Sequence[ReqSpec], config: EngineConfig,
     hashes: list[int] = []
     offsets = [0]
     for s in specs:
-        hashes.extend(chained_block_hashes(s.tokens, bs))
+        hashes.extend(chained_block_hashes(s.tokens, bs, s.lora))
         offsets.append(len(hashes))
     if cost_params is None:
         cost_params = cost_model()[0]
@@ -92,7 +94,22 @@ def build_inputs(specs: Sequence[ReqSpec], config: EngineConfig,
         timeout_s=np.array([float(s.timeout_s) for s in specs], np.float64)
         if any(math.isfinite(s.timeout_s) for s in specs) else None,
         draft_cost_params=draft_cost_params,
+        lora_adapter=np.array([s.lora for s in specs], np.int32) if any(s.lora >= 0 for s in specs) else None,
+        lora_params=lora_test_params() if any(s.lora >= 0 for s in specs) else None,
     )
+
+
+@functools.lru_cache(maxsize=1)
+def lora_test_params() -> np.ndarray:
+    """LoRA cost parameters of the test model (rank 16), with loads made long enough (a
+    disk read ~ 3 decode steps, a host copy ~ 1) to change the timeline visibly."""
+    from oracle.kernels.lora import LORA_PARAM_NAMES  # noqa: PLC0415
+    from oracle.lora import build_lora_params  # noqa: PLC0415
+    p = build_lora_params("llama-3.1-8b", "h100-sxm", tp=1, max_lora_rank=16, rank=16)
+    unit = time_unit_s()
+    p[LORA_PARAM_NAMES.index("load_host_s")] = unit
+    p[LORA_PARAM_NAMES.index("load_disk_s")] = 3 * unit
+    return p
 
 
 # ------------------------------------------------------------------------- cost
@@ -193,7 +210,7 @@ def scenarios(draw, max_requests: int = 40, router: Router | None = None,
               pool_kinds: Sequence[str] = ("tight", "loose", "unlimited"),
               caching: bool | None = None, record_steps: bool | None = None,
               timeouts: bool = False, async_scheduling: bool = False, offload: bool = False,
-              spec: bool = False) -> Scenario:
+              spec: bool = False, lora: bool = False) -> Scenario:
     """A small random scenario: 1-3 replicas, any router, block size 1-16, tight / loose /
     unlimited pools, chunked prefill on/off, caching on/off, sessions with follow-ups,
     shared system prompts, arrival ties, and a few requests over ``max_model_len``; with
@@ -201,7 +218,9 @@ def scenarios(draw, max_requests: int = 40, router: Router | None = None,
     too late); ``async_scheduling`` sets the engine option; with ``offload``, prefix caching
     is on and each replica has a host KV tier of 1 to ~3 requests' blocks (README "KV offload").;
     with ``spec``, speculative decoding (k 1-4, lookahead 0 or k, draft slots 0 or 1,
-    random non-increasing acceptance rates, with or without a GPU drafter)."""
+    random non-increasing acceptance rates, with or without a GPU drafter).;
+    with ``lora``, sessions and lone requests name one of 1-6 adapters (or none)
+    and max_loras is 1-3."""
     rng = random.Random(draw(st.integers(0, 2**32 - 1)))
     k = lookahead = draft_slots = 0
     if spec:
@@ -257,6 +276,20 @@ def scenarios(draw, max_requests: int = 40, router: Router | None = None,
     if timeouts and draw(st.booleans()):
         specs = [replace(s, timeout_s=draw(st.sampled_from([math.inf, 0.0, 0.5, 1.0, 2.0, 4.0, 9.5])) * unit)
                  if draw(st.booleans()) else s for s in specs]
+    lora_kw = {}
+    if lora:
+        num_adapters = draw(st.integers(1, 6))
+        by_session: dict[int, int] = {}
+        for k, s in enumerate(specs):
+            if s.session >= 0 and s.session in by_session:
+                a = by_session[s.session]
+            else:
+                a = draw(st.integers(-1, num_adapters - 1))
+                if s.session >= 0:
+                    by_session[s.session] = a
+            specs[k] = replace(s, lora=a)
+        max_loras = draw(st.integers(1, 3))
+        lora_kw = {"max_loras": max_loras, "max_cpu_loras": max_loras + draw(st.integers(0, 2))}
     totals = sorted(len(s.prompt) + len(s.output) for s in specs)
     num_too_long = draw(st.sampled_from([0, 0, 1, 2]))
     num_too_long = min(num_too_long, len(totals) - 1)
@@ -285,6 +318,7 @@ def scenarios(draw, max_requests: int = 40, router: Router | None = None,
         enable_chunked_prefill=chunked, enable_prefix_caching=caching,
         record_steps=draw(st.booleans()) if record_steps is None else record_steps,
         async_scheduling=async_scheduling,
+        **lora_kw,
     )
     if offload:
         config = replace(config, host_kv_blocks=draw(st.integers(1, 3 * need_max)),

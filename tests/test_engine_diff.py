@@ -93,6 +93,16 @@ def test_random_tight_pools_with_steps(sc: Scenario):
     compare(sc.inputs())
 
 
+def assert_same_lora(ref: EngineOutputs, jit: EngineOutputs) -> None:
+    """LoRA totals: the same loads, skips, per-adapter loads and load time."""
+    assert (ref.lora is None) == (jit.lora is None)
+    if ref.lora is not None:
+        for key in ("gpu_loads", "disk_loads", "skipped_admissions"):
+            assert jit.lora[key] == ref.lora[key], key
+        np.testing.assert_allclose(jit.lora["load_s"], ref.lora["load_s"], rtol=1e-9)
+        np.testing.assert_array_equal(jit.lora["loads_by_adapter"], ref.lora["loads_by_adapter"])
+
+
 # --- async scheduling (README "Async scheduling")
 @pytest.mark.parametrize("name", sorted(hand_cases()))
 def test_hand_cases_async(name):
@@ -122,3 +132,26 @@ def test_random_spec_decode(sc: Scenario):
 @given(sc=scenarios(max_requests=20, pool_kinds=("tight",), record_steps=True, spec=True))
 def test_random_spec_decode_tight_pools(sc: Scenario):
     compare(sc.inputs())
+
+
+@pytest.mark.parametrize("router", list(Router), ids=[r.name.lower() for r in Router])
+@given(data=st.data())
+def test_random_scenarios_lora(router, data):
+    """Multi-LoRA (README "Multi-LoRA"): the max_loras admission rule, adapter loads and the
+    punica cost, with every other feature drawn as above."""
+    sc: Scenario = data.draw(scenarios(max_requests=30, router=router, timeouts=True, lora=True), label="scenario")
+    ref, jit = compare(sc.inputs())
+    assert_same_lora(ref, jit)
+
+
+# --- features together (each combination the scenario format accepts; the others are refused
+# by name in oracle.scenario._check_feature_combinations)
+@given(sc=scenarios(max_requests=25, timeouts=True, async_scheduling=True, offload=True))
+def test_random_async_with_offload(sc: Scenario):
+    compare(sc.inputs())
+
+
+@given(sc=scenarios(max_requests=25, timeouts=True, async_scheduling=True, lora=True))
+def test_random_async_with_lora(sc: Scenario):
+    ref, jit = compare(sc.inputs())
+    assert_same_lora(ref, jit)

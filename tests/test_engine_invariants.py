@@ -323,3 +323,35 @@ def test_offload_invariants(engine, sc: Scenario):
     assert h["stored_blocks"] <= int((p[fin] // bs).sum()) * (1 + int(out.preemptions.sum())) + h["evicted_blocks"]
     assert out.host_load_s == pytest.approx(h["loads"] * cfg.host_load_latency_s
                                             + h["hit_blocks"] * cfg.host_load_s_per_block, rel=1e-9, abs=1e-12)
+
+
+def check_lora_invariants(inp: EngineInputs, out: EngineOutputs) -> None:
+    """Never more than max_loras distinct adapters running on a replica at a step's start
+    (checked on replicas without preemptions or aborts, whose running sets the timestamps
+    give: admitted at a step start, gone at the end of its last step); every adapter that
+    ran was loaded at least once on some replica."""
+    adapter = inp.lora_adapter
+    fin = out.status == Status.FINISHED
+    for r in np.unique(out.replica[out.replica >= 0]):
+        on_r = (out.replica == r) & fin
+        if not np.array_equal(on_r, (out.replica == r)) or out.preemptions[out.replica == r].any():
+            continue
+        starts = out.steps["start_s"][out.steps["replica"] == r]
+        for t in starts:
+            running = on_r & (out.admitted_s <= t) & (out.completion_s > t)
+            used = set(adapter[running & (adapter >= 0)].tolist())
+            assert len(used) <= inp.config.max_loras, (r, t, used)
+    ran = set(adapter[fin & (adapter >= 0)].tolist())
+    assert all(out.lora["loads_by_adapter"][a] >= 1 for a in ran)
+    assert out.lora["gpu_loads"] == int(out.lora["loads_by_adapter"].sum()) >= len(ran)
+    assert out.lora["disk_loads"] <= out.lora["gpu_loads"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+@given(sc=scenarios(max_requests=25, lora=True, record_steps=True))
+def test_lora_invariants(engine, sc: Scenario):
+    inp = sc.inputs()
+    out = engine(inp)
+    check_output_invariants(inp, out)
+    if inp.lora_adapter is not None:
+        check_lora_invariants(inp, out)

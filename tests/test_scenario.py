@@ -46,6 +46,7 @@ BAD_CASES = {
     "negative_warm_up": ("simulation.warm_up_s", "must be >= 0"),
     "unmodelled_vllm_option": ("frameworks.0.long_prefill_token_threshold", "not modelled"),
     "spec_without_method": ("frameworks.0.speculative.num_speculative_tokens", "needs a method"),
+    "lora_without_enable_lora": ("frameworks.0.enable_lora", "set enable_lora = true"),
 }
 
 

@@ -28,14 +28,17 @@ def gpu_records() -> dict[str, dict]:
 
 
 def model_records() -> dict[str, dict]:
-    """``{name: ModelSpec fields + aliases, num_params, num_active_params, kv_bytes_per_token}``."""
+    """``{name: ModelSpec fields + aliases, num_params, num_active_params, kv_bytes_per_token,
+    lora_r16_adapter_bytes}`` (a rank-16 bf16 LoRA adapter over the layers ``oracle.lora`` adapts)."""
     from oracle.catalog import aliases_of, load_models   # lazy: see oracle.commands
+    from oracle.lora import adapter_bytes
     from oracle.memory import kv_bytes_per_token, resolve_kv_dtype
     out = {}
     for name, m in load_models().items():
         rec = {k: v for k, v in dataclasses.asdict(m).items() if k != "name"}
         rec.update(num_params=m.num_params, num_active_params=m.num_active_params,
                    kv_bytes_per_token=kv_bytes_per_token(m, resolve_kv_dtype("auto", "auto", m)),
+                   lora_r16_adapter_bytes=adapter_bytes(m, 16),
                    architecture=m.describe(), aliases=list(aliases_of(name)))
         out[name] = rec
     return out
@@ -91,7 +94,7 @@ def models(as_json: JsonOpt = False) -> None:
     for col, justify in (("name", "left"), ("params", "right"), ("active", "right"), ("layers", "right"),
                          ("hidden", "right"), ("heads/kv", "right"), ("MLP", "right"), ("experts", "right"),
                          ("vocab", "right"), ("context", "right"), ("KV KiB/token", "right"),
-                         ("architecture", "left"), ("dtype", "left")):
+                         ("LoRA r16 MB", "right"), ("architecture", "left"), ("dtype", "left")):
         table.add_column(col, justify=justify, no_wrap=col == "name")
     for name, m in records.items():
         mlp = m["expert_intermediate_size"] if m["num_experts"] else m["intermediate_size"]
@@ -99,7 +102,7 @@ def models(as_json: JsonOpt = False) -> None:
                       str(m["num_layers"]), str(m["hidden_size"]), f"{m['num_heads']}/{m['num_kv_heads']}",
                       str(mlp), f"{m['num_active_experts']}/{m['num_experts']}" if m["num_experts"] else "-",
                       f"{m['vocab_size']:,}", f"{m['max_context']:,}", f"{m['kv_bytes_per_token'] / 1024:g}",
-                      m["architecture"], m["dtype"])
+                      f"{m['lora_r16_adapter_bytes'] / 1e6:,.0f}", m["architecture"], m["dtype"])
     console = _console(min_width=200)
     console.print(table)
     console.print("Aliases (case-insensitive):")

@@ -65,6 +65,13 @@ def cost(
     acceptance_rate: Annotated[Optional[float], typer.Option(
         "--acceptance-rate", min=0.0, max=1.0, help="Geometric per-position acceptance rate (default: the "
                                                     "method's published one, if any).")] = None,
+    lora_adapters: Annotated[int, typer.Option(
+        "--lora-adapters", min=0, help="Distinct LoRA adapters among the step's tokens (every token names one; "
+                                       "0: no LoRA): adds vLLM's punica kernels.")] = 0,
+    max_lora_rank: Annotated[int, typer.Option(
+        "--max-lora-rank", min=1, help="vLLM's max_lora_rank: the rank the punica kernels run at.")] = 16,
+    lora_rank: Annotated[Optional[int], typer.Option(
+        "--lora-rank", min=1, help="The adapters' own rank, which sizes a load (default: --max-lora-rank).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of a table.")] = False,
 ) -> None:
     """Predict the duration of one forward pass (one engine step) and break it down per op.
@@ -83,6 +90,7 @@ def cost(
       oracle cost -m llama-2-70b -g h100-sxm --tp 4 --decode-batch 37 --decode-context 700 --framework none
       oracle cost -m deepseek-v3 -g h200 --dtype auto --dp 8 --expert-parallel --decode-batch 64
       oracle cost -m gpt-oss-120b -g b200 --dtype auto --decode-batch 64 --decode-context 8192
+      oracle cost -m llama-3.1-8b -g h100-sxm --decode-batch 64 --lora-adapters 4 --max-lora-rank 16
     """
     with user_errors():
         from oracle.catalog import get_framework, get_gpu, get_model   # lazy: numba (~0.4 s; see oracle.commands)
@@ -104,6 +112,9 @@ def cost(
                                expert_imbalance=expert_imbalance)
         except ScenarioError as exc:
             raise ScenarioError(exc.reason, key=f"--{exc.key.replace('_', '-')}" if exc.key else None) from None
+        if lora_adapters:
+            _add_lora(result, model_spec, gpu_spec, tp=tp, pp=pp, adapters=lora_adapters,
+                      max_lora_rank=max_lora_rank, rank=lora_rank or max_lora_rank)
         result["memory"] = memory_summary(model_spec, gpu_spec, tp=tp, pp=pp, dtype=dtype, kv_dtype=kv_dtype,
                                           ep=result["config"]["ep"])
         if spec_method is not None or num_speculative_tokens:
@@ -115,6 +126,22 @@ def cost(
         typer.echo(json.dumps(result, indent=2))
     else:
         _print_table(result)
+
+
+def _add_lora(result: dict, model, gpu, *, tp: int, pp: int, adapters: int, max_lora_rank: int, rank: int) -> None:
+    """The LoRA terms of ``--lora-adapters`` (``oracle.lora``), checked as a scenario's are."""
+    from oracle.lora import MAX_LORA_RANKS, add_lora_to_step_cost, build_lora_params
+    if max_lora_rank not in MAX_LORA_RANKS:
+        raise ScenarioError(f"must be one of {', '.join(map(str, MAX_LORA_RANKS))} (vLLM's LoRAConfig), "
+                            f"got {max_lora_rank}", key="--max-lora-rank")
+    if rank > max_lora_rank:
+        raise ScenarioError(f"rank {rank} is above --max-lora-rank {max_lora_rank} (vLLM refuses to load it)",
+                            key="--lora-rank")
+    if adapters > result["aggregates"]["num_tokens"]:
+        raise ScenarioError(f"{adapters} adapters need at least as many tokens in the step, got "
+                            f"{result['aggregates']['num_tokens']}", key="--lora-adapters")
+    params = build_lora_params(model, gpu, tp=tp, pp=pp, max_lora_rank=max_lora_rank, rank=rank)
+    add_lora_to_step_cost(result, params, adapters, max_lora_rank=max_lora_rank, rank=rank)
 
 
 def _spec_cost(model, gpu, framework, method, k, draft_model, acceptance_rate, decode_batch, decode_context,
@@ -202,6 +229,13 @@ def _print_table(result: dict) -> None:
     req = result.get("request", {})
     if req.get("api_server_ms"):
         console.print(f"Per request, outside the steps: {req['api_server_ms']:.2f} ms, {req['source']}", markup=False)
+    lora = result.get("lora")
+    if lora:
+        console.print(f"LoRA: {lora['num_lora_tokens']} tokens of {lora['num_adapters']} adapter(s) at rank "
+                      f"{lora['max_lora_rank']}: {lora['punica_s'] * 1e3:.4f} ms (in the total). Loading one adapter "
+                      f"of rank {lora['rank']} before the step that needs it: {lora['adapter_load_host_s'] * 1e3:.3f} "
+                      f"ms from host memory, + {lora['adapter_load_disk_s'] * 1e3:.3f} ms from disk if not cached",
+                      markup=False)
     for tag, text in result.get("notes", {}).items():
         console.print(f"[{tag}] {text}", markup=False, style="dim")
     intensity = result["flops"] / result["bytes"] if result["bytes"] else 0.0

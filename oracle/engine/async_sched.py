@@ -46,7 +46,7 @@ def apply_last_outputs(r, first, last, cfg, req, st):
         if take_held:
             if caching:
                 _cache_upto(h, abase + rs.slot[h], rs.num_computed[h] // bs, r, cfg, req, st.pool, rs)
-            _free_request(h, r, cfg, st.pool, rs)
+            _free_request(h, r, cfg, st.pool, rs, st.lora)
             k += 1
         else:
             q = qs.act[abase + i]

@@ -97,6 +97,8 @@ class EngineConfig:
     spec_draft_slots: int = 0              # budget slots per scheduled request (vLLM max_num_new_slots_for_drafting)
     spec_acceptance: tuple = ()            # k per-position acceptance rates, non-increasing in (0, 1]
     spec_seed: int = 0                     # seed of the accepted lengths (oracle.engine.specdec)
+    max_loras: int = 0      # LoRA: distinct adapters in a batch (GPU slots); 0 = LoRA off
+    max_cpu_loras: int = 0  # LoRA: adapters cached in host memory (>= max_loras; 0: max_loras)
 
 
 @dataclass
@@ -136,6 +138,8 @@ class EngineInputs:
         if self.config.num_speculative_tokens <= 0:
             return np.zeros(len(self), np.int64), np.zeros(0, np.int8)
         return accepted_table(self.output_tokens, self.config.spec_acceptance, self.config.spec_seed)
+    lora_adapter: np.ndarray | None = None  # i4[n]: adapter of each request (-1 none; README "Multi-LoRA")
+    lora_params: np.ndarray | None = None   # f8[:] for oracle.kernels.lora (with config.max_loras >= 1)
 
     def __len__(self) -> int:
         return int(self.prompt_tokens.shape[0])
@@ -202,3 +206,6 @@ class EngineOutputs:
     # prefill/decode disaggregation (oracle.engine.pd): per-request prefill and transfer
     # columns and per-pool totals; None for an aggregated run
     pd: dict | None = None
+    # LoRA totals (None with LoRA off): gpu_loads, disk_loads, skipped_admissions (ints),
+    # load_s (float), loads_by_adapter (i8[A]), adapter (i4[n], each request's; -1 none)
+    lora: dict | None = None

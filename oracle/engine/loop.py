@@ -26,6 +26,7 @@ import numpy as np
 from oracle.engine.async_sched import apply_last_outputs
 from oracle.engine.cohort import CNT, NPOST, NUM, SUM, J
 from oracle.engine.inputs import ITL_BINS_PER_DECADE, ITL_MIN_S, STEP_COLUMNS, EngineInputs, EngineOutputs, Status
+from oracle.engine.lora import lora_outputs, lora_step_s, new_lora
 from oracle.engine.queues import heap_pop, heap_push, release_followups, wq_push_back, wq_remove
 from oracle.engine.offload import HostCounter, offload_scheduled, take_load_s
 from oracle.engine.router import route
@@ -220,6 +221,8 @@ def _step(r, t, cfg, req, st):
     dt, num_decode, num_tokens = _price(r, nb, nsch, cfg, req, st)
     if st.host.enabled:
         dt += take_load_s(st.host, r)  # host loads complete before the forward pass
+    if st.lora.on:   # adapter loads before the forward pass, punica kernels in it
+        dt += lora_step_s(st.lora, r, nsch, st.sc.sch_req, st.sc.sch_new)
     t_end = t + dt
     qs.busy_until[r] = t_end
     qs.last_start[r] = t
@@ -405,7 +408,9 @@ def run_engine(inputs: EngineInputs) -> EngineOutputs:
     """Simulate one framework configuration over a workload (see oracle/engine/README.md)."""
     req, num_sessions = _requests(inputs)
     cfg = _config(inputs)
-    st = new_state(req, cfg, inputs.resolved_num_gpu_blocks(), num_sessions)
+    lora = new_lora(inputs.lora_adapter, int(cfg.num_replicas), int(inputs.config.max_loras),
+                    int(inputs.config.max_cpu_loras), inputs.lora_params, len(inputs))
+    st = new_state(req, cfg, inputs.resolved_num_gpu_blocks(), num_sessions, lora)
     steps, num_steps = _simulate(req, cfg, st)
     return engine_outputs(st, steps, num_steps, cfg.record_steps)
 
@@ -438,4 +443,6 @@ def engine_outputs(st, steps: np.ndarray, num_steps: int, record_steps: bool) ->
                          sim_end_s=float(np.nanmax(out.completion_s)) if np.isfinite(out.completion_s).any() else 0.0,
                          host_cached_tokens=st.host.host_tokens,
                          host={k.name.lower(): int(st.host.counts[k]) for k in HostCounter},
-                         host_load_s=float(st.host.load_s[0]))
+                         host_load_s=float(st.host.load_s[0]),
+
+                         lora=lora_outputs(lora))

@@ -26,6 +26,7 @@ from oracle.engine.cohort import (BASE, BKN, CLN, CNT, EMIT, HEAD, JDONE, JJOIN,
                                   SUM, TAIL, J, coh_join, coh_materialize, coh_unlink, sort_slots_by_seq)
 from oracle.engine.inputs import CacheEvent, Status
 from oracle.engine.offload import host_admit, host_lookup
+from oracle.engine.lora import SKIPS, lora_blocked, lora_join, lora_leave
 from oracle.engine.queues import release_followups, wq_front, wq_pop_front, wq_push_front
 from oracle.engine.specdec import spec_finish, spec_pad, spec_running_tokens, spec_scheduled
 from oracle.engine.state import Counter
@@ -43,8 +44,11 @@ def _row(cfg, r, slot):
 
 
 @jit(inline="always")
-def _free_request(q, r, cfg, pool, rs):
-    """Free all blocks of running request q (reverse order) and give its slot back."""
+def _free_request(q, r, cfg, pool, rs, lo):
+    """Free all blocks of running request q (reverse order) and give its slot back (and,
+    with LoRA, stop counting its adapter as running)."""
+    if lo.on:
+        lora_leave(lo, r, q)
     free_blocks(pool, r, rs.table, _row(cfg, r, rs.slot[q]), rs.num_blocks[q])
     rs.num_blocks[q] = 0
     rs.slot_free[r * cfg.max_num_seqs + rs.slot_top[r]] = rs.slot[q]
@@ -210,7 +214,7 @@ def _preempt_held(r, cfg, st):
         last = qs.act[abase + qs.act_len[r] - 1]
         if sl[abase + rs.slot[h], SEQ] < sl[abase + rs.slot[last], SEQ]:
             return False
-        _free_request(h, r, cfg, st.pool, rs)
+        _free_request(h, r, cfg, st.pool, rs, st.lora)
         st.out.preemptions[h] += 1
         return True
     return False
@@ -253,7 +257,7 @@ def schedule_active(r, budget, lag, cfg, req, st):
                 continue
             qs.act_len[r] -= 1
             v = qs.act[abase + qs.act_len[r]]
-            _free_request(v, r, cfg, pool, rs)
+            _free_request(v, r, cfg, pool, rs, st.lora)
             rs.num_computed[v] = 0
             rs.num_cached[v] = 0
             rs.num_spec[v] = 0
@@ -309,8 +313,11 @@ def schedule_waiting(r, t, cutoff, budget, nsch, cfg, req, st):
     arrived after ``cutoff`` (async scheduling: after this step was scheduled); returns
     num_scheduled. With ``scheduler_reserve_full_isl`` the free blocks must cover
     the request's whole known sequence, not just this step's chunk (vLLM
-    ``allocate_slots(full_sequence_must_fit=True)``)."""
-    pool, rs, qs, coh, sc, out = st.pool, st.rs, st.qs, st.coh, st.sc, st.out
+    ``allocate_slots(full_sequence_must_fit=True)``). With LoRA, a request whose adapter
+    would exceed ``max_loras`` is passed over and put back at the head afterwards, in order
+    (``oracle.engine.lora``)."""
+    pool, rs, qs, coh, sc, out, lo = st.pool, st.rs, st.qs, st.coh, st.sc, st.out, st.lora
+    nskip = 0
     sl, rp = coh.sl, coh.rp
     bs, s_max = cfg.block_size, cfg.max_num_seqs
     counters = out.counters
@@ -319,6 +326,12 @@ def schedule_waiting(r, t, cutoff, budget, nsch, cfg, req, st):
         q = wq_front(qs, r)
         if out.arrival_s[q] > cutoff:
             break
+        if lo.on and lora_blocked(lo, r, q):
+            lo.skipped[nskip] = q
+            nskip += 1
+            lo.stats[SKIPS] += 1
+            wq_pop_front(qs, r)
+            continue
         num_tokens = req.prompt[q] + rs.generated[q]
         hit = 0
         counters[Counter.ADMISSION_ATTEMPTS.value] += 1
@@ -375,6 +388,8 @@ def schedule_waiting(r, t, cutoff, budget, nsch, cfg, req, st):
                 counters[Counter.PREFIX_CACHE_QUERIES.value] += num_tokens
                 counters[Counter.PREFIX_CACHE_HITS.value] += hit_tokens
         wq_pop_front(qs, r)
+        if lo.on:
+            lora_join(lo, r, q)
         qs.act[r * s_max + qs.act_len[r]] = q
         qs.act_len[r] += 1
         sl[gs, REQ] = q
@@ -393,6 +408,8 @@ def schedule_waiting(r, t, cutoff, budget, nsch, cfg, req, st):
         sc.sch_rej[nsch] = cfg.spec_k if padded else 0  # padding drafts: all rejected
         nsch += 1
         budget -= num_new + cfg.spec_draft_slots
+    for k in range(nskip - 1, -1, -1):   # vLLM: waiting.prepend_requests(step_skipped_waiting)
+        wq_push_front(qs, r, lo.skipped[k])
     return nsch
 
 
@@ -463,7 +480,7 @@ def _complete(q, r, t_end, cfg, req, st):
         qs.held[r * cfg.max_num_seqs + qs.held_len[r]] = q
         qs.held_len[r] += 1
     else:
-        _free_request(q, r, cfg, st.pool, st.rs)
+        _free_request(q, r, cfg, st.pool, st.rs, st.lora)
 
 
 @jit(inline="always")
@@ -512,7 +529,7 @@ def join_active(r, cfg, req, st):
         if out.status[q] != Status.PENDING:  # completed in this step
             continue
         gs = abase + rs.slot[q]
-        if coh.sl[gs, EMIT] == 1:
+        if coh.sl[gs, EMIT] == 1 and not st.lora.on:   # LoRA: no cohort (every step visits each request)
             coh.sl[gs, EMIT] = 0
             coh_join(coh, r, gs, rs.num_computed[q], rs.generated[q], req.output[q],
                      1 if out.arrival_s[q] >= cfg.itl_from_s else 0, cfg.block_size)
@@ -540,4 +557,4 @@ def abort_running(q, r, cfg, st):
             qs.act[abase + j] = x
             j += 1
     qs.act_len[r] = j
-    _free_request(q, r, cfg, st.pool, rs)
+    _free_request(q, r, cfg, st.pool, rs, st.lora)

@@ -15,6 +15,7 @@ into the arrays.
     Cohort        the decode cohort (``cohort.py``)
     Scratch       per-step buffers (scheduled requests, hit blocks, sort space)
     HostTier      the KV offload tier of every replica (``offload.py``; empty when off)
+    Lora          multi-LoRA state (``oracle.engine.lora``; placeholders when LoRA is off)
     State         the seven mutable records above, passed to the kernels as one argument
 
 Sizes: ``R`` replicas, ``N`` blocks per replica (with the null block), ``s_max`` slots per
@@ -32,6 +33,7 @@ import numpy as np
 from oracle.engine.cohort import new_cohort
 from oracle.engine.inputs import ITL_NUM_BINS
 from oracle.engine.offload import new_host_tier
+from oracle.engine.lora import Lora, new_lora
 from oracle.kernels.kvcache import Pool, new_pool
 
 Requests = namedtuple("Requests", [
@@ -118,7 +120,7 @@ Scratch = namedtuple("Scratch", [
 ])
 
 
-State = namedtuple("State", ["out", "pool", "rs", "qs", "coh", "sc", "host"])
+State = namedtuple("State", ["out", "pool", "rs", "qs", "coh", "sc", "host", "lora"])
 
 
 class Counter(IntEnum):
@@ -148,8 +150,9 @@ class Counter(IntEnum):
 DIAGNOSTICS = tuple(c for c in Counter if Counter.STEPS <= c <= Counter.FAILED_ADMISSIONS)
 
 
-def new_state(req: Requests, cfg: Config, num_blocks: int, num_sessions: int) -> State:
-    """A fresh :data:`State` (Outputs, Pool, RequestState, Queues, Cohort, Scratch) for one run.
+def new_state(req: Requests, cfg: Config, num_blocks: int, num_sessions: int, lora: Lora | None = None) -> State:
+    """A fresh :data:`State` (Outputs, Pool, RequestState, Queues, Cohort, Scratch, Lora) for
+    one run (``lora``: :func:`oracle.engine.lora.new_lora`'s record; None: LoRA off).
 
     Large arrays come from ``np.zeros`` / ``np.empty``, which map pages lazily: a run pays
     only for the memory it touches (the pool is sized for the whole GPU). Arrays read before
@@ -192,4 +195,6 @@ def new_state(req: Requests, cfg: Config, num_blocks: int, num_sessions: int) ->
                  sch_draft=np.zeros(s_max, np.int32), sch_rej=np.zeros(s_max, np.int32),
                  sch_pf=np.zeros(s_max, np.int8))
     host = new_host_tier(R, n_req, int(cfg.host_kv_blocks), cfg.host_load_s_per_block, cfg.host_load_latency_s)
-    return State(out=out, pool=pool, rs=rs, qs=qs, coh=coh, sc=sc, host=host)
+    if lora is None:
+        lora = new_lora(None, int(R), 0, 0, None, n_req)
+    return State(out=out, pool=pool, rs=rs, qs=qs, coh=coh, sc=sc, host=host, lora=lora)

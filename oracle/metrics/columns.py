@@ -9,6 +9,8 @@ REQUEST_COLUMNS = (
     "completion_s", "prompt_tokens", "cached_tokens", "output_tokens", "preemptions", "cache_event",
     "ttft_ms", "tpot_ms", "e2e_ms", "max_itl_ms", "status", "computed_tokens", "prefilled_tokens", "warm_up",
 )
+# appended with LoRA (a framework with enable_lora serving a workload that names adapters)
+LORA_REQUEST_COLUMNS = ("lora_adapter",)   # adapter id (-1: the base model)
 
 # Extra columns of a disaggregated framework (prefill pool, KV transfer, decode pool), after
 # REQUEST_COLUMNS; the TTFT split: queue (arrival -> prefill admission), prefill (-> the prefill

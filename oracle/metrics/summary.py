@@ -55,6 +55,7 @@ def request_table(workload, out: EngineOutputs, *, warm_up_s: float, kv_offload:
         "computed_tokens": out.computed_tokens.astype(np.int64),
         "prefilled_tokens": prefilled.astype(np.int64),
         "warm_up": out.arrival_s < warm_up_s,
+        **({"lora_adapter": out.lora["adapter"].astype(np.int32)} if out.lora is not None else {}),
     })
     if kv_offload:
         df = df.with_columns(pl.Series("host_cached_tokens", out.host_cached_tokens.astype(np.int32)))
@@ -266,6 +267,9 @@ def build_summary(scenario, fw, requests: pl.DataFrame, out: EngineOutputs, *, n
                                  router=f"{d['prefill']['router']} / {d['decode']['router']}")
     if fw.speculative is not None:  # only with speculative decoding on: other summaries keep their keys
         summary["speculative_decoding"] = _speculative(fw.speculative, out, _sum(ok["output_tokens"]))
+    if out.lora is not None:   # frameworks with enable_lora and a workload naming adapters
+        from oracle.metrics.lora import lora_summary
+        summary["lora"] = lora_summary(scenario, fw, requests, out)
     return summary
 
 

@@ -111,6 +111,19 @@ SPEC_ROWS: tuple[RowSpec, ...] = (
     RowSpec("output tokens per step", ("speculative_decoding", "output_tokens_per_step"), "float", True),
 )
 
+# summary["lora"] (oracle.metrics.lora), frameworks with enable_lora
+LORA_ROWS: tuple[RowSpec, ...] = (
+    RowSpec("max_loras (adapters per batch)", ("lora", "max_loras"), "count"),
+    RowSpec("max_cpu_loras", ("lora", "max_cpu_loras"), "count"),
+    RowSpec("max_lora_rank", ("lora", "max_lora_rank"), "count"),
+    RowSpec("requests with an adapter", ("lora", "requests_with_adapter"), "count"),
+    RowSpec("distinct adapters requested", ("lora", "distinct_adapters_requested"), "count"),
+    RowSpec("adapter loads (host -> GPU)", ("lora", "adapter_loads"), "count", False),
+    RowSpec("disk loads (-> CPU cache)", ("lora", "disk_loads"), "count", False),
+    RowSpec("time loading adapters (s)", ("lora", "load_time_s"), "s", False),
+    RowSpec("admissions skipped (max_loras)", ("lora", "skipped_admissions"), "count", False),
+)
+
 COMPARISON_ROWS: tuple[RowSpec, ...] = (
     RowSpec("TTFT p50 (ms)", ("latency", "time_to_first_token_ms", "p50"), "float", False),
     RowSpec("TTFT p99 (ms)", ("latency", "time_to_first_token_ms", "p99"), "float", False),
@@ -282,6 +295,12 @@ def offload_table(summaries: dict[str, dict[str, Any]]) -> Table:
                                  "missed (oracle/engine/README.md, \"KV offload\"); \u2013: no host tier.")
 
 
+def lora_table(summaries: dict[str, dict[str, Any]]) -> Table:
+    return _metric_table("Multi-LoRA", ((None, LORA_ROWS),), summaries,
+                         caption="Loads are paid in the step that first needs an adapter; a skipped admission is "
+                                 "one waiting request passed over in one step (its adapter would exceed max_loras).")
+
+
 def comparison_table(summaries: dict[str, dict[str, Any]]) -> Table:
     names = list(summaries)
     base = names[0]
@@ -362,6 +381,8 @@ def run_tables(summaries: dict[str, dict[str, Any]]) -> list[Table]:
     pd = disaggregation_table(summaries)
     if any("speculative_decoding" in s for s in summaries.values()):
         tables.append(spec_table(summaries))
+    if any("lora" in s for s in summaries.values()):
+        tables.append(lora_table(summaries))
     return tables + ([pd] if pd is not None else [])
 
 

@@ -83,6 +83,7 @@ import numpy as np
 
 from oracle._config import Table
 from oracle.errors import OracleError, TraceError
+from oracle.lora import LoraWorkloadSpec, parse_lora_workload
 from oracle.workload.traces import TRACE_FORMATS, TraceSpec, infer_format, read_column
 
 DISTS = ("constant", "uniform", "normal", "lognormal", "exponential", "zipf", "empirical")
@@ -216,6 +217,7 @@ class WorkloadSpec:
     arrival: ArrivalSpec | None = None
     trace: TraceSpec | None = None
     timeout_s: float | None = None   # a client gives up this long after sending (None: never)
+    lora: LoraWorkloadSpec | None = None   # the adapters the requests name (None: the base model only)
 
 
 # -- parsing --------------------------------------------------------------------------------
@@ -227,12 +229,16 @@ def parse_workload(t: Table, *, base_dir: Path) -> WorkloadSpec:
     the parts that can still be checked are; the spec returned then may hold ``None`` parts."""
     base_dir = Path(base_dir)
     timeout_s = t.float("timeout_s", None, lo=0.0, lo_open=True)
+    lora = None
+    if t.has("lora"):
+        with t.guard():
+            lora = parse_lora_workload(t.table("lora"))
     if t.has("trace"):
         if t.has("clients"):
             t.report("trace", "give either [workload.trace] or [[workload.clients]], not both", required=True)
         trace = parse_trace(t.table("trace"), base_dir=base_dir)
         t.done()
-        return WorkloadSpec(trace=trace, timeout_s=timeout_s)
+        return WorkloadSpec(trace=trace, timeout_s=timeout_s, lora=lora)
     shared = None
     if t.has("arrival"):
         with t.guard():
@@ -255,7 +261,7 @@ def parse_workload(t: Table, *, base_dir: Path) -> WorkloadSpec:
     if t.has("arrival") and all(ct.has("arrival") or ct.has("concurrency") for ct in tables):
         t.report("arrival", "is unused: every client has its own arrival")
     t.done()
-    return WorkloadSpec(clients=tuple(clients), arrival=shared, timeout_s=timeout_s)
+    return WorkloadSpec(clients=tuple(clients), arrival=shared, timeout_s=timeout_s, lora=lora)
 
 
 def parse_trace(t: Table, *, base_dir: Path) -> TraceSpec:

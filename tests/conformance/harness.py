@@ -50,7 +50,10 @@ def engine_inputs(case) -> EngineInputs:
     cfg = replace(case.config, record_steps=True)
     if case.inputs is not None:
         return replace(case.inputs, config=cfg, cost_params=np.asarray(cost_model()[0], np.float64))
-    return build_inputs(case.specs, cfg, cost_model()[0])
+    inputs = build_inputs(case.specs, cfg, cost_model()[0])
+    if inputs.lora_params is not None:   # LoRA loads and kernels are the worker's: vLLM's scheduler prices none
+        inputs.lora_params = np.zeros_like(inputs.lora_params)
+    return inputs
 
 
 def step_time_fn(inputs: EngineInputs):

@@ -28,7 +28,11 @@ vLLM functions used, in order, and why:
   blocks at creation and again in ``append_output_token_ids`` (so generated blocks hash
   like real ones: the sampled token ids are the workload's output tokens).
 * ``Request(id, prompt_token_ids, SamplingParams(max_tokens=o, ignore_eos=True), ...)``
-  and ``Scheduler.add_request``: an arrival (appended to the waiting queue).
+  and ``Scheduler.add_request``: an arrival (appended to the waiting queue). A request that
+  names a LoRA adapter ``a`` carries ``LoRARequest("adapter-a", a + 1, path)`` and the
+  config ``LoRAConfig(max_loras, max_cpu_loras)`` (the scheduler's ``max_loras`` rule; the
+  block hasher puts the adapter into every block hash). Adapter loads and punica kernels
+  are the worker's, not the scheduler's: the conformance cases price them at zero.
 * ``Scheduler.schedule()`` -> ``SchedulerOutput``: one step. ``num_scheduled_tokens`` is
   in schedule order (running requests first, then admitted ones); ``schedule()`` has
   already advanced ``request.num_computed_tokens``, so the tokens computed before the step
@@ -73,6 +77,8 @@ import torch  # noqa: E402
 import vllm  # noqa: E402
 from vllm.config import (CacheConfig, DeviceConfig, ModelConfig, ParallelConfig, SchedulerConfig,  # noqa: E402
                          SpeculativeConfig, VllmConfig)
+from vllm.config.lora import LoRAConfig  # noqa: E402
+from vllm.lora.request import LoRARequest  # noqa: E402
 from vllm.sampling_params import SamplingParams  # noqa: E402
 from vllm.utils.hashing import sha256  # noqa: E402
 from vllm.v1.core.kv_cache_utils import KVCacheBlock, get_request_block_hasher, init_none_hash  # noqa: E402
@@ -132,8 +138,11 @@ def make_vllm_config(cfg, num_gpu_blocks: int) -> VllmConfig:
         extra = {"model": mc.model} if method == "draft_model" else {"prompt_lookup_max": 3, "prompt_lookup_min": 1}
         spec = SpeculativeConfig(method=method, num_speculative_tokens=k, target_model_config=mc,
                                  target_parallel_config=ParallelConfig(), **extra)
+    lora = None
+    if getattr(cfg, "max_loras", 0) > 0:   # multi-LoRA: the scheduler's max_loras rule (engine README)
+        lora = LoRAConfig(max_loras=int(cfg.max_loras), max_cpu_loras=int(max(cfg.max_cpu_loras, cfg.max_loras)))
     vc = VllmConfig(model_config=mc, scheduler_config=sc, cache_config=cc,
-                    device_config=DeviceConfig(device="cpu"), speculative_config=spec)
+                    device_config=DeviceConfig(device="cpu"), speculative_config=spec, lora_config=lora)
     s = vc.scheduler_config
     effective = {
         "max_num_seqs": s.max_num_seqs, "max_num_batched_tokens": s.max_num_batched_tokens,
@@ -301,9 +310,12 @@ class _Driver:
             self.rows[i].status = REJECTED    # mirrored: the engine rejects before routing
             self.release(i, a)
             return
+        adapter = getattr(s, "lora", -1)
+        lora = (LoRARequest(f"adapter-{adapter}", adapter + 1, f"/adapters/{adapter}")
+                if adapter >= 0 and self.sched.lora_config else None)
         req = Request(request_id=str(i), prompt_token_ids=[int(x) for x in s.prompt],
                       sampling_params=SamplingParams(max_tokens=o, ignore_eos=True),
-                      pooling_params=None, arrival_time=a, block_hasher=self.hasher)
+                      pooling_params=None, arrival_time=a, block_hasher=self.hasher, lora_request=lora)
         self.reqs[req.request_id] = req
         self.sched.add_request(req)
         if math.isfinite(getattr(s, "timeout_s", math.inf)):

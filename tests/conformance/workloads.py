@@ -54,6 +54,7 @@ class Case:
         return (f"{len(self.specs)} requests, bs={c.block_size} {pool} max_num_seqs={c.max_num_seqs} "
                 f"max_num_batched_tokens={c.max_num_batched_tokens} max_model_len={c.max_model_len} "
                 f"chunked={c.enable_chunked_prefill} caching={c.enable_prefix_caching}"
+                + (f" max_loras={c.max_loras} max_cpu_loras={c.max_cpu_loras}" if c.max_loras else "")
                 + (f" -- {self.what}" if self.what else ""))
 
     def __repr__(self) -> str:  # what hypothesis prints for a falsifying example
@@ -61,7 +62,8 @@ class Case:
         for i, s in enumerate(self.specs):
             arr = f"arr={s.arrival_s:.9f}" if s.parent < 0 else f"after r{s.parent}+{s.think_s:.9f}"
             lines.append(f"  r{i}: p={len(s.prompt)} o={len(s.output)} {arr} sess={s.session} "
-                         f"turn={s.turn} prompt={_runs(s.prompt)} output={_runs(s.output)}")
+                         f"turn={s.turn} prompt={_runs(s.prompt)} output={_runs(s.output)}"
+                         + (f" lora={s.lora}" if s.lora >= 0 else ""))
         return "\n".join(lines)
 
     def _repr_pretty_(self, printer, cycle) -> None:  # hypothesis/IPython pretty printer
@@ -172,6 +174,22 @@ def hand_made() -> dict[str, Case]:
         ], _cfg(num_gpu_blocks=6, max_num_batched_tokens=48, max_num_seqs=8),
             "r1's first 8-token chunk fits but its whole prompt (3 blocks) does not: vLLM's "
             "scheduler_reserve_full_isl keeps it waiting"),
+        Case("lora_max_loras", [
+            ReqSpec(_r(1, 40), _r(5001, 6), arrival_s=0.0, lora=0),
+            ReqSpec(_r(101, 40), _r(5101, 2), arrival_s=0.0, lora=1),
+            ReqSpec(_r(1, 40), _r(5201, 2), arrival_s=0.0, lora=0),
+            ReqSpec(_r(1, 40), _r(5301, 2), arrival_s=0.0),
+            ReqSpec(_r(1, 40), _r(5401, 2), arrival_s=0.0, lora=1),
+            ReqSpec(_r(1, 40) + _r(9001, 8), _r(5501, 2), arrival_s=9 * u, lora=1),
+        ], _cfg(max_loras=1, max_cpu_loras=2), "max_loras = 1: r1 and r4 (adapter 1) are skipped while "
+                                               "adapter 0 runs and stay waiting in order; r2 hits r0's "
+                                               "blocks (same adapter), r3 (no adapter) and r4 (adapter 1) "
+                                               "do not; r5 hits r4's"),
+        Case("lora_preemption", [
+            ReqSpec(_r(1000 * k + 1, 20), _r(1000 * k + 501, 30), arrival_s=0.0, lora=k % 3) for k in range(5)
+        ], _cfg(num_gpu_blocks=10, max_loras=2, max_cpu_loras=3),
+            "tight KV with three adapters, two per batch: preempted requests go back to the head of "
+            "the waiting queue, ahead of the skipped ones"),
     ]
     out = {c.name: c for c in cases}
     # The project's hand-worked engine cases that are valid vLLM configurations.
@@ -296,7 +314,7 @@ def trace_case(name: str, tmp_dir: str | Path) -> Case:
 
 
 # ============================================================================== generated
-THEMES = ("burst", "chat", "tight_kv", "long_prompts", "few_seqs", "timeouts", "mixed")
+THEMES = ("burst", "chat", "tight_kv", "long_prompts", "few_seqs", "timeouts", "lora", "mixed")
 #: Themes compared with async scheduling: every one but client timeouts (an abort received
 #: while a step runs reaches vLLM's AsyncScheduler after it has scheduled the next step, the
 #: engine before: oracle/engine/README.md "Async scheduling").
@@ -327,7 +345,9 @@ def workloads(draw, theme: str = "mixed") -> Case:
     * ``long_prompts``: prompts many times the token budget (chunked prefill);
     * ``few_seqs``: ``max_num_seqs`` of 1-3;
     * ``timeouts``: a burst on a tight pool whose clients give up after a few steps (aborts
-      of waiting, running and preempted requests; ``mixed`` adds them now and then too).
+      of waiting, running and preempted requests; ``mixed`` adds them now and then too);
+    * ``lora``: a burst whose sessions and lone requests name one of 1-5 LoRA adapters (or
+      none), ``max_loras`` of 1-3 (vLLM's scheduled_loras rule, per-adapter block hashes).
 
     Block sizes 16-128, prefix caching on and off, chunked prefill on and off (where the
     theme allows), arrivals on a grid of one short decode step.
@@ -343,7 +363,7 @@ def workloads(draw, theme: str = "mixed") -> Case:
     big = bs * draw(st.integers(1, 4))   # typical prompt scale
 
     systems = [_toks(rng, draw(st.integers(1, 3 * bs))) for _ in range(draw(st.integers(0, 3)))]
-    if base in ("burst", "timeouts"):
+    if base in ("burst", "timeouts", "lora"):
         horizon = draw(st.sampled_from([0, 0, 2, 8]))
     elif base == "chat":
         horizon = draw(st.sampled_from([0, 10, 60]))
@@ -404,6 +424,18 @@ def workloads(draw, theme: str = "mixed") -> Case:
     if base == "timeouts" or (theme == "mixed" and draw(st.integers(0, 3)) == 0):
         patience = [math.inf, 0.5, 1, 2, 5, 12, 40]
         specs = [replace(s, timeout_s=draw(st.sampled_from(patience)) * u) for s in specs]
+    lora_kw = {}
+    if base == "lora":
+        adapters, by_session = draw(st.integers(1, 5)), {}
+        for k, s in enumerate(specs):
+            a = by_session.get(s.session) if s.session >= 0 else None
+            if a is None:
+                a = draw(st.integers(-1, adapters - 1))
+                if s.session >= 0:
+                    by_session[s.session] = a
+            specs[k] = replace(s, lora=a)
+        m = draw(st.integers(1, 3))
+        lora_kw = {"max_loras": m, "max_cpu_loras": m + draw(st.integers(0, 2))}
     need_max = max(cdiv(t, bs) for t in totals)
     if base in ("tight_kv", "timeouts"):
         pool = "tight"
@@ -417,5 +449,5 @@ def workloads(draw, theme: str = "mixed") -> Case:
         num_gpu_blocks = need_max + draw(st.integers(0, 3)) + 1
     config = _cfg(block_size=bs, num_gpu_blocks=num_gpu_blocks, max_num_seqs=max_num_seqs,
                   max_num_batched_tokens=budget, max_model_len=max_model_len,
-                  enable_chunked_prefill=chunked, enable_prefix_caching=caching)
+                  enable_chunked_prefill=chunked, enable_prefix_caching=caching, **lora_kw)
     return Case(f"gen_{base}", specs, config, params={"theme": base, "pool": pool})

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -57,6 +57,7 @@ class Request:
     think_s: float
     hashes: list[int]         # chained hashes of the full blocks of the p + o tokens
     timeout_s: float = math.inf  # the client gives up this long after arrival
+    adapter: int = -1            # LoRA adapter (-1: none)
     children: list[int] = field(default_factory=list)
 
     # scheduler state
@@ -111,6 +112,11 @@ class Replica:
     emitters: list = field(default_factory=list)
     host: HostTier | None = None   # KV offload tier (README "KV offload")
     pending_load_s: float = 0.0    # load time of the step being scheduled
+    lora_gpu: OrderedDict = field(default_factory=OrderedDict)  # adapters in GPU slots, LRU first
+    lora_cpu: OrderedDict = field(default_factory=OrderedDict)  # adapters in the CPU cache, LRU first
+
+    def running_adapters(self) -> set[int]:
+        return {req.adapter for req in self.running if req.adapter >= 0}
 
     @property
     def has_work(self) -> bool:
@@ -169,9 +175,16 @@ class ReferenceEngine:
                     turn=int(inputs.turn[i]), parent=int(inputs.parent[i]),
                     think_s=float(inputs.think_s[i]),
                     hashes=[int(h) for h in inputs.hashes[int(off[i]):int(off[i + 1])]],
-                    timeout_s=math.inf if inputs.timeout_s is None else float(inputs.timeout_s[i]))
+                    timeout_s=math.inf if inputs.timeout_s is None else float(inputs.timeout_s[i]),
+                    adapter=-1 if inputs.lora_adapter is None else int(inputs.lora_adapter[i]))
             for i in range(n)
         ]
+        self.max_loras = int(self.cfg.max_loras) if inputs.lora_adapter is not None else 0
+        self.max_cpu_loras = max(int(self.cfg.max_cpu_loras), self.max_loras)
+        self.lora = {"gpu_loads": 0, "disk_loads": 0, "skipped_admissions": 0, "load_s": 0.0,
+                     "adapter": None if inputs.lora_adapter is None else np.asarray(inputs.lora_adapter, np.int32),
+                     "loads_by_adapter": np.zeros(max(max((r.adapter for r in self.requests), default=-1) + 1, 1),
+                                                  np.int64)}
         for req in self.requests:
             if req.parent >= 0:
                 self.requests[req.parent].children.append(req.rid)
@@ -417,11 +430,30 @@ class ReferenceEngine:
 
     def _schedule_waiting(self, rep: Replica, sched: list[Scheduled], budget: int, t: float,
                           cutoff: float = math.inf) -> int:
+        skipped: list[Request] = []   # vLLM step_skipped_waiting: back at the head afterwards
+        budget = self._admit(rep, sched, budget, t, skipped, cutoff)
+        rep.waiting.extendleft(reversed(skipped))
+        return budget
+
+    def _lora_blocked(self, rep: Replica, req: Request) -> bool:
+        """vLLM's max_loras check: the running requests' adapters are all the slots and
+        ``req``'s is not among them."""
+        if not self.max_loras or req.adapter < 0:
+            return False
+        adapters = rep.running_adapters()
+        return len(adapters) == self.max_loras and req.adapter not in adapters
+
+    def _admit(self, rep: Replica, sched: list[Scheduled], budget: int, t: float, skipped: list,
+               cutoff: float = math.inf) -> int:
         running_sched = list(sched)
         while rep.waiting and budget > 0 and len(rep.running) < self.cfg.max_num_seqs:
             req = rep.waiting[0]
             if req.arrival_s > cutoff:  # async: not yet arrived when this step was scheduled
                 break
+            if self._lora_blocked(rep, req):
+                skipped.append(rep.waiting.popleft())
+                self.lora["skipped_admissions"] += 1
+                continue
             hit = self._lookup(rep, req)
             hit_tokens = len(hit) * self.bs
             num_host = 0  # blocks loaded from the host tier after the GPU hit
@@ -577,6 +609,8 @@ class ReferenceEngine:
         if self.k and self.draft_step_time_fn is not None:
             dt += self._draft_time(num_tokens, num_decode, decode_ctx_sum, prefill_attn_units,
                                    prefill_ctx_sum, num_propose, propose_ctx)
+        if self.max_loras:
+            dt += self._lora_load_s(rep) + self._lora_kernels_s(sched)
         t_end = t + dt
         rep.busy_until = t_end
         self.num_steps += 1
@@ -603,6 +637,51 @@ class ReferenceEngine:
             total += float(self.draft_step_time_fn(num_propose, num_propose, num_propose,
                                                    propose_ctx + j * num_propose, 0.0, 0.0))
         return total
+
+    # ---------------------------------------------------------------- LoRA
+    def _lora_load_s(self, rep: Replica) -> float:
+        """Seconds to make the running requests' adapters resident (README "Multi-LoRA"):
+        mark the resident ones used (ascending id), then load the missing ones (ascending
+        id): from disk into the CPU cache if not there (its LRU entry leaves, and the GPU
+        too), then into a GPU slot (evicting the LRU one)."""
+        p = self.inputs.lora_params
+        active = sorted(rep.running_adapters())
+        for a in active:
+            if a in rep.lora_gpu:
+                rep.lora_gpu.move_to_end(a)
+            if a in rep.lora_cpu:
+                rep.lora_cpu.move_to_end(a)
+        secs = 0.0
+        for a in active:
+            if a in rep.lora_gpu:
+                continue
+            if a not in rep.lora_cpu:
+                if len(rep.lora_cpu) == self.max_cpu_loras:
+                    old, _ = rep.lora_cpu.popitem(last=False)
+                    rep.lora_gpu.pop(old, None)
+                rep.lora_cpu[a] = True
+                self.lora["disk_loads"] += 1
+                secs += p[7]
+            if len(rep.lora_gpu) == self.max_loras:
+                rep.lora_gpu.popitem(last=False)
+            rep.lora_gpu[a] = True
+            self.lora["gpu_loads"] += 1
+            self.lora["loads_by_adapter"][a] += 1
+            secs += p[6]
+        self.lora["load_s"] += secs
+        return secs
+
+    def _lora_kernels_s(self, sched: list[Scheduled]) -> float:
+        """The punica kernels: max(FLOPs, bytes) roofline over the scheduled adapter tokens
+        and the weights of their distinct adapters (``oracle.kernels.lora``)."""
+        p = self.inputs.lora_params
+        tokens = sum(s.num_new for s in sched if s.req.adapter >= 0)
+        if tokens == 0:
+            return 0.0
+        adapters = len({s.req.adapter for s in sched if s.req.adapter >= 0})
+        compute = p[0] * tokens * p[3]
+        memory = (p[1] * adapters + p[2] * tokens) * p[4]
+        return max(compute, memory) + p[5]
 
     def _finish_scheduled(self, rep: Replica, s: Scheduled, t_end: float) -> None:
         req = s.req
@@ -667,6 +746,9 @@ class ReferenceEngine:
             held = sum(len(rep.host.lru) for rep in self.replicas)
             assert held == self.host["stored_blocks"] - self.host["evicted_blocks"], "host tier lost a block"
             assert len(rep.running) <= self.cfg.max_num_seqs
+            if self.max_loras:   # never more than max_loras distinct adapters running (so in a batch)
+                assert len(rep.running_adapters()) <= self.max_loras
+                assert len(rep.lora_gpu) <= self.max_loras and len(rep.lora_cpu) <= self.max_cpu_loras
 
     # ---------------------------------------------------------------- results
     def _outputs(self) -> EngineOutputs:
@@ -698,6 +780,7 @@ class ReferenceEngine:
             spec_drafts=self.spec_drafts,
             spec_accepted=self.spec_accepted,
             spec_verifications=self.spec_verifications,
+            lora=self.lora if self.max_loras else None,
         )
         if self.cfg.record_steps:
             dtypes = (np.int32, np.float64, np.float64, np.int32, np.int64, np.int32, np.int32,
