@@ -444,5 +444,4 @@ def engine_outputs(st, steps: np.ndarray, num_steps: int, record_steps: bool) ->
                          host_cached_tokens=st.host.host_tokens,
                          host={k.name.lower(): int(st.host.counts[k]) for k in HostCounter},
                          host_load_s=float(st.host.load_s[0]),
-
-                         lora=lora_outputs(lora))
+                         lora=lora_outputs(st.lora))
