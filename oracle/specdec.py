@@ -34,7 +34,10 @@ def draft_head_params(target_params: np.ndarray) -> np.ndarray:
     §2.2) and the target's LM head, on the target's GPUs; no pipeline hand-offs, no CPU terms."""
     out = _without_cpu(target_params)
     num_layers = out[_idx("num_layers")]
-    out[_idx("allreduce_calls")] = out[_idx("allreduce_calls")] / num_layers if num_layers else 0.0
+    # every per-layer count becomes that of one average layer of the target (a dense model:
+    # one layer with its MLP; an MoE model: its mix of MoE and dense MLPs, all-to-alls, windows)
+    for name in ("allreduce_calls", "mlp_layers", "dense_layers", "a2a_calls", "window_layers"):
+        out[_idx(name)] = out[_idx(name)] / num_layers if num_layers else 0.0
     out[_idx("num_layers")] = 1.0
     out[_idx("pp_handoffs")] = 0.0
     return out
