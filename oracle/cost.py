@@ -89,6 +89,8 @@ def _oneshot_max_bytes(tp: int) -> float:
     """vLLM's custom all-reduce runs one-shot below this message size (``custom_all_reduce.cuh``)."""
     if tp <= 2:
         return math.inf
+    if tp > 8:
+        return 0.0  # two-shot only (the kernel's one-shot cases stop at world size 8)
     return 512.0 * 1024 if tp <= 4 else 256.0 * 1024
 
 
