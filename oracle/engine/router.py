@@ -6,7 +6,7 @@ from oracle.engine.inputs import Router
 from oracle.engine.state import Counter
 from oracle.kernels._jit import jit
 from oracle.kernels.blockpool import cdiv
-from oracle.kernels.kvcache import match_prefix, num_used
+from oracle.kernels.kvcache import is_mapped, match_prefix, num_used
 
 
 @jit(inline="always")
@@ -45,11 +45,14 @@ def route(q, cfg, req, st):
         return r
     # PREFIX_AWARE: new prefill blocks + blocks in use, ties to the lower load, then lower r.
     # The winner is the least (cost, load, r); replicas are visited starting with the one
-    # that holds the parent turn (likely the winner), and a replica whose best possible cost
-    # (every hashable block hit) cannot beat the current winner is not looked up at all.
+    # that holds the parent turn (likely the winner). A replica needs at least ``need`` hits
+    # to beat the current winner: if that is more than the request's hashable blocks, or if
+    # its block ``need - 1`` is not mapped (a leading run of ``need`` hits would include it),
+    # it cannot win and is not walked (one probe instead of a walk).
     bs = cfg.block_size
     p = req.prompt[q]
     max_hit = (p - 1) // bs
+    num_blocks = cdiv(p, bs)
     best = -1
     best_cost = 0
     best_load = 0
@@ -61,14 +64,19 @@ def route(q, cfg, req, st):
         used = num_used(pool, r)
         load = _load(qs, rs, cfg.max_num_seqs, r)
         if best >= 0:
-            lower = (cdiv(p, bs) - max_hit) + used
-            if lower > best_cost or (lower == best_cost and (load > best_load or (load == best_load and r > best))):
+            wins_tie = load < best_load or (load == best_load and r < best)
+            need = num_blocks + used - best_cost + (0 if wins_tie else 1)  # cost <= / < best_cost
+            if need > max_hit or (need > 0 and not cfg.enable_prefix_caching):
                 continue
+            if need > 0:
+                out.counters[Counter.ROUTER_PROBES.value] += 1
+                if not is_mapped(pool, r, req.hashes[req.hash_off[q] + need - 1]):
+                    continue
         hit = 0
         if cfg.enable_prefix_caching:
             hit = match_prefix(pool, r, req.hashes, req.hash_off[q], max_hit, sc.hit_blocks)
             out.counters[Counter.ROUTER_PROBES.value] += hit + (hit < max_hit)
-        cost = (cdiv(p, bs) - hit) + used
+        cost = (num_blocks - hit) + used
         if best < 0 or cost < best_cost or (cost == best_cost and (load < best_load
                                                                     or (load == best_load and r < best))):
             best = r
