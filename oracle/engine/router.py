@@ -44,23 +44,41 @@ def route(q, cfg, req, st):
             qs.sess_rep[s] = r
         return r
     # PREFIX_AWARE: new prefill blocks + blocks in use, ties to the lower load, then lower r.
-    # The winner is the least (cost, load, r); replicas are visited starting with the one
-    # that holds the parent turn (likely the winner). A replica needs at least ``need`` hits
-    # to beat the current winner: if that is more than the request's hashable blocks, or if
-    # its block ``need - 1`` is not mapped (a leading run of ``need`` hits would include it),
-    # it cannot win and is not walked (one probe instead of a walk).
+    # The winner is the least (cost, load, r), whatever the order the replicas are visited
+    # in; the order only decides how much is looked up. A replica needs at least ``need``
+    # hits to beat the current winner: if that is more than the request's hashable blocks,
+    # or if its block ``need - 1`` is not mapped (a leading run of ``need`` hits would
+    # include it), it cannot win and is not walked (one probe instead of a walk). So the
+    # likely winner goes first: the replica holding the parent turn (its conversation),
+    # then the others by fewest blocks in use (with equal hits, e.g. only the shared system
+    # prompt, the emptiest wins).
     bs = cfg.block_size
     p = req.prompt[q]
     max_hit = (p - 1) // bs
     num_blocks = cdiv(p, bs)
+    order = sc.order
+    first = -1
+    if req.parent[q] >= 0:
+        first = out.replica[req.parent[q]]
+    n = 0
+    if first >= 0:
+        order[0] = first
+        n = 1
+    for r in range(cfg.num_replicas):  # insertion sort by (used, r) after ``first``
+        if r == first:
+            continue
+        used = num_used(pool, r)
+        i = n
+        while i > (1 if first >= 0 else 0) and num_used(pool, order[i - 1]) > used:
+            order[i] = order[i - 1]
+            i -= 1
+        order[i] = r
+        n += 1
     best = -1
     best_cost = 0
     best_load = 0
-    first = 0
-    if req.parent[q] >= 0 and out.replica[req.parent[q]] >= 0:
-        first = out.replica[req.parent[q]]
     for k in range(cfg.num_replicas):
-        r = (first + k) % cfg.num_replicas
+        r = order[k]
         used = num_used(pool, r)
         load = _load(qs, rs, cfg.max_num_seqs, r)
         if best >= 0:

@@ -117,6 +117,7 @@ Scratch = namedtuple("Scratch", [
     "comp",                 # i8[s_max] completing cohort members
     "sch_draft", "sch_rej",  # i4[s_max] per scheduled request: drafts verified, tokens rejected
     "sch_pf",               # i1[s_max] 1: a running request that was a prefill chunk (speculative decoding)
+    "order",                # i8[R] the prefix-aware router's visiting order
 ])
 
 
@@ -193,7 +194,7 @@ def new_state(req: Requests, cfg: Config, num_blocks: int, num_sessions: int, lo
                  hit_blocks=np.empty(m, np.int32), members=np.empty(s_max, np.int64),
                  merged=np.empty(s_max, np.int32), comp=np.empty(s_max, np.int64),
                  sch_draft=np.zeros(s_max, np.int32), sch_rej=np.zeros(s_max, np.int32),
-                 sch_pf=np.zeros(s_max, np.int8))
+                 sch_pf=np.zeros(s_max, np.int8), order=np.empty(R, np.int64))
     host = new_host_tier(R, n_req, int(cfg.host_kv_blocks), cfg.host_load_s_per_block, cfg.host_load_latency_s)
     if lora is None:
         lora = new_lora(None, int(R), 0, 0, None, n_req)
