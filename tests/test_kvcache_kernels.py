@@ -30,8 +30,8 @@ from reference.blockpool import BlockPool, KVCacheBlock
 
 from oracle.kernels._jit import jit
 from oracle.kernels.blockpool import hm_slot
-from oracle.kernels.kvcache import (DUP, HASHED, QPOS, REF, RHEAD, RTAIL, STOP, allocate, cache_block,
-                                    count_evictable_hits, free_blocks, free_queue, match_prefix, new_pool, touch_hits)
+from oracle.kernels.kvcache import (allocate, cache_block, count_evictable_hits, free_blocks, match_prefix, new_pool,
+                                    touch_hits)
 
 M = 8       # block-table row length (blocks per request at most)
 S_MAX = 4   # request slots per replica
@@ -136,9 +136,9 @@ class Pair:
         self.n, self.R = n, num_replicas
         self.pool = new_pool(num_replicas, n, caching=True)   # as oracle.engine.state.new_state builds it
         p = self.pool
-        (self.blk_hash, self.blk_sess, self.hm, self.num_free, self.num_mapped) = (
-            p.blk_hash, p.blk_sess, p.hm, p.num_free, p.num_mapped)
-        self.ref_cnt, self.dup_next = p.bi[REF::4], p.bi[DUP::4]  # views of the blocks' rows
+        (self.ref_cnt, self.blk_hash, self.blk_sess, self.dup_next, self.fq_prev, self.fq_next, self.hm,
+         self.num_free, self.num_mapped) = (p.ref_cnt, p.blk_hash, p.blk_sess, p.dup_next, p.fq_prev, p.fq_next,
+                                            p.hm, p.num_free, p.num_mapped)
         self.table = np.empty(num_replicas * S_MAX * M, np.int32)
         self.cap = self.hm.shape[0] // (2 * num_replicas)
         assert self.cap == hm_capacity(n)
@@ -158,9 +158,8 @@ class Pair:
 
     # ------------------------------------------------------------------ operations
     def arrays(self):
-        p = self.pool
-        return (p.bi, self.blk_hash, self.blk_sess, p.ring, p.stack, p.qc, self.hm, self.table, self.num_free,
-                self.num_mapped)
+        return (self.ref_cnt, self.blk_hash, self.blk_sess, self.dup_next, self.fq_prev, self.fq_next, self.hm,
+                self.table, self.num_free, self.num_mapped)
 
     def snapshot(self):
         return [a.copy() for a in self.arrays()]
@@ -280,23 +279,22 @@ class Pair:
 
     # ------------------------------------------------------------------ views of the arrays
     def free_queue(self, r: int) -> list[int]:
-        """The free queue, head to tail (``oracle.kernels.kvcache.free_queue``), checking its
-        representation: the stack holds unhashed blocks, every live ring entry a hashed one,
-        and a block has a live ring entry iff its QPOS says so (else QPOS = -1)."""
-        p, n, m = self.pool, self.n, int(self.pool.rmask) + 1
-        out = free_queue(p, r)
-        top = int(p.qc[r, STOP])
-        head, tail = int(p.qc[r, RHEAD]), int(p.qc[r, RTAIL])
-        assert 0 <= top < n and 0 <= tail - head <= m
-        stacked = p.stack[r * n:r * n + top].tolist()
-        assert all(1 <= b < n and p.bi[4 * (r * n + b) + HASHED] == 0 for b in stacked), stacked
-        live = out[top:]
-        for b in live:
-            assert 1 <= b < n and p.bi[4 * (r * n + b) + HASHED] == 1, (r, b)
-        assert len(set(out)) == len(out), f"replica {r}: a block twice in the free queue {out}"
-        qpos = {b: int(p.bi[4 * (r * n + b) + QPOS]) for b in range(n)}
-        assert {b for b, i in qpos.items() if i >= 0} == set(live), (r, qpos, live)
-        assert all(p.bi[4 * (r * n + b) + HASHED] == (self.blk_hash[r * n + b] != 0) for b in range(n))
+        """Walk fq_next from HEAD to TAIL, checking every fq_prev on the way; blocks outside the
+        queue must carry prev = next = -1."""
+        n, fb = self.n, r * (self.n + 2)
+        head, tail = n, n + 1
+        fq_prev, fq_next = self.fq_prev, self.fq_next
+        assert fq_prev[fb + head] == -1 and fq_next[fb + tail] == -1
+        out, prev, b = [], head, int(fq_next[fb + head])
+        while b != tail:
+            assert 1 <= b < n and len(out) < n, f"replica {r}: bad free-queue link to {b} after {out}"
+            assert fq_prev[fb + b] == prev, (r, b, prev)
+            out.append(b)
+            prev, b = b, int(fq_next[fb + b])
+        assert fq_prev[fb + tail] == prev
+        assert len(set(out)) == len(out)
+        for b in set(range(n)) - set(out):
+            assert fq_prev[fb + b] == -1 and fq_next[fb + b] == -1, (r, b)
         return out
 
     def hm_slots(self, r: int) -> list[tuple[int, int] | None]:
@@ -338,13 +336,13 @@ class Pair:
         if snap is not None:
             row = q.row if row is None else row
             n, cap, r = self.n, self.cap, q.r
-            m = int(self.pool.rmask) + 1
-            mine = {"n": slice(r * n, (r + 1) * n), "n4": slice(4 * r * n, 4 * (r + 1) * n),
-                    "m": slice(r * m, (r + 1) * m), "hm": slice(2 * r * cap, 2 * (r + 1) * cap),
-                    "R": slice(r, r + 1), "table": slice(row, row + M)}
-            kinds = ["n4", "n", "n", "m", "n", "R", "hm", "table", "R", "R"]
-            for name, kind, old, new in zip(("bi", "blk_hash", "blk_sess", "ring", "stack", "qc", "hm", "table",
-                                             "num_free", "num_mapped"), kinds, snap, self.arrays()):
+            mine = {"n": slice(r * n, (r + 1) * n), "n2": slice(r * (n + 2), (r + 1) * (n + 2)),
+                    "hm": slice(2 * r * cap, 2 * (r + 1) * cap), "R": slice(r, r + 1),
+                    "table": slice(row, row + M)}
+            kinds = ["n", "n", "n", "n", "n2", "n2", "hm", "table", "R", "R"]
+            for name, kind, old, new in zip(("ref_cnt", "blk_hash", "blk_sess", "dup_next", "fq_prev", "fq_next",
+                                             "hm", "table", "num_free", "num_mapped"), kinds, snap,
+                                            self.arrays()):
                 keep = np.ones(old.shape[0], bool)
                 keep[mine[kind]] = False
                 assert np.array_equal(old[keep], new[keep]), f"{name} changed outside replica {r} / row {row}"
@@ -407,8 +405,16 @@ def mapped(pool: BlockPool) -> dict[int, list[int]]:
 
 
 def assert_fq(p: Pair, r: int, ids: list[int]) -> None:
-    """Replica r's free queue is ids, head first, and the free count agrees."""
-    assert p.free_queue(r) == ids
+    """Every pointer of replica r's free queue: H <-> ids[0] <-> ... <-> ids[-1] <-> T, and
+    prev = next = -1 on every other block."""
+    n, fb = p.n, r * (p.n + 2)
+    chain = [n, *ids, n + 1]
+    for a, b in zip(chain, chain[1:]):
+        assert p.fq_next[fb + a] == b, (a, b)
+        assert p.fq_prev[fb + b] == a, (a, b)
+    assert p.fq_prev[fb + n] == -1 and p.fq_next[fb + n + 1] == -1
+    for b in set(range(n)) - set(ids):
+        assert p.fq_prev[fb + b] == -1 and p.fq_next[fb + b] == -1, b
     assert p.num_free[r] == len(ids)
 
 
@@ -480,29 +486,6 @@ def test_exactly_full_and_back():
     # H <-> 4 <-> 3 <-> 2 <-> 1 <-> T
     assert_fq(p, 0, [4, 3, 2, 1])
     assert p.chains(0) == {1: [1], 2: [2]}
-
-
-def test_ring_packs_when_full_and_keeps_the_order():
-    # Hits take hashed blocks out of the free queue without touching the ring (their entries go
-    # stale); 40 hit-and-free rounds push 80 entries into a ring of 16 with no block taken from
-    # it, so it is packed to its head several times. The queue must stay the reference's.
-    p = Pair(5, [(0, [1, 2], 0)] + [(0, [1, 2], 0) for _ in range(40)] + [(0, [], 0)])
-    m = int(p.pool.rmask) + 1
-    assert m == 16
-    p.admit(0, 0)
-    assert p.alloc(0, 2) == [1, 2]
-    p.register(0, 2)
-    p.free(0)
-    assert_fq(p, 0, [3, 4, 2, 1])
-    for j in range(1, 41):
-        assert p.admit(j, 2) == (2, 2)
-        p.free(j)
-        assert_fq(p, 0, [3, 4, 2, 1])
-    pushes = 2 + 2 * 40
-    assert int(p.pool.qc[0, RTAIL]) - int(p.pool.qc[0, RHEAD]) < pushes  # it was packed
-    p.admit(41, 0)
-    assert p.alloc(41, 4) == [3, 4, 2, 1]  # 2 and 1 evicted in the order they were freed
-    assert_fq(p, 0, [])
 
 
 def test_duplicates_evict_first_registered_then_second_answers():
