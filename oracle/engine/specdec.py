@@ -18,7 +18,8 @@ engine and the reference read the same table, so they see the same accepted leng
 the same seed gives the same accepted lengths whatever else runs.
 
 The jitted helpers below are inlined into the scheduler's kernels; they only run with
-``cfg.spec_k > 0`` (spec decoding off, the scheduler takes its original branch).
+``cfg.spec_k > 0`` (spec decoding off, the scheduler takes its original branch). Decoding
+requests are kept lazily in the speculative cohort (``spec_cohort.py``) where it applies.
 """
 
 from __future__ import annotations
@@ -107,12 +108,14 @@ def spec_scheduled(q, k, known, num_new, cfg, req, rs, sc):
 
 
 @jit(inline="always")
-def spec_pad(num_new, hit_tokens, nrun, budget, cfg, sc):
+def spec_pad(num_new, hit_tokens, nrun, nb, budget, cfg, sc):
     """vLLM pads an admission of a single token to ``1 + k`` (all padding drafts rejected)
     when no running request scheduled this step is a prefill chunk and something was scheduled
-    or the request has computed tokens, if there is room below ``max_model_len``. Returns
-    ``(num_new, padded, stop)``; stop: the padded size exceeds the budget (vLLM stops admitting)."""
-    if num_new != 1 or (nrun == 0 and hit_tokens == 0):
+    or the request has computed tokens, if there is room below ``max_model_len``. ``nrun``:
+    active running requests scheduled (``sc.sch_pf[:nrun]``), ``nb``: cohort members scheduled
+    (verifications, never prefill chunks). Returns ``(num_new, padded, stop)``; stop: the
+    padded size exceeds the budget (vLLM stops admitting)."""
+    if num_new != 1 or (nrun + nb == 0 and hit_tokens == 0):
         return num_new, False, False
     for j in range(nrun):
         if sc.sch_pf[j] == 1:

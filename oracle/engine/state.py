@@ -12,7 +12,7 @@ into the arrays.
     Pool          the KV block pool of all replicas (``oracle.kernels.kvcache.Pool``)
     RequestState  per-request scheduler state and the block tables
     Queues        waiting rings, active lists, replica clocks, the follow-up heap, routers
-    Cohort        the decode cohort (``cohort.py``)
+    Cohort        the decode cohort (``cohort.py``; speculative: ``spec_cohort.py``)
     Scratch       per-step buffers (scheduled requests, hit blocks, sort space)
     HostTier      the KV offload tier of every replica (``offload.py``; empty when off)
     Lora          multi-LoRA state (``oracle.engine.lora``; placeholders when LoRA is off)
@@ -108,7 +108,7 @@ Queues = namedtuple("Queues", [
     "held", "held_len",          # i4[R*s_max], i8[R]
 ])
 
-Cohort = namedtuple("Cohort", ["sl", "bk", "cl", "dtlog", "rp"])
+Cohort = namedtuple("Cohort", ["sl", "bk", "cl", "dtlog", "rp", "sp"])
 
 Scratch = namedtuple("Scratch", [
     "sch_req", "sch_new",   # i4[s_max] the step's scheduled active requests and their tokens
