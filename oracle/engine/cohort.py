@@ -34,9 +34,10 @@ import numpy as np
 
 from oracle.kernels._jit import jit
 
-# sl columns
-REQ, SEQ, BASE, JJOIN, JDONE, BKP, BKN, CLP, CLN, POST, EMIT = range(11)
-NUM_SLOT_FIELDS = 11
+# sl columns (NCEND, NBEND: a speculative member's num_computed, before the last step's
+# clip, and blocks when it completes; ``spec_cohort.py``)
+REQ, SEQ, BASE, JJOIN, JDONE, BKP, BKN, CLP, CLN, POST, EMIT, NCEND, NBEND = range(13)
+NUM_SLOT_FIELDS = 13
 # bk columns
 HEAD, TAIL, CNT = range(3)
 # rp columns: step counter, members, sum of bases, members counted in the ITL histogram,

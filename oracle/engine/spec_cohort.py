@@ -11,26 +11,29 @@ function of ``(seed, request, generated)``: ``req.spec_acc``) and emits ``a + 1`
 
 So its whole trajectory is known when it joins (after the step it emitted in), and a step
 need not visit it. At the join the trajectory is walked once: the member's calendar step
-(it completes when the replica's step counter ``J`` reaches ``JJOIN + steps``), and per step
-of its life its new blocks and its ``1 + a`` go into the replica's rings ``sp[:, DBLK]`` and
-``sp[:, DNC]`` (``sp`` row ``r * W + j % W`` for step number j). A step then needs only
+(it completes when the replica's step counter ``J`` reaches ``JJOIN + steps``) and its state
+then (``NCEND``, ``NBEND``), and per step of its life its new blocks and its ``1 + a`` go
+into the replica's rings ``sp[:, DBLK]`` and ``sp[:, DNC]`` (``sp`` row ``r * W + j % W`` for
+step number j). A step then needs only
 O(1) numbers: the members ``NUM``, the sum of their ``num_computed`` ``SNC`` (``rp``
 columns), and the two ring entries of the step; its aggregates are those of ``NUM``
 verifications of ``1 + k`` tokens at contexts summing to ``SNC`` (exact: every term is an
 integer or a half-integer far below 2**53, so float sums in any order are the same).
-Leaving (completion, materialization before an exact step, abort) replays the trajectory
-from the state frozen at the join.
+A member's per-request state stays frozen at the join; completing sets it from
+``NCEND`` / ``NBEND``, and leaving early (materialization before an exact step, abort)
+replays the trajectory. ``generated`` advances with ``num_computed`` (both by ``1 + a``).
 
 Used only with prefix caching off (so blocks are a count: which block a request gets does
 not matter), without async scheduling, a host tier or LoRA (``spec_lazy``); a request whose
-trajectory would be clipped by ``max_model_len`` does not join. Members are linked as plain
+verifications could be clipped by ``max_model_len`` (``p + o + k > max_model_len``) does
+not join. Members are linked as plain
 cohort members with base 0 (bucket 0, the calendar; ``cohort.coh_link``), so
 materialization and completions walk them the same way.
 """
 
 from __future__ import annotations
 
-from oracle.engine.cohort import JDONE, JJOIN, MAXSEQ, NUM, REQ, SEQ, SNC, J, coh_link, coh_max_itl
+from oracle.engine.cohort import JDONE, JJOIN, MAXSEQ, NBEND, NCEND, NUM, REQ, SEQ, SNC, J, coh_link, coh_max_itl
 from oracle.engine.specdec import spec_running_tokens
 from oracle.engine.state import Counter
 from oracle.kernels._jit import jit
@@ -66,33 +69,24 @@ def _blocks_after(nc, nb, cfg):
 def spec_join(r, gs, q, post, cfg, req, st):
     """Make running request q (in global slot ``gs``; ``post``: counted in the ITL histogram),
     which emitted in the replica's step just ended, a member: walk its trajectory into the
-    rings and link it. Returns False (q stays in the active list) if some verification of its
-    trajectory would be clipped by ``max_model_len``."""
+    rings and link it. Returns False (q stays in the active list) if a verification could be
+    clipped by ``max_model_len`` (vLLM schedules at most ``max_model_len - num_computed - 1``
+    tokens; a member's num_computed stays below ``p + o - 1``)."""
     rs, coh = st.rs, st.coh
     k = cfg.spec_k
     nc0 = rs.num_computed[q]
-    gen0 = rs.generated[q]
+    gen = rs.generated[q]
     o = req.output[q]
-    if rs.num_spec[q] != k or nc0 + 1 != req.prompt[q] + gen0:
+    if rs.num_spec[q] != k or nc0 + 1 != req.prompt[q] + gen or req.prompt[q] + o + k > cfg.max_model_len:
         return False
-    nc = nc0
-    gen = gen0
-    steps = 0
-    while gen < o:
-        if nc + k + 2 > cfg.max_model_len:  # vLLM: at most max_model_len - num_computed - 1 tokens
-            return False
-        a = _accepted(q, gen, cfg, req)
-        nc += 1 + a
-        gen += 1 + a
-        steps += 1
     w = cfg.ring
     j = coh.rp[r, J]
     sp = coh.sp
     nc = nc0
-    gen = gen0
     nb = rs.num_blocks[q]
-    for i in range(steps):
-        x = r * w + ((j + i) & (w - 1))
+    steps = 0
+    while gen < o:
+        x = r * w + ((j + steps) & (w - 1))
         nb1 = _blocks_after(nc, nb, cfg)
         sp[x, DBLK] += nb1 - nb
         nb = nb1
@@ -100,6 +94,9 @@ def spec_join(r, gs, q, post, cfg, req, st):
         sp[x, DNC] += 1 + a
         nc += 1 + a
         gen += 1 + a
+        steps += 1
+    coh.sl[gs, NCEND] = nc
+    coh.sl[gs, NBEND] = nb
     coh.rp[r, SNC] += nc0
     coh_link(coh, r, gs, 0, j + steps, post, cfg.block_size)
     return True
@@ -107,27 +104,30 @@ def spec_join(r, gs, q, post, cfg, req, st):
 
 @jit(inline="always")
 def spec_materialize(r, gs, t_last, cfg, req, st):
-    """Bring member ``gs``'s per-request state up to the replica's step counter by replaying
-    its trajectory from the join (its last token came at ``t_last``); at its last step the
-    emission is clipped by its output (vLLM trims num_computed to its tokens). Returns its
-    num_computed before that clip (its term in ``SNC``)."""
+    """Bring member ``gs``'s per-request state up to the replica's step counter (its state at
+    completion, or its trajectory replayed from the join); its last token came at ``t_last``.
+    At its last step the emission is clipped by its output (vLLM trims num_computed to its
+    tokens). Returns its num_computed before that clip (its term in ``SNC``)."""
     rs, coh, out = st.rs, st.coh, st.out
     sl = coh.sl
-    k = cfg.spec_k
     q = sl[gs, REQ]
     j0 = sl[gs, JJOIN]
     j1 = coh.rp[r, J]
-    nc = rs.num_computed[q]
+    nc0 = rs.num_computed[q]
     if j1 <= j0:
-        return nc
-    gen = rs.generated[q]
-    nb = rs.num_blocks[q]
-    for _ in range(j1 - j0):
-        nb = _blocks_after(nc, nb, cfg)
-        a = _accepted(q, gen, cfg, req)
-        nc += 1 + a
-        gen += 1 + a
+        return nc0
+    gen0 = rs.generated[q]
+    if j1 >= sl[gs, JDONE]:
+        nc = sl[gs, NCEND]
+        nb = sl[gs, NBEND]
+    else:
+        nc = nc0
+        nb = rs.num_blocks[q]
+        for _ in range(j1 - j0):
+            nb = _blocks_after(nc, nb, cfg)
+            nc += 1 + _accepted(q, gen0 + nc - nc0, cfg, req)
     unclipped = nc
+    gen = gen0 + nc - nc0
     o = req.output[q]
     if gen > o:
         nc -= gen - o
@@ -135,7 +135,7 @@ def spec_materialize(r, gs, t_last, cfg, req, st):
     rs.num_computed[q] = nc
     rs.generated[q] = gen
     rs.num_blocks[q] = nb
-    out.computed_tokens[q] += (j1 - j0) * (1 + k)
+    out.computed_tokens[q] += (j1 - j0) * (1 + cfg.spec_k)
     rs.last_token_s[q] = t_last
     coh_max_itl(coh.dtlog, r, cfg.ring, j0, j1, q, out.max_itl_s)
     return unclipped

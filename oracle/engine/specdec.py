@@ -61,14 +61,40 @@ def accepted_table(output_tokens: np.ndarray, rates, seed: int) -> tuple[np.ndar
     offsets = np.zeros(out.shape[0], np.int64)
     if out.shape[0] > 1:
         np.cumsum(out[:-1], out=offsets[1:])
-    total = int(out.sum())
-    request = np.repeat(np.arange(out.shape[0], dtype=np.int64), out)
-    generated = np.arange(total, dtype=np.int64) - np.repeat(offsets, out)
-    u = verification_uniforms(seed, request, generated)
-    acc = np.zeros(total, np.int8)
-    for rate in rates:
-        acc += u < rate
+    acc = np.zeros(int(out.sum()), np.int8)
+    salt = _splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], np.uint64))[0]
+    _fill_accepted(out, offsets, np.asarray(rates, np.float64), np.array([salt, _GOLDEN, _MIX1, _MIX2], np.uint64),
+                   acc)
     return offsets, acc
+
+
+@jit
+def _fill_accepted(out, offsets, rates, keys, acc):
+    """:func:`accepted_table`'s entries in one pass (the same arithmetic as
+    :func:`verification_uniforms`, without its temporaries: a table has one entry per output
+    token of the workload).
+
+    in: out i8[n] output tokens, offsets i8[n] first entry of each request, rates f8[k],
+    keys u8[4] (salt, splitmix64's golden ratio and two multipliers).
+    out: acc i1[sum(out)].
+    """
+    salt, golden, mix1, mix2 = keys[0], keys[1], keys[2], keys[3]
+    s11, s27, s30, s31, s32 = np.uint64(11), np.uint64(27), np.uint64(30), np.uint64(31), np.uint64(32)
+    for q in range(out.shape[0]):
+        hi = np.uint64(q) << s32
+        for g in range(out[q]):
+            x = (hi | np.uint64(g)) ^ salt
+            for _ in range(2):  # splitmix64(splitmix64(key ^ salt))
+                x = x + golden
+                x = (x ^ (x >> s30)) * mix1
+                x = (x ^ (x >> s27)) * mix2
+                x = x ^ (x >> s31)
+            u = np.float64(x >> s11) * (1.0 / 9007199254740992.0)
+            a = 0
+            for i in range(rates.shape[0]):
+                if u < rates[i]:
+                    a += 1
+            acc[offsets[q] + g] = a
 
 
 # ---------------------------------------------------------------------- jitted helpers
