@@ -35,7 +35,7 @@ from oracle.engine.scheduler import (abort_running, cache_cohort, cohort_fits, f
                                      itl_bin, join_active, materialize_cohort, schedule_active, schedule_cohort,
                                      schedule_waiting)
 from oracle.engine.spec_cohort import spec_cohort_fits, spec_end_step, spec_price, spec_schedule_cohort
-from oracle.engine.specdec import max_blocks
+from oracle.engine.specdec import max_blocks, spec_keys
 from oracle.engine.state import DIAGNOSTICS, Config, Counter, Requests, new_state
 from oracle.kernels._jit import jit, kernel
 from oracle.kernels.blockpool import cdiv
@@ -377,7 +377,6 @@ def _requests(inputs: EngineInputs) -> tuple[Requests, int]:
     static = static[np.lexsort((static, arrival[static]))].astype(np.int64)
     child_off, child_ids = _children_csr(parent)
     session = np.ascontiguousarray(inputs.session, np.int64)
-    spec_off, spec_acc = inputs.accepted_table()
     uniq, inv = np.unique(session, return_inverse=True)
     sess_idx = np.where(session >= 0, inv - np.count_nonzero(uniq < 0), -1).astype(np.int32)
     req = Requests(arrival_s=arrival, prompt=np.ascontiguousarray(inputs.prompt_tokens, np.int32),
@@ -389,7 +388,9 @@ def _requests(inputs: EngineInputs) -> tuple[Requests, int]:
                    hashes=np.ascontiguousarray(inputs.hashes, np.uint64),
                    timeout_s=np.full(len(inputs), np.inf) if inputs.timeout_s is None
                    else np.ascontiguousarray(inputs.timeout_s, np.float64),
-                   spec_off=spec_off, spec_acc=spec_acc)
+                   spec_rates=np.asarray(inputs.config.spec_acceptance if inputs.config.num_speculative_tokens > 0
+                                         else (), np.float64),
+                   spec_keys=spec_keys(inputs.config.spec_seed))
     return req, int(np.count_nonzero(uniq >= 0))
 
 

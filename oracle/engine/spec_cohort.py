@@ -4,7 +4,7 @@ decoding is on (``specdec.py``; the plain cohort is ``cohort.py``).
 A running request that emitted in a step holds ``k`` drafts and ``num_computed = known - 1``.
 While the token budget and the free blocks are ample, each of its following steps verifies
 ``1 + k`` query tokens (its known token and the k drafts), accepts ``a`` drafts (a pure
-function of ``(seed, request, generated)``: ``req.spec_acc``) and emits ``a + 1`` tokens:
+function of ``(seed, request, generated)``: ``specdec.accepted_drafts``) and emits ``a + 1`` tokens:
 
     num_computed += 1 + a      generated += 1 + a (the last step clipped by the output)
     num_blocks = max(num_blocks, cdiv(min(num_computed + 1 + k + lookahead, max_model_len), bs))
@@ -34,7 +34,7 @@ materialization and completions walk them the same way.
 from __future__ import annotations
 
 from oracle.engine.cohort import JDONE, JJOIN, MAXSEQ, NBEND, NCEND, NUM, REQ, SEQ, SNC, J, coh_link, coh_max_itl
-from oracle.engine.specdec import spec_running_tokens
+from oracle.engine.specdec import accepted_drafts, spec_running_tokens
 from oracle.engine.state import Counter
 from oracle.kernels._jit import jit
 from oracle.kernels.blockpool import cdiv
@@ -55,7 +55,7 @@ def spec_lazy(cfg, st):
 @jit(inline="always")
 def _accepted(q, gen, cfg, req):
     """Drafts request q accepts when it verifies k of them with ``gen`` tokens generated."""
-    return min(int(req.spec_acc[req.spec_off[q] + gen]), cfg.spec_k)
+    return min(accepted_drafts(q, gen, req.spec_rates, req.spec_keys), cfg.spec_k)
 
 
 @jit(inline="always")

@@ -9,12 +9,13 @@ rejected: ``num_computed -= rejected`` and the request emits ``accepted + 1`` to
 (clipped by its output length).
 
 How many drafts a verification accepts is a pure function of ``(seed, request id, tokens
-generated before the step)`` (:func:`accepted_table`): a counter-based hash (splitmix64)
+generated before the step)`` (:func:`accepted_drafts`, tabulated by :func:`accepted_table`
+for the reference): a counter-based hash (splitmix64)
 gives one uniform ``u`` per verification, and ``accepted = #{i : u < rate_i}`` for the
 per-position acceptance rates ``rate_1 >= rate_2 >= ... >= rate_k`` (vLLM's metric: the
 fraction of verifications whose draft i was accepted, so ``P(accepted >= i) = rate_i``). A
 verification of ``s < k`` drafts (budget-clipped) accepts ``min(accepted, s)``. The jitted
-engine and the reference read the same table, so they see the same accepted lengths, and
+engine computes it and the reference reads the table, so they see the same accepted lengths, and
 the same seed gives the same accepted lengths whatever else runs.
 
 The jitted helpers below are inlined into the scheduler's kernels; they only run with
@@ -62,39 +63,49 @@ def accepted_table(output_tokens: np.ndarray, rates, seed: int) -> tuple[np.ndar
     if out.shape[0] > 1:
         np.cumsum(out[:-1], out=offsets[1:])
     acc = np.zeros(int(out.sum()), np.int8)
-    salt = _splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], np.uint64))[0]
-    _fill_accepted(out, offsets, np.asarray(rates, np.float64), np.array([salt, _GOLDEN, _MIX1, _MIX2], np.uint64),
-                   acc)
+    _fill_accepted(out, offsets, np.asarray(rates, np.float64), spec_keys(seed), acc)
     return offsets, acc
+
+
+def spec_keys(seed: int) -> np.ndarray:
+    """u8[4] of :func:`accepted_drafts`: the salt of ``seed``, splitmix64's golden ratio and
+    its two multipliers (numba types no uint64 literals above 2**63)."""
+    salt = _splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], np.uint64))[0]
+    return np.array([salt, _GOLDEN, _MIX1, _MIX2], np.uint64)
+
+
+@jit(inline="always")
+def accepted_drafts(q, g, rates, keys):
+    """Drafts request q accepts when it verifies ``len(rates)`` of them with ``g`` output
+    tokens generated: the arithmetic of :func:`verification_uniforms` for one verification
+    (``keys``: :func:`spec_keys`), then ``#{i : u < rates[i]}``. The engine computes each one
+    where it needs it (a step verifies far fewer than the workload's output tokens)."""
+    s11, s27, s30, s31, s32 = np.uint64(11), np.uint64(27), np.uint64(30), np.uint64(31), np.uint64(32)
+    x = ((np.uint64(q) << s32) | np.uint64(g)) ^ keys[0]
+    for _ in range(2):  # splitmix64(splitmix64(key ^ salt))
+        x = x + keys[1]
+        x = (x ^ (x >> s30)) * keys[2]
+        x = (x ^ (x >> s27)) * keys[3]
+        x = x ^ (x >> s31)
+    u = np.float64(x >> s11) * (1.0 / 9007199254740992.0)
+    a = 0
+    for i in range(rates.shape[0]):
+        if u < rates[i]:
+            a += 1
+    return a
 
 
 @jit
 def _fill_accepted(out, offsets, rates, keys, acc):
-    """:func:`accepted_table`'s entries in one pass (the same arithmetic as
-    :func:`verification_uniforms`, without its temporaries: a table has one entry per output
-    token of the workload).
+    """:func:`accepted_table`'s entries in one pass (no temporaries per output token).
 
     in: out i8[n] output tokens, offsets i8[n] first entry of each request, rates f8[k],
-    keys u8[4] (salt, splitmix64's golden ratio and two multipliers).
+    keys u8[4] (:func:`spec_keys`).
     out: acc i1[sum(out)].
     """
-    salt, golden, mix1, mix2 = keys[0], keys[1], keys[2], keys[3]
-    s11, s27, s30, s31, s32 = np.uint64(11), np.uint64(27), np.uint64(30), np.uint64(31), np.uint64(32)
     for q in range(out.shape[0]):
-        hi = np.uint64(q) << s32
         for g in range(out[q]):
-            x = (hi | np.uint64(g)) ^ salt
-            for _ in range(2):  # splitmix64(splitmix64(key ^ salt))
-                x = x + golden
-                x = (x ^ (x >> s30)) * mix1
-                x = (x ^ (x >> s27)) * mix2
-                x = x ^ (x >> s31)
-            u = np.float64(x >> s11) * (1.0 / 9007199254740992.0)
-            a = 0
-            for i in range(rates.shape[0]):
-                if u < rates[i]:
-                    a += 1
-            acc[offsets[q] + g] = a
+            acc[offsets[q] + g] = accepted_drafts(q, g, rates, keys)
 
 
 # ---------------------------------------------------------------------- jitted helpers
@@ -129,7 +140,7 @@ def spec_scheduled(q, k, known, num_new, cfg, req, rs, sc):
     sc.sch_rej[k] = 0
     if rs.num_spec[q] > 0 and s > 0:
         sc.sch_draft[k] = s
-        sc.sch_rej[k] = s - min(np.int64(req.spec_acc[req.spec_off[q] + rs.generated[q]]), s)
+        sc.sch_rej[k] = s - min(accepted_drafts(q, rs.generated[q], req.spec_rates, req.spec_keys), s)
     rs.num_spec[q] = 0
 
 

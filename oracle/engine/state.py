@@ -51,8 +51,8 @@ Requests = namedtuple("Requests", [
     "hash_off",      # i8[n] first block hash of request q in ``hashes``
     "hashes",        # u8[...] chained block hashes (full blocks of p + o tokens)
     "timeout_s",     # f8[n] the client gives up this long after arrival (inf: never)
-    "spec_off",      # i8[n] first entry of request q in ``spec_acc`` (speculative decoding)
-    "spec_acc",      # i1[sum o] drafts accepted at each generated count (``specdec.accepted_table``; empty: off)
+    "spec_rates",    # f8[k] per-position acceptance rates (speculative decoding; empty: off)
+    "spec_keys",     # u8[4] keys of the accepted lengths (``specdec.spec_keys``, ``specdec.accepted_drafts``)
 ])
 
 Config = namedtuple("Config", [
