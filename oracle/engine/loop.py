@@ -35,7 +35,7 @@ from oracle.engine.scheduler import (abort_running, cache_cohort, cohort_fits, f
                                      itl_bin, join_active, materialize_cohort, schedule_active, schedule_cohort,
                                      schedule_waiting)
 from oracle.engine.spec_cohort import spec_cohort_fits, spec_end_step, spec_price, spec_schedule_cohort
-from oracle.engine.specdec import max_blocks, spec_keys
+from oracle.engine.specdec import max_blocks, spec_keys, spec_thresholds
 from oracle.engine.state import DIAGNOSTICS, Config, Counter, Requests, new_state
 from oracle.kernels._jit import jit, kernel
 from oracle.kernels.blockpool import cdiv
@@ -388,8 +388,8 @@ def _requests(inputs: EngineInputs) -> tuple[Requests, int]:
                    hashes=np.ascontiguousarray(inputs.hashes, np.uint64),
                    timeout_s=np.full(len(inputs), np.inf) if inputs.timeout_s is None
                    else np.ascontiguousarray(inputs.timeout_s, np.float64),
-                   spec_rates=np.asarray(inputs.config.spec_acceptance if inputs.config.num_speculative_tokens > 0
-                                         else (), np.float64),
+                   spec_thr=spec_thresholds(inputs.config.spec_acceptance if inputs.config.num_speculative_tokens > 0
+                                            else ()),
                    spec_keys=spec_keys(inputs.config.spec_seed))
     return req, int(np.count_nonzero(uniq >= 0))
 

@@ -34,7 +34,7 @@ materialization and completions walk them the same way.
 from __future__ import annotations
 
 from oracle.engine.cohort import JDONE, JJOIN, MAXSEQ, NBEND, NCEND, NUM, REQ, SEQ, SNC, J, coh_link, coh_max_itl
-from oracle.engine.specdec import accepted_drafts, spec_running_tokens
+from oracle.engine.specdec import accepted_drafts, accepted_of_bits, spec_running_tokens, uniform_bits
 from oracle.engine.state import Counter
 from oracle.kernels._jit import jit
 from oracle.kernels.blockpool import cdiv
@@ -55,7 +55,7 @@ def spec_lazy(cfg, st):
 @jit(inline="always")
 def _accepted(q, gen, cfg, req):
     """Drafts request q accepts when it verifies k of them with ``gen`` tokens generated."""
-    return min(accepted_drafts(q, gen, req.spec_rates, req.spec_keys), cfg.spec_k)
+    return min(accepted_drafts(q, gen, req.spec_thr, req.spec_keys), cfg.spec_k)
 
 
 @jit(inline="always")
@@ -79,6 +79,10 @@ def spec_join(r, gs, q, post, cfg, req, st):
     o = req.output[q]
     if rs.num_spec[q] != k or nc0 + 1 != req.prompt[q] + gen or req.prompt[q] + o + k > cfg.max_model_len:
         return False
+    bits = st.sc.spec_bits
+    gen0 = gen
+    for g in range(gen0, o):  # the uniforms first: independent hashes (vectorized), then the walk
+        bits[g - gen0] = uniform_bits(q, g, req.spec_keys)
     w = cfg.ring
     j = coh.rp[r, J]
     sp = coh.sp
@@ -90,7 +94,7 @@ def spec_join(r, gs, q, post, cfg, req, st):
         nb1 = _blocks_after(nc, nb, cfg)
         sp[x, DBLK] += nb1 - nb
         nb = nb1
-        a = _accepted(q, gen, cfg, req)
+        a = min(accepted_of_bits(bits[gen - gen0], req.spec_thr), k)
         sp[x, DNC] += 1 + a
         nc += 1 + a
         gen += 1 + a

@@ -63,7 +63,7 @@ def accepted_table(output_tokens: np.ndarray, rates, seed: int) -> tuple[np.ndar
     if out.shape[0] > 1:
         np.cumsum(out[:-1], out=offsets[1:])
     acc = np.zeros(int(out.sum()), np.int8)
-    _fill_accepted(out, offsets, np.asarray(rates, np.float64), spec_keys(seed), acc)
+    _fill_accepted(out, offsets, spec_thresholds(rates), spec_keys(seed), acc)
     return offsets, acc
 
 
@@ -74,38 +74,55 @@ def spec_keys(seed: int) -> np.ndarray:
     return np.array([salt, _GOLDEN, _MIX1, _MIX2], np.uint64)
 
 
+def spec_thresholds(rates) -> np.ndarray:
+    """u8[k]: ``ceil(rate * 2**53)`` of each rate, so that for the 53 bits ``m`` of a uniform
+    ``u = m / 2**53``, ``u < rate`` exactly when ``m < threshold`` (scaling by a power of two
+    is exact, and ``m`` is an integer)."""
+    return np.ceil(np.asarray(rates, np.float64) * 9007199254740992.0).astype(np.uint64)
+
+
 @jit(inline="always")
-def accepted_drafts(q, g, rates, keys):
-    """Drafts request q accepts when it verifies ``len(rates)`` of them with ``g`` output
-    tokens generated: the arithmetic of :func:`verification_uniforms` for one verification
-    (``keys``: :func:`spec_keys`), then ``#{i : u < rates[i]}``. The engine computes each one
-    where it needs it (a step verifies far fewer than the workload's output tokens)."""
-    s11, s27, s30, s31, s32 = np.uint64(11), np.uint64(27), np.uint64(30), np.uint64(31), np.uint64(32)
-    x = ((np.uint64(q) << s32) | np.uint64(g)) ^ keys[0]
+def uniform_bits(q, g, keys):
+    """The 53 bits ``m`` of the uniform ``u = m / 2**53`` of verification ``(q, g)``: the
+    arithmetic of :func:`verification_uniforms` (``keys``: :func:`spec_keys`)."""
+    x = ((np.uint64(q) << np.uint64(32)) | np.uint64(g)) ^ keys[0]
     for _ in range(2):  # splitmix64(splitmix64(key ^ salt))
         x = x + keys[1]
-        x = (x ^ (x >> s30)) * keys[2]
-        x = (x ^ (x >> s27)) * keys[3]
-        x = x ^ (x >> s31)
-    u = np.float64(x >> s11) * (1.0 / 9007199254740992.0)
+        x = (x ^ (x >> np.uint64(30))) * keys[2]
+        x = (x ^ (x >> np.uint64(27))) * keys[3]
+        x = x ^ (x >> np.uint64(31))
+    return x >> np.uint64(11)
+
+
+@jit(inline="always")
+def accepted_of_bits(m, thresholds):
+    """Drafts accepted by a verification of ``len(thresholds)`` drafts whose uniform has the
+    bits ``m`` (``#{i : u < rates[i]}``; ``thresholds``: :func:`spec_thresholds`)."""
     a = 0
-    for i in range(rates.shape[0]):
-        if u < rates[i]:
+    for i in range(thresholds.shape[0]):
+        if m < thresholds[i]:
             a += 1
     return a
 
 
+@jit(inline="always")
+def accepted_drafts(q, g, thresholds, keys):
+    """Drafts request q accepts when it verifies ``len(thresholds)`` of them with ``g`` output
+    tokens generated (the table's entry, computed where the engine needs it)."""
+    return accepted_of_bits(uniform_bits(q, g, keys), thresholds)
+
+
 @jit
-def _fill_accepted(out, offsets, rates, keys, acc):
+def _fill_accepted(out, offsets, thresholds, keys, acc):
     """:func:`accepted_table`'s entries in one pass (no temporaries per output token).
 
-    in: out i8[n] output tokens, offsets i8[n] first entry of each request, rates f8[k],
-    keys u8[4] (:func:`spec_keys`).
+    in: out i8[n] output tokens, offsets i8[n] first entry of each request, thresholds u8[k]
+    (:func:`spec_thresholds`), keys u8[4] (:func:`spec_keys`).
     out: acc i1[sum(out)].
     """
     for q in range(out.shape[0]):
         for g in range(out[q]):
-            acc[offsets[q] + g] = accepted_drafts(q, g, rates, keys)
+            acc[offsets[q] + g] = accepted_drafts(q, g, thresholds, keys)
 
 
 # ---------------------------------------------------------------------- jitted helpers
@@ -140,7 +157,7 @@ def spec_scheduled(q, k, known, num_new, cfg, req, rs, sc):
     sc.sch_rej[k] = 0
     if rs.num_spec[q] > 0 and s > 0:
         sc.sch_draft[k] = s
-        sc.sch_rej[k] = s - min(accepted_drafts(q, rs.generated[q], req.spec_rates, req.spec_keys), s)
+        sc.sch_rej[k] = s - min(accepted_drafts(q, rs.generated[q], req.spec_thr, req.spec_keys), s)
     rs.num_spec[q] = 0
 
 

@@ -51,7 +51,7 @@ Requests = namedtuple("Requests", [
     "hash_off",      # i8[n] first block hash of request q in ``hashes``
     "hashes",        # u8[...] chained block hashes (full blocks of p + o tokens)
     "timeout_s",     # f8[n] the client gives up this long after arrival (inf: never)
-    "spec_rates",    # f8[k] per-position acceptance rates (speculative decoding; empty: off)
+    "spec_thr",      # u8[k] the acceptance rates as 53-bit thresholds (``specdec.spec_thresholds``; empty: off)
     "spec_keys",     # u8[4] keys of the accepted lengths (``specdec.spec_keys``, ``specdec.accepted_drafts``)
 ])
 
@@ -117,6 +117,7 @@ Scratch = namedtuple("Scratch", [
     "comp",                 # i8[s_max] completing cohort members
     "sch_draft", "sch_rej",  # i4[s_max] per scheduled request: drafts verified, tokens rejected
     "sch_pf",               # i1[s_max] 1: a running request that was a prefill chunk (speculative decoding)
+    "spec_bits",            # u8[W] a joining member's uniforms (``spec_cohort.spec_join``; speculative decoding)
 ])
 
 
@@ -193,7 +194,7 @@ def new_state(req: Requests, cfg: Config, num_blocks: int, num_sessions: int, lo
                  hit_blocks=np.empty(m, np.int32), members=np.empty(s_max, np.int64),
                  merged=np.empty(s_max, np.int32), comp=np.empty(s_max, np.int64),
                  sch_draft=np.zeros(s_max, np.int32), sch_rej=np.zeros(s_max, np.int32),
-                 sch_pf=np.zeros(s_max, np.int8))
+                 sch_pf=np.zeros(s_max, np.int8), spec_bits=np.empty(int(cfg.ring) if cfg.spec_k > 0 else 1, np.uint64))
     host = new_host_tier(R, n_req, int(cfg.host_kv_blocks), cfg.host_load_s_per_block, cfg.host_load_latency_s)
     if lora is None:
         lora = new_lora(None, int(R), 0, 0, None, n_req)
