@@ -33,8 +33,10 @@ materialization and completions walk them the same way.
 
 from __future__ import annotations
 
+import numpy as np
+
 from oracle.engine.cohort import JDONE, JJOIN, MAXSEQ, NBEND, NCEND, NUM, REQ, SEQ, SNC, J, coh_link, coh_max_itl
-from oracle.engine.specdec import accepted_drafts, accepted_of_bits, spec_running_tokens, uniform_bits
+from oracle.engine.specdec import accepted_drafts, accepted_of_bits, mixed_bits, spec_running_tokens
 from oracle.engine.state import Counter
 from oracle.kernels._jit import jit
 from oracle.kernels.blockpool import cdiv
@@ -81,8 +83,11 @@ def spec_join(r, gs, q, post, cfg, req, st):
         return False
     bits = st.sc.spec_bits
     gen0 = gen
+    keys = req.spec_keys
+    salt, golden, mix1, mix2 = keys[0], keys[1], keys[2], keys[3]
+    hi = np.uint64(q) << np.uint64(32)
     for g in range(gen0, o):  # the uniforms first: independent hashes (vectorized), then the walk
-        bits[g - gen0] = uniform_bits(q, g, req.spec_keys)
+        bits[g - gen0] = mixed_bits((hi | np.uint64(g)) ^ salt, golden, mix1, mix2)
     w = cfg.ring
     j = coh.rp[r, J]
     sp = coh.sp

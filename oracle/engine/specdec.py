@@ -85,11 +85,17 @@ def spec_thresholds(rates) -> np.ndarray:
 def uniform_bits(q, g, keys):
     """The 53 bits ``m`` of the uniform ``u = m / 2**53`` of verification ``(q, g)``: the
     arithmetic of :func:`verification_uniforms` (``keys``: :func:`spec_keys`)."""
-    x = ((np.uint64(q) << np.uint64(32)) | np.uint64(g)) ^ keys[0]
-    for _ in range(2):  # splitmix64(splitmix64(key ^ salt))
-        x = x + keys[1]
-        x = (x ^ (x >> np.uint64(30))) * keys[2]
-        x = (x ^ (x >> np.uint64(27))) * keys[3]
+    return mixed_bits(((np.uint64(q) << np.uint64(32)) | np.uint64(g)) ^ keys[0], keys[1], keys[2], keys[3])
+
+
+@jit(inline="always")
+def mixed_bits(x, golden, mix1, mix2):
+    """splitmix64(splitmix64(x)) >> 11 (x: the key xor the salt), with the constants passed
+    as scalars so that a loop over keys keeps them in registers (and can be vectorized)."""
+    for _ in range(2):
+        x = x + golden
+        x = (x ^ (x >> np.uint64(30))) * mix1
+        x = (x ^ (x >> np.uint64(27))) * mix2
         x = x ^ (x >> np.uint64(31))
     return x >> np.uint64(11)
 
