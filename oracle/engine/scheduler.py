@@ -317,7 +317,8 @@ def _classify(q, hit, row, r, cfg, req, pool, rs):
 def schedule_waiting(r, t, cutoff, budget, nsch, nb, cfg, req, st):
     """Admit waiting requests FCFS until one does not fit (they join the active list) or
     arrived after ``cutoff`` (async scheduling: after this step was scheduled); returns
-    num_scheduled (``nsch`` active requests and ``nb`` cohort members already scheduled). With ``scheduler_reserve_full_isl`` the free blocks must cover
+    num_scheduled (``nsch`` active requests and ``nb`` cohort members already scheduled).
+    With ``scheduler_reserve_full_isl`` the free blocks must cover
     the request's whole known sequence, not just this step's chunk (vLLM
     ``allocate_slots(full_sequence_must_fit=True)``). With LoRA, a request whose adapter
     would exceed ``max_loras`` is passed over and put back at the head afterwards, in order
