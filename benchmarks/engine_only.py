@@ -2,6 +2,7 @@
 
     python benchmarks/engine_only.py chat 30000
     python benchmarks/engine_only.py chat 30000 frameworks.0.router=session_affinity --repeats 5
+    python benchmarks/engine_only.py plain-spec 20000     # speculative decoding (plain_spec.toml)
 
 The workload and engine inputs are built first; the compiled engine is loaded on a small
 run; then ``run_engine`` is timed ``--repeats`` times (best and median printed) with the
@@ -22,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("scenario", choices=["chat", "plain"])
+    ap.add_argument("scenario", choices=["chat", "plain", "plain-spec"])
     ap.add_argument("requests", type=int)
     ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     ap.add_argument("--repeats", type=int, default=3)
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     for item in args.overrides:
         key, _, value = item.partition("=")
         ov[key] = {"true": True, "false": False}.get(value, value)
-    raw = apply_overrides(load_scenario(HERE / f"{args.scenario}.toml").raw,
+    raw = apply_overrides(load_scenario(HERE / f"{args.scenario.replace('-', '_')}.toml").raw,
                           {"simulation.num_requests": args.requests, **ov})
     sc = as_scenario(raw)
     fw = sc.frameworks[0]

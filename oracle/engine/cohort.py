@@ -21,7 +21,9 @@ they stay small):
 * ``bk`` i8[R * bs, 3]: per (replica, bucket) HEAD, TAIL, CNT.
 * ``cl`` i8[R * W]: calendar heads (W a power of two above the longest output).
 * ``dtlog`` f8[R * W]: the gap of the replica's step number j at ``r * W + j % W``.
-* ``rp`` i8[R, NUM_REPLICA_FIELDS]: per replica, columns J .. NEXTSEQ below.
+* ``rp`` i8[R, NUM_REPLICA_FIELDS]: per replica, columns J .. SNC below.
+* ``sp`` i8[R * W, 2]: the speculative cohort's rings (``spec_cohort.py``): per replica and
+  step number j at ``r * W + j % W``, columns DNC, DBLK there.
 """
 
 from __future__ import annotations
@@ -32,19 +34,21 @@ import numpy as np
 
 from oracle.kernels._jit import jit
 
-# sl columns
-REQ, SEQ, BASE, JJOIN, JDONE, BKP, BKN, CLP, CLN, POST, EMIT = range(11)
-NUM_SLOT_FIELDS = 11
+# sl columns (NCEND, NBEND: a speculative member's num_computed, before the last step's
+# clip, and blocks when it completes; ``spec_cohort.py``)
+REQ, SEQ, BASE, JJOIN, JDONE, BKP, BKN, CLP, CLN, POST, EMIT, NCEND, NBEND = range(13)
+NUM_SLOT_FIELDS = 13
 # bk columns
 HEAD, TAIL, CNT = range(3)
 # rp columns: step counter, members, sum of bases, members counted in the ITL histogram,
-# the largest running-order number that ever joined, the next running-order number.
-J, NUM, SUM, NPOST, MAXSEQ, NEXTSEQ = range(6)
-NUM_REPLICA_FIELDS = 6
+# the largest running-order number that ever joined, the next running-order number, and
+# (speculative cohort) the members' num_computed summed at the current step.
+J, NUM, SUM, NPOST, MAXSEQ, NEXTSEQ, SNC = range(7)
+NUM_REPLICA_FIELDS = 7
 
 
 def new_cohort(num_replicas: int, s_max: int, bs: int, w: int):
-    """Fresh, empty cohort arrays ``(sl, bk, cl, dtlog, rp)`` (see the module docstring)."""
+    """Fresh, empty cohort arrays ``(sl, bk, cl, dtlog, rp, sp)`` (see the module docstring)."""
     sl = np.full((num_replicas * s_max, NUM_SLOT_FIELDS), -1, np.int64)
     bk = np.full((num_replicas * bs, 3), -1, np.int64)
     bk[:, CNT] = 0
@@ -52,17 +56,26 @@ def new_cohort(num_replicas: int, s_max: int, bs: int, w: int):
     dtlog = np.zeros(num_replicas * w, np.float64)
     rp = np.zeros((num_replicas, NUM_REPLICA_FIELDS), np.int64)
     rp[:, MAXSEQ] = -1
-    return sl, bk, cl, dtlog, rp
+    sp = np.zeros((num_replicas * w, 2), np.int64)
+    return sl, bk, cl, dtlog, rp, sp
 
 
 @jit(inline="always")
 def coh_join(coh, r, gs, nc, gen, out_q, post, bs):
     """Make the request in slot ``gs`` (num_computed ``nc``, ``gen`` of ``out_q`` tokens
     generated, ``post``: counted in the ITL histogram) a member, after the replica's step."""
+    j = coh.rp[r, J]
+    coh_link(coh, r, gs, nc - j, j + out_q - gen, post, bs)
+
+
+@jit(inline="always")
+def coh_link(coh, r, gs, base, jd, post, bs):
+    """Link slot ``gs`` into the bucket of ``base % bs`` (in running order) and the calendar
+    list of step ``jd`` (it completes when the step counter reaches ``jd``); it joins at the
+    replica's current step counter."""
     sl, bk, cl, rp = coh.sl, coh.bk, coh.cl, coh.rp
     w = cl.shape[0] // rp.shape[0]
     j = rp[r, J]
-    base = nc - j
     sl[gs, BASE] = base
     sl[gs, JJOIN] = j
     sl[gs, POST] = post
@@ -84,7 +97,6 @@ def coh_join(coh, r, gs, nc, gen, out_q, post, bs):
     else:
         sl[nxt, BKP] = gs
     bk[kb, CNT] += 1
-    jd = j + out_q - gen
     sl[gs, JDONE] = jd
     c = r * w + (jd & (w - 1))
     h = cl[c]
@@ -154,6 +166,13 @@ def coh_materialize(coh, r, gs, t_last, bs, rs, out):
     computed_total[q] += k
     num_blocks[q] = -(-num_computed[q] // bs)
     last_token_s[q] = t_last
+    coh_max_itl(dtlog, r, w, j0, j1, q, o_max_itl)
+
+
+@jit(inline="always")
+def coh_max_itl(dtlog, r, w, j0, j1, q, o_max_itl):
+    """A member that took part in the replica's steps ``j0 .. j1 - 1`` (one token each):
+    raise ``o_max_itl[q]`` (f8[n], NaN: no gap yet) to the largest of their gaps."""
     mx = dtlog[r * w + (j0 & (w - 1))]
     for j in range(j0 + 1, j1):
         g = dtlog[r * w + (j & (w - 1))]

@@ -34,7 +34,8 @@ from oracle.engine.scheduler import (abort_running, cache_cohort, cohort_fits, f
                                      finish_completions,
                                      itl_bin, join_active, materialize_cohort, schedule_active, schedule_cohort,
                                      schedule_waiting)
-from oracle.engine.specdec import max_blocks
+from oracle.engine.spec_cohort import spec_cohort_fits, spec_end_step, spec_price, spec_schedule_cohort
+from oracle.engine.specdec import max_blocks, spec_keys, spec_thresholds
 from oracle.engine.state import DIAGNOSTICS, Config, Counter, Requests, new_state
 from oracle.kernels._jit import jit, kernel
 from oracle.kernels.blockpool import cdiv
@@ -179,7 +180,7 @@ def _abort(q, a, cfg, req, st):
         return
     r = out.replica[q]
     if st.rs.slot[q] >= 0:
-        abort_running(q, r, cfg, st)
+        abort_running(q, r, cfg, req, st)
     else:
         wq_remove(st.qs, r, q)
     out.status[q] = Status.TIMED_OUT
@@ -246,19 +247,25 @@ def _schedule(r, t, cutoff, lag, cfg, req, st):
     nb = coh.rp[r, NUM]
     kb = r * bs + (-coh.rp[r, J]) % bs  # the bucket of members that need a block this step
     if nb > 0:
-        if qs.act_len[r] > 0:
+        if cfg.spec_k > 0:  # the speculative cohort: each member verifies 1 + k tokens
+            fits = spec_cohort_fits(r, cfg, req, st)
+        elif qs.act_len[r] > 0:
             fits = cohort_fits(r, kb, cfg, req, st)
         else:
             fits = nb <= cfg.max_num_batched_tokens and coh.bk[kb, CNT] <= num_free(pool, r)
         if not fits:
-            materialize_cohort(r, t, cfg, st)
+            materialize_cohort(r, t, cfg, req, st)
             out.counters[Counter.COHORT_MATERIALIZATIONS.value] += 1
             nb = 0
     if nb > 0:
-        schedule_cohort(r, kb, cfg, st)
-    # running requests, then admissions
+        if cfg.spec_k > 0:
+            spec_schedule_cohort(r, cfg, st)
+        else:
+            schedule_cohort(r, kb, cfg, st)
+    # running requests, then admissions; vLLM input_budget - draft_slots, less the members'
+    # tokens and draft slots
     nsch = 0
-    budget = cfg.max_num_batched_tokens - cfg.spec_draft_slots - nb  # vLLM input_budget - draft_slots
+    budget = cfg.max_num_batched_tokens - cfg.spec_draft_slots - nb * (1 + cfg.spec_k + cfg.spec_draft_slots)
     preempted = False
     if qs.act_len[r] > 0:
         nsch, budget, preempted = schedule_active(r, budget, lag, cfg, req, st)
@@ -266,7 +273,7 @@ def _schedule(r, t, cutoff, lag, cfg, req, st):
         cache_cohort(r, lag, cfg, req, st)  # the members that fill a block register it now
     nrun = nsch
     if not preempted and qs.wq_len[r] > 0:
-        nsch = schedule_waiting(r, t, cutoff, budget, nsch, cfg, req, st)
+        nsch = schedule_waiting(r, t, cutoff, budget, nsch, nb, cfg, req, st)
     return nb, nsch, nrun
 
 
@@ -274,16 +281,22 @@ def _schedule(r, t, cutoff, lag, cfg, req, st):
 def _price(r, nb, nsch, cfg, req, st):
     """The step's aggregates (README "Step aggregates") and its duration; returns
     ``(duration, num_decode, num_tokens)``. The ``nb`` cohort members decode one token each
-    (num_computed = base + J)."""
+    (num_computed = base + J), or with speculative decoding verify 1 + k tokens each
+    (``spec_cohort.spec_price``)."""
     rs, sc, rp = st.rs, st.sc, st.coh.rp
-    num_tokens = nb
-    num_emit = nb
-    num_decode = nb
-    decode_ctx = float(rp[r, SUM] + nb * (rp[r, J] + 1))
-    attn_units = 0.0
-    prefill_ctx = 0.0
-    num_propose = 0  # sequences that emit (and so propose drafts)
-    propose_ctx = 0.0
+    if cfg.spec_k > 0:  # the speculative cohort's members verify 1 + k tokens each
+        num_tokens, num_emit, attn_units, prefill_ctx, num_propose, propose_ctx = spec_price(r, nb, cfg, st)
+        num_decode = 0
+        decode_ctx = 0.0
+    else:
+        num_tokens = nb
+        num_emit = nb
+        num_decode = nb
+        decode_ctx = float(rp[r, SUM] + nb * (rp[r, J] + 1))
+        attn_units = 0.0
+        prefill_ctx = 0.0
+        num_propose = 0  # sequences that emit (and so propose drafts)
+        propose_ctx = 0.0
     for k in range(nsch):
         q = sc.sch_req[k]
         c = sc.sch_new[k]
@@ -301,7 +314,7 @@ def _price(r, nb, nsch, cfg, req, st):
             num_propose += 1
             propose_ctx += p0 + c
     dt = step_time_s(cfg.cost_params, num_tokens, num_emit, num_decode, decode_ctx, attn_units, prefill_ctx)
-    if cfg.spec_k > 0:  # (no cohort then: nb == 0)
+    if cfg.spec_k > 0:
         dt += draft_time_s(cfg.draft_params, cfg.spec_k, num_tokens, num_decode, decode_ctx, attn_units, prefill_ctx,
                            num_propose, propose_ctx)
     return dt, num_decode, num_tokens
@@ -309,8 +322,9 @@ def _price(r, nb, nsch, cfg, req, st):
 
 @jit(inline="always")
 def _end_step(r, t, t_end, nb, nsch, cfg, req, st):
-    """The step's end: the cohort's tokens (one each, gap t_end - t), then the active
-    requests' tokens, completions in running order, and new cohort members."""
+    """The step's end: the cohort's tokens (one each, gap t_end - t; with speculative
+    decoding accepted + 1 each, ``spec_cohort.spec_end_step``), then the active requests'
+    tokens, completions in running order, and new cohort members."""
     coh, out = st.coh, st.out
     w = cfg.ring
     gap = t_end - t
@@ -319,6 +333,8 @@ def _end_step(r, t, t_end, nb, nsch, cfg, req, st):
     coh.dtlog[r * w + (jpre & (w - 1))] = gap
     if nb > 0 and coh.rp[r, NPOST] > 0:
         out.itl_hist[itl_bin(gap, cfg, out.itl_hist.shape[0])] += coh.rp[r, NPOST]
+    if cfg.spec_k > 0 and nb > 0:
+        spec_end_step(r, jpre, nb, cfg, st)
     if nsch > 0:
         finish_active(r, t_end, nsch, cfg, req, st)
     if nsch > 0 or coh.cl[r * w + ((jpre + 1) & (w - 1))] >= 0:
@@ -361,7 +377,6 @@ def _requests(inputs: EngineInputs) -> tuple[Requests, int]:
     static = static[np.lexsort((static, arrival[static]))].astype(np.int64)
     child_off, child_ids = _children_csr(parent)
     session = np.ascontiguousarray(inputs.session, np.int64)
-    spec_off, spec_acc = inputs.accepted_table()
     uniq, inv = np.unique(session, return_inverse=True)
     sess_idx = np.where(session >= 0, inv - np.count_nonzero(uniq < 0), -1).astype(np.int32)
     req = Requests(arrival_s=arrival, prompt=np.ascontiguousarray(inputs.prompt_tokens, np.int32),
@@ -373,7 +388,9 @@ def _requests(inputs: EngineInputs) -> tuple[Requests, int]:
                    hashes=np.ascontiguousarray(inputs.hashes, np.uint64),
                    timeout_s=np.full(len(inputs), np.inf) if inputs.timeout_s is None
                    else np.ascontiguousarray(inputs.timeout_s, np.float64),
-                   spec_off=spec_off, spec_acc=spec_acc)
+                   spec_thr=spec_thresholds(inputs.config.spec_acceptance if inputs.config.num_speculative_tokens > 0
+                                            else ()),
+                   spec_keys=spec_keys(inputs.config.spec_seed))
     return req, int(np.count_nonzero(uniq >= 0))
 
 

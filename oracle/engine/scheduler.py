@@ -23,11 +23,12 @@ from __future__ import annotations
 import math
 
 from oracle.engine.cohort import (BASE, BKN, CLN, CNT, EMIT, HEAD, JDONE, JJOIN, MAXSEQ, NEXTSEQ, NPOST, NUM, REQ, SEQ,
-                                  SUM, TAIL, J, coh_join, coh_materialize, coh_unlink, sort_slots_by_seq)
+                                  SNC, SUM, TAIL, J, coh_join, coh_materialize, coh_unlink, sort_slots_by_seq)
 from oracle.engine.inputs import CacheEvent, Status
 from oracle.engine.offload import host_admit, host_lookup
 from oracle.engine.lora import SKIPS, lora_blocked, lora_join, lora_leave
 from oracle.engine.queues import release_followups, wq_front, wq_pop_front, wq_push_front
+from oracle.engine.spec_cohort import spec_clear, spec_join, spec_lazy, spec_materialize, spec_max_jdone
 from oracle.engine.specdec import spec_finish, spec_pad, spec_running_tokens, spec_scheduled
 from oracle.engine.state import Counter
 from oracle.kernels._jit import jit
@@ -92,7 +93,7 @@ def cohort_fits(r, kb, cfg, req, st):
 
 
 @jit(inline="always")
-def materialize_cohort(r, t_last, cfg, st):
+def materialize_cohort(r, t_last, cfg, req, st):
     """Dissolve the cohort: bring every member up to date and merge them into the active
     list in running order (before an exact step)."""
     rs, qs, coh, sc = st.rs, st.qs, st.coh, st.sc
@@ -112,13 +113,18 @@ def materialize_cohort(r, t_last, cfg, st):
         bk[kb, TAIL] = -1
         bk[kb, CNT] = 0
     sort_slots_by_seq(members, cnt, sl)
+    if cfg.spec_k > 0:
+        spec_clear(r, spec_max_jdone(sl, members, cnt), cfg, coh)
     abase = r * cfg.max_num_seqs
     al = qs.act_len[r]
     a = 0
     out = 0
     for i in range(cnt):
         g = members[i]
-        coh_materialize(coh, r, g, t_last, bs, rs, st.out)
+        if cfg.spec_k > 0:
+            spec_materialize(r, g, t_last, cfg, req, st)
+        else:
+            coh_materialize(coh, r, g, t_last, bs, rs, st.out)
         rs.ph[sl[g, REQ]] = 1  # a member emitted in the replica's last step
         cl[r * w + (sl[g, JDONE] & (w - 1))] = -1
         sl[g, JJOIN] = -1
@@ -308,10 +314,11 @@ def _classify(q, hit, row, r, cfg, req, pool, rs):
 
 
 @jit(inline="always")
-def schedule_waiting(r, t, cutoff, budget, nsch, cfg, req, st):
+def schedule_waiting(r, t, cutoff, budget, nsch, nb, cfg, req, st):
     """Admit waiting requests FCFS until one does not fit (they join the active list) or
     arrived after ``cutoff`` (async scheduling: after this step was scheduled); returns
-    num_scheduled. With ``scheduler_reserve_full_isl`` the free blocks must cover
+    num_scheduled (``nsch`` active requests and ``nb`` cohort members already scheduled).
+    With ``scheduler_reserve_full_isl`` the free blocks must cover
     the request's whole known sequence, not just this step's chunk (vLLM
     ``allocate_slots(full_sequence_must_fit=True)``). With LoRA, a request whose adapter
     would exceed ``max_loras`` is passed over and put back at the head afterwards, in order
@@ -348,7 +355,7 @@ def schedule_waiting(r, t, cutoff, budget, nsch, cfg, req, st):
         num_new = num_tokens - start
         padded = False
         if cfg.spec_k > 0:
-            num_new, padded, stop = spec_pad(num_new, start, nrun, budget, cfg, sc)
+            num_new, padded, stop = spec_pad(num_new, start, nrun, nb, budget, cfg, sc)
             if stop:
                 break
         if not cfg.enable_chunked_prefill and num_new > budget:
@@ -458,8 +465,8 @@ def finish_active(r, t_end, nsch, cfg, req, st):
                 _cache_upto(q, r * cfg.max_num_seqs + rs.slot[q],
                             min(rs.num_computed[q], req.prompt[q] + rs.generated[q]) // cfg.block_size,
                             r, cfg, req, st.pool, rs)
-        # a request that emitted joins the cohort (never with speculative decoding)
-        sl[r * cfg.max_num_seqs + rs.slot[q], EMIT] = 1 if emitted and cfg.spec_k == 0 else 0
+        # a request that emitted joins the cohort (the speculative one: spec_cohort.py)
+        sl[r * cfg.max_num_seqs + rs.slot[q], EMIT] = 1 if emitted and (cfg.spec_k == 0 or spec_lazy(cfg, st)) else 0
         rs.ph[q] = 1 if emitted else 0
 
 
@@ -509,7 +516,10 @@ def finish_completions(r, t_end, nsch, cfg, req, st):
             seq_q = sl[r * cfg.max_num_seqs + rs.slot[q], SEQ]
         while i < ncomp and (q < 0 or sl[comp[i], SEQ] < seq_q):
             g = comp[i]
-            coh_materialize(coh, r, g, t_end, bs, rs, st.out)
+            if cfg.spec_k > 0:
+                rp[r, SNC] -= spec_materialize(r, g, t_end, cfg, req, st)
+            else:
+                coh_materialize(coh, r, g, t_end, bs, rs, st.out)
             coh_unlink(coh, r, g, bs)
             _complete(sl[g, REQ], r, t_end, cfg, req, st)
             i += 1
@@ -531,24 +541,27 @@ def join_active(r, cfg, req, st):
         gs = abase + rs.slot[q]
         if coh.sl[gs, EMIT] == 1 and not st.lora.on:   # LoRA: no cohort (every step visits each request)
             coh.sl[gs, EMIT] = 0
-            coh_join(coh, r, gs, rs.num_computed[q], rs.generated[q], req.output[q],
-                     1 if out.arrival_s[q] >= cfg.itl_from_s else 0, cfg.block_size)
-        else:
-            qs.act[abase + j] = q
-            j += 1
+            post = 1 if out.arrival_s[q] >= cfg.itl_from_s else 0
+            if cfg.spec_k == 0:
+                coh_join(coh, r, gs, rs.num_computed[q], rs.generated[q], req.output[q], post, cfg.block_size)
+                continue
+            if spec_join(r, gs, q, post, cfg, req, st):
+                continue
+        qs.act[abase + j] = q
+        j += 1
     qs.act_len[r] = j
 
 
 # ---------------------------------------------------------------------------------- aborts
 @jit(inline="always")
-def abort_running(q, r, cfg, st):
+def abort_running(q, r, cfg, req, st):
     """Running request q of replica r is aborted (its client gave up; vLLM
     ``Scheduler.finish_requests(FINISHED_ABORTED)``): it leaves the running requests (the
     cohort is materialized first if q is a member) and its blocks are freed."""
     rs, qs, coh = st.rs, st.qs, st.coh
     abase = r * cfg.max_num_seqs
     if coh.sl[abase + rs.slot[q], JJOIN] >= 0:  # a cohort member: back to exact per-request state
-        materialize_cohort(r, qs.busy_until[r], cfg, st)  # the replica's last step ended then
+        materialize_cohort(r, qs.busy_until[r], cfg, req, st)  # the replica's last step ended then
         st.out.counters[Counter.COHORT_MATERIALIZATIONS.value] += 1
     j = 0
     for i in range(qs.act_len[r]):

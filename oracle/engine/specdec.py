@@ -9,16 +9,18 @@ rejected: ``num_computed -= rejected`` and the request emits ``accepted + 1`` to
 (clipped by its output length).
 
 How many drafts a verification accepts is a pure function of ``(seed, request id, tokens
-generated before the step)`` (:func:`accepted_table`): a counter-based hash (splitmix64)
+generated before the step)`` (:func:`accepted_drafts`, tabulated by :func:`accepted_table`
+for the reference): a counter-based hash (splitmix64)
 gives one uniform ``u`` per verification, and ``accepted = #{i : u < rate_i}`` for the
 per-position acceptance rates ``rate_1 >= rate_2 >= ... >= rate_k`` (vLLM's metric: the
 fraction of verifications whose draft i was accepted, so ``P(accepted >= i) = rate_i``). A
 verification of ``s < k`` drafts (budget-clipped) accepts ``min(accepted, s)``. The jitted
-engine and the reference read the same table, so they see the same accepted lengths, and
+engine computes it and the reference reads the table, so they see the same accepted lengths, and
 the same seed gives the same accepted lengths whatever else runs.
 
 The jitted helpers below are inlined into the scheduler's kernels; they only run with
-``cfg.spec_k > 0`` (spec decoding off, the scheduler takes its original branch).
+``cfg.spec_k > 0`` (spec decoding off, the scheduler takes its original branch). Decoding
+requests are kept lazily in the speculative cohort (``spec_cohort.py``) where it applies.
 """
 
 from __future__ import annotations
@@ -60,14 +62,73 @@ def accepted_table(output_tokens: np.ndarray, rates, seed: int) -> tuple[np.ndar
     offsets = np.zeros(out.shape[0], np.int64)
     if out.shape[0] > 1:
         np.cumsum(out[:-1], out=offsets[1:])
-    total = int(out.sum())
-    request = np.repeat(np.arange(out.shape[0], dtype=np.int64), out)
-    generated = np.arange(total, dtype=np.int64) - np.repeat(offsets, out)
-    u = verification_uniforms(seed, request, generated)
-    acc = np.zeros(total, np.int8)
-    for rate in rates:
-        acc += u < rate
+    acc = np.zeros(int(out.sum()), np.int8)
+    _fill_accepted(out, offsets, spec_thresholds(rates), spec_keys(seed), acc)
     return offsets, acc
+
+
+def spec_keys(seed: int) -> np.ndarray:
+    """u8[4] of :func:`accepted_drafts`: the salt of ``seed``, splitmix64's golden ratio and
+    its two multipliers (numba types no uint64 literals above 2**63)."""
+    salt = _splitmix64(np.array([seed & 0xFFFFFFFFFFFFFFFF], np.uint64))[0]
+    return np.array([salt, _GOLDEN, _MIX1, _MIX2], np.uint64)
+
+
+def spec_thresholds(rates) -> np.ndarray:
+    """u8[k]: ``ceil(rate * 2**53)`` of each rate, so that for the 53 bits ``m`` of a uniform
+    ``u = m / 2**53``, ``u < rate`` exactly when ``m < threshold`` (scaling by a power of two
+    is exact, and ``m`` is an integer)."""
+    return np.ceil(np.asarray(rates, np.float64) * 9007199254740992.0).astype(np.uint64)
+
+
+@jit(inline="always")
+def uniform_bits(q, g, keys):
+    """The 53 bits ``m`` of the uniform ``u = m / 2**53`` of verification ``(q, g)``: the
+    arithmetic of :func:`verification_uniforms` (``keys``: :func:`spec_keys`)."""
+    return mixed_bits(((np.uint64(q) << np.uint64(32)) | np.uint64(g)) ^ keys[0], keys[1], keys[2], keys[3])
+
+
+@jit(inline="always")
+def mixed_bits(x, golden, mix1, mix2):
+    """splitmix64(splitmix64(x)) >> 11 (x: the key xor the salt), with the constants passed
+    as scalars so that a loop over keys keeps them in registers (and can be vectorized)."""
+    for _ in range(2):
+        x = x + golden
+        x = (x ^ (x >> np.uint64(30))) * mix1
+        x = (x ^ (x >> np.uint64(27))) * mix2
+        x = x ^ (x >> np.uint64(31))
+    return x >> np.uint64(11)
+
+
+@jit(inline="always")
+def accepted_of_bits(m, thresholds):
+    """Drafts accepted by a verification of ``len(thresholds)`` drafts whose uniform has the
+    bits ``m`` (``#{i : u < rates[i]}``; ``thresholds``: :func:`spec_thresholds`)."""
+    a = 0
+    for i in range(thresholds.shape[0]):
+        if m < thresholds[i]:
+            a += 1
+    return a
+
+
+@jit(inline="always")
+def accepted_drafts(q, g, thresholds, keys):
+    """Drafts request q accepts when it verifies ``len(thresholds)`` of them with ``g`` output
+    tokens generated (the table's entry, computed where the engine needs it)."""
+    return accepted_of_bits(uniform_bits(q, g, keys), thresholds)
+
+
+@jit
+def _fill_accepted(out, offsets, thresholds, keys, acc):
+    """:func:`accepted_table`'s entries in one pass (no temporaries per output token).
+
+    in: out i8[n] output tokens, offsets i8[n] first entry of each request, thresholds u8[k]
+    (:func:`spec_thresholds`), keys u8[4] (:func:`spec_keys`).
+    out: acc i1[sum(out)].
+    """
+    for q in range(out.shape[0]):
+        for g in range(out[q]):
+            acc[offsets[q] + g] = accepted_drafts(q, g, thresholds, keys)
 
 
 # ---------------------------------------------------------------------- jitted helpers
@@ -102,17 +163,19 @@ def spec_scheduled(q, k, known, num_new, cfg, req, rs, sc):
     sc.sch_rej[k] = 0
     if rs.num_spec[q] > 0 and s > 0:
         sc.sch_draft[k] = s
-        sc.sch_rej[k] = s - min(np.int64(req.spec_acc[req.spec_off[q] + rs.generated[q]]), s)
+        sc.sch_rej[k] = s - min(accepted_drafts(q, rs.generated[q], req.spec_thr, req.spec_keys), s)
     rs.num_spec[q] = 0
 
 
 @jit(inline="always")
-def spec_pad(num_new, hit_tokens, nrun, budget, cfg, sc):
+def spec_pad(num_new, hit_tokens, nrun, nb, budget, cfg, sc):
     """vLLM pads an admission of a single token to ``1 + k`` (all padding drafts rejected)
     when no running request scheduled this step is a prefill chunk and something was scheduled
-    or the request has computed tokens, if there is room below ``max_model_len``. Returns
-    ``(num_new, padded, stop)``; stop: the padded size exceeds the budget (vLLM stops admitting)."""
-    if num_new != 1 or (nrun == 0 and hit_tokens == 0):
+    or the request has computed tokens, if there is room below ``max_model_len``. ``nrun``:
+    active running requests scheduled (``sc.sch_pf[:nrun]``), ``nb``: cohort members scheduled
+    (verifications, never prefill chunks). Returns ``(num_new, padded, stop)``; stop: the
+    padded size exceeds the budget (vLLM stops admitting)."""
+    if num_new != 1 or (nrun + nb == 0 and hit_tokens == 0):
         return num_new, False, False
     for j in range(nrun):
         if sc.sch_pf[j] == 1:

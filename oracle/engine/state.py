@@ -12,7 +12,7 @@ into the arrays.
     Pool          the KV block pool of all replicas (``oracle.kernels.kvcache.Pool``)
     RequestState  per-request scheduler state and the block tables
     Queues        waiting rings, active lists, replica clocks, the follow-up heap, routers
-    Cohort        the decode cohort (``cohort.py``)
+    Cohort        the decode cohort (``cohort.py``; speculative: ``spec_cohort.py``)
     Scratch       per-step buffers (scheduled requests, hit blocks, sort space)
     HostTier      the KV offload tier of every replica (``offload.py``; empty when off)
     Lora          multi-LoRA state (``oracle.engine.lora``; placeholders when LoRA is off)
@@ -51,8 +51,8 @@ Requests = namedtuple("Requests", [
     "hash_off",      # i8[n] first block hash of request q in ``hashes``
     "hashes",        # u8[...] chained block hashes (full blocks of p + o tokens)
     "timeout_s",     # f8[n] the client gives up this long after arrival (inf: never)
-    "spec_off",      # i8[n] first entry of request q in ``spec_acc`` (speculative decoding)
-    "spec_acc",      # i1[sum o] drafts accepted at each generated count (``specdec.accepted_table``; empty: off)
+    "spec_thr",      # u8[k] the acceptance rates as 53-bit thresholds (``specdec.spec_thresholds``; empty: off)
+    "spec_keys",     # u8[4] keys of the accepted lengths (``specdec.spec_keys``, ``specdec.accepted_drafts``)
 ])
 
 Config = namedtuple("Config", [
@@ -108,7 +108,7 @@ Queues = namedtuple("Queues", [
     "held", "held_len",          # i4[R*s_max], i8[R]
 ])
 
-Cohort = namedtuple("Cohort", ["sl", "bk", "cl", "dtlog", "rp"])
+Cohort = namedtuple("Cohort", ["sl", "bk", "cl", "dtlog", "rp", "sp"])
 
 Scratch = namedtuple("Scratch", [
     "sch_req", "sch_new",   # i4[s_max] the step's scheduled active requests and their tokens
@@ -117,6 +117,7 @@ Scratch = namedtuple("Scratch", [
     "comp",                 # i8[s_max] completing cohort members
     "sch_draft", "sch_rej",  # i4[s_max] per scheduled request: drafts verified, tokens rejected
     "sch_pf",               # i1[s_max] 1: a running request that was a prefill chunk (speculative decoding)
+    "spec_bits",            # u8[W] a joining member's uniforms (``spec_cohort.spec_join``; speculative decoding)
     "order",                # i8[R] the prefix-aware router's visiting order
 ])
 
@@ -194,7 +195,8 @@ def new_state(req: Requests, cfg: Config, num_blocks: int, num_sessions: int, lo
                  hit_blocks=np.empty(m, np.int32), members=np.empty(s_max, np.int64),
                  merged=np.empty(s_max, np.int32), comp=np.empty(s_max, np.int64),
                  sch_draft=np.zeros(s_max, np.int32), sch_rej=np.zeros(s_max, np.int32),
-                 sch_pf=np.zeros(s_max, np.int8), order=np.empty(R, np.int64))
+                 sch_pf=np.zeros(s_max, np.int8), spec_bits=np.empty(int(cfg.ring) if cfg.spec_k > 0 else 1, np.uint64),
+                 order=np.empty(R, np.int64))
     host = new_host_tier(R, n_req, int(cfg.host_kv_blocks), cfg.host_load_s_per_block, cfg.host_load_latency_s)
     if lora is None:
         lora = new_lora(None, int(R), 0, 0, None, n_req)
