@@ -66,6 +66,19 @@ class ReqSpec:
         return list(self.prompt) + list(self.output)
 
 
+def add_followup_turns(specs: list[ReqSpec], draw, rng: random.Random, root: int, max_output: int) -> None:
+    """Up to two follow-up turns (hypothesis ``draw``) of the last request in ``specs``, each
+    prompt its parent's whole sequence plus a few new tokens, in session ``root``."""
+    parent = len(specs) - 1
+    for turn in range(1, draw(st.integers(0, 2)) + 1):
+        par = specs[parent]
+        specs.append(ReqSpec(prompt=par.tokens + [rng.randrange(1, 500) for _ in range(rng.randint(1, 10))],
+                             output=[rng.randrange(1, 500) for _ in range(rng.randint(1, max_output))],
+                             session=root, turn=turn, parent=parent,
+                             think_s=draw(st.sampled_from([0.0, 0.005, 0.05, 0.3]))))
+        parent = len(specs) - 1
+
+
 def build_inputs(specs: Sequence[ReqSpec], config: EngineConfig,
                  cost_params: np.ndarray | None = None, draft_cost_params: np.ndarray | None = None) -> EngineInputs:
     """EngineInputs for ``specs`` (row = index in ``specs``) with hashes for config.block_size."""

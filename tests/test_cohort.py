@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 
 import numpy as np
-from engine_cases import ReqSpec, build_inputs, step_time_fn_for
+from engine_cases import ReqSpec, add_followup_turns, build_inputs, step_time_fn_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference.engine import run_reference
@@ -31,14 +31,7 @@ def long_decodes(draw):
         out = [rng.randrange(1, 500) for _ in range(draw(st.integers(1, 90)))]
         specs.append(ReqSpec(prompt=prompt, output=out, arrival_s=draw(st.integers(0, 40)) * 0.01,
                              session=root))
-        parent = len(specs) - 1
-        for turn in range(1, draw(st.integers(0, 2)) + 1):
-            par = specs[parent]
-            specs.append(ReqSpec(prompt=par.tokens + [rng.randrange(1, 500) for _ in range(rng.randint(1, 10))],
-                                 output=[rng.randrange(1, 500) for _ in range(rng.randint(1, 60))],
-                                 session=root, turn=turn, parent=parent,
-                                 think_s=draw(st.sampled_from([0.0, 0.005, 0.05, 0.3]))))
-            parent = len(specs) - 1
+        add_followup_turns(specs, draw, rng, root, 60)
     need = max(cdiv(len(s.tokens), block_size) for s in specs)
     blocks = draw(st.one_of(st.just(-1), st.integers(need + 1, 4 * need + 1)))
     cfg = EngineConfig(num_replicas=draw(st.integers(1, 3)), router=draw(st.sampled_from(list(Router))),

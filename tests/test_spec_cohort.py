@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from engine_cases import ReqSpec, build_inputs, draft_step_time_fn_for, head_draft_params, step_time_fn_for
+from engine_cases import ReqSpec, add_followup_turns, build_inputs, draft_step_time_fn_for, head_draft_params, step_time_fn_for
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference.engine import run_reference
@@ -33,14 +33,7 @@ def long_spec_decodes(draw):
         prompt = [rng.randrange(1, 500) for _ in range(draw(st.integers(1, 30)))]
         out = [rng.randrange(1, 500) for _ in range(draw(st.integers(1, 120)))]
         specs.append(ReqSpec(prompt=prompt, output=out, arrival_s=draw(st.integers(0, 40)) * 0.01, session=root))
-        parent = len(specs) - 1
-        for turn in range(1, draw(st.integers(0, 2)) + 1):
-            par = specs[parent]
-            specs.append(ReqSpec(prompt=par.tokens + [rng.randrange(1, 500) for _ in range(rng.randint(1, 10))],
-                                 output=[rng.randrange(1, 500) for _ in range(rng.randint(1, 80))],
-                                 session=root, turn=turn, parent=parent,
-                                 think_s=draw(st.sampled_from([0.0, 0.005, 0.05, 0.3]))))
-            parent = len(specs) - 1
+        add_followup_turns(specs, draw, rng, root, 80)
     longest = max(len(s.tokens) for s in specs)
     max_model_len = longest + draw(st.sampled_from([0, 1, 2, 3, 8, 64]))  # small: clipped trajectories
     need = cdiv(min(longest + k + lookahead, max_model_len), block_size)

@@ -349,7 +349,8 @@ def calibrate(paths: list[Path], *, gpu: str = "h100-sxm", framework: str = "vll
             test = {k: p for k, p in plans.items() if model_of(p) == m}
             if not any(kept_up(p) for p in train.values()) or not test:
                 continue
-            say(f"leave {m} out: fit on {len(train)} runs, predict {len(test)}")
+            fitted = sum(kept_up(p) for p in train.values())
+            say(f"leave {m} out: fit on the {fitted} of {len(train)} other runs that kept up, predict {len(test)}")
             f_m, _ = fit(train, gpu=gpu, framework=framework, seed=seed, max_evals=max_evals, free=free,
                          progress=say)
             r_m = stage_rows(evaluate(test, f_m, gpu=gpu, seed=seed), test)
