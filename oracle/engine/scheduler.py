@@ -34,8 +34,8 @@ from oracle.engine.state import Counter
 from oracle.kernels._jit import jit
 from oracle.kernels import arith
 from oracle.kernels.blockpool import cdiv
-from oracle.kernels.kvcache import (allocate, cache_block, count_evictable_hits, free_blocks, match_prefix, num_free,
-                                    producing_session, touch_hits)
+from oracle.kernels.kvcache import (AHEAD, allocate, cache_block, count_evictable_hits, free_blocks, match_prefix,
+                                    num_free, prefetch_registration, producing_session, touch_hits)
 
 
 @jit(inline="always")
@@ -156,10 +156,14 @@ def schedule_cohort(r, kb, cfg, st):
         allocate(pool, r, coh.bk[kb, CNT], rs.table, 0)
         return
     m = cfg.max_blocks_per_request
+    new = st.sc.cohort_blocks  # one pop of them all: the same blocks, in the same order
+    allocate(pool, r, coh.bk[kb, CNT], new, 0)
     g = coh.bk[kb, HEAD]
+    i = 0
     while g >= 0:
         q = coh.sl[g, REQ]
-        allocate(pool, r, 1, rs.table, g * m + rs.num_blocks[q])
+        rs.table[g * m + rs.num_blocks[q]] = new[i]
+        i += 1
         rs.num_blocks[q] += 1
         g = coh.sl[g, BKN]
 
@@ -172,8 +176,14 @@ def _cache_upto(q, gs, upto, r, cfg, req, pool, rs):
     if upto > rs.num_cached[q]:
         row = gs * cfg.max_blocks_per_request
         label = req.session[q] if req.session[q] >= 0 else -2 - q
-        for b in range(rs.num_cached[q], upto):
-            cache_block(pool, r, rs.table[row + b], req.hashes[req.hash_off[q] + b], label)
+        h0 = req.hash_off[q]
+        b0 = rs.num_cached[q]
+        for b in range(b0, min(upto, b0 + AHEAD)):
+            prefetch_registration(pool, r, rs.table[row + b], req.hashes[h0 + b])
+        for b in range(b0, upto):
+            if b + AHEAD < upto:
+                prefetch_registration(pool, r, rs.table[row + b + AHEAD], req.hashes[h0 + b + AHEAD])
+            cache_block(pool, r, rs.table[row + b], req.hashes[h0 + b], label)
         rs.num_cached[q] = upto
 
 

@@ -119,6 +119,7 @@ Scratch = namedtuple("Scratch", [
     "sch_pf",               # i1[s_max] 1: a running request that was a prefill chunk (speculative decoding)
     "spec_bits",            # u8[W] a joining member's uniforms (``spec_cohort.spec_join``; speculative decoding)
     "order",                # i8[R] the prefix-aware router's visiting order
+    "cohort_blocks",        # i4[s_max] the blocks the cohort's members take in a step
 ])
 
 
@@ -196,7 +197,7 @@ def new_state(req: Requests, cfg: Config, num_blocks: int, num_sessions: int, lo
                  merged=np.empty(s_max, np.int32), comp=np.empty(s_max, np.int64),
                  sch_draft=np.zeros(s_max, np.int32), sch_rej=np.zeros(s_max, np.int32),
                  sch_pf=np.zeros(s_max, np.int8), spec_bits=np.empty(int(cfg.ring) if cfg.spec_k > 0 else 1, np.uint64),
-                 order=np.empty(R, np.int64))
+                 order=np.empty(R, np.int64), cohort_blocks=np.empty(s_max, np.int32))
     host = new_host_tier(R, n_req, int(cfg.host_kv_blocks), cfg.host_load_s_per_block, cfg.host_load_latency_s)
     if lora is None:
         lora = new_lora(None, int(R), 0, 0, None, n_req)

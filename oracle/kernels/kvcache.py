@@ -40,7 +40,7 @@ from collections import namedtuple
 import numpy as np
 
 from oracle.kernels._jit import jit
-from oracle.kernels.blockpool import (fq_init, fq_pop_front, fq_push_back, fq_push_front, fq_remove,
+from oracle.kernels.blockpool import (fq_init, fq_push_back, fq_push_front, fq_remove,
                                       hm_delete_slot, hm_find, hm_find_or_insert, hm_slot, hm_slot_of)
 from oracle.kernels.prefetch import prefetch
 
@@ -106,6 +106,33 @@ def producing_session(pool, r, b):
 def _home(pool, r, h):
     """Index in ``hm`` of the key of hash ``h``'s home slot."""
     return 2 * (r * (pool.cmask + 1) + hm_slot(h, pool.cmask))
+
+
+@jit(inline="always")
+def _prefetch_slot_of(pool, r, b):
+    """Start reading the map slot of block ``b``'s hash (if it carries one)."""
+    h = pool.blk_hash[r * pool.n + b]
+    if h != 0:
+        prefetch(pool.hm, _home(pool, r, h))
+
+
+@jit(inline="always")
+def _prefetch_links(pool, r, b):
+    """Start reading what freeing block ``b`` reads and writes: its reference count, hash
+    and free-queue links."""
+    prefetch(pool.ref_cnt, r * pool.n + b)
+    prefetch(pool.blk_hash, r * pool.n + b)
+    prefetch(pool.fq_prev, r * (pool.n + 2) + b)
+    prefetch(pool.fq_next, r * (pool.n + 2) + b)
+
+
+@jit(inline="always")
+def prefetch_registration(pool, r, b, h):
+    """Start reading what registering block ``b`` under hash ``h`` writes (``cache_block``):
+    the map slot of ``h`` and the block's session label and duplicate link."""
+    prefetch(pool.hm, _home(pool, r, h))
+    prefetch(pool.blk_sess, r * pool.n + b)
+    prefetch(pool.dup_next, r * pool.n + b)
 
 
 # ------------------------------------------------------------------------------- lookups
@@ -202,24 +229,52 @@ def _evict(pool, r, b):
 
 
 @jit(inline="always")
+def _take_next(pool, r, b, table, k):
+    """``b`` is the ``k``-th block taken: record it, start reading its state, and return
+    the block after it in the queue."""
+    rbase = r * pool.n
+    fbase = r * (pool.n + 2)
+    table[k] = b
+    prefetch(pool.blk_hash, rbase + b)
+    prefetch(pool.dup_next, rbase + b)
+    prefetch(pool.ref_cnt, rbase + b)
+    prefetch(pool.fq_prev, fbase + b)
+    return pool.fq_next[fbase + b]
+
+
+@jit(inline="always")
 def allocate(pool, r, num_blocks, table, t_start):
     """Pop ``num_blocks`` blocks from the free-queue head (evicting their hashes) into
     ``table[t_start:]`` with ref_cnt 1. The caller checked ``num_free >= num_blocks``.
-    Without caching only the count changes."""
-    if pool.caching:
+    Without caching only the count changes.
+
+    The same pops, in the same order, as ``num_blocks`` times ``fq_pop_front`` and evict,
+    pipelined so that memory reads overlap: the walk along the queue's links runs ``AHEAD``
+    blocks in front of the evictions (starting the reads of each block's state), the map
+    slot of a block's hash is read half as far ahead, and the run is unlinked from the
+    head at the end."""
+    if pool.caching and num_blocks > 0:
         n = pool.n
         rbase = r * n
         fbase = r * (n + 2)
+        half = AHEAD // 2
+        b = pool.fq_next[fbase + n]
+        for k in range(min(num_blocks, AHEAD)):
+            b = _take_next(pool, r, b, table, t_start + k)
+        for k in range(min(num_blocks, half)):
+            _prefetch_slot_of(pool, r, table[t_start + k])
         for k in range(num_blocks):
-            b = fq_pop_front(fbase, n, pool.fq_prev, pool.fq_next)
-            nx = pool.fq_next[fbase + n]  # the next block to be taken: start reading its state
-            if nx < n:
-                prefetch(pool.blk_hash, rbase + nx)
-                prefetch(pool.fq_next, fbase + nx)
-                prefetch(pool.ref_cnt, rbase + nx)
-            _evict(pool, r, b)
-            pool.ref_cnt[rbase + b] = 1
-            table[t_start + k] = b
+            if k + AHEAD < num_blocks:
+                b = _take_next(pool, r, b, table, t_start + k + AHEAD)
+            if k + half < num_blocks:
+                _prefetch_slot_of(pool, r, table[t_start + k + half])
+            x = table[t_start + k]
+            pool.fq_prev[fbase + x] = -1
+            pool.fq_next[fbase + x] = -1
+            _evict(pool, r, x)
+            pool.ref_cnt[rbase + x] = 1
+        pool.fq_next[fbase + n] = b  # the first block left in the queue (or the tail)
+        pool.fq_prev[fbase + b] = n
     pool.num_free[r] -= num_blocks
 
 
@@ -238,11 +293,11 @@ def free_blocks(pool, r, table, t_start, num_blocks):
     rbase = r * n
     fbase = r * (n + 2)
     low = num_blocks  # the lowest table index of an unhashed block that reached 0
+    for k in range(num_blocks - 1, max(num_blocks - 1 - AHEAD, -1), -1):
+        _prefetch_links(pool, r, table[t_start + k])
     for k in range(num_blocks - 1, -1, -1):
         if k >= AHEAD:
-            pb = table[t_start + k - AHEAD]
-            prefetch(pool.ref_cnt, rbase + pb)
-            prefetch(pool.fq_prev, fbase + pb)
+            _prefetch_links(pool, r, table[t_start + k - AHEAD])
         b = table[t_start + k]
         pool.ref_cnt[rbase + b] -= 1
         if pool.ref_cnt[rbase + b] == 0:
