@@ -21,29 +21,42 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def parser(description: str, repeats: int) -> argparse.ArgumentParser:
+    """The command line shared with ``profile_engine.py``: scenario, requests, overrides."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("scenario", choices=["chat", "plain", "plain-spec"])
     ap.add_argument("requests", type=int)
     ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    ap.add_argument("--repeats", type=int, default=3)
-    args = ap.parse_args(argv)
+    ap.add_argument("--repeats", type=int, default=repeats)
+    return ap
 
+
+def prepare(scenario: str, requests: int, overrides: list[str]):
+    """``(inputs, overrides dict)`` of a benchmark scenario with ``requests`` requests and the
+    ``key=value`` overrides, after loading the compiled engine on a small run of it."""
     from oracle.api import as_scenario, engine_inputs, load_workload
     from oracle.engine.loop import run_engine
     from oracle.scenario import apply_overrides, load_scenario
 
     ov = {}
-    for item in args.overrides:
+    for item in overrides:
         key, _, value = item.partition("=")
         ov[key] = {"true": True, "false": False}.get(value, value)
-    raw = apply_overrides(load_scenario(HERE / f"{args.scenario.replace('-', '_')}.toml").raw,
-                          {"simulation.num_requests": args.requests, **ov})
+    raw = apply_overrides(load_scenario(HERE / f"{scenario.replace('-', '_')}.toml").raw,
+                          {"simulation.num_requests": requests, **ov})
     sc = as_scenario(raw)
     fw = sc.frameworks[0]
     inputs = engine_inputs(sc, fw, load_workload(sc), record_steps=False)
     small = as_scenario(apply_overrides(raw, {"simulation.num_requests": 300}))
     run_engine(engine_inputs(small, fw, load_workload(small), record_steps=False))  # load the compiled engine
+    return inputs, ov
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser(__doc__, repeats=3).parse_args(argv)
+    from oracle.engine.loop import run_engine
+
+    inputs, ov = prepare(args.scenario, args.requests, args.overrides)
     times = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()

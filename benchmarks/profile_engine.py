@@ -22,7 +22,6 @@ engine's code changes so that one no longer matches, the script stops and names 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -130,24 +129,14 @@ def instrument(pkg: Path) -> None:
 
 _RUNNER = '''
 import json, sys, time
-from pathlib import Path
-from oracle.api import as_scenario, engine_inputs, load_workload
+sys.path.insert(0, sys.argv[1])   # benchmarks/: engine_only.prepare (imports the copy on PYTHONPATH)
+from engine_only import prepare
 from oracle.engine.loop import run_engine
 from oracle.kernels import kvcache
-from oracle.scenario import apply_overrides, load_scenario
 
-scenario_file, n, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-kernels, phases, total, calls = json.loads(sys.argv[4]), json.loads(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
-ov = {}
-for item in sys.argv[8:]:
-    key, _, value = item.partition("=")
-    ov[key] = {"true": True, "false": False}.get(value, value)
-raw = apply_overrides(load_scenario(scenario_file).raw, {"simulation.num_requests": n, **ov})
-sc = as_scenario(raw)
-fw = sc.frameworks[0]
-inputs = engine_inputs(sc, fw, load_workload(sc), record_steps=False)
-small = as_scenario(apply_overrides(raw, {"simulation.num_requests": 300}))
-run_engine(engine_inputs(small, fw, load_workload(small), record_steps=False))
+scenario, n, repeats = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+kernels, phases, total, calls = json.loads(sys.argv[5]), json.loads(sys.argv[6]), int(sys.argv[7]), int(sys.argv[8])
+inputs, ov = prepare(scenario, n, sys.argv[9:])
 runs = []
 for _ in range(repeats):
     kvcache.PROF[:] = 0
@@ -157,7 +146,7 @@ for _ in range(repeats):
 wall, prof = min(runs, key=lambda x: x[0])
 cyc = prof[total] / wall  # cycles per second of the loop
 us = lambda c: c / cyc / n * 1e6
-print(f"{n:,} requests {ov or ''}: best of {repeats} {wall:.3f} s with the counters "
+print(f"{scenario} {n:,} requests {ov or ''}: best of {repeats} {wall:.3f} s with the counters "
       f"({us(prof[total]):.2f} us a request; runs {', '.join(f'{w:.3f}' for w, _ in runs)} s)")
 print(f"{'':24s} {'us/request':>10s} {'share':>7s} {'calls/request':>14s}")
 rows = [(name, i, True) for name, i in kernels.items()] + [(label, i, False) for label, i in phases.items()]
@@ -169,12 +158,10 @@ print(f"{'event loop (_run)':24s} {us(prof[total]):10.2f} {100.0:6.1f}%")
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("scenario", choices=["chat", "plain", "plain-spec"])
-    ap.add_argument("requests", type=int)
-    ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
-    ap.add_argument("--repeats", type=int, default=2)
-    args = ap.parse_args(argv)
+    sys.path.insert(0, str(HERE))
+    from engine_only import parser
+
+    args = parser(__doc__, repeats=2).parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="oracle-profile-") as tmp:
         pkg = Path(tmp)
         shutil.copytree(ROOT / "oracle", pkg / "oracle", ignore=shutil.ignore_patterns("__pycache__"))
@@ -188,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
         runner.write_text(_RUNNER)
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([tmp, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
         phases = {label: idx for label, idx, *_ in PHASES}
-        cmd = [sys.executable, str(runner), str(HERE / f"{args.scenario.replace('-', '_')}.toml"), str(args.requests),
-               str(args.repeats), json.dumps(KERNELS), json.dumps(phases), str(TOTAL), str(CALLS), *args.overrides]
+        cmd = [sys.executable, str(runner), str(HERE), args.scenario, str(args.requests), str(args.repeats),
+               json.dumps(KERNELS), json.dumps(phases), str(TOTAL), str(CALLS), *args.overrides]
         return subprocess.run(cmd, env=env, cwd=tmp).returncode
 
 
