@@ -290,6 +290,10 @@ def parse_trace(t: Table, *, base_dir: Path) -> TraceSpec:
     return spec
 
 
+#: Allowed coefficient of variation of gamma inter-arrival gaps.
+CV_RANGE = (1e-6, 1e6)
+
+
 def _parse_arrival(t: Table) -> ArrivalSpec:
     process = t.str("process", "poisson", choices=PROCESSES)
     rate = cv = None
@@ -299,7 +303,9 @@ def _parse_arrival(t: Table) -> ArrivalSpec:
         t.skip("cv")          # whether cv belongs here depends on the process
     elif process == "gamma":
         with t.guard():
-            cv = t.float("cv", lo=0.0, lo_open=True)
+            # the gamma shape 1/cv**2 and scale cv**2/rate stay finite and meaningful;
+            # a cv near 0 is process = "constant"
+            cv = t.float("cv", lo=CV_RANGE[0], hi=CV_RANGE[1])
     elif t.has("cv"):
         t.report("cv", f"only applies to process = 'gamma', not {process!r}")
     first = t.str("first_arrival", "zero", choices=FIRST_ARRIVAL)
