@@ -36,21 +36,22 @@ ROOT = HERE.parent
 #: Block-pool kernels timed (index in the counter array), all in oracle/kernels/kvcache.py.
 KERNELS = {"match_prefix": 1, "touch_hits": 2, "allocate": 3, "free_blocks": 4, "cache_block": 5,
            "count_evictable_hits": 6}
-#: Phases timed: (label, index, file, exact source line(s) to wrap, the pool expression there).
+#: Phases timed, all in oracle/engine/loop.py: (label, index, the exact source line to wrap,
+#: the pool expression there; None for the router call, which is split from its enqueue).
 PHASES = [
-    ("route (router)", 8, "oracle/engine/loop.py", "    _enqueue(q, route(q, cfg, req, st), ta, cfg, req, st)\n", None),
-    ("_schedule", 9, "oracle/engine/loop.py",
+    ("route (router)", 8, "    _enqueue(q, route(q, cfg, req, st), ta, cfg, req, st)\n", None),
+    ("_schedule", 9,
      "        nb, nsch, nrun = _schedule(r, t, cutoff, 1 if asy else 0, cfg, req, st)\n", "st.pool"),
-    ("  schedule_active", 10, "oracle/engine/loop.py",
+    ("  schedule_active", 10,
      "        nsch, budget, preempted = schedule_active(r, budget, lag, cfg, req, st)\n", "pool"),
-    ("  cache_cohort", 11, "oracle/engine/loop.py",
+    ("  cache_cohort", 11,
      "        cache_cohort(r, lag, cfg, req, st)  # the members that fill a block register it now\n", "pool"),
-    ("  schedule_waiting", 12, "oracle/engine/loop.py",
+    ("  schedule_waiting", 12,
      "        nsch = schedule_waiting(r, t, cutoff, budget, nsch, nb, cfg, req, st)\n", "pool"),
-    ("_price", 13, "oracle/engine/loop.py", "    dt, num_decode, num_tokens = _price(r, nb, nsch, cfg, req, st)\n",
+    ("_price", 13, "    dt, num_decode, num_tokens = _price(r, nb, nsch, cfg, req, st)\n",
      "st.pool"),
-    ("_end_step", 14, "oracle/engine/loop.py", "    _end_step(r, t, t_end, nb, nsch, cfg, req, st)\n", "st.pool"),
-    ("  finish_completions", 15, "oracle/engine/loop.py",
+    ("_end_step", 14, "    _end_step(r, t, t_end, nb, nsch, cfg, req, st)\n", "st.pool"),
+    ("  finish_completions", 15,
      "        finish_completions(r, t_end, nsch, cfg, req, st)\n", "st.pool"),
 ]
 TOTAL = 16  # counter of the whole event loop (_run)
@@ -111,7 +112,7 @@ def instrument(pkg: Path) -> None:
     s = _replace_once(s, "from oracle.kernels.kvcache import num_free, num_hashed, num_used\n",
                       "from oracle.kernels.kvcache import num_free, num_hashed, num_used\n"
                       "from oracle.kernels.prefetch import rdtsc\n", "loop.py imports")
-    for label, idx, _, line, pool in PHASES:
+    for label, idx, line, pool in PHASES:
         indent = line[:len(line) - len(line.lstrip())]
         if pool is None:  # the router: time the call, then enqueue
             new = (f"{indent}t0 = rdtsc()\n{indent}rr = route(q, cfg, req, st)\n"
