@@ -9,6 +9,8 @@ parametrized over the four routers, each with the profile's ``max_examples`` (``
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from engine_cases import Scenario, build_inputs, cost_model, draft_step_time_fn_for, hand_cases, scenarios, step_time_fn_for
@@ -69,6 +71,27 @@ def test_hand_cases(name):
 
 def test_empty_input():
     compare(build_inputs([], EngineConfig(record_steps=True)))
+
+
+def _with_flags(inputs: EngineInputs, writeable: bool) -> EngineInputs:
+    """``inputs`` with every request array copied and its ``writeable`` flag set (read-only
+    columns are what a zero-copy Arrow or memory-mapped workload gives)."""
+    def flagged(a):
+        a = np.array(a)
+        a.flags.writeable = writeable
+        return a
+    return dataclasses.replace(inputs, **{f.name: flagged(getattr(inputs, f.name)) for f in dataclasses.fields(inputs)
+                                          if isinstance(getattr(inputs, f.name), np.ndarray) and f.name != "cost_params"})
+
+
+def test_one_compiled_engine_whatever_the_input_flags():
+    """Read-only and writable inputs give the same outputs through one compiled engine: numba
+    compiles a full engine per argument type (minutes), so input flags must not reach it."""
+    from oracle.engine import loop
+    inputs = hand_cases()["conversation"].inputs()
+    ref, _ = compare(_with_flags(inputs, writeable=True))
+    assert_same_outputs(ref, run_engine(_with_flags(inputs, writeable=False)))
+    assert len(loop._simulate.signatures) == 1, loop._simulate.signatures
 
 
 @pytest.mark.parametrize("name", ["worked_example", "preempt_last_running", "conversation"])

@@ -369,25 +369,42 @@ def _children_csr(parent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return child_off, child_ids
 
 
+def _readonly(a, dtype) -> np.ndarray:
+    """``a`` as a C-contiguous, read-only array of ``dtype`` (no copy when it already is one)."""
+    v = np.ascontiguousarray(a, dtype).view()
+    v.flags.writeable = False
+    return v
+
+
+def _writable(a, dtype) -> np.ndarray:
+    """``a`` as a C-contiguous, writable array of ``dtype`` (copied only when it is not)."""
+    return np.require(a, dtype, ("C", "W"))
+
+
 def _requests(inputs: EngineInputs) -> tuple[Requests, int]:
-    """The :data:`Requests` record of the inputs and the number of sessions."""
-    parent = np.ascontiguousarray(inputs.parent, np.int64)
-    arrival = np.ascontiguousarray(inputs.arrival_s, np.float64)
+    """The :data:`Requests` record of the inputs and the number of sessions.
+
+    Every field has one array type whatever the inputs' flags: the request columns the engine
+    only reads are read-only views, the rest writable (copied if an input was read-only, e.g.
+    a zero-copy Arrow column). Numba compiles one machine-code version per argument type, so a
+    read-only column would otherwise cost a second full compile of the engine."""
+    parent = _readonly(inputs.parent, np.int64)
+    arrival = _writable(inputs.arrival_s, np.float64)
     static = np.flatnonzero(parent < 0)
     static = static[np.lexsort((static, arrival[static]))].astype(np.int64)
     child_off, child_ids = _children_csr(parent)
-    session = np.ascontiguousarray(inputs.session, np.int64)
+    session = _readonly(inputs.session, np.int64)
     uniq, inv = np.unique(session, return_inverse=True)
     sess_idx = np.where(session >= 0, inv - np.count_nonzero(uniq < 0), -1).astype(np.int32)
-    req = Requests(arrival_s=arrival, prompt=np.ascontiguousarray(inputs.prompt_tokens, np.int32),
-                   output=np.ascontiguousarray(inputs.output_tokens, np.int32), session=session,
-                   turn=np.ascontiguousarray(inputs.turn, np.int32), parent=parent,
-                   think_s=np.ascontiguousarray(inputs.think_s, np.float64), static_order=static,
+    req = Requests(arrival_s=arrival, prompt=_readonly(inputs.prompt_tokens, np.int32),
+                   output=_readonly(inputs.output_tokens, np.int32), session=session,
+                   turn=_readonly(inputs.turn, np.int32), parent=parent,
+                   think_s=_readonly(inputs.think_s, np.float64), static_order=static,
                    child_off=child_off, child_ids=child_ids, sess_idx=sess_idx,
-                   hash_off=np.ascontiguousarray(inputs.hash_offsets, np.int64),
-                   hashes=np.ascontiguousarray(inputs.hashes, np.uint64),
+                   hash_off=_writable(inputs.hash_offsets, np.int64),
+                   hashes=_writable(inputs.hashes, np.uint64),
                    timeout_s=np.full(len(inputs), np.inf) if inputs.timeout_s is None
-                   else np.ascontiguousarray(inputs.timeout_s, np.float64),
+                   else _writable(inputs.timeout_s, np.float64),
                    spec_thr=spec_thresholds(inputs.config.spec_acceptance if inputs.config.num_speculative_tokens > 0
                                             else ()),
                    spec_keys=spec_keys(inputs.config.spec_seed))
