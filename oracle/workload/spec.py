@@ -94,6 +94,8 @@ THINK_FROM = ("completion", "arrival")
 POPULARITY = ("uniform", "zipf")
 MAX_TURNS = 4096          # hard cap on turns per session (history is copied per turn)
 MAX_ZIPF_SUPPORT = 1 << 24
+MAX_TOKENS = 2**31 - 1    # token counts are int32 in the engine
+MAX_SIGMA = 100.0         # lognormal sigma: exp(sigma * z) stays finite for |z| < 7
 
 
 @dataclass(frozen=True)
@@ -345,7 +347,7 @@ def _parse_client(t: Table, i: int, have_shared: bool, base_dir: Path) -> Client
     elif t.has("conversation"):
         with t.guard():
             conv = _parse_conversation(t.table("conversation"), base_dir)
-    sys_tokens = t.int("system_prompt_tokens", 0, lo=0)
+    sys_tokens = t.int("system_prompt_tokens", 0, lo=0, hi=MAX_TOKENS)
     num_sys = t.int("num_system_prompts", 1, lo=1, hi=1 << 20)
     popularity = t.str("system_prompt_popularity", "uniform", choices=POPULARITY)
     zipf_s = t.float("system_prompt_zipf_exponent", 1.0, lo=0.0, lo_open=True)
@@ -433,7 +435,7 @@ def parse_dist(parent: Table, name: str, *, integer: bool, base_dir: Path,
         return _replace(default, integer=integer)
     raw = parent.raw[name]
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):
-        v = parent.float(name, lo=1.0 if integer else 0.0)
+        v = parent.float(name, lo=1.0 if integer else 0.0, hi=MAX_TOKENS if integer else None)
         return DistSpec(dist="constant", integer=integer, value=v)
     t = parent.table(name)
     kind = t.str("dist", choices=DISTS)   # a bad kind: the other keys cannot be checked
@@ -452,7 +454,7 @@ def parse_dist(parent: Table, name: str, *, integer: bool, base_dir: Path,
         t.report("max", f"must be < 2**31 tokens, got {hi:g}")
     d: dict = dict(dist=kind, integer=integer, min=lo, max=hi)
     if kind == "constant":
-        d["value"] = num("value", lo=floor)
+        d["value"] = num("value", lo=floor, hi=MAX_TOKENS if integer else None)
     elif kind == "uniform":
         for k, v in (("min", lo), ("max", hi)):
             if v is None and t.ok(k):
@@ -467,7 +469,7 @@ def parse_dist(parent: Table, name: str, *, integer: bool, base_dir: Path,
         else:
             key = "mean" if t.has("mean") else "median"
             d[key] = num(key, lo=0.0, lo_open=True)
-        d["sigma"] = num("sigma", lo=0.0)
+        d["sigma"] = num("sigma", lo=0.0, hi=MAX_SIGMA)
     elif kind == "exponential":
         d["mean"] = num("mean", lo=0.0, lo_open=True)
     elif kind == "zipf":
@@ -479,6 +481,9 @@ def parse_dist(parent: Table, name: str, *, integer: bool, base_dir: Path,
             t.report("max", f"zipf support min..max must have < {MAX_ZIPF_SUPPORT} values")
     elif kind == "empirical":
         d.update(_parse_empirical(t, base_dir))
+        data = d.get("data")
+        if integer and data is not None and data.size and np.isfinite(data).all() and data.max() >= 2**31:
+            t.report("values" if t.has("values") else "path", f"must be < 2**31 tokens, got {data.max():g}")
     t.done()
     return DistSpec(**d)
 
