@@ -79,26 +79,29 @@ def _run_pd(rp, cp, sp, rd, cd, sd, xf, steps, pos):
             heap_pop(xf.x_t, xf.x_id, xf.x_n)
             _receive(qx, tx, rp, sp, rd, cd, sd, xf)
             continue
-        if r_p >= 0 and (r_d < 0 or t_p <= t_d):
-            dt, num_decode, num_tokens = _step(r_p, t_p, cp, rp, sp)
-            if dt < 0:
-                continue
-            xf.busy_p[r_p] += dt
-            if cp.record_steps:
-                _record_step(steps[num_steps], r_p, t_p, dt, num_decode, num_tokens, cp, sp)
-            num_steps += 1
-            _start_transfers(t_p + dt, rp, cp, sp, rd, cd, sd, xf)
-            continue
-        if r_d < 0:
+        prefill = r_p >= 0 and (r_d < 0 or t_p <= t_d)
+        if not prefill and r_d < 0:
             break
-        dt, num_decode, num_tokens = _step(r_d, t_d, cd, rd, sd)
+        # One call site for both pools' steps (their records have the same types): the step is
+        # most of the engine's code: inlined twice, this kernel took 3x as long to compile (1465 s vs 497 s).
+        if prefill:
+            r, ts, c, rq, s = r_p, t_p, cp, rp, sp
+        else:
+            r, ts, c, rq, s = r_d, t_d, cd, rd, sd
+        dt, num_decode, num_tokens = _step(r, ts, c, rq, s)
         if dt < 0:
             continue
-        xf.busy_d[r_d] += dt
+        if prefill:
+            xf.busy_p[r] += dt
+        else:
+            xf.busy_d[r] += dt
         if cp.record_steps:
-            _record_step(steps[num_steps], r_d, t_d, dt, num_decode, num_tokens, cd, sd)
-            steps[num_steps, 0] += num_p
+            _record_step(steps[num_steps], r, ts, dt, num_decode, num_tokens, c, s)
+            if not prefill:
+                steps[num_steps, 0] += num_p
         num_steps += 1
+        if prefill:
+            _start_transfers(ts + dt, rp, cp, sp, rd, cd, sd, xf)
     pos[0], pos[1] = si, num_steps
     return True
 
