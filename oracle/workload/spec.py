@@ -450,7 +450,7 @@ def parse_dist(parent: Table, name: str, *, integer: bool, base_dir: Path,
     hi = num("max", None, lo=floor)
     if lo is not None and hi is not None and lo > hi:
         t.report("min", f"must be <= max, got min = {lo:g} > max = {hi:g}")
-    if integer and hi is not None and hi >= 2**31:
+    if integer and hi is not None and hi >= MAX_TOKENS + 1:
         t.report("max", f"must be < 2**31 tokens, got {hi:g}")
     d: dict = dict(dist=kind, integer=integer, min=lo, max=hi)
     if kind == "constant":
@@ -482,7 +482,7 @@ def parse_dist(parent: Table, name: str, *, integer: bool, base_dir: Path,
     elif kind == "empirical":
         d.update(_parse_empirical(t, base_dir))
         data = d.get("data")
-        if integer and data is not None and data.size and np.isfinite(data).all() and data.max() >= 2**31:
+        if integer and data is not None and data.size and np.isfinite(data).all() and data.max() >= MAX_TOKENS + 1:
             t.report("values" if t.has("values") else "path", f"must be < 2**31 tokens, got {data.max():g}")
     t.done()
     return DistSpec(**d)
