@@ -323,14 +323,15 @@ def test_debug_shows_the_traceback(work):
 
 # -- real processes --------------------------------------------------------------------------
 def _entry_points() -> list[list[str]]:
-    eps = [[sys.executable, "-m", "oracle.cli"]]
+    eps = [[sys.executable, "-m", "oracle.cli"], [sys.executable, "-m", "oracle"]]
     script = shutil.which("oracle")
     if script is not None:
         eps.append([script])
     return eps
 
 
-@pytest.mark.parametrize("entry", _entry_points(), ids=lambda e: "python -m oracle.cli" if len(e) > 1 else "oracle")
+@pytest.mark.parametrize("entry", _entry_points(),
+                         ids=lambda e: " ".join(["python", *e[1:]]) if len(e) > 1 else "oracle")
 def test_real_processes(work, entry):
     """The installed entry points behave the same: exit 1, one stderr line, nothing written."""
     (work / "a_file").write_text("precious\n")
@@ -341,8 +342,8 @@ def test_real_processes(work, entry):
         (["sweep", SWEEPS / "zero_replicas_point.toml", "--out", work / "out"], "point 2: frameworks.0.replicas"),
         (["simulate", QUICK, "--out", work / "a_file" / "out"], "is a file, not a folder"),
     ]
-    if len(entry) == 1:
-        cases = cases[:2]   # the console script: the same code behind, two cases are enough
+    if entry[-1] != "oracle.cli":
+        cases = cases[:2]   # the console script and ``python -m oracle``: the same code behind, two cases are enough
     env = {k: v for k, v in os.environ.items() if k != "ORACLE_DEBUG"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     before = listing(work)
