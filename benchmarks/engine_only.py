@@ -3,6 +3,7 @@
     python benchmarks/engine_only.py chat 30000
     python benchmarks/engine_only.py chat 30000 frameworks.0.router=session_affinity --repeats 5
     python benchmarks/engine_only.py plain-spec 20000     # speculative decoding (plain_spec.toml)
+    python benchmarks/engine_only.py chat-pd 100000       # prefill/decode disaggregation (chat_pd.toml)
 
 The workload and engine inputs are built first; the compiled engine is loaded on a small
 run; then ``run_engine`` is timed ``--repeats`` times (best and median printed) with the
@@ -21,10 +22,11 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def parser(description: str, repeats: int) -> argparse.ArgumentParser:
+def parser(description: str, repeats: int,
+           scenarios: tuple[str, ...] = ("chat", "plain", "plain-spec")) -> argparse.ArgumentParser:
     """The command line shared with ``profile_engine.py``: scenario, requests, overrides."""
     ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("scenario", choices=["chat", "plain", "plain-spec"])
+    ap.add_argument("scenario", choices=list(scenarios))
     ap.add_argument("requests", type=int)
     ap.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     ap.add_argument("--repeats", type=int, default=repeats)
@@ -33,9 +35,10 @@ def parser(description: str, repeats: int) -> argparse.ArgumentParser:
 
 def prepare(scenario: str, requests: int, overrides: list[str]):
     """``(inputs, overrides dict)`` of a benchmark scenario with ``requests`` requests and the
-    ``key=value`` overrides, after loading the compiled engine on a small run of it."""
-    from oracle.api import as_scenario, engine_inputs, load_workload
-    from oracle.engine.loop import run_engine
+    ``key=value`` overrides, after loading the compiled engine on a small run of it. A
+    disaggregated scenario gives :class:`~oracle.engine.disagg.PDInputs` (run them with
+    :func:`run`)."""
+    from oracle.api import as_scenario, engine_inputs, load_workload, pd_inputs
     from oracle.scenario import apply_overrides, load_scenario
 
     ov = {}
@@ -46,21 +49,30 @@ def prepare(scenario: str, requests: int, overrides: list[str]):
                           {"simulation.num_requests": requests, **ov})
     sc = as_scenario(raw)
     fw = sc.frameworks[0]
-    inputs = engine_inputs(sc, fw, load_workload(sc), record_steps=False)
+    build = pd_inputs if fw.disaggregated else engine_inputs
+    inputs = build(sc, fw, load_workload(sc), record_steps=False)
     small = as_scenario(apply_overrides(raw, {"simulation.num_requests": 300}))
-    run_engine(engine_inputs(small, fw, load_workload(small), record_steps=False))  # load the compiled engine
+    run(build(small, fw, load_workload(small), record_steps=False))  # load the compiled engine
     return inputs, ov
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parser(__doc__, repeats=3).parse_args(argv)
+def run(inputs):
+    """The engine's outputs for ``inputs``: the P/D engine for disaggregated inputs."""
+    from oracle.engine.disagg import PDInputs
+    if isinstance(inputs, PDInputs):
+        from oracle.engine.pd import run_pd_engine
+        return run_pd_engine(inputs)
     from oracle.engine.loop import run_engine
+    return run_engine(inputs)
 
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser(__doc__, repeats=3, scenarios=("chat", "plain", "plain-spec", "chat-pd")).parse_args(argv)
     inputs, ov = prepare(args.scenario, args.requests, args.overrides)
     times = []
     for _ in range(args.repeats):
         t0 = time.perf_counter()
-        out = run_engine(inputs)
+        out = run(inputs)
         times.append(time.perf_counter() - t0)
     n = args.requests
     per_req = {k: round(v / n, 1) for k, v in out.diagnostics.items()}
