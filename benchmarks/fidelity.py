@@ -7,12 +7,16 @@ then the medians over the stages that were not overloaded. Optional extra tables
 
 * ``--before DIR``: per stage, the signed errors of saved "before" replays next to these;
 * ``--lomo FILE``: the leave-one-model-out table of an ``oracle calibrate-e2e --json-out FILE``;
-* ``--ablation``: the medians with each cost-model term switched off in turn (replays again).
+* ``--ablation``: the medians with each cost-model term switched off in turn (replays again);
+* ``--seeds N``: replays again with the seeds after ``--seed`` (N arrival and prompt-order
+  draws in all) and prints, per stage, the signed errors at ``--seed`` with their range over
+  the N draws, then the medians for each draw: how much of a stage's error is the one draw.
 
     python benchmarks/fidelity.py                                  # ../shared/data/vllm_runs/h100-inference-perf
     python benchmarks/fidelity.py RUNS_DIR --json-dir runs/fidelity --gpu h100-sxm
     python benchmarks/fidelity.py --from-json runs/fidelity         # tables only, from saved JSONs
     python benchmarks/fidelity.py --from-json runs/after --before runs/before --lomo runs/cal.json --ablation
+    python benchmarks/fidelity.py --seeds 5                       # + the spread over 5 arrival draws
 """
 
 from __future__ import annotations
@@ -41,6 +45,36 @@ def run_all(runs: Path, json_dir: Path | None, gpu: str, seed: int) -> list[dict
             (json_dir / f"{run.name}.json").write_text(json.dumps(c, indent=1, default=str))
         out.append(c)
     return out
+
+
+#: the signed errors of the seed-spread table (metric, statistic, column label)
+SPREAD = (("ttft_ms", "mean", "TTFT mean"), ("ttft_ms", "p90", "TTFT p90"), ("tpot_ms", "mean", "TPOT/token"),
+          ("e2e_ms", "mean", "E2E"))
+
+
+def seed_spread(draws: list[list[dict]], seeds: list[int]) -> str:
+    """Per stage, the signed error of the first draw and [min, max] over all the draws (the
+    replays of every run with each seed, in the same run order), then the medians of each."""
+    head = " | ".join(f"{label} (seed {seeds[0]}) [min, max]" for _, _, label in SPREAD)
+    lines = [f"| run | stage | {head} |", "|---|---|" + "---|" * len(SPREAD)]
+    for runs in zip(*draws):
+        for k, st in enumerate(runs[0]["stages"]):
+            sts = [c["stages"][k] for c in runs]
+            cells = []
+            for metric, stat, _ in SPREAD:
+                e = [x["metrics"][metric][stat]["error_pct"] for x in sts]
+                e_ok = [x for x in e if x is not None]
+                cells.append("-" if e[0] is None else f"{e[0]:+.1f} % [{min(e_ok):+.1f}, {max(e_ok):+.1f}]")
+            mark = " **overloaded**" if any(x["overloaded"] for x in sts) else ""
+            lines.append(f"| {runs[0]['name'].split('-', 2)[-1]}{mark} | {st['label'].split(': ', 1)[-1]} | "
+                         + " | ".join(cells) + " |")
+    lines += ["", "| seed | " + " | ".join(f"median \\|error\\| {k}" for k in ("TTFT", "TTFT p90", "TPOT", "E2E", "req/s"))
+              + " |", "|---|" + "---|" * 5]
+    for seed, comparisons in zip(seeds, draws):
+        med = medians_line(comparisons)
+        lines.append(f"| {seed} | " + " | ".join(f"{_v(med[k])} %" for k in ("ttft", "ttft_p90", "tpot", "e2e", "rps"))
+                     + " |")
+    return "\n".join(lines)
 
 
 def _v(x: float | None, digits: int = 1) -> str:
@@ -224,7 +258,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ablation", action="store_true", help="replay with each cost-model term switched off")
     ap.add_argument("--gpu", default="h100-sxm")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, default=1, metavar="N",
+                    help="also replay with the N - 1 seeds after --seed and print the spread of the errors")
     args = ap.parse_args(argv)
+    if args.seeds < 1 or (args.seeds > 1 and args.from_json is not None):
+        ap.error("--seeds takes N >= 1 and replays (not with --from-json)")
     if args.from_json is not None:
         comparisons = [json.loads(p.read_text()) for p in sorted(args.from_json.glob("*.json"))]
     else:
@@ -240,6 +278,10 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + lomo_table(json.loads(args.lomo.read_text())))
     if args.ablation:
         print("\n" + ablation(args.runs, args.gpu, args.seed))
+    if args.seeds > 1:
+        seeds = list(range(args.seed, args.seed + args.seeds))
+        draws = [comparisons] + [run_all(args.runs, None, args.gpu, s) for s in seeds[1:]]
+        print("\n" + seed_spread(draws, seeds))
     return 0
 
 
