@@ -235,6 +235,42 @@ def test_cli_table_output(run_dir):
         assert text in res.stdout, text
 
 
+def test_seeds_add_each_figures_range_over_arrival_draws(run_dir):
+    res = replay(run_dir, seed=1, seeds=3).comparison
+    draws = [replay(run_dir, seed=s).comparison for s in (1, 2, 3)]
+    assert res["seeds"] == [1, 2, 3]
+    assert res["medians_by_seed"] == [{"seed": c["seed"], "medians": c["medians"]} for c in draws]
+    moved = False
+    for k, st in enumerate(res["stages"]):
+        sts = [c["stages"][k] for c in draws]
+        assert st["overloaded_by_seed"] == [x["overloaded"] for x in sts]
+        rows = [(st["metrics"][m][stat], [x["metrics"][m][stat] for x in sts])
+                for m in st["metrics"] for stat in st["metrics"][m]]
+        rows += [(st["throughput"][key], [x["throughput"][key] for x in sts]) for key in st["throughput"]]
+        for row, per_draw in rows:
+            assert row["predicted"] == per_draw[0]["predicted"]   # the replay's own seed, unchanged
+            errs = [r["error_pct"] for r in per_draw]
+            assert row["error_pct_by_seed"] == errs
+            for key, out in (("predicted", "predicted_range"), ("error_pct", "error_pct_range")):
+                vals = [r[key] for r in per_draw if r[key] is not None]
+                assert row[out] == ([min(vals), max(vals)] if vals else None)
+            moved |= row["predicted_range"] is not None and row["predicted_range"][0] < row["predicted_range"][1]
+    assert moved   # other arrival draws, other predictions
+    plain = replay(run_dir, seed=1).comparison
+    assert "seeds" not in plain and "error_pct_range" not in plain["stages"][0]["metrics"]["ttft_ms"]["mean"]
+
+
+def test_cli_seeds_table_and_bad_value(run_dir):
+    res = runner.invoke(build_app(), ["replay", str(run_dir), "--seeds", "2"])
+    assert res.exit_code == 0, res.output
+    for text in ("error, 2 seeds", " to ", "seed 0: median |error| ttft mean", "seed 1: median |error|"):
+        assert text in res.stdout, text
+    js = runner.invoke(build_app(), ["replay", str(run_dir), "--seeds", "2", "--seed", "4", "--json"])
+    assert js.exit_code == 0, js.output
+    assert json.loads(js.stdout)["seeds"] == [4, 5]
+    assert "--seeds" in _fail([run_dir, "--seeds", "0"])
+
+
 def test_failures_mark_a_stage_overloaded(tmp_path):
     docs = [stage_doc(ok=15, failed=5), stage_doc(ok=20, rate=4.0)]
     run = make_run(tmp_path, docs=docs)

@@ -43,6 +43,10 @@ def replay(
     seed: Annotated[Optional[int], typer.Option(
         "--seed", help="Random seed of the rebuilt workload (prompt order and lengths, arrival gaps); default "
                        "0.")] = None,
+    seeds: Annotated[int, typer.Option(
+        "--seeds", metavar="N", help="Also replay with the N - 1 seeds after --seed (other arrival and "
+                                     "prompt-order draws: the real load generator's was one draw too) and show "
+                                     "each error's range over the N draws.")] = 1,
     timeout_s: Annotated[Optional[float], typer.Option(
         "--timeout-s", min=0.0, help="Client timeout in seconds (default: the load generator's: inference-perf's "
                                      "request_timeout or aiohttp's 300 s; vllm bench's 6 h).")] = None,
@@ -65,6 +69,7 @@ def replay(
     Examples:
       oracle replay ../shared/data/vllm_runs/h100-inference-perf/20260217-155451-llama-2-7b-tp1-codegen
       oracle replay RUN_DIR --json --plot replay.png --out runs/replay-codegen
+      oracle replay RUN_DIR --seeds 5        # each error's range over 5 arrival draws
       oracle replay bench.json --tp 2 --max-num-seqs 256 --gpu h100-sxm
     """
     with user_errors():
@@ -81,7 +86,7 @@ def replay(
                  "max_num_batched_tokens": max_num_batched_tokens, "max_model_len": max_model_len,
                  "gpu_memory_utilization": gpu_memory_utilization, "num_gpu_blocks": num_gpu_blocks}
         kw = dict(server_file=server, flags=flags, gpu=gpu, seed=seed if seed is not None else 0,
-                  timeout_s=timeout_s)
+                  timeout_s=timeout_s, seeds=seeds)
         if not (quiet or json_out) and sys.stderr.isatty():
             from rich.console import Console
             with Console(stderr=True).status("reading the benchmark") as status:
@@ -109,6 +114,18 @@ def _err(v) -> str:
     return "-" if v is None else f"{v:+.1f} %"
 
 
+def _abs_pct(v) -> str:
+    return "-" if v is None else f"{v:.1f} %"
+
+
+def _range(row: dict, seeds: list | None) -> tuple[str, ...]:
+    """The error-range cell of a row (none without --seeds)."""
+    if not seeds:
+        return ()
+    r = row.get("error_pct_range")
+    return ("-" if r is None else f"{r[0]:+.1f} to {r[1]:+.1f} %",)
+
+
 def print_replay(c: dict, *, out: Path | None = None, plot: Path | None = None) -> None:
     """The terminal report: settings, notes, one table per stage, the medians."""
     from rich.console import Console
@@ -116,6 +133,7 @@ def print_replay(c: dict, *, out: Path | None = None, plot: Path | None = None) 
     from rich.table import Table
 
     console = Console() if sys.stdout.isatty() else Console(width=160)
+    seeds = c.get("seeds")   # --seeds N: the range of each error over the N draws
     s = c["server"]
     console.print(f"[bold]oracle replay[/] of {escape(c['source'])} ({c['kind']})")
     blocks = s["num_gpu_blocks"]
@@ -139,6 +157,8 @@ def print_replay(c: dict, *, out: Path | None = None, plot: Path | None = None) 
         table.add_column("measured", justify="right")
         table.add_column("predicted", justify="right")
         table.add_column("error", justify="right")
+        if seeds:
+            table.add_column(f"error, {len(seeds)} seeds", justify="right")
         for key, rows in st["metrics"].items():
             name = key.removesuffix("_ms").upper()
             for stat, row in rows.items():
@@ -146,13 +166,14 @@ def print_replay(c: dict, *, out: Path | None = None, plot: Path | None = None) 
                 if row.get("token_quantile") is not None:
                     label += f" ~ token p{100 * row['token_quantile']:.1f}"
                 table.add_row(label, _ms(row["recorded"]), _ms(row["measured"]), _ms(row["predicted"]),
-                              _err(row["error_pct"]))
+                              _err(row["error_pct"]), *_range(row, seeds))
         thr = st["throughput"]
         table.add_row("requests/s", _ms(thr["requests_per_s"]["measured"]), _ms(thr["requests_per_s"]["measured"]),
-                      _ms(thr["requests_per_s"]["predicted"]), _err(thr["requests_per_s"]["error_pct"]))
+                      _ms(thr["requests_per_s"]["predicted"]), _err(thr["requests_per_s"]["error_pct"]),
+                      *_range(thr["requests_per_s"], seeds))
         table.add_row("output tokens/s", _ms(thr["output_tokens_per_s"].get("recorded")),
                       _ms(thr["output_tokens_per_s"]["measured"]), _ms(thr["output_tokens_per_s"]["predicted"]),
-                      _err(thr["output_tokens_per_s"]["error_pct"]))
+                      _err(thr["output_tokens_per_s"]["error_pct"]), *_range(thr["output_tokens_per_s"], seeds))
         console.print(table)
         if conv.get("factor") and conv.get("unit_recorded") == "message":
             console.print(f"  TPOT and ITL mean recorded per SSE message; measured = recorded x "
@@ -165,11 +186,17 @@ def print_replay(c: dict, *, out: Path | None = None, plot: Path | None = None) 
             console.print(f"  predicted prefix-cache token hit rate {100 * hit:.1f} %", style="dim")
         if st["overload_note"]:
             console.print(f"  {escape(st['overload_note'])}", style="red")
+        if seeds and 0 < sum(st["overloaded_by_seed"]) < len(seeds):
+            console.print(f"  overloaded in {sum(st['overloaded_by_seed'])} of the {len(seeds)} draws", style="red")
     med = c["medians"]
     parts = [f"{k.replace('_', ' ')} {v['median_error_pct']:+.1f} %" for k, v in med.items()
              if v["median_error_pct"] is not None]
     n = max((v["stages"] for v in med.values()), default=0)
     console.print(f"median signed error over {n} non-overloaded stage(s): " + (", ".join(parts) or "-"))
+    for d in c.get("medians_by_seed") or []:
+        keys = ("ttft_mean", "ttft_p90", "tpot_mean", "e2e_mean")
+        console.print(f"  seed {d['seed']}: median |error| " + ", ".join(
+            f"{k.replace('_', ' ')} {_abs_pct(d['medians'][k]['median_abs_error_pct'])}" for k in keys), style="dim")
     where = ([f"results in {out}"] if out is not None else []) + ([f"plot in {plot}"] if plot is not None else [])
     console.print(f"{c['simulation']['requests']:,} requests simulated in {c['simulation']['wall_time_s']:.1f} s"
                   + (f"; {'; '.join(where)}" if where else ""))

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from oracle.replay.common import ReplayError, ReplayPlan
-from oracle.replay.run import ReplayResult, build_workload, scenario_dict, simulate_plan
+from oracle.replay.run import ReplayResult, add_seed_spread, build_workload, scenario_dict, simulate_plan
 
-__all__ = ["ReplayError", "ReplayPlan", "ReplayResult", "build_workload", "load_plan", "replay", "scenario_dict",
-           "simulate_plan", "write_replay"]
+__all__ = ["ReplayError", "ReplayPlan", "ReplayResult", "add_seed_spread", "build_workload", "load_plan", "replay",
+           "scenario_dict", "simulate_plan", "write_replay"]
 
 
 def load_plan(path: str | Path, *, server_file: str | Path | None = None, flags: dict[str, Any] | None = None,
@@ -49,16 +49,30 @@ def load_plan(path: str | Path, *, server_file: str | Path | None = None, flags:
 
 def replay(path: str | Path, *, server_file: str | Path | None = None, flags: dict[str, Any] | None = None,
            gpu: str = "h100-sxm", seed: int = 0, timeout_s: float | None = None,
-           progress: Callable[[str], None] | None = None) -> ReplayResult:
-    """Read, simulate and compare a benchmark result (nothing is written; see :func:`write_replay`)."""
+           progress: Callable[[str], None] | None = None, seeds: int = 1) -> ReplayResult:
+    """Read, simulate and compare a benchmark result (nothing is written; see :func:`write_replay`).
+
+    ``seeds`` > 1 also replays with the ``seeds - 1`` seeds after ``seed`` (other arrival
+    draws) and adds each figure's range over the draws to the comparison
+    (:func:`~oracle.replay.run.add_seed_spread`); the simulation kept is ``seed``'s."""
     from oracle.catalog import get_gpu
     from oracle.errors import OracleError
     try:
         get_gpu(gpu, key="--gpu")
     except OracleError as exc:
         raise ReplayError(exc.reason, key="--gpu") from None
+    if seeds < 1:
+        raise ReplayError(f"must be >= 1, got {seeds}", key="--seeds")
     plan = load_plan(path, server_file=server_file, flags=flags, seed=seed, timeout_s=timeout_s)
-    return simulate_plan(plan, gpu=gpu, seed=seed, progress=progress)
+    res = simulate_plan(plan, gpu=gpu, seed=seed, progress=progress)
+    if seeds > 1:
+        others = []
+        for s in range(seed + 1, seed + seeds):
+            say = (lambda m, _s=s: progress(f"seed {_s}: {m}")) if progress is not None else None
+            other = load_plan(path, server_file=server_file, flags=flags, seed=s, timeout_s=timeout_s)
+            others.append(simulate_plan(other, gpu=gpu, seed=s, progress=say).comparison)
+        add_seed_spread(res.comparison, others)
+    return res
 
 
 def write_replay(res: ReplayResult, out_dir: str | Path) -> Path:

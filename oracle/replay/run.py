@@ -285,6 +285,37 @@ def compare(plan: ReplayPlan, res, wl: Workload, origins: list[float], *, gpu: s
     }
 
 
+def add_seed_spread(comparison: dict[str, Any], others: list[dict[str, Any]]) -> dict[str, Any]:
+    """Add to ``comparison`` (the replay with its own seed) the spread over other arrival draws.
+
+    ``others`` are the comparisons of the same plan replayed with other seeds (other arrival
+    gaps and prompt order; the measured figures are the same). Every row with a prediction
+    gets ``predicted_range`` and ``error_pct_range`` ([min, max] over all the draws, this one
+    included) and ``error_pct_by_seed``; each stage gets ``overloaded_by_seed``; the document
+    gets ``seeds`` and ``medians_by_seed``. The real load generator's arrivals were one draw
+    too (inference-perf's timer is unseeded), so a stage's error means as much as its range
+    is narrow."""
+    draws = [comparison, *others]
+
+    def spread(row: dict, rows: list[dict]) -> None:
+        for key, out in (("predicted", "predicted_range"), ("error_pct", "error_pct_range")):
+            vals = [r[key] for r in rows if r.get(key) is not None]
+            row[out] = [min(vals), max(vals)] if vals else None
+        row["error_pct_by_seed"] = [r.get("error_pct") for r in rows]
+
+    for k, st in enumerate(comparison["stages"]):
+        sts = [c["stages"][k] for c in draws]
+        for metric, rows in st["metrics"].items():
+            for stat, row in rows.items():
+                spread(row, [x["metrics"][metric][stat] for x in sts])
+        for key, row in st["throughput"].items():
+            spread(row, [x["throughput"][key] for x in sts])
+        st["overloaded_by_seed"] = [bool(x["overloaded"]) for x in sts]
+    comparison["seeds"] = [c["seed"] for c in draws]
+    comparison["medians_by_seed"] = [{"seed": c["seed"], "medians": c["medians"]} for c in draws]
+    return comparison
+
+
 def _row(measured: float | None, predicted: float | None) -> dict[str, float | None]:
     return {"measured": measured, "predicted": predicted, "error_pct": signed_error_pct(predicted, measured)}
 
