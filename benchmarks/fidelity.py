@@ -8,9 +8,10 @@ then the medians over the stages that were not overloaded. Optional extra tables
 * ``--before DIR``: per stage, the signed errors of saved "before" replays next to these;
 * ``--lomo FILE``: the leave-one-model-out table of an ``oracle calibrate-e2e --json-out FILE``;
 * ``--ablation``: the medians with each cost-model term switched off in turn (replays again);
-* ``--seeds N``: replays again with the seeds after ``--seed`` (N arrival and prompt-order
-  draws in all) and prints, per stage, the signed errors at ``--seed`` with their range over
-  the N draws, then the medians for each draw: how much of a stage's error is the one draw.
+* ``--seeds N``: each run is also replayed with the seeds after ``--seed`` (``oracle replay
+  --seeds``: N arrival and prompt-order draws in all); prints, per stage, the signed errors at
+  ``--seed`` with their range over the N draws, then the medians for each draw: how much of a
+  stage's error is the one draw (also from saved JSONs of such replays, ``--from-json``).
 
     python benchmarks/fidelity.py                                  # ../shared/data/vllm_runs/h100-inference-perf
     python benchmarks/fidelity.py RUNS_DIR --json-dir runs/fidelity --gpu h100-sxm
@@ -33,12 +34,12 @@ DEFAULT_RUNS = ROOT.parent / "shared" / "data" / "vllm_runs" / "h100-inference-p
 COLUMNS = (("ttft_ms", "TTFT"), ("tpot_ms", "TPOT/token"), ("e2e_ms", "E2E"))
 
 
-def run_all(runs: Path, json_dir: Path | None, gpu: str, seed: int) -> list[dict]:
+def run_all(runs: Path, json_dir: Path | None, gpu: str, seed: int, seeds: int = 1) -> list[dict]:
     from oracle.replay import replay
     out = []
     for run in sorted(p for p in runs.iterdir() if p.is_dir()):
         t0 = time.perf_counter()
-        c = replay(run, gpu=gpu, seed=seed).comparison
+        c = replay(run, gpu=gpu, seed=seed, seeds=seeds).comparison
         print(f"{run.name}: {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         if json_dir is not None:
             json_dir.mkdir(parents=True, exist_ok=True)
@@ -52,28 +53,42 @@ SPREAD = (("ttft_ms", "mean", "TTFT mean"), ("ttft_ms", "p90", "TTFT p90"), ("tp
           ("e2e_ms", "mean", "E2E"))
 
 
-def seed_spread(draws: list[list[dict]], seeds: list[int]) -> str:
-    """Per stage, the signed error of the first draw and [min, max] over all the draws (the
-    replays of every run with each seed, in the same run order), then the medians of each."""
+def seed_spread(comparisons: list[dict]) -> str:
+    """Per stage, the signed error of the replay's own seed and [min, max] over its draws
+    (``replay(..., seeds=N)``: ``error_pct_range``), then the medians of each draw over its
+    stages that were not overloaded."""
+    seeds = comparisons[0]["seeds"]
     head = " | ".join(f"{label} (seed {seeds[0]}) [min, max]" for _, _, label in SPREAD)
     lines = [f"| run | stage | {head} |", "|---|---|" + "---|" * len(SPREAD)]
-    for runs in zip(*draws):
-        for k, st in enumerate(runs[0]["stages"]):
-            sts = [c["stages"][k] for c in runs]
+    for c in comparisons:
+        for st in c["stages"]:
             cells = []
             for metric, stat, _ in SPREAD:
-                e = [x["metrics"][metric][stat]["error_pct"] for x in sts]
-                e_ok = [x for x in e if x is not None]
-                cells.append("-" if e[0] is None else f"{e[0]:+.1f} % [{min(e_ok):+.1f}, {max(e_ok):+.1f}]")
-            mark = " **overloaded**" if any(x["overloaded"] for x in sts) else ""
-            lines.append(f"| {runs[0]['name'].split('-', 2)[-1]}{mark} | {st['label'].split(': ', 1)[-1]} | "
+                row = st["metrics"][metric][stat]
+                e, r = row["error_pct"], row["error_pct_range"]
+                cells.append("-" if e is None else f"{e:+.1f} % [{r[0]:+.1f}, {r[1]:+.1f}]")
+            mark = " **overloaded**" if any(st["overloaded_by_seed"]) else ""
+            lines.append(f"| {c['name'].split('-', 2)[-1]}{mark} | {st['label'].split(': ', 1)[-1]} | "
                          + " | ".join(cells) + " |")
-    lines += ["", "| seed | " + " | ".join(f"median \\|error\\| {k}" for k in ("TTFT", "TTFT p90", "TPOT", "E2E", "req/s"))
-              + " |", "|---|" + "---|" * 5]
-    for seed, comparisons in zip(seeds, draws):
-        med = medians_line(comparisons)
-        lines.append(f"| {seed} | " + " | ".join(f"{_v(med[k])} %" for k in ("ttft", "ttft_p90", "tpot", "e2e", "rps"))
-                     + " |")
+    cols = (("TTFT", ("metrics", "ttft_ms", "mean")), ("TTFT p90", ("metrics", "ttft_ms", "p90")),
+            ("TPOT", ("metrics", "tpot_ms", "mean")), ("E2E", ("metrics", "e2e_ms", "mean")),
+            ("req/s", ("throughput", "requests_per_s")))
+    lines += ["", "| seed | " + " | ".join(f"median \\|error\\| {name}" for name, _ in cols) + " |",
+              "|---|" + "---|" * len(cols)]
+    for i, seed in enumerate(seeds):
+        cells = []
+        for _, path in cols:
+            errs = []
+            for c in comparisons:
+                for st in c["stages"]:
+                    row = st
+                    for key in path:
+                        row = row[key]
+                    e = row["error_pct_by_seed"][i]
+                    if not st["overloaded_by_seed"][i] and e is not None:
+                        errs.append(abs(e))
+            cells.append(f"{_v(statistics.median(errs) if errs else None)} %")
+        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -261,12 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=1, metavar="N",
                     help="also replay with the N - 1 seeds after --seed and print the spread of the errors")
     args = ap.parse_args(argv)
-    if args.seeds < 1 or (args.seeds > 1 and args.from_json is not None):
-        ap.error("--seeds takes N >= 1 and replays (not with --from-json)")
+    if args.seeds < 1:
+        ap.error("--seeds takes N >= 1")
     if args.from_json is not None:
         comparisons = [json.loads(p.read_text()) for p in sorted(args.from_json.glob("*.json"))]
     else:
-        comparisons = run_all(args.runs, args.json_dir, args.gpu, args.seed)
+        comparisons = run_all(args.runs, args.json_dir, args.gpu, args.seed, args.seeds)
     print(tables(comparisons))
     if args.before is not None:
         before = [json.loads(p.read_text()) for p in sorted(args.before.glob("*.json"))]
@@ -278,10 +293,8 @@ def main(argv: list[str] | None = None) -> int:
         print("\n" + lomo_table(json.loads(args.lomo.read_text())))
     if args.ablation:
         print("\n" + ablation(args.runs, args.gpu, args.seed))
-    if args.seeds > 1:
-        seeds = list(range(args.seed, args.seed + args.seeds))
-        draws = [comparisons] + [run_all(args.runs, None, args.gpu, s) for s in seeds[1:]]
-        print("\n" + seed_spread(draws, seeds))
+    if comparisons and all("seeds" in c for c in comparisons):
+        print("\n" + seed_spread(comparisons))
     return 0
 
 
