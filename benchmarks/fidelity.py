@@ -70,25 +70,12 @@ def seed_spread(comparisons: list[dict]) -> str:
             mark = " **overloaded**" if any(st["overloaded_by_seed"]) else ""
             lines.append(f"| {c['name'].split('-', 2)[-1]}{mark} | {st['label'].split(': ', 1)[-1]} | "
                          + " | ".join(cells) + " |")
-    cols = (("TTFT", ("metrics", "ttft_ms", "mean")), ("TTFT p90", ("metrics", "ttft_ms", "p90")),
-            ("TPOT", ("metrics", "tpot_ms", "mean")), ("E2E", ("metrics", "e2e_ms", "mean")),
-            ("req/s", ("throughput", "requests_per_s")))
-    lines += ["", "| seed | " + " | ".join(f"median \\|error\\| {name}" for name, _ in cols) + " |",
-              "|---|" + "---|" * len(cols)]
+    keys = ("ttft", "ttft_p90", "tpot", "e2e", "rps")
+    lines += ["", "| seed | " + " | ".join(f"median \\|error\\| {k}" for k in ("TTFT", "TTFT p90", "TPOT", "E2E", "req/s"))
+              + " |", "|---|" + "---|" * len(keys)]
     for i, seed in enumerate(seeds):
-        cells = []
-        for _, path in cols:
-            errs = []
-            for c in comparisons:
-                for st in c["stages"]:
-                    row = st
-                    for key in path:
-                        row = row[key]
-                    e = row["error_pct_by_seed"][i]
-                    if not st["overloaded_by_seed"][i] and e is not None:
-                        errs.append(abs(e))
-            cells.append(f"{_v(statistics.median(errs) if errs else None)} %")
-        lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+        med = medians_line(comparisons, draw=i)
+        lines.append(f"| {seed} | " + " | ".join(f"{_v(med[k])} %" for k in keys) + " |")
     return "\n".join(lines)
 
 
@@ -165,20 +152,21 @@ def before_after(before: list[dict], after: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def medians_line(comparisons: list[dict]) -> dict[str, float | None]:
-    """Median |error| (%) over the non-overloaded stages: TTFT mean/p90, TPOT, E2E, req/s."""
+def medians_line(comparisons: list[dict], draw: int | None = None) -> dict[str, float | None]:
+    """Median |error| (%) over the non-overloaded stages: TTFT mean/p90, TPOT, E2E, req/s;
+    ``draw`` i: of the i-th arrival draw of replays made with ``seeds`` (``error_pct_by_seed``)."""
     errs: dict[str, list[float]] = {"ttft": [], "ttft_p90": [], "tpot": [], "e2e": [], "rps": []}
     for c in comparisons:
         for st in c["stages"]:
-            if st["overloaded"]:
+            if st["overloaded"] if draw is None else st["overloaded_by_seed"][draw]:
                 continue
             m = st["metrics"]
-            for k, (metric, stat) in (("ttft", ("ttft_ms", "mean")), ("ttft_p90", ("ttft_ms", "p90")),
-                                      ("tpot", ("tpot_ms", "mean")), ("e2e", ("e2e_ms", "mean"))):
-                if m[metric][stat]["error_pct"] is not None:
-                    errs[k].append(abs(m[metric][stat]["error_pct"]))
-            if st["throughput"]["requests_per_s"]["error_pct"] is not None:
-                errs["rps"].append(abs(st["throughput"]["requests_per_s"]["error_pct"]))
+            for k, row in (("ttft", m["ttft_ms"]["mean"]), ("ttft_p90", m["ttft_ms"]["p90"]),
+                           ("tpot", m["tpot_ms"]["mean"]), ("e2e", m["e2e_ms"]["mean"]),
+                           ("rps", st["throughput"]["requests_per_s"])):
+                e = row["error_pct"] if draw is None else row["error_pct_by_seed"][draw]
+                if e is not None:
+                    errs[k].append(abs(e))
     return {k: (statistics.median(v) if v else None) for k, v in errs.items()}
 
 
