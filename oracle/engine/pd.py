@@ -79,29 +79,26 @@ def _run_pd(rp, cp, sp, rd, cd, sd, xf, steps, pos):
             heap_pop(xf.x_t, xf.x_id, xf.x_n)
             _receive(qx, tx, rp, sp, rd, cd, sd, xf)
             continue
-        prefill = r_p >= 0 and (r_d < 0 or t_p <= t_d)
-        if not prefill and r_d < 0:
+        if r_p >= 0 and (r_d < 0 or t_p <= t_d):
+            dt, num_decode, num_tokens = _pool_step(r_p, t_p, cp, rp, sp)
+            if dt < 0:
+                continue
+            xf.busy_p[r_p] += dt
+            if cp.record_steps:
+                _record_step(steps[num_steps], r_p, t_p, dt, num_decode, num_tokens, cp, sp)
+            num_steps += 1
+            _start_transfers(t_p + dt, rp, cp, sp, rd, cd, sd, xf)
+            continue
+        if r_d < 0:
             break
-        if prefill:
-            r, ts = r_p, t_p
-            dt, num_decode, num_tokens = _pool_step(r, ts, cp, rp, sp)
-        else:
-            r, ts = r_d, t_d
-            dt, num_decode, num_tokens = _pool_step(r, ts, cd, rd, sd)
+        dt, num_decode, num_tokens = _pool_step(r_d, t_d, cd, rd, sd)
         if dt < 0:
             continue
-        if prefill:
-            xf.busy_p[r] += dt
-            if cp.record_steps:
-                _record_step(steps[num_steps], r, ts, dt, num_decode, num_tokens, cp, sp)
-        else:
-            xf.busy_d[r] += dt
-            if cp.record_steps:
-                _record_step(steps[num_steps], r, ts, dt, num_decode, num_tokens, cd, sd)
-                steps[num_steps, 0] += num_p
+        xf.busy_d[r_d] += dt
+        if cp.record_steps:
+            _record_step(steps[num_steps], r_d, t_d, dt, num_decode, num_tokens, cd, sd)
+            steps[num_steps, 0] += num_p
         num_steps += 1
-        if prefill:
-            _start_transfers(ts + dt, rp, cp, sp, rd, cd, sd, xf)
     pos[0], pos[1] = si, num_steps
     return True
 
