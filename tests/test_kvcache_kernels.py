@@ -99,9 +99,13 @@ def hm_capacity(n: int) -> int:
 
 @functools.lru_cache(maxsize=None)
 def keys_by_home(mask: int) -> dict[int, list[int]]:
-    """home slot -> hash values with that home slot, small and large (top bit set) alternating."""
-    small = np.arange(1, 1 << 14, dtype=np.uint64)
-    large = np.uint64(2**64 - (1 << 14)) + np.arange(1 << 14, dtype=np.uint64)
+    """home slot -> hash values with that home slot, small and large (top bit set) alternating.
+    The home depends on a key's high half (its tag) alone; every other key shares its tag
+    with the key before it, so probes meet tags that match but keys that do not."""
+    i = np.arange(1, 1 << 14, dtype=np.uint64)
+    tag = (i + np.uint64(1)) // np.uint64(2)
+    small = (tag << np.uint64(32)) | i
+    large = ((np.uint64(2**32) - tag) << np.uint64(32)) | i
     out: dict[int, tuple[list[int], list[int]]] = {}
     for which, vals in enumerate((small, large)):
         for v, s in zip(vals.tolist(), slots(vals, mask)):
@@ -140,7 +144,7 @@ class Pair:
          self.num_free, self.num_mapped) = (p.ref_cnt, p.blk_hash, p.blk_sess, p.dup_next, p.fq_prev, p.fq_next,
                                             p.hm, p.num_free, p.num_mapped)
         self.table = np.empty(num_replicas * S_MAX * M, np.int32)
-        self.cap = self.hm.shape[0] // (2 * num_replicas)
+        self.cap = self.hm.shape[0] // num_replicas
         assert self.cap == hm_capacity(n)
         self.mask = self.cap - 1
         self.hit_blocks = np.empty(M, np.int32)
@@ -298,11 +302,20 @@ class Pair:
         return out
 
     def hm_slots(self, r: int) -> list[tuple[int, int] | None]:
-        """Replica r's map slot by slot: (key, block) or None (empty: key and value 0)."""
-        words = self.hm[2 * r * self.cap:2 * (r + 1) * self.cap]
-        keys, vals = words[0::2].tolist(), words[1::2].tolist()
-        assert all(v == 0 for k, v in zip(keys, vals) if k == 0)
-        return [(k, v) if k else None for k, v in zip(keys, vals)]
+        """Replica r's map slot by slot: (key, block) or None (empty: the word is 0). A slot
+        holds the key's high half and the block; the full key is the block's hash."""
+        out = []
+        blk_hash = self.blk_hash
+        for w in self.hm[r * self.cap:(r + 1) * self.cap].tolist():
+            if w == 0:
+                out.append(None)
+                continue
+            b = w & 0xFFFFFFFF
+            assert 1 <= b < self.n, (r, w)
+            key = int(blk_hash[r * self.n + b])
+            assert key >> 32 == w >> 32, f"slot tag {w >> 32:#x} is not block {b}'s hash {key:#x}"
+            out.append((key, b))
+        return out
 
     def chains(self, r: int) -> dict[int, list[int]]:
         """hash -> [map entry, then its dup_next chain]; checks the linear-probing invariant
@@ -337,7 +350,7 @@ class Pair:
             row = q.row if row is None else row
             n, cap, r = self.n, self.cap, q.r
             mine = {"n": slice(r * n, (r + 1) * n), "n2": slice(r * (n + 2), (r + 1) * (n + 2)),
-                    "hm": slice(2 * r * cap, 2 * (r + 1) * cap), "R": slice(r, r + 1),
+                    "hm": slice(r * cap, (r + 1) * cap), "R": slice(r, r + 1),
                     "table": slice(row, row + M)}
             kinds = ["n", "n", "n", "n", "n2", "n2", "hm", "table", "R", "R"]
             for name, kind, old, new in zip(("ref_cnt", "blk_hash", "blk_sess", "dup_next", "fq_prev", "fq_next",
@@ -423,10 +436,10 @@ def ref_of(p: Pair, r: int = 0) -> list[int]:
 
 
 # =============================================================================== hand-written
-def test_hm_slot_is_fibonacci_hashing():
-    keys = [1, 2, 3, 12345, 2**63, 2**64 - 1]
+def test_hm_slot_is_fibonacci_hashing_of_the_high_half():
+    keys = [1, 2, 3, 12345, 2**32, 3 << 32 | 7, 2**63, 2**64 - 1]
     for mask in (7, 15, 127):
-        expect = [((k * 11400714819323198485) % 2**64 >> 20) & mask for k in keys]
+        expect = [(((k >> 32) * 11400714819323198485) % 2**64 >> 20) & mask for k in keys]
         assert slots(keys, mask) == expect
 
 
@@ -609,6 +622,29 @@ def test_backward_shift_deletion_with_colliding_keys():
     p.admit(6, 0)
     assert p.alloc(6, 2) == [3, 4]
     assert p.hm_slots(0) == empty and p.num_mapped[0] == 0
+
+
+def test_keys_sharing_a_tag_are_told_apart_by_the_blocks_hash():
+    # A slot keeps the key's high half (the tag) and the block; K1, K2, K3 share a tag (so a
+    # home slot), and a probe whose tag matches compares the block's own hash with the key.
+    n = 5
+    t = 0x9E3779B9 << 32
+    K1, K2, K3 = t | 1, t | 2, t | 3
+    home = slots([K1], hm_capacity(n) - 1)[0]
+    assert slots([K1, K2, K3], hm_capacity(n) - 1) == [home] * 3
+    p = Pair(n, [(0, [K1], 0), (0, [K2], 0), (0, [], 0)])
+    for j in range(2):
+        p.admit(j, 0)
+        p.alloc(j, 1)
+        p.register(j, 1)
+    wrap = hm_capacity(n) - 1
+    assert p.hm_slots(0)[home] == (K1, 1) and p.hm_slots(0)[(home + 1) & wrap] == (K2, 2)
+    assert p.lookup([K2], 0) == [2] and p.lookup([K1], 0) == [1] and p.lookup([K3], 0) == []
+    for j in range(2):
+        p.free(j)
+    p.admit(2, 0)
+    assert p.alloc(2, 3) == [3, 4, 1]  # evicts K1: K2 moves back to its home slot
+    assert p.hm_slots(0)[home] == (K2, 2) and p.lookup([K2], 0) == [2] and p.lookup([K1], 0) == []
 
 
 def test_backward_shift_across_the_wrap_moves_the_whole_run():

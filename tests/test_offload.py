@@ -107,7 +107,7 @@ def _store(arrs, r, hashes, start, num):
 
 @jit
 def _match(arrs, r, hashes, start, num):
-    return host_match(arrs[3], arrs[6], r, hashes, start, num)
+    return host_match(arrs[3], arrs[0], arrs[5], arrs[6], r, hashes, start, num)
 
 
 def _lru_order(arrs, r):

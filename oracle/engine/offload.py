@@ -60,7 +60,7 @@ def new_host_tier(num_replicas: int, num_requests: int, num_blocks: int, s_per_b
 def host_lookup(q, r, hit, max_blocks, req, ht):
     """Blocks of request q found on the host after its ``hit`` GPU-hit blocks (at most
     ``max_blocks`` in all: the same cap as the GPU lookup)."""
-    return host_match(ht.hm, ht.cmask, r, req.hashes, req.hash_off[q] + hit, max_blocks - hit)
+    return host_match(ht.hm, ht.slot_hash, ht.n, ht.cmask, r, req.hashes, req.hash_off[q] + hit, max_blocks - hit)
 
 
 @jit(inline="always")
@@ -74,7 +74,7 @@ def host_admit(q, r, hit, num_host, num_tokens, first, cfg, req, ht):
     ht.counts[HostCounter.QUERIES.value] += num_tokens - hit * bs
     ht.next_store[q] = 0
     if num_host > 0:
-        host_touch(ht.hm, ht.n, ht.cmask, r, req.hashes, req.hash_off[q] + hit, num_host, ht.lru_prev, ht.lru_next)
+        host_touch(ht.hm, ht.slot_hash, ht.n, ht.cmask, r, req.hashes, req.hash_off[q] + hit, num_host, ht.lru_prev, ht.lru_next)
         ht.pending_s[r] += ht.latency_s + num_host * ht.s_per_block
         ht.counts[HostCounter.HIT_BLOCKS.value] += num_host
         ht.counts[HostCounter.LOADS.value] += 1

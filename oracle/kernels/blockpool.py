@@ -11,8 +11,13 @@ Free queue (doubly linked, per replica, ``base = r * (N + 2)``)::
     head side = least recently freed = evicted first
 
 Hash map (per replica, open addressing, linear probing, capacity ``C`` a power of two,
-``hbase = r * C``): one u8 array ``hm`` of ``2 * R * C`` words, key and value interleaved
-(key 0 = empty slot; value = local block id). Deletion shifts later entries back (no tombstones).
+``hbase = r * C``): one u8 array ``hm`` of ``R * C`` slots, each ``tag << 32 | value``, where
+``tag`` is the high half of the key (a 64-bit block hash) and ``value`` a local block (or host
+slot) id >= 1; 0 = empty slot. The full key is not stored: the owner keeps it anyway
+(``keys[kbase + value]``, the block's hash), and a probe whose tag matches checks it there,
+so the map answers exactly as one keyed by the full hash, in half the memory (the maps are
+most of the cache misses of a chat run). A slot's home depends on its tag alone, so that
+deletion can shift later entries back (no tombstones).
 The value is the *first* block registered under the hash; further blocks with the same hash
 (vLLM keeps duplicates) hang behind it in insertion order through ``dup_next`` (see
 ``oracle.kernels.kvcache``).
@@ -99,53 +104,71 @@ def fq_push_back(base, n, b, fq_prev, fq_next):
     fq_prev[base + tail] = b
 
 
+_LOW = 0xFFFFFFFF  # the value half of a slot
+
+
+@jit(inline="always")
+def _home_of_tag(tag, mask):
+    """Home slot of a tag (Fibonacci hashing spreads the already mixed key over the table)."""
+    return np.int64((tag * np.uint64(11400714819323198485)) >> np.uint64(20)) & mask
+
+
 @jit(inline="always")
 def hm_slot(h, mask):
-    """Home slot of hash ``h`` in a map of ``mask + 1`` slots (Fibonacci hashing spreads the
-    already mixed key over the table)."""
-    return np.int64((h * np.uint64(11400714819323198485)) >> np.uint64(20)) & mask
+    """Home slot of hash ``h`` in a map of ``mask + 1`` slots: that of its tag, its high half."""
+    return _home_of_tag(np.uint64(h) >> np.uint64(32), mask)
 
 
 @jit(inline="always")
-def hm_find(hm, hbase, mask, h):
-    """Local block id mapped to hash ``h`` in one replica's map, or -1.
+def _entry(h, v):
+    """The slot word of key ``h`` with value ``v``."""
+    return ((np.uint64(h) >> np.uint64(32)) << np.uint64(32)) | np.uint64(v)
 
-    ``hm`` interleaves keys and values (u8): slot i of the replica is ``hm[2 * (hbase + i)]``
-    (the key, 0 = empty) and ``hm[2 * (hbase + i) + 1]`` (the block id), so a probe touches
-    one cache line.
-    """
+
+@jit(inline="always")
+def hm_slot_of(hbase, mask, h, hm, keys, kbase):
+    """Slot index (within the replica) of key ``h`` (present), or, if absent, of the empty
+    slot that ends its probe run. ``keys[kbase + value]`` is the key of a mapped value."""
+    tag = np.uint64(h) >> np.uint64(32)
     i = hm_slot(h, mask)
     while True:
-        k = hm[2 * (hbase + i)]
-        if k == h:
-            return np.int64(hm[2 * (hbase + i) + 1])
-        if k == 0:
-            return np.int64(-1)
+        e = hm[hbase + i]
+        if e == 0:
+            return i
+        if (e >> np.uint64(32)) == tag and keys[kbase + np.int64(e & np.uint64(_LOW))] == h:
+            return i
         i = (i + 1) & mask
 
 
 @jit(inline="always")
-def hm_find_or_insert(hbase, mask, h, v, hm):
+def hm_find(hm, hbase, mask, h, keys, kbase):
+    """Local block id mapped to hash ``h`` in one replica's map, or -1 (``keys[kbase + b]``:
+    the key of block ``b``)."""
+    e = hm[hbase + hm_slot_of(hbase, mask, h, hm, keys, kbase)]
+    return np.int64(e & np.uint64(_LOW)) if e != 0 else np.int64(-1)
+
+
+@jit(inline="always")
+def hm_find_or_insert(hbase, mask, h, v, hm, keys, kbase):
     """The block mapped to ``h``; if none, map ``h -> v`` and return -1. Mutates hm."""
-    i = hm_slot(h, mask)
-    while True:
-        k = hm[2 * (hbase + i)]
-        if k == h:
-            return np.int64(hm[2 * (hbase + i) + 1])
-        if k == 0:
-            hm[2 * (hbase + i)] = h
-            hm[2 * (hbase + i) + 1] = np.uint64(v)
-            return np.int64(-1)
-        i = (i + 1) & mask
+    i = hm_slot_of(hbase, mask, h, hm, keys, kbase)
+    e = hm[hbase + i]
+    if e != 0:
+        return np.int64(e & np.uint64(_LOW))
+    hm[hbase + i] = _entry(h, v)
+    return np.int64(-1)
 
 
 @jit(inline="always")
-def hm_slot_of(hbase, mask, h, hm):
-    """Slot index (within the replica) of the present key ``h``."""
-    i = hm_slot(h, mask)
-    while hm[2 * (hbase + i)] != h:
-        i = (i + 1) & mask
-    return i
+def hm_set_value(hbase, i, h, v, hm):
+    """Map the key ``h`` of slot ``i`` to ``v`` instead. Mutates hm."""
+    hm[hbase + i] = _entry(h, v)
+
+
+@jit(inline="always")
+def hm_value(hbase, i, hm):
+    """The value of slot ``i``."""
+    return np.int64(hm[hbase + i] & np.uint64(_LOW))
 
 
 @jit(inline="always")
@@ -154,14 +177,12 @@ def hm_delete_slot(hbase, mask, i, hm):
     j = i
     while True:
         j = (j + 1) & mask
-        kj = hm[2 * (hbase + j)]
+        kj = hm[hbase + j]
         if kj == 0:
             break
-        home = hm_slot(kj, mask)
+        home = _home_of_tag(kj >> np.uint64(32), mask)
         # Move entry j back to i if its home slot is not in the cyclic range (i, j].
         if (j > i and (home <= i or home > j)) or (j < i and (home <= i and home > j)):
-            hm[2 * (hbase + i)] = kj
-            hm[2 * (hbase + i) + 1] = hm[2 * (hbase + j) + 1]
+            hm[hbase + i] = kj
             i = j
-    hm[2 * (hbase + i)] = 0
-    hm[2 * (hbase + i) + 1] = 0
+    hm[hbase + i] = 0

@@ -8,7 +8,7 @@ functions: head = least recently used = evicted first) and ``[r*M, (r+1)*M)`` of
     slot_hash  u8[R*(C+1)]   hash held by a slot (0 = never used)
     lru_prev   i4[R*(C+3)]   LRU links (every used slot is in the list)
     lru_next   i4[R*(C+3)]
-    hm         u8[2*R*M]     hash -> slot (``oracle.kernels.blockpool`` hash map)
+    hm         u8[R*M]       hash -> slot (``oracle.kernels.blockpool`` hash map; keys in slot_hash)
     num_used   i8[R]         slots handed out so far (fresh slots go in id order, then the
                              LRU head is evicted and its slot reused, as vLLM's chunk pool)
     n          C + 1
@@ -42,29 +42,29 @@ def new_host_arrays(num_replicas: int, num_slots: int) -> tuple:
         base = r * (n + 2)
         prev[base + n], nxt[base + n] = -1, n + 1
         prev[base + n + 1], nxt[base + n + 1] = n, -1
-    return (np.zeros(R * n, np.uint64), prev, nxt, np.zeros(2 * R * cap, np.uint64),
+    return (np.zeros(R * n, np.uint64), prev, nxt, np.zeros(R * cap, np.uint64),
             np.zeros(R, np.int64), np.int64(n), np.int64(cap - 1))
 
 
 @jit(inline="always")
-def host_match(hm, cmask, r, hashes, h_start, max_blocks):
+def host_match(hm, slot_hash, n, cmask, r, hashes, h_start, max_blocks):
     """Leading hashes ``hashes[h_start : h_start + max_blocks]`` held by replica ``r``'s host
     tier, stopping at the first miss (vLLM ``_maximal_prefix_lookup``). Touches nothing."""
     hbase = r * (cmask + 1)
     k = 0
-    while k < max_blocks and hm_find(hm, hbase, cmask, hashes[h_start + k]) >= 0:
+    while k < max_blocks and hm_find(hm, hbase, cmask, hashes[h_start + k], slot_hash, r * n) >= 0:
         k += 1
     return k
 
 
 @jit(inline="always")
-def host_touch(hm, n, cmask, r, hashes, h_start, num, lru_prev, lru_next):
+def host_touch(hm, slot_hash, n, cmask, r, hashes, h_start, num, lru_prev, lru_next):
     """The ``num`` held hashes from ``h_start`` become the most recently used, the last one
     first (so the first ends most recent: a prefix's tail is evicted before its head)."""
     hbase = r * (cmask + 1)
     base = r * (n + 2)
     for k in range(num - 1, -1, -1):
-        s = hm_find(hm, hbase, cmask, hashes[h_start + k])
+        s = hm_find(hm, hbase, cmask, hashes[h_start + k], slot_hash, r * n)
         fq_remove(base, s, lru_prev, lru_next)
         fq_push_back(base, n, s, lru_prev, lru_next)
 
@@ -81,21 +81,21 @@ def host_store(n, cmask, r, hashes, h_start, num, slot_hash, lru_prev, lru_next,
     cap = n - 1
     num_new = 0
     for k in range(num):
-        if hm_find(hm, hbase, cmask, hashes[h_start + k]) < 0:
+        if hm_find(hm, hbase, cmask, hashes[h_start + k], slot_hash, r * n) < 0:
             num_new += 1
     if num_new > cap - (num - num_new):
         return -1, 0
     # Held hashes of the offer go behind every other slot first, so evictions (from the
     # head) never take one of them; then the offer is walked last to first.
     for k in range(num - 1, -1, -1):
-        s = hm_find(hm, hbase, cmask, hashes[h_start + k])
+        s = hm_find(hm, hbase, cmask, hashes[h_start + k], slot_hash, r * n)
         if s >= 0:
             fq_remove(base, s, lru_prev, lru_next)
             fq_push_back(base, n, s, lru_prev, lru_next)
     evicted = 0
     for k in range(num - 1, -1, -1):
         h = hashes[h_start + k]
-        s = hm_find(hm, hbase, cmask, h)
+        s = hm_find(hm, hbase, cmask, h, slot_hash, r * n)
         if s >= 0:
             fq_remove(base, s, lru_prev, lru_next)
         else:
@@ -104,9 +104,9 @@ def host_store(n, cmask, r, hashes, h_start, num, slot_hash, lru_prev, lru_next,
                 s = num_used[r]
             else:
                 s = fq_pop_front(base, n, lru_prev, lru_next)
-                hm_delete_slot(hbase, cmask, hm_slot_of(hbase, cmask, slot_hash[r * n + s], hm), hm)
+                hm_delete_slot(hbase, cmask, hm_slot_of(hbase, cmask, slot_hash[r * n + s], hm, slot_hash, r * n), hm)
                 evicted += 1
             slot_hash[r * n + s] = h
-            hm_find_or_insert(hbase, cmask, h, s, hm)
+            hm_find_or_insert(hbase, cmask, h, s, hm, slot_hash, r * n)
         fq_push_back(base, n, s, lru_prev, lru_next)
     return num_new, evicted

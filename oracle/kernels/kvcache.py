@@ -18,7 +18,8 @@ A :data:`Pool` record holds all replicas' pools in flat arrays; replica ``r`` ow
                             order (-1 = none; read only for hashed blocks)
     fq_prev    i4[R*(N+2)]  free-queue links (see ``oracle.kernels.blockpool``)
     fq_next    i4[R*(N+2)]
-    hm         u8[2*R*C]    hash map: hash -> first block of its duplicate chain
+    hm         u8[R*C]      hash map: hash -> first block of its duplicate chain (a slot
+                            holds the hash's high half; the key is ``blk_hash[first]``)
     num_free   i4[R]        blocks in the free queue
     num_mapped i8[R]        blocks that carry a hash
     n          N, blocks per replica including the null block 0
@@ -41,7 +42,8 @@ import numpy as np
 
 from oracle.kernels._jit import jit
 from oracle.kernels.blockpool import (fq_init, fq_push_back, fq_push_front, fq_remove,
-                                      hm_delete_slot, hm_find, hm_find_or_insert, hm_slot, hm_slot_of)
+                                      hm_delete_slot, hm_find, hm_find_or_insert, hm_set_value, hm_slot, hm_slot_of,
+                                      hm_value)
 from oracle.kernels.prefetch import prefetch
 
 # How far ahead block walks issue their memory reads (see oracle.kernels.prefetch).
@@ -64,7 +66,7 @@ def new_pool(num_replicas: int, n: int, caching: bool) -> Pool:
     pool = Pool(ref_cnt=np.zeros(R * n, np.int32), blk_hash=np.zeros(R * n, np.uint64),
                 blk_sess=np.empty(R * n, np.int64), dup_next=np.empty(R * n, np.int32),
                 fq_prev=np.empty(R * (n + 2), np.int32), fq_next=np.empty(R * (n + 2), np.int32),
-                hm=np.zeros(2 * R * cap, np.uint64), num_free=np.full(R, n - 1, np.int32),
+                hm=np.zeros(R * cap, np.uint64), num_free=np.full(R, n - 1, np.int32),
                 num_mapped=np.zeros(R, np.int64), n=np.int64(n), cmask=np.int64(cap - 1), caching=bool(caching))
     if caching:
         _init_queues(pool)
@@ -104,8 +106,8 @@ def producing_session(pool, r, b):
 
 @jit(inline="always")
 def _home(pool, r, h):
-    """Index in ``hm`` of the key of hash ``h``'s home slot."""
-    return 2 * (r * (pool.cmask + 1) + hm_slot(h, pool.cmask))
+    """Index in ``hm`` of hash ``h``'s home slot."""
+    return r * (pool.cmask + 1) + hm_slot(h, pool.cmask)
 
 
 @jit(inline="always")
@@ -152,7 +154,7 @@ def match_prefix(pool, r, hashes, h_start, max_blocks, out_blocks):
     while k < max_blocks:
         if k + AHEAD < max_blocks:
             prefetch(pool.hm, _home(pool, r, hashes[h_start + k + AHEAD]))
-        b = hm_find(pool.hm, hbase, pool.cmask, hashes[h_start + k])
+        b = hm_find(pool.hm, hbase, pool.cmask, hashes[h_start + k], pool.blk_hash, r * pool.n)
         if b < 0:
             break
         if record:
@@ -164,7 +166,7 @@ def match_prefix(pool, r, hashes, h_start, max_blocks, out_blocks):
 @jit(inline="always")
 def is_mapped(pool, r, h):
     """Is hash ``h`` mapped on replica ``r``? (One probe; touches nothing.)"""
-    return hm_find(pool.hm, r * (pool.cmask + 1), pool.cmask, h) >= 0
+    return hm_find(pool.hm, r * (pool.cmask + 1), pool.cmask, h, pool.blk_hash, r * pool.n) >= 0
 
 
 @jit(inline="always")
@@ -211,14 +213,14 @@ def _evict(pool, r, b):
     if h == 0:
         return
     hbase = r * (pool.cmask + 1)
-    i = hm_slot_of(hbase, pool.cmask, h, pool.hm)
-    first = np.int64(pool.hm[2 * (hbase + i) + 1])
+    i = hm_slot_of(hbase, pool.cmask, h, pool.hm, pool.blk_hash, rbase)
+    first = hm_value(hbase, i, pool.hm)
     if first == b:
         nx = pool.dup_next[rbase + b]
         if nx < 0:
             hm_delete_slot(hbase, pool.cmask, i, pool.hm)
         else:
-            pool.hm[2 * (hbase + i) + 1] = np.uint64(nx)
+            hm_set_value(hbase, i, h, nx, pool.hm)
     else:
         p = first
         while pool.dup_next[rbase + p] != b:
@@ -318,7 +320,7 @@ def cache_block(pool, r, b, h, label):
     """Register full block ``b`` of replica ``r`` under hash ``h``, behind any blocks already
     registered under it (vLLM does not de-duplicate); ``label``: the producing session."""
     rbase = r * pool.n
-    first = hm_find_or_insert(r * (pool.cmask + 1), pool.cmask, h, b, pool.hm)
+    first = hm_find_or_insert(r * (pool.cmask + 1), pool.cmask, h, b, pool.hm, pool.blk_hash, rbase)
     if first >= 0:
         p = first
         while pool.dup_next[rbase + p] >= 0:
