@@ -8,7 +8,7 @@
 The workload and engine inputs are built first; the compiled engine is loaded on a small
 run; then ``run_engine`` is timed ``--repeats`` times (best and median printed) with the
 engine's work counters per request (``EngineOutputs.diagnostics``). Overrides are dotted
-``key=value`` pairs as for ``oracle simulate --set`` (true/false become booleans). Use it to
+``key=value`` pairs, each value read as TOML (``12``, ``1.5``, ``true``) or else kept as a string. Use it to
 compare engine changes in one session on a noisy machine: run both versions back to back.
 """
 
@@ -33,6 +33,20 @@ def parser(description: str, repeats: int,
     return ap
 
 
+def parse_override(item: str) -> tuple[str, object]:
+    """``"key=value"`` -> ``(key, value)``, the value read as a TOML value (``12``, ``1.5``,
+    ``true``, ``"text"``, ``[1, 2]``) and kept as a string if it is not one (``prefix_aware``)."""
+    import tomllib
+
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"override {item!r}: expected KEY=VALUE")
+    try:
+        return key, tomllib.loads(f"v = {value}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key, value
+
+
 def prepare(scenario: str, requests: int, overrides: list[str]):
     """``(inputs, overrides dict)`` of a benchmark scenario with ``requests`` requests and the
     ``key=value`` overrides, after loading the compiled engine on a small run of it. A
@@ -41,10 +55,7 @@ def prepare(scenario: str, requests: int, overrides: list[str]):
     from oracle.api import as_scenario, engine_inputs, load_workload, pd_inputs
     from oracle.scenario import apply_overrides, load_scenario
 
-    ov = {}
-    for item in overrides:
-        key, _, value = item.partition("=")
-        ov[key] = {"true": True, "false": False}.get(value, value)
+    ov = dict(parse_override(item) for item in overrides)
     raw = apply_overrides(load_scenario(HERE / f"{scenario.replace('-', '_')}.toml").raw,
                           {"simulation.num_requests": requests, **ov})
     sc = as_scenario(raw)

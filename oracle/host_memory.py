@@ -13,8 +13,9 @@ from oracle.errors import CapacityError
 
 # Bytes per request held by the engine and the metrics (state + outputs + table columns).
 PER_REQUEST_BYTES = 400
-# Bytes per KV block in the pool (ref_cnt, hash, session, free links, 2-4 map slots x 8 bytes).
-PER_BLOCK_BYTES = 4 + 8 + 8 + 8 + 4 * 8
+# Bytes per KV block in the pool (ref_cnt, hash, session, duplicate link, free links, 2-4 map
+# slots x 8 bytes).
+PER_BLOCK_BYTES = 4 + 8 + 8 + 4 + 8 + 4 * 8
 # Bytes per slot of a KV offload tier (hash, LRU links, 2-4 map slots x 8 bytes).
 PER_HOST_SLOT_BYTES = 8 + 4 + 4 + 4 * 8
 

@@ -74,7 +74,8 @@ def host_admit(q, r, hit, num_host, num_tokens, first, cfg, req, ht):
     ht.counts[HostCounter.QUERIES.value] += num_tokens - hit * bs
     ht.next_store[q] = 0
     if num_host > 0:
-        host_touch(ht.hm, ht.slot_hash, ht.n, ht.cmask, r, req.hashes, req.hash_off[q] + hit, num_host, ht.lru_prev, ht.lru_next)
+        host_touch(ht.hm, ht.slot_hash, ht.n, ht.cmask, r, req.hashes, req.hash_off[q] + hit, num_host,
+                   ht.lru_prev, ht.lru_next)
         ht.pending_s[r] += ht.latency_s + num_host * ht.s_per_block
         ht.counts[HostCounter.HIT_BLOCKS.value] += num_host
         ht.counts[HostCounter.LOADS.value] += 1

@@ -130,7 +130,7 @@ def hm_slot_of(hbase, mask, h, hm, keys, kbase):
     """Slot index (within the replica) of key ``h`` (present), or, if absent, of the empty
     slot that ends its probe run. ``keys[kbase + value]`` is the key of a mapped value."""
     tag = np.uint64(h) >> np.uint64(32)
-    i = hm_slot(h, mask)
+    i = _home_of_tag(tag, mask)
     while True:
         e = hm[hbase + i]
         if e == 0:
@@ -160,9 +160,9 @@ def hm_find_or_insert(hbase, mask, h, v, hm, keys, kbase):
 
 
 @jit(inline="always")
-def hm_set_value(hbase, i, h, v, hm):
-    """Map the key ``h`` of slot ``i`` to ``v`` instead. Mutates hm."""
-    hm[hbase + i] = _entry(h, v)
+def hm_set_value(hbase, i, v, hm):
+    """Map the key of (occupied) slot ``i`` to ``v`` instead; the slot keeps its tag. Mutates hm."""
+    hm[hbase + i] = (hm[hbase + i] & ~np.uint64(_LOW)) | np.uint64(v)
 
 
 @jit(inline="always")

@@ -41,9 +41,8 @@ from collections import namedtuple
 import numpy as np
 
 from oracle.kernels._jit import jit
-from oracle.kernels.blockpool import (fq_init, fq_push_back, fq_push_front, fq_remove,
-                                      hm_delete_slot, hm_find, hm_find_or_insert, hm_set_value, hm_slot, hm_slot_of,
-                                      hm_value)
+from oracle.kernels.blockpool import (fq_init, fq_push_back, fq_push_front, fq_remove, hm_delete_slot, hm_find,
+                                      hm_find_or_insert, hm_set_value, hm_slot, hm_slot_of, hm_value)
 from oracle.kernels.prefetch import prefetch
 
 # How far ahead block walks issue their memory reads (see oracle.kernels.prefetch).
@@ -220,7 +219,7 @@ def _evict(pool, r, b):
         if nx < 0:
             hm_delete_slot(hbase, pool.cmask, i, pool.hm)
         else:
-            hm_set_value(hbase, i, h, nx, pool.hm)
+            hm_set_value(hbase, i, nx, pool.hm)
     else:
         p = first
         while pool.dup_next[rbase + p] != b:
