@@ -102,7 +102,7 @@ def test_random_scenarios_with_offload(router, data):
 @jit
 def _store(arrs, r, hashes, start, num):
     slot_hash, prev, nxt, hm, used, n, cmask = arrs
-    return host_store(n, cmask, r, hashes, start, num, slot_hash, prev, nxt, hm, used)
+    return host_store(n, cmask, r, hashes, start, num, slot_hash, prev, nxt, hm, used, np.empty(num, np.int32))
 
 
 @jit

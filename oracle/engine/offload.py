@@ -31,6 +31,7 @@ HostTier = namedtuple("HostTier", [
     "host_tokens",      # i4[n] tokens loaded from the host at the request's first admission
     "counts",           # i8[len(HostCounter)]
     "load_s",           # f8[1] total load time
+    "store_slots",      # i4[m] scratch of host_store: the slots of an offer's hashes
 ])
 
 
@@ -46,14 +47,16 @@ class HostCounter(IntEnum):
 
 
 def new_host_tier(num_replicas: int, num_requests: int, num_blocks: int, s_per_block: float,
-                  latency_s: float) -> HostTier:
-    """A :data:`HostTier` of ``num_blocks`` blocks per replica (0: off)."""
+                  latency_s: float, max_blocks: int) -> HostTier:
+    """A :data:`HostTier` of ``num_blocks`` blocks per replica (0: off); ``max_blocks``: the
+    longest block table (an offer is at most that long)."""
     return HostTier(*new_host_arrays(num_replicas, num_blocks), enabled=bool(num_blocks > 0),
                     s_per_block=float(s_per_block), latency_s=float(latency_s),
                     pending_s=np.zeros(num_replicas, np.float64),
                     next_store=np.zeros(num_requests if num_blocks > 0 else 0, np.int32),
                     host_tokens=np.zeros(num_requests, np.int32),
-                    counts=np.zeros(len(HostCounter), np.int64), load_s=np.zeros(1, np.float64))
+                    counts=np.zeros(len(HostCounter), np.int64), load_s=np.zeros(1, np.float64),
+                    store_slots=np.empty(max_blocks if num_blocks > 0 else 0, np.int32))
 
 
 @jit(inline="always")
@@ -99,7 +102,7 @@ def offload_scheduled(nsch, r, cfg, req, st):
         if rs.num_computed[q] >= req.prompt[q] or upto <= start:  # only steps computing prompt tokens offer
             continue
         stored, evicted = host_store(ht.n, ht.cmask, r, req.hashes, req.hash_off[q] + start, upto - start,
-                                     ht.slot_hash, ht.lru_prev, ht.lru_next, ht.hm, ht.num_used)
+                                     ht.slot_hash, ht.lru_prev, ht.lru_next, ht.hm, ht.num_used, ht.store_slots)
         if stored < 0:
             ht.counts[HostCounter.FAILED_STORES.value] += 1
             continue

@@ -198,7 +198,7 @@ def new_state(req: Requests, cfg: Config, num_blocks: int, num_sessions: int, lo
                  sch_draft=np.zeros(s_max, np.int32), sch_rej=np.zeros(s_max, np.int32),
                  sch_pf=np.zeros(s_max, np.int8), spec_bits=np.empty(int(cfg.ring) if cfg.spec_k > 0 else 1, np.uint64),
                  order=np.empty(R, np.int64), cohort_blocks=np.empty(s_max, np.int32))
-    host = new_host_tier(R, n_req, int(cfg.host_kv_blocks), cfg.host_load_s_per_block, cfg.host_load_latency_s)
+    host = new_host_tier(R, n_req, int(cfg.host_kv_blocks), cfg.host_load_s_per_block, cfg.host_load_latency_s, m)
     if lora is None:
         lora = new_lora(None, int(R), 0, 0, None, n_req)
     return State(out=out, pool=pool, rs=rs, qs=qs, coh=coh, sc=sc, host=host, lora=lora)

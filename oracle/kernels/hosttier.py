@@ -25,7 +25,9 @@ import numpy as np
 
 from oracle.kernels._jit import jit
 from oracle.kernels.blockpool import (fq_pop_front, fq_push_back, fq_remove, hm_delete_slot, hm_find,
-                                      hm_find_or_insert, hm_slot_of)
+                                      hm_find_or_insert, hm_slot, hm_slot_of)
+from oracle.kernels.kvcache import AHEAD
+from oracle.kernels.prefetch import prefetch
 
 
 def new_host_arrays(num_replicas: int, num_slots: int) -> tuple:
@@ -51,8 +53,14 @@ def host_match(hm, slot_hash, n, cmask, r, hashes, h_start, max_blocks):
     """Leading hashes ``hashes[h_start : h_start + max_blocks]`` held by replica ``r``'s host
     tier, stopping at the first miss (vLLM ``_maximal_prefix_lookup``). Touches nothing."""
     hbase = r * (cmask + 1)
+    for j in range(min(max_blocks, AHEAD)):
+        prefetch(hm, hbase + hm_slot(hashes[h_start + j], cmask))
     k = 0
-    while k < max_blocks and hm_find(hm, hbase, cmask, hashes[h_start + k], slot_hash, r * n) >= 0:
+    while k < max_blocks:
+        if k + AHEAD < max_blocks:
+            prefetch(hm, hbase + hm_slot(hashes[h_start + k + AHEAD], cmask))
+        if hm_find(hm, hbase, cmask, hashes[h_start + k], slot_hash, r * n) < 0:
+            break
         k += 1
     return k
 
@@ -70,32 +78,40 @@ def host_touch(hm, slot_hash, n, cmask, r, hashes, h_start, num, lru_prev, lru_n
 
 
 @jit(inline="always")
-def host_store(n, cmask, r, hashes, h_start, num, slot_hash, lru_prev, lru_next, hm, num_used):
+def host_store(n, cmask, r, hashes, h_start, num, slot_hash, lru_prev, lru_next, hm, num_used, slots):
     """Offer ``num`` hashes from ``h_start`` to replica ``r``'s tier (vLLM ``prepare_store``):
     those not held are stored, evicting least recently used slots not in the offer; all of
     them end most recently used, the last first. Returns ``(stored, evicted)``, or
     ``(-1, 0)`` when the new ones do not fit beside the held ones of the offer (vLLM returns
-    None: nothing is stored)."""
+    None: nothing is stored). ``slots`` (i4[>= num], scratch) gets the slot of each offered
+    hash held before the offer (-1: not held)."""
     hbase = r * (cmask + 1)
     base = r * (n + 2)
     cap = n - 1
     num_new = 0
+    for k in range(min(num, AHEAD)):
+        prefetch(hm, hbase + hm_slot(hashes[h_start + k], cmask))
     for k in range(num):
-        if hm_find(hm, hbase, cmask, hashes[h_start + k], slot_hash, r * n) < 0:
+        if k + AHEAD < num:
+            prefetch(hm, hbase + hm_slot(hashes[h_start + k + AHEAD], cmask))
+        slots[k] = hm_find(hm, hbase, cmask, hashes[h_start + k], slot_hash, r * n)
+        if slots[k] < 0:
             num_new += 1
     if num_new > cap - (num - num_new):
         return -1, 0
     # Held hashes of the offer go behind every other slot first, so evictions (from the
-    # head) never take one of them; then the offer is walked last to first.
+    # head) never take one of them (their slots stay theirs); then the offer is walked last
+    # to first.
     for k in range(num - 1, -1, -1):
-        s = hm_find(hm, hbase, cmask, hashes[h_start + k], slot_hash, r * n)
-        if s >= 0:
-            fq_remove(base, s, lru_prev, lru_next)
-            fq_push_back(base, n, s, lru_prev, lru_next)
+        if slots[k] >= 0:
+            fq_remove(base, slots[k], lru_prev, lru_next)
+            fq_push_back(base, n, slots[k], lru_prev, lru_next)
     evicted = 0
     for k in range(num - 1, -1, -1):
         h = hashes[h_start + k]
-        s = hm_find(hm, hbase, cmask, h, slot_hash, r * n)
+        s = slots[k]
+        if s < 0:  # stored by this offer already if the offer repeats a hash
+            s = hm_find(hm, hbase, cmask, h, slot_hash, r * n)
         if s >= 0:
             fq_remove(base, s, lru_prev, lru_next)
         else:
