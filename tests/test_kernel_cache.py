@@ -4,7 +4,8 @@ anything, and an unchanged package reuses the cache.
 
 The end-to-end tests run a small cross-file call chain in subprocesses, on a copy of the
 package: a kernel in ``oracle/engine/_probe.py`` that calls the real
-``oracle.kernels.cost.step_time_s`` and reads the constant ``oracle.kernels.kvcache.AHEAD``.
+``oracle.kernels.cost.step_time_s`` and reads the constant ``oracle.kernels.kvcache.AHEAD``
+(defined in ``oracle/kernels/blockpool.py``, two files away).
 """
 
 from __future__ import annotations
@@ -98,13 +99,13 @@ def test_edits_in_other_files_are_seen_without_clearing_the_cache(tmp_path):
     assert Path(first["cache_dir"]).is_dir()   # the old state's folder is left alone (it is recent)
 
     # a module-level constant in another file changes
-    _edit(pkg / "kernels" / "kvcache.py", "\nAHEAD = 8\n", "\nAHEAD = 5\n")
+    _edit(pkg / "kernels" / "blockpool.py", "\nAHEAD = 8\n", "\nAHEAD = 5\n")
     const, _ = _run(tmp_path)
     assert const["ahead"] == 5 and const["t"] == doubled["t"] and const["misses"] > 0
 
     # undoing both edits finds the first state's kernels again
     _edit(pkg / "kernels" / "cost.py", "    return 2.0 * total\n", "    return total\n")
-    _edit(pkg / "kernels" / "kvcache.py", "\nAHEAD = 5\n", "\nAHEAD = 8\n")
+    _edit(pkg / "kernels" / "blockpool.py", "\nAHEAD = 5\n", "\nAHEAD = 8\n")
     back, _ = _run(tmp_path)
     assert back["fingerprint"] == first["fingerprint"] and back["t"] == first["t"]
     assert back["misses"] == 0 and back["hits"] > 0

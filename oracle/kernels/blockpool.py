@@ -32,6 +32,11 @@ import numpy as np
 
 from oracle.kernels import arith
 from oracle.kernels._jit import jit
+from oracle.kernels.prefetch import prefetch
+
+# How far ahead walks over many keys or blocks issue their memory reads (see
+# oracle.kernels.prefetch).
+AHEAD = 8
 
 #: Ceiling division of non-negative integers, compiled from ``oracle.kernels.arith.cdiv``.
 cdiv = jit(inline="always")(arith.cdiv)
@@ -146,6 +151,34 @@ def hm_find(hm, hbase, mask, h, keys, kbase):
     the key of block ``b``)."""
     e = hm[hbase + hm_slot_of(hbase, mask, h, hm, keys, kbase)]
     return np.int64(e & np.uint64(_LOW)) if e != 0 else np.int64(-1)
+
+
+@jit(inline="always")
+def hm_prefetch(hm, hbase, mask, h):
+    """Start reading the home slot of key ``h``."""
+    prefetch(hm, hbase + hm_slot(h, mask))
+
+
+@jit(inline="always")
+def hm_match(hm, hbase, mask, hashes, h_start, max_blocks, keys, kbase, out):
+    """How many leading keys of ``hashes[h_start : h_start + max_blocks]`` are mapped,
+    stopping at the first miss; the home slots are read ``AHEAD`` keys ahead. Their values go
+    to ``out[:k]`` when ``out`` (an array, or None) holds ``max_blocks``."""
+    record = out is not None and out.shape[0] >= max_blocks
+    for j in range(min(max_blocks, AHEAD)):
+        hm_prefetch(hm, hbase, mask, hashes[h_start + j])
+    k = 0
+    while k < max_blocks:
+        if k + AHEAD < max_blocks:
+            hm_prefetch(hm, hbase, mask, hashes[h_start + k + AHEAD])
+        v = hm_find(hm, hbase, mask, hashes[h_start + k], keys, kbase)
+        if v < 0:
+            break
+        if out is not None:
+            if record:
+                out[k] = v
+        k += 1
+    return k
 
 
 @jit(inline="always")

@@ -24,10 +24,8 @@ from __future__ import annotations
 import numpy as np
 
 from oracle.kernels._jit import jit
-from oracle.kernels.blockpool import (fq_pop_front, fq_push_back, fq_remove, hm_delete_slot, hm_find,
-                                      hm_find_or_insert, hm_slot, hm_slot_of)
-from oracle.kernels.kvcache import AHEAD
-from oracle.kernels.prefetch import prefetch
+from oracle.kernels.blockpool import (AHEAD, fq_pop_front, fq_push_back, fq_remove, hm_delete_slot, hm_find,
+                                      hm_find_or_insert, hm_match, hm_prefetch, hm_slot_of)
 
 
 def new_host_arrays(num_replicas: int, num_slots: int) -> tuple:
@@ -52,17 +50,7 @@ def new_host_arrays(num_replicas: int, num_slots: int) -> tuple:
 def host_match(hm, slot_hash, n, cmask, r, hashes, h_start, max_blocks):
     """Leading hashes ``hashes[h_start : h_start + max_blocks]`` held by replica ``r``'s host
     tier, stopping at the first miss (vLLM ``_maximal_prefix_lookup``). Touches nothing."""
-    hbase = r * (cmask + 1)
-    for j in range(min(max_blocks, AHEAD)):
-        prefetch(hm, hbase + hm_slot(hashes[h_start + j], cmask))
-    k = 0
-    while k < max_blocks:
-        if k + AHEAD < max_blocks:
-            prefetch(hm, hbase + hm_slot(hashes[h_start + k + AHEAD], cmask))
-        if hm_find(hm, hbase, cmask, hashes[h_start + k], slot_hash, r * n) < 0:
-            break
-        k += 1
-    return k
+    return hm_match(hm, r * (cmask + 1), cmask, hashes, h_start, max_blocks, slot_hash, r * n, None)
 
 
 @jit(inline="always")
@@ -90,10 +78,10 @@ def host_store(n, cmask, r, hashes, h_start, num, slot_hash, lru_prev, lru_next,
     cap = n - 1
     num_new = 0
     for k in range(min(num, AHEAD)):
-        prefetch(hm, hbase + hm_slot(hashes[h_start + k], cmask))
+        hm_prefetch(hm, hbase, cmask, hashes[h_start + k])
     for k in range(num):
         if k + AHEAD < num:
-            prefetch(hm, hbase + hm_slot(hashes[h_start + k + AHEAD], cmask))
+            hm_prefetch(hm, hbase, cmask, hashes[h_start + k + AHEAD])
         slots[k] = hm_find(hm, hbase, cmask, hashes[h_start + k], slot_hash, r * n)
         if slots[k] < 0:
             num_new += 1

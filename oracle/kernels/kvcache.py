@@ -41,12 +41,10 @@ from collections import namedtuple
 import numpy as np
 
 from oracle.kernels._jit import jit
-from oracle.kernels.blockpool import (fq_init, fq_push_back, fq_push_front, fq_remove, hm_delete_slot, hm_find,
-                                      hm_find_or_insert, hm_set_value, hm_slot, hm_slot_of, hm_value)
+from oracle.kernels.blockpool import (AHEAD, fq_init, fq_push_back, fq_push_front, fq_remove, hm_delete_slot,
+                                      hm_find, hm_find_or_insert, hm_match, hm_set_value, hm_slot, hm_slot_of,
+                                      hm_value)
 from oracle.kernels.prefetch import prefetch
-
-# How far ahead block walks issue their memory reads (see oracle.kernels.prefetch).
-AHEAD = 8
 
 Pool = namedtuple("Pool", ["ref_cnt", "blk_hash", "blk_sess", "dup_next", "fq_prev", "fq_next", "hm", "num_free",
                            "num_mapped", "n", "cmask", "caching"])
@@ -145,21 +143,8 @@ def match_prefix(pool, r, hashes, h_start, max_blocks, out_blocks):
     in: hashes u8[] (all requests), h_start (this request's first hash), max_blocks.
     out: out_blocks i4[>= max_blocks] gets the hit blocks' local ids (if its size allows).
     """
-    hbase = r * (pool.cmask + 1)
-    k = 0
-    record = out_blocks.shape[0] >= max_blocks
-    for j in range(min(max_blocks, AHEAD)):
-        prefetch(pool.hm, _home(pool, r, hashes[h_start + j]))
-    while k < max_blocks:
-        if k + AHEAD < max_blocks:
-            prefetch(pool.hm, _home(pool, r, hashes[h_start + k + AHEAD]))
-        b = hm_find(pool.hm, hbase, pool.cmask, hashes[h_start + k], pool.blk_hash, r * pool.n)
-        if b < 0:
-            break
-        if record:
-            out_blocks[k] = b
-        k += 1
-    return k
+    return hm_match(pool.hm, r * (pool.cmask + 1), pool.cmask, hashes, h_start, max_blocks, pool.blk_hash,
+                    r * pool.n, out_blocks)
 
 
 @jit(inline="always")
